@@ -1,0 +1,7 @@
+"""python -m hetero: the same as the hetero command."""
+
+import sys
+
+from hetero.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Execution backends: one module per device kind (reference numpy now; numba, OpenCL, CUDA next)."""

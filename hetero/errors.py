@@ -1,0 +1,31 @@
+"""The exception hierarchy: every error hetero raises on purpose is a HeteroError.
+
+Each message names the file, node or device at fault and says what to do, in one line,
+so the CLI can print it as is and exit non-zero.
+"""
+
+from __future__ import annotations
+
+
+class HeteroError(Exception):
+    """Root of every error hetero raises for bad input or an unusable environment."""
+
+
+class ModelError(HeteroError):
+    """A model file is missing, malformed, truncated or inconsistent."""
+
+
+class UnsupportedOpError(ModelError):
+    """A model uses an operator (or an operator form) hetero has no definition for."""
+
+
+class GraphError(HeteroError):
+    """A graph violates an invariant: a cycle, a tensor produced twice or never, a shape mismatch."""
+
+
+class DeviceError(HeteroError):
+    """A device is unknown, absent, or failed while running."""
+
+
+class InputError(HeteroError, ValueError):
+    """A user-supplied input (array file, option value) does not fit the model or command."""

@@ -1,0 +1,37 @@
+"""MODEL arguments: an ONNX path or builtin:NAME, resolved to an ONNX model or a Graph."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import onnx
+
+from hetero import models
+from hetero.errors import ModelError
+from hetero.graph import Graph
+from hetero.onnx_import import import_onnx, load_model
+from hetero.resources import seed_model_path
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def builtin_names() -> list[str]:
+    """Names accepted after builtin: (seed-cnn is the trained seed model)."""
+    return sorted(["seed-cnn", *models.BUILTINS])
+
+
+def load_onnx(spec: str) -> onnx.ModelProto:
+    """The ONNX model a MODEL argument names."""
+    if spec.startswith(BUILTIN_PREFIX):
+        name = spec[len(BUILTIN_PREFIX) :]
+        if name == "seed-cnn":
+            return load_model(seed_model_path())
+        if name not in models.BUILTINS:
+            raise ModelError(f"unknown builtin model '{name}' (available: {', '.join(builtin_names())})")
+        return models.BUILTINS[name]()
+    return load_model(spec)
+
+
+def load_graph(spec: str, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
+    """The validated Graph a MODEL argument names."""
+    return import_onnx(load_onnx(spec), input_shapes=input_shapes, label=spec)
