@@ -1,4 +1,4 @@
-"""The reference executor: numpy execution of a Graph, op by op in topological order.
+"""The reference device and executor: numpy, op by op in topological order.
 
 It is the correctness oracle every other backend is compared with.
 """
@@ -6,11 +6,13 @@ It is the correctness oracle every other backend is compared with.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from hetero import ops
+from hetero.backends.base import Buffer, HostDevice
+from hetero.devices import DeviceInfo
 from hetero.errors import InputError
 from hetero.graph import Graph, Op
 
@@ -37,14 +39,20 @@ def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.n
     return checked
 
 
-def run_op(op: Op, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Run one op on numpy arrays; constant inputs come from the op's weights."""
-    args = [None if not t else (op.weights[t] if t in op.weights else values[t]) for t in op.inputs]
+def reference_op(op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run one op in numpy; ``activations`` are its non-constant inputs in order."""
+    it = iter(activations)
+    args = [None if not t else (op.weights[t] if t in op.weights else next(it)) for t in op.inputs]
     return ops.get(op.type).reference(args, op.attrs)
 
 
+def run_op(op: Op, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run one op in numpy, reading its activation inputs from ``values`` by name."""
+    return reference_op(op, [values[t] for t in op.activation_inputs])
+
+
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Execute the graph on numpy arrays and return its outputs by name."""
+    """Execute the graph in numpy and return its outputs by name."""
     values: dict[str, np.ndarray] = dict(check_feeds(graph, feeds))
     remaining = Counter(t for op in graph.ops_in_order() for t in op.activation_inputs)
     keep = {spec.name for spec in graph.outputs}
@@ -56,3 +64,16 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
             if remaining[tensor] == 0 and tensor not in keep:
                 del values[tensor]
     return {spec.name: values[spec.name] for spec in graph.outputs}
+
+
+def _reference_kernel(device: "ReferenceDevice", op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+    return reference_op(op, inputs)
+
+
+class ReferenceDevice(HostDevice):
+    """numpy on the host: every registered op type, the oracle for the others."""
+
+    kernels = {name: _reference_kernel for name in ops.supported_ops()}
+
+    def __init__(self, info: DeviceInfo | None = None) -> None:
+        super().__init__(info or DeviceInfo("reference", "reference", "numpy on the host", "numpy", 1, 0))

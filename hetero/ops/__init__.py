@@ -93,4 +93,4 @@ def supported_ops() -> list[str]:
 
 
 # The modules below register their op types on import.
-from hetero.ops import elementwise, nn, pool, quantize, tensor  # noqa: E402,F401
+from hetero.ops import elementwise, nn, pool, qlinear, quantize, tensor  # noqa: E402,F401
