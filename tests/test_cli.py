@@ -1,0 +1,118 @@
+"""The hetero command line: devices, inspect, run, demo, and one-line errors with exit status 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hetero.cli import main
+from hetero.datasets import load_digits_28
+
+
+def test_devices_lists_reference_cpu_and_opencl(capsys):
+    assert main(["devices", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    names = [d["name"] for d in report["devices"]]
+    assert names[:2] == ["reference", "cpu"]
+    assert any(n.startswith("opencl:") for n in names)
+    for device in report["devices"]:
+        assert device["compute_units"] >= 1
+    kinds_accounted = {d["kind"] for d in report["devices"]} | {a["kind"] for a in report["absent"]}
+    assert {"cpu", "opencl", "cuda"} <= kinds_accounted
+    for absent in report["absent"]:
+        assert absent["reason"]
+
+
+def test_devices_table_says_why_cuda_is_absent(capsys):
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "reference" in out and "opencl:0" in out
+    assert "cuda" in out
+
+
+def test_inspect_json_totals_match_nodes(capsys):
+    assert main(["inspect", "builtin:seed-cnn", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    nodes = report["nodes"]
+    assert [n["type"] for n in nodes] == ["Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Relu", "Gemm"]
+    conv = nodes[0]
+    assert conv["outputs"] == [[1, 32, 26, 26]]
+    assert conv["flops"] == 2 * 32 * 26 * 26 * 9 + 32 * 26 * 26
+    assert report["totals"]["flops"] == sum(n["flops"] for n in nodes)
+    assert report["totals"]["param_bytes"] == 4 * (32 * 9 + 32 + 64 * 5408 + 64 + 10 * 64 + 10)
+
+
+def test_inspect_table(capsys):
+    assert main(["inspect", "builtin:mobilenetv2"]) == 0
+    out = capsys.readouterr().out
+    assert "Conv" in out and "total: " in out
+
+
+def test_run_writes_outputs_that_match_the_digit(tmp_path, capsys):
+    images, labels = load_digits_28("test")
+    x_path, y_path = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x_path, images[:1])
+    assert main(["run", "builtin:seed-cnn", "--input", str(x_path), "-o", str(y_path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    logits = np.load(y_path)
+    assert logits.shape == (1, 10)
+    assert summary["top1"] == [int(logits.argmax())]
+    assert summary["top1"] == [int(labels[0])]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["inspect", "builtin:nope"], "unknown builtin model 'nope'"),
+        (["inspect", "missing.onnx"], "missing.onnx: no such model file"),
+        (["run", "builtin:seed-cnn", "--input", "missing.npy"], "missing.npy: no such input file"),
+        (["run", "builtin:seed-cnn", "--input", "x.npy", "--device", "tpu:7"], "tpu:7"),
+    ],
+)
+def test_errors_are_one_line_with_status_1(argv, expected, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 28, 28), np.float32))
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert expected in err
+    assert err.startswith("hetero: error: ")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_wrong_input_shape_is_named(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 28, 28), np.float32))
+    assert main(["run", "builtin:seed-cnn", "--input", str(tmp_path / "x.npy")]) == 1
+    err = capsys.readouterr().err
+    assert "input 'input' has shape [1, 3, 28, 28]" in err and "[1, 1, 28, 28]" in err
+
+
+def test_failed_run_leaves_no_output_file(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 28, 28), np.float32))
+    out = tmp_path / "y.npy"
+    assert main(["run", "builtin:seed-cnn", "--input", str(tmp_path / "x.npy"), "-o", str(out)]) == 1
+    assert list(tmp_path.iterdir()) == [tmp_path / "x.npy"]
+
+
+def test_corrupt_model_file_through_installed_entry_point(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(Path(__file__).read_bytes()[:200])
+    proc = subprocess.run(
+        [sys.executable, "-m", "hetero", "inspect", str(bad)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1
+    assert str(bad) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_demo_prints_seed_accuracy(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if "fp32 reference accuracy" in l)
+    accuracy = float(line.split(":")[1].split("%")[0])
+    assert accuracy >= 95.0
