@@ -29,3 +29,7 @@ class DeviceError(HeteroError):
 
 class InputError(HeteroError, ValueError):
     """A user-supplied input (array file, option value) does not fit the model or command."""
+
+
+class ProfileError(HeteroError):
+    """A profile file is missing, truncated, hand-edited wrongly, from the future, or of another device."""

@@ -1,0 +1,219 @@
+"""Measure every op of a graph on real devices with each device's own clock, and the links.
+
+Per (device, op signature): warm-up launches, then timed launches until the estimate is
+stable (relative spread (p90 - p10) / median at most ``target_spread``) or the per-op time
+budget is spent. Spikes (beyond median + 5 MAD, as a context switch or a page fault gives)
+are dropped before the statistics, so one outlier cannot corrupt the profile.
+
+Transfers: host->device and device->host are timed for sizes from 1 KiB to 64 MiB and
+fitted as latency + bytes/bandwidth; device->device goes through the host (download then
+upload) and is timed the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import socket
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from hetero.backends.base import Device
+from hetero.errors import DeviceError
+from hetero.graph import Graph, Op, TensorSpec
+from hetero.profile import HOST, DeviceProfile, LinkFit, OpStats, Profile, identity_of, op_features, same_device
+
+log = logging.getLogger(__name__)
+
+KIB = 1024
+TRANSFER_SIZES = tuple(KIB * 4**i for i in range(9))  # 1 KiB .. 64 MiB
+LIBRARIES = ("numpy", "numba", "pyopencl", "cupy", "onnx", "onnxruntime", "hetero")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When to stop timing one op: enough samples and a small spread, or time used up."""
+
+    warmup: int = 2
+    min_count: int = 5
+    max_count: int = 200
+    target_spread: float = 0.05
+    seconds_per_op: float = 0.5
+
+
+def robust_stats(samples: Sequence[float]) -> tuple[float, float, float, int, int]:
+    """(median, p10, p90, kept, dropped) after dropping spikes beyond median + 5 MAD."""
+    values = np.asarray(samples, np.float64)
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(values - median)))
+    limit = median + 5.0 * max(mad, 1e-3 * median, 1e-9)
+    kept = values[values <= limit]
+    return (
+        float(np.median(kept)),
+        float(np.percentile(kept, 10)),
+        float(np.percentile(kept, 90)),
+        int(kept.size),
+        int(values.size - kept.size),
+    )
+
+
+def random_input(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
+    """A plausible input array for timing: normal floats, full-range small ints, zero indices."""
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(spec.shape).astype(dtype)
+    if dtype.itemsize == 1:
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max + 1, spec.shape).astype(dtype)
+    return np.zeros(spec.shape, dtype)
+
+
+def time_op(device: Device, op: Op, budget: Budget, rng: np.random.Generator) -> OpStats:
+    """Time one op on one device until stable; statistics are robust to spikes."""
+    arrays = [random_input(s, rng) for s in op.input_specs if s is not None and s.name not in op.weights]
+    buffers = [device.upload(a) for a in arrays]
+    for _ in range(budget.warmup):
+        device.run(op, buffers)
+    device.synchronize()
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < budget.max_count:
+        _, seconds = device.timed_run(op, buffers)
+        samples.append(seconds)
+        if len(samples) >= budget.min_count:
+            median, p10, p90, _, _ = robust_stats(samples)
+            if (p90 - p10) <= budget.target_spread * median:
+                break
+            if time.perf_counter() - started > budget.seconds_per_op:
+                break
+    median, p10, p90, kept, dropped = robust_stats(samples)
+    return OpStats(
+        op_type=op.type,
+        median_s=median,
+        p10_s=p10,
+        p90_s=p90,
+        count=kept,
+        outliers=dropped,
+        spread=(p90 - p10) / median if median > 0 else 0.0,
+        features=op_features(op),
+    )
+
+
+def fit_link(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares latency + bytes/bandwidth, weighted by 1/seconds so small sizes count too."""
+    nbytes = np.array([p[0] for p in points], np.float64)
+    seconds = np.array([p[1] for p in points], np.float64)
+    weights = 1.0 / np.maximum(seconds, 1e-9)
+    design = np.stack([np.ones_like(nbytes), nbytes], axis=1) * weights[:, None]
+    (latency, per_byte), *_ = np.linalg.lstsq(design, seconds * weights, rcond=None)
+    if per_byte <= 0:  # transfers this cheap are all latency; keep the model well defined
+        per_byte = 1e-15
+    return max(float(latency), 0.0), float(1.0 / per_byte)
+
+
+def _median_time(action: Callable[[], object], device: Device, repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        device.synchronize()
+        start = time.perf_counter()
+        action()
+        device.synchronize()
+        samples.append(time.perf_counter() - start)
+    return robust_stats(samples)[0]
+
+
+def calibrate_links(devices: Sequence[Device], sizes: Iterable[int] = TRANSFER_SIZES, repeat: int = 5) -> list[LinkFit]:
+    """Fit host<->device for each device and device->device (through the host) for each pair."""
+    sizes = list(sizes)
+    host_arrays = {n: np.ones(n, np.uint8) for n in sizes}
+    resident = {d.name: {n: d.upload(host_arrays[n]) for n in sizes} for d in devices}
+    links = []
+    for device in devices:
+        up = [(n, _median_time(lambda: device.upload(host_arrays[n]), device, repeat)) for n in sizes]
+        down = [(n, _median_time(lambda: device.download(resident[device.name][n]), device, repeat)) for n in sizes]
+        for src, dst, points in ((HOST, device.name, up), (device.name, HOST, down)):
+            latency, bandwidth = fit_link(points)
+            links.append(LinkFit(src, dst, "direct", latency, bandwidth, tuple(points)))
+    for src in devices:
+        for dst in devices:
+            if src is dst:
+                continue
+            points = [
+                (n, _median_time(lambda: dst.upload(src.download(resident[src.name][n])), dst, repeat)) for n in sizes
+            ]
+            latency, bandwidth = fit_link(points)
+            links.append(LinkFit(src.name, dst.name, HOST, latency, bandwidth, tuple(points)))
+    return links
+
+
+def host_identity() -> dict[str, object]:
+    from hetero.devices import _cpu_name
+
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu": _cpu_name(), "cores": __import__("os").cpu_count()}
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def profile_graph(
+    graph: Graph,
+    devices: Sequence[Device],
+    model: str,
+    precision: str,
+    budget: Budget = Budget(),
+    previous: Profile | None = None,
+    transfer_sizes: Iterable[int] = TRANSFER_SIZES,
+    progress: Callable[[str], None] | None = None,
+    seed: int = 0,
+) -> Profile:
+    """Measure every op signature of the graph on every device (reusing ``previous`` entries
+    measured on the same hardware), plus the links; ops a device has no kernel for are skipped."""
+    rng = np.random.default_rng(seed)
+    unique: dict[str, Op] = {}
+    for op in graph.ops_in_order():
+        unique.setdefault(op.signature(), op)
+    device_profiles: dict[str, DeviceProfile] = {}
+    for device in devices:
+        reused: Mapping[str, OpStats] = {}
+        if previous is not None and device.name in previous.devices:
+            entry = previous.devices[device.name]
+            if same_device(entry.identity, device.info):
+                reused = entry.ops
+        measured: dict[str, OpStats] = dict(reused)
+        for signature, op in unique.items():
+            if signature in measured:
+                continue
+            if not device.supports(op):
+                log.info("%s: no kernel for %s, not profiled", device.name, op.name)
+                continue
+            if progress:
+                progress(f"{device.name}: {op.type} {op.name}")
+            try:
+                measured[signature] = time_op(device, op, budget, rng)
+            except DeviceError as err:
+                log.warning("%s: %s failed while profiling: %s", device.name, op.name, err)
+        device_profiles[device.name] = DeviceProfile(identity=identity_of(device.info), ops=measured)
+    if progress:
+        progress("links")
+    links = calibrate_links(devices, transfer_sizes)
+    return Profile(
+        model=model,
+        precision=precision,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        host=host_identity(),
+        libraries=library_versions(),
+        devices=device_profiles,
+        links=tuple(links),
+    )
