@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from typing import Sequence
@@ -15,6 +16,17 @@ from hetero import __version__
 from hetero.errors import HeteroError, InputError
 
 log = logging.getLogger("hetero")
+
+
+def _json_safe(value: object) -> object:
+    """NaN and infinity become null, so the output is standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _human_bytes(n: float) -> str:
@@ -144,6 +156,98 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_list(text: str | None) -> list[str]:
+    from hetero.devices import discover
+
+    if text:
+        return [d.strip() for d in text.split(",") if d.strip()]
+    return [d.name for d in discover()[0] if d.kind != "reference"]
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from hetero.profile import load_profile
+
+    if args.show:
+        return _profile_show(load_profile(args.show), args)
+    if args.evaluate:
+        return _profile_evaluate(args)
+    if not args.model or not args.output:
+        raise InputError("hetero profile needs MODEL and -o PROFILE.json (or --show / --evaluate PROFILE.json)")
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from hetero.backends import open_device
+    from hetero.pipeline import load_for_precision
+    from hetero.profile import save_profile
+    from hetero.profiler import TRANSFER_SIZES, Budget, profile_graph
+
+    previous = load_profile(args.output) if args.reuse and Path(args.output).exists() else None
+    graph = load_for_precision(args.model, args.precision)
+    devices = [open_device(name) for name in _device_list(args.devices)]
+    budget = Budget(target_spread=args.target_spread, seconds_per_op=args.budget_s)
+    sizes = [n for n in TRANSFER_SIZES if n <= args.max_transfer_mib * 2**20]
+    steps = len({op.signature() for op in graph.ops_in_order()}) * len(devices) + 1
+    with Progress(transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task("profiling", total=steps)
+
+        def advance(what: str) -> None:
+            bar.update(task, advance=1, description=what[:60])
+
+        profile = profile_graph(graph, devices, args.model, args.precision, budget, previous, sizes, advance)
+    save_profile(profile, args.output)
+    counts = ", ".join(f"{name}: {len(d.ops)} op signatures" for name, d in profile.devices.items())
+    print(f"wrote {args.output} ({counts}; {len(profile.links)} links)")
+    return 0
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _profile_show(profile, args: argparse.Namespace) -> int:
+    print(f"profile of {profile.model} ({profile.precision}), measured {profile.created} on {profile.host.get('hostname')}")
+    for name, device in profile.devices.items():
+        print(f"\n{name}: {device.identity.get('description')}")
+        print(f"  {'op signature':<70} {'median':>10} {'p10':>10} {'p90':>10} {'n':>4}")
+        for signature, stats in sorted(device.ops.items(), key=lambda kv: -kv[1].median_s):
+            short = signature if len(signature) <= 70 else signature[:67] + "..."
+            print(f"  {short:<70} {stats.median_s * 1e6:>8.1f}us {stats.p10_s * 1e6:>8.1f}us {stats.p90_s * 1e6:>8.1f}us {stats.count:>4}")
+    if profile.links:
+        print("\nlinks (latency + bytes / bandwidth):")
+        for link in profile.links:
+            print(f"  {link.src:>10} -> {link.dst:<10} via {link.via:<6} {link.latency_s * 1e6:8.1f} us  {link.bandwidth_Bps / 1e9:8.2f} GB/s")
+    return 0
+
+
+def _profile_evaluate(args: argparse.Namespace) -> int:
+    from hetero.cost_eval import evaluate_against, evaluate_holdout
+    from hetero.profile import load_profile
+
+    profile = load_profile(args.evaluate)
+    if args.against:
+        report = evaluate_against(profile, load_profile(args.against))
+        how = f"entries of {args.against} predicted from {args.evaluate}"
+    else:
+        report = evaluate_holdout(profile, fraction=args.holdout)
+        how = f"{args.holdout:.0%} of op signatures held out"
+    if args.json:
+        summary = {k: v for k, v in report.items() if k != "devices"} | {
+            "devices": {n: {k: v for k, v in d.items() if k != "rows"} for n, d in report["devices"].items()}
+        }
+        print(json.dumps(_json_safe(summary)))
+        return 0
+    print(f"cost model evaluation: {how}")
+    for name, device in [("all", report)] + list(report["devices"].items()):
+        print(
+            f"  {name:<10} n={device['n']:<4} within 10%: {device['within_10pct']:.0%}  within 20%: {device['within_20pct']:.0%}  "
+            f"RMSPE: {device['rmspe']:.1%}  Spearman: {device['spearman']:.3f}  unpredictable: {device['unpredictable']}"
+        )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from hetero.backends.reference import run_graph
     from hetero.datasets import load_digits_28
@@ -187,6 +291,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="threads for the cpu device (default: all cores)")
     p.add_argument("--json", action="store_true", help="print a JSON summary (with --repeat: median_s, p90_s)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("profile", help="measure every op on every device, show or evaluate a profile")
+    p.add_argument("model", nargs="?", help="an .onnx path or builtin:NAME")
+    p.add_argument("-o", "--output", help="where to write the profile JSON")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--devices", help="comma-separated devices (default: every present device but reference)")
+    p.add_argument("--reuse", action="store_true", help="keep entries of the existing -o profile measured on the same device")
+    p.add_argument("--target-spread", type=float, default=0.05, help="stop timing an op when (p90-p10)/median is at most this")
+    p.add_argument("--budget-s", type=float, default=0.5, help="time budget per op and device, seconds")
+    p.add_argument("--max-transfer-mib", type=float, default=64, help="largest transfer size calibrated, MiB")
+    p.add_argument("--show", metavar="PROFILE", help="print a profile as a table, slowest ops first")
+    p.add_argument("--evaluate", metavar="PROFILE", help="report the cost model's prediction error")
+    p.add_argument("--holdout", type=float, default=0.3, help="with --evaluate: share of signatures held out")
+    p.add_argument("--against", metavar="OTHER", help="with --evaluate: predict OTHER's entries from PROFILE")
+    p.add_argument("--json", action="store_true", help="with --evaluate: print JSON")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("demo", help="the end-to-end job on the shipped seed model")
     p.set_defaults(func=cmd_demo)

@@ -113,7 +113,7 @@ class SpecDevice:
     memory_bytes: int | None = None
 
     def roofline(self, op: Op, precision: str) -> float:
-        peak = self.peak_ops_per_s.get(precision) or self.peak_ops_per_s.get("fp32")
+        peak = self.peak_ops_per_s.get(precision)
         if not peak:
             raise ProfileError(f"spec device {self.name} gives no peak throughput for {precision}")
         compute = op.flops / peak
@@ -153,6 +153,8 @@ class ProfileCostModel:
         op = self.graph.op(node)
         spec = self.specs.get(device)
         if spec is not None:
+            if self.precision not in spec.peak_ops_per_s:
+                return False
             return spec.supported_ops is None or op.type in spec.supported_ops
         if self._can_run is not None and not self._can_run(op, device):
             return False
