@@ -95,7 +95,7 @@ class HostDevice(Device):
     """A device whose memory is the host's: buffers are numpy arrays."""
 
     def upload(self, array: np.ndarray) -> Buffer:
-        return np.ascontiguousarray(array)
+        return np.require(array, requirements="C")
 
     def download(self, buffer: Buffer) -> np.ndarray:
         return np.asarray(buffer)

@@ -35,7 +35,7 @@ def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.n
             if not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
                 raise InputError(f"input '{spec.name}' is {array.dtype}, model {graph.name} expects {spec.dtype}")
             array = array.astype(spec.dtype)
-        checked[spec.name] = np.ascontiguousarray(array)
+        checked[spec.name] = np.require(array, requirements="C")
     return checked
 
 

@@ -73,6 +73,9 @@ def clip_bounds(inputs: Sequence[object], attrs: Attrs) -> tuple[float, float]:
 def _clip(inputs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
     x = inputs[0]
     low, high = clip_bounds(inputs, attrs)
+    if np.issubdtype(x.dtype, np.integer):  # an absent bound is +-inf, which no integer type holds
+        info = np.iinfo(x.dtype)
+        low, high = max(low, info.min), min(high, info.max)
     return [np.minimum(np.maximum(x, x.dtype.type(low)), x.dtype.type(high))]
 
 

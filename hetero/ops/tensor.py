@@ -33,7 +33,9 @@ def _axis(axis: int, rank: int) -> int:
 
 def _flatten_shape(shape: Shape, attrs: Attrs) -> Shape:
     axis = int(attrs.get("axis", 1))
-    axis = axis % (len(shape) + 1) if axis < 0 else axis
+    if not -len(shape) <= axis <= len(shape):
+        raise GraphError(f"Flatten axis {axis} is out of range for rank {len(shape)}")
+    axis = axis + len(shape) if axis < 0 else axis
     return (int(np.prod(shape[:axis])), int(np.prod(shape[axis:])))
 
 
@@ -194,7 +196,11 @@ register("Split", infer=_split_infer, reference=_split, flops=_no_flops, inputs=
 
 
 def slice_index(shape: Shape, inputs: Sequence[object]) -> tuple[slice, ...]:
-    """The numpy index a Slice op takes: ONNX clamping matches Python slice semantics."""
+    """The numpy index a Slice op takes, with ONNX's clamping made explicit.
+
+    Python slices differ from ONNX in one case: a negative step with start below -dim,
+    which ONNX clamps to 0 (one element) and Python to "before 0" (empty).
+    """
     starts = _const(inputs[1], "Slice starts").reshape(-1)  # type: ignore[arg-type]
     ends = _const(inputs[2], "Slice ends").reshape(-1)  # type: ignore[arg-type]
     rank = len(shape)
@@ -212,10 +218,14 @@ def slice_index(shape: Shape, inputs: Sequence[object]) -> tuple[slice, ...]:
     for start, end, axis, step in zip(starts, ends, axes, steps):
         if step == 0:
             raise GraphError("Slice step must not be 0")
-        bound = 1 << 62
-        index[_axis(int(axis), rank)] = slice(
-            int(np.clip(start, -bound, bound)), int(np.clip(end, -bound, bound)), int(step)
-        )
+        axis = _axis(int(axis), rank)
+        dim, start, end, step = shape[axis], int(start), int(end), int(step)
+        start, end = (start + dim if start < 0 else start), (end + dim if end < 0 else end)
+        if step > 0:
+            start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+        else:
+            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+        index[axis] = slice(start, None if end < 0 else end, step)
     return tuple(index)
 
 

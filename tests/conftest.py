@@ -1,0 +1,147 @@
+"""Shared helpers for the import and op tests: tiny ONNX models, onnxruntime, comparisons.
+
+Test modules import the plain functions below with ``from conftest import ...`` (pytest puts
+this directory on sys.path because tests/ is not a package).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+from hetero.backends.reference import run_graph
+from hetero.graph import Graph
+from hetero.onnx_import import import_onnx
+
+SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+REL_L2 = 1e-4
+
+
+def ir_version_for(opset: int) -> int:
+    """An IR version onnxruntime accepts for a default-domain opset."""
+    if opset <= 17:
+        return 8
+    if opset <= 19:
+        return 9
+    return 10
+
+
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Mapping[str, np.ndarray],
+    outputs: Sequence[str],
+    initializers: Mapping[str, np.ndarray] | None = None,
+    opset: int = 17,
+    name: str = "test",
+    input_dims: Mapping[str, Sequence[int | str]] | None = None,
+) -> onnx.ModelProto:
+    """A model from nodes; graph inputs typed from example arrays, output element types inferred.
+
+    Outputs are declared with an element type but no shape, so that the shapes compared
+    below are the ones onnxruntime and hetero compute, not ones written into the test.
+    """
+    input_dims = input_dims or {}
+    graph_inputs = [
+        helper.make_tensor_value_info(
+            n,
+            helper.np_dtype_to_tensor_dtype(np.asarray(a).dtype),
+            list(input_dims.get(n, np.asarray(a).shape)),
+        )
+        for n, a in inputs.items()
+    ]
+    inits = [numpy_helper.from_array(np.asarray(a), n) for n, a in (initializers or {}).items()]
+    graph = helper.make_graph(list(nodes), name, graph_inputs, [helper.make_empty_tensor_value_info(o) for o in outputs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version_for(opset))
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.output}
+    assert all(types.get(o) for o in outputs), f"onnx could not type outputs {outputs} at opset {opset}"
+    del model.graph.output[:]
+    model.graph.output.extend(helper.make_tensor_value_info(o, types[o], None) for o in outputs)
+    return model
+
+
+def ort_run(model: onnx.ModelProto | str | Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs by name from a single-threaded CPU onnxruntime session."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    # no graph rewrites: fusions such as DequantizeLinear+MatMul change the arithmetic
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    src = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
+    session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, dict(feeds))))
+
+
+def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
+    """||actual - expected|| / ||expected|| in float64 (absolute when expected is all zero)."""
+    diff = float(np.linalg.norm((actual.astype(np.float64) - expected.astype(np.float64)).ravel()))
+    norm = float(np.linalg.norm(expected.astype(np.float64).ravel()))
+    return diff / norm if norm > 0 else diff
+
+
+def assert_matches(actual: np.ndarray, expected: np.ndarray, exact: bool = False, what: str = "") -> None:
+    """Same shape and dtype, and equal (exact) or within REL_L2 relative L2 error."""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != onnxruntime {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != onnxruntime {expected.dtype}"
+    if exact or not np.issubdtype(expected.dtype, np.floating):
+        mismatch = np.flatnonzero(actual.ravel() != expected.ravel())
+        assert mismatch.size == 0, (
+            f"{what}: {mismatch.size} elements differ, first at {mismatch[0]}: "
+            f"{actual.ravel()[mismatch[0]]} != {expected.ravel()[mismatch[0]]}"
+        )
+    else:
+        assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
+        err = rel_l2(actual, expected)
+        assert err <= REL_L2, f"{what}: relative L2 error {err:.3g} > {REL_L2}"
+
+
+def check_against_ort(
+    model: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    exact: bool = False,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> Graph:
+    """Import, run the reference executor and compare every output with onnxruntime.
+
+    Also checks that the graph's declared output specs match the arrays it produced.
+    Returns the imported graph so callers can inspect it.
+    """
+    graph = import_onnx(model, input_shapes=input_shapes)
+    got = run_graph(graph, feeds)
+    want = ort_run(model, feeds)
+    assert set(got) == set(want), f"outputs {sorted(got)} != onnxruntime {sorted(want)}"
+    for spec in graph.outputs:
+        assert got[spec.name].shape == spec.shape, f"{spec.name}: ran as {got[spec.name].shape}, declared {spec.shape}"
+        assert str(got[spec.name].dtype) == spec.dtype, f"{spec.name}: ran as {got[spec.name].dtype}, declared {spec.dtype}"
+        assert_matches(got[spec.name], want[spec.name], exact=exact, what=spec.name)
+    return graph
+
+
+def op_types(graph: Graph) -> list[str]:
+    """Op types of a graph in topological order."""
+    return [op.type for op in graph.ops_in_order()]
+
+
+def random_feeds(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Standard-normal float32 arrays for every graph input."""
+    rng = np.random.default_rng(seed)
+    return {s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in graph.inputs}
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def node(op_type: str, inputs: Iterable[str], outputs: Iterable[str], **attrs: object) -> onnx.NodeProto:
+    """helper.make_node with a name derived from the op type and first output."""
+    outputs = list(outputs)
+    return helper.make_node(op_type, list(inputs), outputs, name=f"{op_type.lower()}_{outputs[0]}", **attrs)
