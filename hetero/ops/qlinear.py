@@ -12,10 +12,19 @@ The integer rules, which every backend must reproduce bit for bit:
    c; y = round_half_even(float32(acc) * multiplier) + zy.
 3. Saturate to [qmin, qmax]: the output type's range, narrowed by a fused Relu/Clip
    (attributes ``qmin``/``qmax``, in the quantized domain).
-4. QLinearAdd: v = float32(sa/sy) * float32(a - za) + float32(sb/sy) * float32(b - zb),
-   each step rounded to float32 (no fused multiply-add); y = round_half_even(v) + zy.
-5. Average pools: acc = sum(x - zx) over the window's divisor count n;
-   multiplier = float32(sx / float32(sy * n)); then as rule 2.
+4. QLinearAdd, as onnxruntime's x86-64 kernel computes it with fused multiply-adds
+   (fma rounds once to float32): ra = float32(sa/sy), rb = float32(sb/sy),
+   fixed = float32(zy) - fma(ra, za, float32(rb*zb)); elementwise
+   v = fma(a, ra, fma(b, rb, fixed)); y = round_half_even(v). Where one input is constant
+   along the innermost varying output axis (a broadcast), its term is folded first:
+   b so: v = fma(a, ra, fixed + float32(b*rb)); a so: v = fma(b, rb, fixed + float32(a*ra)).
+5. QLinearGlobalAveragePool (and a QLinearAveragePool whose unpadded window is the whole
+   image, which onnxruntime computes the same way): acc = sum(x - zx) over the n pixels;
+   multiplier = float32(sx / float32(sy * n)); then as rule 2. Any other QLinearAveragePool
+   is computed in float as onnxruntime does: each x dequantized to float32(sx * (x - zx)),
+   summed in float32 in row-major window order over the pixels inside the image, divided by
+   n (the kernel area with count_include_pad, else the pixels summed), and quantized as
+   round_half_even(float32(avg / sy) + zy).
 6. QLinearConcat: each input is requantized as y = round_half_even(float32((q - zi) * si) / sy) + zy,
    unless its scale and zero point equal the output's (then copied).
 """
@@ -198,16 +207,49 @@ def _qadd_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shap
     return [(shape, zy.dtype if zy is not None else a.dtype)]
 
 
+def fma32(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """float32(x * y + z) rounded once, as a fused multiply-add, for float32 operands."""
+    product = np.asarray(x, F32).astype(np.float64) * np.asarray(y, F32).astype(np.float64)  # exact
+    addend = np.asarray(z, F32).astype(np.float64)
+    total = product + addend
+    # total + error == product + addend exactly (Knuth's TwoSum); only a float32 tie needs the error.
+    back = total - product
+    error = (product - (total - back)) + (addend - back)
+    rounded = total.astype(F32)
+    offset = total - rounded.astype(np.float64)
+    other = np.nextafter(rounded, np.where(offset > 0, F32(np.inf), F32(-np.inf)).astype(F32))
+    tie = (offset != 0) & (other.astype(np.float64) - total == offset)
+    return np.where(tie & (error != 0) & (np.sign(error) == np.sign(offset)), other, rounded).astype(F32)
+
+
+def _broadcast_side(a_shape: Shape, b_shape: Shape, out_shape: Shape) -> str:
+    """Which input onnxruntime treats as a scalar per innermost span: "a", "b" or "" (neither)."""
+    rank = len(out_shape)
+    a_full = (1,) * (rank - len(a_shape)) + tuple(a_shape)
+    b_full = (1,) * (rank - len(b_shape)) + tuple(b_shape)
+    for axis in reversed(range(rank)):
+        if out_shape[axis] != 1:
+            return "a" if a_full[axis] == 1 else "b" if b_full[axis] == 1 else ""
+    return "a"
+
+
 def qlinear_add(ins: Sequence[np.ndarray | None], attrs: Attrs) -> np.ndarray:
     """QLinearAdd by rule 4."""
     a, sa, za, b, sb, zb, sy, zy = ins[:8]
     ratio_a = F32(np.asarray(sa, F32).reshape(())) / F32(np.asarray(sy, F32).reshape(()))
     ratio_b = F32(np.asarray(sb, F32).reshape(())) / F32(np.asarray(sy, F32).reshape(()))
-    va = ratio_a * (a.astype(np.int32) - _scalar(za)).astype(F32)
-    vb = ratio_b * (b.astype(np.int32) - _scalar(zb)).astype(F32)
-    low, high = qrange(zy.dtype if zy is not None else a.dtype, attrs)
-    y = np.rint((va + vb).astype(F32)) + F32(_scalar(zy))
-    return np.clip(y, low, high).astype(zy.dtype if zy is not None else a.dtype)
+    fixed = F32(_scalar(zy)) - fma32(ratio_a, F32(_scalar(za)), F32(ratio_b * F32(_scalar(zb))))
+    fa, fb = a.astype(F32), b.astype(F32)
+    side = _broadcast_side(a.shape, b.shape, tuple(np.broadcast_shapes(a.shape, b.shape)))
+    if side == "a":
+        v = fma32(fb, ratio_b, (fixed + (fa * ratio_a).astype(F32)).astype(F32))
+    elif side == "b":
+        v = fma32(fa, ratio_a, (fixed + (fb * ratio_b).astype(F32)).astype(F32))
+    else:
+        v = fma32(fa, ratio_a, fma32(fb, ratio_b, fixed))
+    dtype = zy.dtype if zy is not None else a.dtype
+    low, high = qrange(dtype, attrs)
+    return np.clip(np.rint(v), low, high).astype(dtype)
 
 
 register("QLinearAdd", infer=_qadd_infer, reference=lambda ins, a: [qlinear_add(ins, a)], inputs=(8, 8))
@@ -237,15 +279,24 @@ def qlinear_average_pool(ins: Sequence[np.ndarray | None], attrs: Attrs, global_
     x_zp = _scalar(zx)
     dtype = zy.dtype if zy is not None else x.dtype
     shifted = x.astype(np.int32) - x_zp
-    if global_pool:
+    win = None if global_pool else window(attrs, x.shape[2:])
+    if win is None or (tuple(win.kernel) == tuple(x.shape[2:]) and not any(win.pads)):
         acc = shifted.sum(axis=(2, 3), keepdims=True, dtype=np.int32)
-        multiplier = pool_multiplier(sx, sy, x.shape[2] * x.shape[3])
+        return requantize(acc, pool_multiplier(sx, sy, x.shape[2] * x.shape[3]), _scalar(zy), dtype, attrs)
+    values = (F32(np.asarray(sx, F32).reshape(())) * shifted.astype(F32)).astype(F32)
+    windows = patches(values, win, pad_value=0.0)  # a padded 0 added in order changes no float sum
+    total = np.zeros(windows.shape[:4], F32)
+    for i in range(windows.shape[4]):
+        for j in range(windows.shape[5]):
+            total = (total + windows[..., i, j]).astype(F32)
+    if attrs.get("count_include_pad", 0):
+        count = np.full(win.out_hw, F32(win.kernel[0] * win.kernel[1]))
     else:
-        win = window(attrs, x.shape[2:])
-        acc = patches(shifted, win, pad_value=0).sum(axis=(4, 5), dtype=np.int32)
-        count = average_divisor(win, x.shape[2:], bool(attrs.get("count_include_pad", 0)))
-        multiplier = pool_multiplier(sx, sy, count)
-    return requantize(acc, multiplier, _scalar(zy), dtype, attrs)
+        count = average_divisor(win, x.shape[2:], False).astype(F32)
+    average = (total / count).astype(F32)
+    low, high = qrange(dtype, attrs)
+    y = np.rint(((average / F32(np.asarray(sy, F32).reshape(()))).astype(F32) + F32(_scalar(zy))).astype(F32))
+    return np.clip(y, low, high).astype(dtype)
 
 
 register(
