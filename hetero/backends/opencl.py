@@ -1,0 +1,175 @@
+"""The OpenCL backend (pyopencl): every registered op type on one OpenCL device.
+
+Kernels come from kernels/*.cl (each prefixed with kernels/common.cl), built once per context
+and build options (an in-process cache in front of pyopencl's on-disk cache). The options ask
+for correctly rounded float32 division where the device offers it, and the sources turn off
+FP_CONTRACT, so the float32 steps of requantization round exactly as the numpy reference.
+Buffers are ``pyopencl.array.Array``s that stay on the device between ops; constants are
+uploaded once per op. ``timed_run`` sums OpenCL profiling intervals of the kernels an op enqueued. The
+``throttle`` option (>= 1) makes the device really slower: after each op the host sleeps
+(throttle - 1) x the op's kernel time, and ``timed_run`` reports throttle x kernel time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from hetero.backends.base import Buffer
+from hetero.backends.opencl_common import KernelDevice, kernel_source, source_digest
+from hetero.backends.opencl_ops import CONDITIONS as FLOAT_CONDITIONS
+from hetero.backends.opencl_ops import KERNELS as FLOAT_KERNELS
+from hetero.backends.opencl_qops import CONDITIONS as INT_CONDITIONS
+from hetero.backends.opencl_qops import KERNELS as INT_KERNELS
+from hetero.backends.opencl_tensor import CONDITIONS as MOVE_CONDITIONS
+from hetero.backends.opencl_tensor import KERNELS as MOVE_KERNELS
+from hetero.devices import DeviceInfo
+from hetero.errors import DeviceError
+from hetero.graph import Op
+
+log = logging.getLogger(__name__)
+
+#: op type -> kernel and op type -> condition, shared with the CUDA backend
+KERNELS = {**FLOAT_KERNELS, **MOVE_KERNELS, **INT_KERNELS}
+CONDITIONS = {**FLOAT_CONDITIONS, **MOVE_CONDITIONS, **INT_CONDITIONS}
+BASE_OPTIONS = ("-cl-std=CL1.2",)
+EXACT_DIVIDE = "-cl-fp32-correctly-rounded-divide-sqrt"
+EXACT_DIVISION_OPS = ("QuantizeLinear", "QLinearConcat", "QLinearAveragePool")
+
+
+def cl_device(info: DeviceInfo) -> Any:
+    """The pyopencl device that devices.py numbered ``info.name`` (opencl:N)."""
+    import pyopencl as cl
+
+    index = int(info.name.split(":", 1)[1])
+    found = []
+    for platform in cl.get_platforms():
+        try:
+            found.extend(platform.get_devices())
+        except cl.Error as err:
+            log.info("OpenCL platform %s lists no devices: %s", platform.name, err)
+    if index >= len(found):
+        raise DeviceError(f"device {info.name} is no longer present ({len(found)} OpenCL devices); run hetero devices")
+    return found[index]
+
+
+class OpenCLDevice(KernelDevice):
+    """One OpenCL device: an in-order profiling queue, cached programs, device-resident arrays."""
+
+    kernels = KERNELS  # type: ignore[assignment]  # kernels take the KernelDevice subclass
+    conditions = CONDITIONS
+
+    def __init__(self, info: DeviceInfo, throttle: float = 1.0, int8_gemm: str = "packed") -> None:
+        import pyopencl as cl
+        import pyopencl.array  # noqa: F401  (registers cl.array)
+        import pyopencl.tools
+
+        super().__init__(info)
+        if float(throttle) < 1.0:
+            raise DeviceError(f"device {info.name}: throttle must be a factor >= 1, got {throttle}")
+        if int8_gemm not in ("packed", "tiled"):
+            raise DeviceError(f"device {info.name}: int8_gemm must be 'packed' or 'tiled', got {int8_gemm!r}")
+        self.throttle = float(throttle)
+        self.int8_gemm = int8_gemm
+        self._cl = cl
+        self.device = cl_device(info)
+        try:
+            self.context = cl.Context([self.device])
+            self.queue = cl.CommandQueue(self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        except cl.Error as err:
+            raise DeviceError(f"device {info.name} cannot open an OpenCL context ({err}); check its driver") from None
+        self.pool = cl.tools.MemoryPool(cl.tools.ImmediateAllocator(self.queue))
+        fp_config = int(self.device.single_fp_config)
+        self.exact_divide = bool(fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT)
+        self.options = BASE_OPTIONS + ((EXACT_DIVIDE,) if self.exact_divide else ())
+        self._programs: dict[tuple[str, str], Any] = {}  # (source digest, options) -> built program
+        self._kernels: dict[tuple[str, str], Any] = {}
+        self._events: list[Any] = []
+        self._dummy = self.upload(np.zeros(4, np.int32))
+
+    # --- capability ---------------------------------------------------------------------------
+
+    def supports(self, op: Op) -> bool:
+        """As Device.supports; ops whose exact result divides in float32 also need exact division."""
+        if op.type in EXACT_DIVISION_OPS and not self.exact_divide:
+            return False
+        return super().supports(op)
+
+    # --- programs and launches ------------------------------------------------------------------
+
+    def program(self, file: str) -> Any:
+        """kernels/<file>.cl built for this device's context (cached here and on disk by pyopencl)."""
+        source = kernel_source(file)
+        key = (source_digest(source), " ".join(self.options))
+        if key not in self._programs:
+            started = time.perf_counter()
+            try:
+                self._programs[key] = self._cl.Program(self.context, source).build(options=list(self.options))
+            except self._cl.RuntimeError as err:
+                lines = [line for line in str(err).splitlines() if "error" in line.lower()] or ["build failed"]
+                raise DeviceError(f"device {self.name} cannot build kernels/{file}.cl: {lines[0].strip()}") from None
+            log.debug("built kernels/%s.cl for %s in %.2fs", file, self.name, time.perf_counter() - started)
+        return self._programs[key]
+
+    def _kernel(self, file: str, name: str) -> Any:
+        key = (file, name)
+        if key not in self._kernels:
+            self._kernels[key] = self._cl.Kernel(self.program(file), name)
+        return self._kernels[key]
+
+    def launch(self, file: str, name: str, global_size: Sequence[int], local_size: Sequence[int], *args: Any) -> None:
+        kernel = self._kernel(file, name)
+        cl_args = [a.data if isinstance(a, self._cl.array.Array) else a for a in args]
+        self._events.append(kernel(self.queue, tuple(global_size), tuple(local_size), *cl_args))
+
+    # --- memory --------------------------------------------------------------------------------------
+
+    def upload(self, array: np.ndarray) -> Buffer:
+        return self._cl.array.to_device(self.queue, np.ascontiguousarray(array), allocator=self.pool)
+
+    def download(self, buffer: Buffer) -> np.ndarray:
+        return buffer.get(self.queue)
+
+    def empty(self, shape: Sequence[int], dtype: Any) -> Buffer:
+        return self._cl.array.empty(self.queue, tuple(int(d) for d in shape), np.dtype(dtype), allocator=self.pool)
+
+    def view(self, buffer: Buffer, shape: Sequence[int]) -> Buffer:
+        return buffer.reshape(tuple(int(d) for d in shape))
+
+    @property
+    def dummy(self) -> Buffer:
+        return self._dummy
+
+    # --- running and timing --------------------------------------------------------------------------
+
+    def run(self, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+        self._events = []
+        outputs = super().run(op, inputs)
+        if self.throttle > 1.0 and self._events:
+            time.sleep((self.throttle - 1.0) * self.kernel_seconds())
+        return outputs
+
+    def timed_run(self, op: Op, inputs: Sequence[Buffer]) -> tuple[list[Buffer], float]:
+        """Outputs and the op's kernel time by OpenCL event profiling (times throttle)."""
+        outputs = self.run(op, inputs)
+        return outputs, self.throttle * self.kernel_seconds()
+
+    def kernel_seconds(self) -> float:
+        """Device time of the kernels the last op enqueued (waits for them), by event profiling."""
+        if not self._events:
+            return 0.0
+        self._cl.wait_for_events(self._events)
+        return sum(ev.profile.end - ev.profile.start for ev in self._events) * 1e-9
+
+    def synchronize(self) -> None:
+        self.queue.finish()
+
+    def close(self) -> None:
+        self.synchronize()
+        super().close()
+        self._kernels.clear()
+        self._programs.clear()
+        self._events = []
