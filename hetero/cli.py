@@ -156,6 +156,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    import onnx
+
+    from hetero.io import read_arrays, write_atomic
+    from hetero.model_source import load_onnx
+    from hetero.onnx_import import import_onnx
+    from hetero.pipeline import has_qdq
+    from hetero.quant import calibration_for, quantize_model
+
+    model = load_onnx(args.model)
+    if has_qdq(model):
+        raise InputError(f"{args.model} is already quantized (it has QuantizeLinear/DequantizeLinear nodes)")
+    graph = import_onnx(model, label=args.model)
+    if args.calibration:
+        loaded = read_arrays(args.calibration)
+        calibration = loaded if not isinstance(loaded, dict) else [loaded]
+        if not isinstance(loaded, dict) and len(graph.inputs) == 1:
+            expected = graph.inputs[0].shape
+            if loaded.ndim == len(expected) and loaded.shape[1:] == expected[1:] and expected[0] == 1:
+                calibration = [loaded[i : i + 1] for i in range(loaded.shape[0])]
+            elif loaded.shape[1:] != expected:
+                raise InputError(
+                    f"{args.calibration}: calibration samples have shape {list(loaded.shape[1:])}, "
+                    f"model input is {list(expected)}; stack samples along a first axis"
+                )
+    else:
+        calibration = calibration_for(args.model, graph)
+    quantized = quantize_model(model, calibration, method=args.method, percentile=args.percentile, activation_dtype=args.activation_type)
+    write_atomic(args.output, quantized.SerializeToString())
+    counts: dict[str, int] = {}
+    for node in quantized.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    print(f"wrote {args.output}: QDQ model, {counts.get('QuantizeLinear', 0)} QuantizeLinear, {counts.get('DequantizeLinear', 0)} DequantizeLinear, {args.activation_type} activations, int8 per-channel weights ({args.method} calibration)")
+    return 0
+
+
 def _device_list(text: str | None) -> list[str]:
     from hetero.devices import discover
 
@@ -291,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="threads for the cpu device (default: all cores)")
     p.add_argument("--json", action="store_true", help="print a JSON summary (with --repeat: median_s, p90_s)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("quantize", help="post-training static int8 quantization to a QDQ ONNX model")
+    p.add_argument("model", help="an fp32 .onnx path or builtin:NAME")
+    p.add_argument("--calibration", help="calibration inputs: .npy stacked along a first axis, or .npz by input name")
+    p.add_argument("-o", "--output", required=True, help="where to write the QDQ model (.onnx)")
+    p.add_argument("--method", default="minmax", choices=["minmax", "percentile"])
+    p.add_argument("--percentile", type=float, default=99.99, help="with --method percentile")
+    p.add_argument("--activation-type", default="uint8", choices=["uint8", "int8"])
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("profile", help="measure every op on every device, show or evaluate a profile")
     p.add_argument("model", nargs="?", help="an .onnx path or builtin:NAME")

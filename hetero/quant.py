@@ -210,7 +210,7 @@ def calibration_for(model: str | Path, graph: Graph, n: int = 32, seed: int = 0)
         from hetero.datasets import calibration_digits
 
         return calibration_feeds(graph, calibration_digits(n))
-    log.info("calibrating %s on %d random standard-normal inputs (seed %d), not real data", name, n, seed)
+    log.warning("calibrating %s on %d seeded random standard-normal inputs (seed %d), not real data; pass --calibration for real accuracy", name, n, seed)
     rng = np.random.default_rng(seed)
     return [{s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in graph.inputs} for _ in range(n)]
 

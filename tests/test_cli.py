@@ -116,3 +116,38 @@ def test_demo_prints_seed_accuracy(capsys):
     line = next(l for l in out.splitlines() if "fp32 reference accuracy" in l)
     accuracy = float(line.split(":")[1].split("%")[0])
     assert accuracy >= 95.0
+
+
+def test_quantize_then_run_int8_on_opencl(tmp_path, capsys):
+    from hetero.datasets import calibration_digits
+
+    cal, model = tmp_path / "cal.npy", tmp_path / "seed.int8.onnx"
+    np.save(cal, calibration_digits(16))
+    assert main(["quantize", "builtin:seed-cnn", "--calibration", str(cal), "-o", str(model)]) == 0
+    assert "QDQ model" in capsys.readouterr().out
+    images, labels = load_digits_28("test")
+    x_path = tmp_path / "x.npy"
+    np.save(x_path, images[:1])
+    outputs = {}
+    for device in ("reference", "opencl:0"):
+        y_path = tmp_path / f"{device.replace(':', '')}.npy"
+        assert main(["run", str(model), "--input", str(x_path), "--precision", "int8", "--device", device, "-o", str(y_path)]) == 0
+        outputs[device] = np.load(y_path)
+    assert np.array_equal(outputs["reference"], outputs["opencl:0"])
+    assert int(outputs["reference"].argmax()) == int(labels[0])
+
+
+def test_run_repeat_json_reports_latency(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", load_digits_28("test")[0][:1])
+    argv = ["run", "builtin:seed-cnn", "--input", str(tmp_path / "x.npy"), "--precision", "int8", "--repeat", "3", "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["device"] == "reference" and summary["repeat"] == 3
+    assert 0 < summary["median_s"] <= summary["p90_s"]
+
+
+def test_quantize_rejects_mismatched_calibration(tmp_path, capsys):
+    np.save(tmp_path / "cal.npy", np.zeros((4, 3, 28, 28), np.float32))
+    assert main(["quantize", "builtin:seed-cnn", "--calibration", str(tmp_path / "cal.npy"), "-o", str(tmp_path / "q.onnx")]) == 1
+    assert "calibration samples have shape [3, 28, 28]" in capsys.readouterr().err
+    assert not (tmp_path / "q.onnx").exists()
