@@ -33,3 +33,7 @@ class InputError(HeteroError, ValueError):
 
 class ProfileError(HeteroError):
     """A profile file is missing, truncated, hand-edited wrongly, from the future, or of another device."""
+
+
+class ScheduleError(HeteroError):
+    """No feasible schedule exists for the request, or a schedule breaks one of its invariants."""

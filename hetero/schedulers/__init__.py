@@ -1,0 +1,98 @@
+"""Schedulers by name: ``schedule(graph, cost, algorithm, objective, memory) -> Schedule``.
+
+One algorithm per module, each citing its source: single, greedy, dp (series-segment DP after
+Neurosurgeon), heft (Topcuoglu et al. 2002), peft (Arabnejad and Barbosa 2014), ilp (HiGHS MILP),
+pipeline (PipeDream's stage DP, the throughput objective) and auto (picks one and says which).
+Every one takes the same compiled :class:`~hetero.schedulers.base.TaskArrays`, so model graphs
+and problem-file task graphs go through the same code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Callable, Mapping
+
+import networkx as nx
+
+from hetero.cost import CostModel
+from hetero.errors import InputError
+from hetero.schedule import Schedule
+# Modules, not their functions, are bound here, so that ``import hetero.schedulers.heft`` stays a module.
+from hetero.schedulers import auto, dp, greedy, heft, ilp, peft, pipeline, single
+from hetero.schedulers.base import TaskArrays, compile_tasks, placement_indices
+from hetero.schedulers.summary import json_summary, schedule_summary, summary_lines
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS: dict[str, Callable[[TaskArrays], Schedule]] = {
+    "single": single.single,
+    "greedy": greedy.greedy,
+    "dp": dp.dp,
+    "heft": heft.heft,
+    "peft": peft.peft,
+    "ilp": ilp.ilp,
+    "pipeline": pipeline.pipeline,
+}
+OBJECTIVES = ("latency", "throughput")
+
+
+def algorithm_names() -> list[str]:
+    """Names accepted by :func:`schedule`."""
+    return ["auto", *ALGORITHMS]
+
+
+def schedule(
+    graph: nx.DiGraph,
+    cost: CostModel,
+    algorithm: str = "auto",
+    objective: str = "latency",
+    memory: Mapping[str, int] | None = None,
+    *,
+    time_limit_s: float = ilp.DEFAULT_TIME_LIMIT_S,
+    validate: bool = True,
+) -> Schedule:
+    """Schedule a model Graph or task graph on the cost model's devices; the result is validated.
+
+    ``memory`` maps device names to capacities in bytes. With ``objective="throughput"``,
+    auto and dp use the pipeline-stage DP; other algorithms keep their latency schedule and report
+    the steady-state period of its placement. ``solve_s`` on the result is the time the algorithm
+    took (compiling the graph included, validation excluded).
+    """
+    if algorithm not in ALGORITHMS and algorithm != "auto":
+        raise InputError(f"unknown scheduling algorithm '{algorithm}' (choose from {', '.join(algorithm_names())})")
+    if objective not in OBJECTIVES:
+        raise InputError(f"unknown objective '{objective}' (choose from {', '.join(OBJECTIVES)})")
+    started = time.perf_counter()
+    tasks = compile_tasks(graph, cost, memory)
+    if algorithm == "auto":
+        result = auto.auto(tasks, objective)
+    elif objective == "throughput" and algorithm == "dp":
+        result = pipeline.pipeline(tasks)
+    elif algorithm == "ilp":
+        result = ilp.ilp(tasks, time_limit_s=time_limit_s)
+    else:
+        result = ALGORITHMS[algorithm](tasks)
+    if objective == "throughput" and result.period_s is None:
+        period = pipeline.pipeline_period(tasks, placement_indices(tasks, result))
+        note = f"{result.algorithm} minimises latency; steady-state period of its placement {period:.6g} s"
+        result = dataclasses.replace(result, objective="throughput", period_s=period, notes=result.notes + (note,))
+    result = dataclasses.replace(result, solve_s=time.perf_counter() - started)
+    log.info("%s: makespan %.6g s in %.3f s", result.algorithm, result.makespan_s, result.solve_s)
+    if validate:
+        result.validate(tasks.tasks, cost, memory)
+    return result
+
+
+__all__ = [
+    "ALGORITHMS",
+    "OBJECTIVES",
+    "TaskArrays",
+    "algorithm_names",
+    "compile_tasks",
+    "json_summary",
+    "schedule",
+    "schedule_summary",
+    "summary_lines",
+]
