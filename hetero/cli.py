@@ -192,6 +192,46 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from hetero.plots import write_gantt
+    from hetero.schedule import write_plan
+    from hetero.schedulers import json_summary, schedule, schedule_summary, summary_lines
+    from hetero.trace import write_schedule_trace
+
+    if args.problem:
+        if args.model or args.profile:
+            raise InputError("give either --problem PROBLEM.json or MODEL --profile PROFILE.json --devices ..., not both")
+        from hetero.problem import load_problem
+
+        problem = load_problem(args.problem)
+        graph, cost, memory = problem.graph, problem.cost, problem.memory
+    else:
+        if not args.model or not args.devices:
+            raise InputError("hetero schedule needs MODEL --profile PROFILE.json --devices a,b (or --problem PROBLEM.json)")
+        from hetero.pipeline import cost_model_for, load_for_precision
+        from hetero.profile import load_profile
+
+        precision = args.precision or (load_profile(args.profile).precision if args.profile else "fp32")
+        graph = load_for_precision(args.model, precision)
+        cost, memory = cost_model_for(graph, args.profile, _device_list(args.devices), precision)
+    plan = schedule(graph, cost, algorithm=args.algorithm, objective=args.objective, memory=memory)
+    if args.output:
+        write_plan(args.output, plan)
+    if args.trace:
+        write_schedule_trace(args.trace, plan)
+    if args.gantt:
+        write_gantt(args.gantt, plan)
+    if args.json:
+        print(json.dumps(_json_safe(json_summary(plan))))
+        return 0
+    for line in summary_lines(schedule_summary(plan, graph, cost, memory)):
+        print(line)
+    for path in (args.output, args.trace, args.gantt):
+        if path:
+            print(f"wrote {path}")
+    return 0
+
+
 def _device_list(text: str | None) -> list[str]:
     from hetero.devices import discover
 
@@ -353,6 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --evaluate: print JSON")
     p.set_defaults(func=cmd_profile)
 
+    p = sub.add_parser("schedule", help="partition a model (or a problem file's task graph) across devices")
+    p.add_argument("model", nargs="?", help="an .onnx path or builtin:NAME (with --profile and --devices)")
+    p.add_argument("--profile", help="measured profile JSON (hetero profile)")
+    p.add_argument("--devices", help="comma-separated devices: measured (in the profile) or catalog spec names")
+    p.add_argument("--precision", choices=["fp32", "int8"], help="default: the profile's precision")
+    p.add_argument("--problem", help="a problem file: devices, links, tasks and edges as JSON")
+    p.add_argument("--objective", default="latency", choices=["latency", "throughput"])
+    p.add_argument("--algorithm", default="auto", help="auto, single, greedy, dp, heft, peft, ilp or pipeline")
+    p.add_argument("-o", "--output", help="write the plan JSON")
+    p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON")
+    p.add_argument("--gantt", help="write a Gantt chart PNG")
+    p.add_argument("--json", action="store_true", help="print makespan, placement, slots, algorithm, seconds as JSON")
+    p.set_defaults(func=cmd_schedule)
+
     p = sub.add_parser("demo", help="the end-to-end job on the shipped seed model")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -371,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hetero: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (| head); nothing more to say
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

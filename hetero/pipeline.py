@@ -50,3 +50,29 @@ def load_for_precision(spec: str, precision: str) -> Graph:
     from hetero.lowering import lower_qdq
 
     return lower_qdq(import_onnx(quantized_onnx(spec, model), label=spec))
+
+
+def cost_model_for(graph: Graph, profile_path: str | None, device_names: list[str], precision: str):
+    """A ProfileCostModel over measured devices (from the profile) and catalog spec devices, plus
+    each device's memory capacity in bytes."""
+    from hetero.catalog import load_catalog
+    from hetero.cost_profile import ProfileCostModel
+    from hetero.errors import ProfileError
+    from hetero.profile import load_profile
+
+    profile = load_profile(profile_path) if profile_path else None
+    catalog = load_catalog()
+    specs, memory = {}, {}
+    for name in device_names:
+        if profile is not None and name in profile.devices:
+            memory[name] = int(profile.devices[name].identity.get("memory_bytes") or 0) or None
+        elif name in catalog:
+            specs[name] = catalog[name]
+            memory[name] = catalog[name].memory_bytes
+        else:
+            known = sorted(set(profile.devices if profile else ()) | set(catalog))
+            raise ProfileError(f"device '{name}' is in neither the profile nor the catalog (known: {', '.join(known)})")
+    if profile is not None and profile.precision != precision:
+        raise ProfileError(f"{profile_path}: measured at {profile.precision}, but {precision} was asked; re-profile with --precision {precision}")
+    cost = ProfileCostModel(graph, profile, device_names, precision=precision, specs=specs)
+    return cost, {k: v for k, v in memory.items() if v}

@@ -151,3 +151,30 @@ def test_quantize_rejects_mismatched_calibration(tmp_path, capsys):
     assert main(["quantize", "builtin:seed-cnn", "--calibration", str(tmp_path / "cal.npy"), "-o", str(tmp_path / "q.onnx")]) == 1
     assert "calibration samples have shape [3, 28, 28]" in capsys.readouterr().err
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_schedule_problem_file_heft_paper(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[1]
+    plan, trace, gantt = tmp_path / "plan.json", tmp_path / "trace.json", tmp_path / "gantt.png"
+    argv = ["schedule", "--problem", str(root / "examples/problems/heft_paper.json"), "--algorithm", "heft",
+            "-o", str(plan), "--trace", str(trace), "--gantt", str(gantt), "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["makespan"] == 80
+    assert summary["algorithm"] == "heft"
+    assert set(summary) >= {"makespan", "placement", "slots", "algorithm", "seconds"}
+    assert json.loads(plan.read_text())["algorithm"] == "heft"
+    assert json.loads(trace.read_text())["traceEvents"]
+    assert gantt.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_schedule_model_on_profile_and_spec_devices(tmp_path, capsys):
+    profile = tmp_path / "p.json"
+    assert main(["profile", "builtin:seed-cnn", "--devices", "reference", "-o", str(profile), "--budget-s", "0.02", "--max-transfer-mib", "0.1"]) == 0
+    capsys.readouterr()
+    assert main(["schedule", "builtin:seed-cnn", "--profile", str(profile), "--devices", "reference,rpi5-cpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["placement"].values()) <= {"reference", "rpi5-cpu"}
+    assert len(summary["placement"]) == 7
+    assert main(["schedule", "builtin:seed-cnn", "--profile", str(profile), "--devices", "reference,tpu9"]) == 1
+    assert "device 'tpu9' is in neither the profile nor the catalog" in capsys.readouterr().err
