@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from hetero import __version__
+from hetero.cli_run import add_run_parser
 from hetero.errors import HeteroError, InputError
 
 log = logging.getLogger("hetero")
@@ -95,64 +96,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         shape = "x".join(map(str, r["outputs"][0]))
         print(f"{r['name']:<{width}}  {r['type']:<18} {shape:<20} {_human_flops(r['flops']):>12} {_human_bytes(r['param_bytes']):>11}")
     print(f"total: {totals['ops']} ops, {_human_flops(totals['flops'])}FLOPs, {_human_bytes(totals['param_bytes'])} of parameters")
-    return 0
-
-
-def _feeds(graph, path: str) -> dict[str, np.ndarray]:
-    from hetero.io import read_arrays
-
-    loaded = read_arrays(path)
-    if isinstance(loaded, dict):
-        return loaded
-    if len(graph.inputs) != 1:
-        raise InputError(f"{path}: model {graph.name} has {len(graph.inputs)} inputs; pass an .npz keyed by input name")
-    return {graph.inputs[0].name: loaded}
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from hetero.backends import open_device
-    from hetero.executor import run_on_device, time_on_device
-    from hetero.io import write_arrays
-    from hetero.pipeline import load_for_precision
-
-    if args.repeat < 0:
-        raise InputError(f"--repeat must be >= 0, got {args.repeat}")
-    options = {"threads": args.threads} if args.threads and args.device == "cpu" else {}
-    device = open_device(args.device, **options)
-    graph = load_for_precision(args.model, args.precision)
-    feeds = _feeds(graph, args.input)
-    summary: dict[str, object] = {"device": args.device, "precision": args.precision}
-    if args.repeat:
-        outputs, seconds = time_on_device(graph, device, feeds, repeat=args.repeat)
-        summary.update(
-            repeat=args.repeat,
-            median_s=float(np.median(seconds)),
-            p90_s=float(np.percentile(seconds, 90)),
-            min_s=float(np.min(seconds)),
-        )
-    else:
-        start = time.perf_counter()
-        outputs = run_on_device(graph, device, feeds)
-        summary["seconds"] = time.perf_counter() - start
-    if args.output:
-        write_arrays(args.output, outputs)
-    summary["outputs"] = {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in outputs.items()}
-    first = next(iter(outputs.values()))
-    if first.ndim == 2:
-        summary["top1"] = [int(i) for i in first.argmax(axis=1)]
-    if args.json:
-        print(json.dumps(summary))
-        return 0
-    for name, info in summary["outputs"].items():  # type: ignore[union-attr]
-        print(f"{name}: {info['shape']} {info['dtype']}")
-    if "top1" in summary:
-        print(f"top-1 class: {summary['top1']}")
-    if args.repeat:
-        print(f"{args.precision} on {args.device}: median {summary['median_s'] * 1e3:.2f} ms, p90 {summary['p90_s'] * 1e3:.2f} ms over {args.repeat} runs")
-    else:
-        print(f"{args.precision} on {args.device} in {summary['seconds'] * 1e3:.1f} ms")
-    if args.output:
-        print(f"wrote {args.output}")
     return 0
 
 
@@ -357,16 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("run", help="run a model on an input array and save its outputs")
-    p.add_argument("model", help="an .onnx path or builtin:NAME")
-    p.add_argument("--input", required=True, help="input array: .npy (single input) or .npz (by input name)")
-    p.add_argument("-o", "--output", help="where to write the outputs (.npy, or .npz for several)")
-    p.add_argument("--device", default="reference", help="reference, cpu, opencl:N or cuda:N (default: reference)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="fp32, or int8 (quantizes an fp32 model first)")
-    p.add_argument("--repeat", type=int, default=0, help="time N runs after warm-up, host input to host output")
-    p.add_argument("--threads", type=int, default=0, help="threads for the cpu device (default: all cores)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary (with --repeat: median_s, p90_s)")
-    p.set_defaults(func=cmd_run)
+    add_run_parser(sub)
 
     p = sub.add_parser("quantize", help="post-training static int8 quantization to a QDQ ONNX model")
     p.add_argument("model", help="an fp32 .onnx path or builtin:NAME")

@@ -76,3 +76,13 @@ def cost_model_for(graph: Graph, profile_path: str | None, device_names: list[st
         raise ProfileError(f"{profile_path}: measured at {profile.precision}, but {precision} was asked; re-profile with --precision {precision}")
     cost = ProfileCostModel(graph, profile, device_names, precision=precision, specs=specs)
     return cost, {k: v for k, v in memory.items() if v}
+
+
+def quick_profile(graph: Graph, devices: list, model: str, precision: str):
+    """A fast profile (a few launches per op, small transfers) when the user gave none."""
+    from hetero.profiler import Budget, profile_graph
+
+    log.warning("no --profile given: measuring each op briefly on %s to plan (hetero profile gives better plans)",
+                ", ".join(d.name for d in devices))
+    budget = Budget(warmup=1, min_count=3, max_count=20, target_spread=0.2, seconds_per_op=0.02)
+    return profile_graph(graph, devices, model, precision, budget, transfer_sizes=[4096, 65536, 1 << 20])

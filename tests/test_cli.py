@@ -92,7 +92,7 @@ def test_wrong_input_shape_is_named(tmp_path, capsys):
 
 
 def test_failed_run_leaves_no_output_file(tmp_path):
-    np.save(tmp_path / "x.npy", np.zeros((2, 1, 28, 28), np.float32))
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 28, 28), np.float32))
     out = tmp_path / "y.npy"
     assert main(["run", "builtin:seed-cnn", "--input", str(tmp_path / "x.npy"), "-o", str(out)]) == 1
     assert list(tmp_path.iterdir()) == [tmp_path / "x.npy"]
@@ -178,3 +178,12 @@ def test_schedule_model_on_profile_and_spec_devices(tmp_path, capsys):
     assert len(summary["placement"]) == 7
     assert main(["schedule", "builtin:seed-cnn", "--profile", str(profile), "--devices", "reference,tpu9"]) == 1
     assert "device 'tpu9' is in neither the profile nor the catalog" in capsys.readouterr().err
+
+
+def test_samples_along_a_leading_axis_are_separate_requests(tmp_path, capsys):
+    images, labels = load_digits_28("test")
+    np.save(tmp_path / "x.npy", images[:5])
+    assert main(["run", "builtin:seed-cnn", "--input", str(tmp_path / "x.npy"), "--device", "cpu", "-o", str(tmp_path / "y.npy"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert np.load(tmp_path / "y.npy").shape == (5, 10)
+    assert summary["top1"] == [int(l) for l in labels[:5]]

@@ -37,6 +37,7 @@ class Device(ABC):
         self.name = info.name
         self.kind = info.kind
         self._prepared: dict[int, Any] = {}
+        self._fail_countdown: int | None = None
 
     def supports(self, op: Op) -> bool:
         """Whether this device has a kernel for the op as it is (type, dtypes, attributes)."""
@@ -58,8 +59,21 @@ class Device(ABC):
             self._prepared[key] = (op, make())  # keep op alive so its id stays unique
         return self._prepared[key][1]
 
+    def inject_failure(self, after_ops: int = 0) -> None:
+        """Make the device break: after ``after_ops`` more ops, every run raises DeviceError
+        (as a device that hangs or loses its context does), until ``repair()``."""
+        self._fail_countdown = max(0, int(after_ops))
+
+    def repair(self) -> None:
+        """Undo ``inject_failure``."""
+        self._fail_countdown = None
+
     def run(self, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
         """Run one op on device buffers (its activation inputs, in order); return its outputs."""
+        if self._fail_countdown is not None:
+            if self._fail_countdown == 0:
+                raise DeviceError(f"device {self.name} failed while running {op.name} (injected fault)")
+            self._fail_countdown -= 1
         if not self.supports(op):
             raise DeviceError(self.why_not(op))
         return self.kernels[op.type](self, op, inputs)

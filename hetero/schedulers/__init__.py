@@ -96,3 +96,25 @@ __all__ = [
     "schedule_summary",
     "summary_lines",
 ]
+
+
+def fixed_schedule(graph: nx.DiGraph, cost: CostModel, placement: Mapping[str, str], algorithm: str = "fixed") -> Schedule:
+    """The timed schedule of a given placement (list scheduling in topological order)."""
+    from hetero.schedulers.base import list_times, make_schedule
+
+    tasks = compile_tasks(graph, cost)
+    missing = [name for name in tasks.names if name not in placement]
+    if missing:
+        raise InputError(f"the placement does not place node {missing[0]} ({len(missing)} nodes unplaced)")
+    index = {device: d for d, device in enumerate(tasks.devices)}
+    unknown = sorted({placement[n] for n in tasks.names} - set(index))
+    if unknown:
+        raise InputError(f"the placement uses device '{unknown[0]}', not among {', '.join(tasks.devices)}")
+    import numpy as np
+
+    chosen = np.array([index[placement[name]] for name in tasks.names], dtype=np.int64)
+    for i, name in enumerate(tasks.names):
+        if chosen[i] not in tasks.capable(i):
+            raise InputError(f"the placement puts {name} on {placement[name]}, which has no kernel for it")
+    start, end = list_times(tasks, chosen)
+    return make_schedule(tasks, chosen, start, end, algorithm)
