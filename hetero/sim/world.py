@@ -1,0 +1,181 @@
+"""What the simulator runs on: the task graph, nominal costs and physical links of a scenario.
+
+:func:`build_world` loads the scenario's model, turns its devices into one cost table (catalog
+spec devices by roofline, measured devices from their profile, through
+:class:`~hetero.cost_profile.ProfileCostModel`) and its links into both the cost model's links and
+the simulated network's. A device with no link to the host gets the link its catalog entry or
+profile gives. :func:`world_from_problem` wraps a scheduling problem file the same way (tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import networkx as nx
+
+from hetero.cost import CostModel, Link, TableCostModel
+from hetero.errors import HeteroError
+from hetero.problem import Problem, as_task_graph
+from hetero.sim.fields import ScenarioError
+from hetero.sim.scenario import DeviceEntry, LinkSpec, Scenario
+
+log = logging.getLogger(__name__)
+Z90 = 1.2815515655446004  # the standard normal's 90th percentile
+
+
+@dataclass(frozen=True, eq=False)
+class World:
+    """A task graph, its nominal costs on the simulated devices, and the links between them.
+
+    ``cost`` must agree with ``links`` (its transfer() is what one transfer alone takes).
+    ``spread`` gives the lognormal sigma of an op's time on a device where a profile measured it;
+    ``preloaded`` devices hold every weight from the start (see DeviceEntry.preload).
+    """
+
+    graph: nx.DiGraph
+    cost: CostModel
+    links: tuple[LinkSpec, ...]
+    memory: Mapping[str, int] = field(default_factory=dict)
+    spread: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    name: str = "world"
+    preloaded: tuple[str, ...] = ()
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return tuple(self.cost.devices)
+
+    @property
+    def host(self) -> str:
+        return self.cost.host
+
+
+def world_from_problem(problem: Problem, shared: Iterable[frozenset[str]] = ()) -> World:
+    """A problem file's graph and cost model; links listed in ``shared`` contend."""
+    shared_pairs = set(shared)
+    links: list[LinkSpec] = []
+    seen: set[frozenset[str]] = set()
+    for link in problem.cost.links:
+        pair = frozenset((link.src, link.dst))
+        if pair in seen:
+            continue
+        seen.add(pair)
+        links.append(LinkSpec(link.src, link.dst, link.latency_s, link.bandwidth_Bps, pair in shared_pairs))
+    return World(as_task_graph(problem.graph), problem.cost, tuple(links), dict(problem.memory), name=problem.name)
+
+
+def table_world(graph: nx.DiGraph, compute_s: Mapping[str, Mapping[str, float]], links: Iterable[LinkSpec],
+                host: str, devices: Iterable[str] | None = None, name: str = "world") -> World:
+    """A world from explicit seconds per node per device and links (tests, benchmarks)."""
+    links = tuple(links)
+    names = tuple(devices) if devices is not None else tuple(dict.fromkeys(d for row in compute_s.values() for d in row))
+    cost = TableCostModel(names, compute_s, [Link(l.a, l.b, l.latency_s, l.bandwidth_Bps) for l in links], host=host)
+    return World(as_task_graph(graph), cost, links, name=name)
+
+
+def build_world(scenario: Scenario) -> World:
+    """Load the scenario's model, devices and links (errors name the scenario file and line)."""
+    from hetero.pipeline import load_for_precision
+
+    where = scenario.where
+    try:
+        graph = load_for_precision(scenario.model, scenario.precision)
+    except HeteroError as err:
+        raise ScenarioError(f"{where}: model {scenario.model}: {err}") from None
+    bases = _device_costs(scenario, graph)
+    nodes = list(graph.nodes)
+    compute: dict[str, dict[str, float]] = {node: {} for node in nodes}
+    memory: dict[str, int] = {}
+    spread: dict[tuple[str, str], float] = {}
+    for entry in scenario.devices:
+        base, underlying, capacity, stats = bases[entry.name]
+        for node in nodes:
+            seconds = base.compute(node, underlying)
+            if math.isfinite(seconds):
+                for name in entry.names:
+                    compute[node][name] = seconds
+            if stats is not None and scenario.noise.distribution == "profile":
+                measured = stats.get(graph.op(node).signature())
+                if measured is not None and measured.p10_s > 0:
+                    for name in entry.names:
+                        spread[(node, name)] = math.log(measured.p90_s / measured.p10_s) / (2 * Z90)
+        if capacity is not None:
+            memory.update({name: capacity for name in entry.names})
+    links = list(scenario.links) + _default_links(scenario, bases)
+    try:
+        cost = TableCostModel(scenario.device_names, compute,
+                              [Link(l.a, l.b, l.latency_s, l.bandwidth_Bps) for l in links], host=scenario.host)
+    except HeteroError as err:
+        raise ScenarioError(f"{where}: links: {err}") from None
+    preloaded = tuple(name for entry in scenario.devices if entry.preload for name in entry.names)
+    return World(as_task_graph(graph), cost, tuple(links), memory, spread, name=scenario.name, preloaded=preloaded)
+
+
+def _device_costs(scenario: Scenario, graph: nx.DiGraph) -> dict[str, tuple]:
+    """Per device entry: (cost model, its device name there, memory bytes, measured op stats)."""
+    from hetero.catalog import load_catalog
+    from hetero.cost_profile import ProfileCostModel
+    from hetero.profile import load_profile
+
+    where = scenario.where
+    catalog = load_catalog() if any(e.spec for e in scenario.devices) else {}
+    bases: dict[str, tuple] = {}
+    for entry in scenario.devices:
+        try:
+            if entry.spec is not None:
+                if entry.spec not in catalog:
+                    raise ScenarioError(f"{where}:{entry.line}: devices: spec '{entry.spec}' is not in the catalog "
+                                        f"(known: {', '.join(catalog)})")
+                spec = catalog[entry.spec]
+                if scenario.precision not in spec.peak_ops_per_s:
+                    raise ScenarioError(f"{where}:{entry.line}: devices: {entry.spec} gives no {scenario.precision} "
+                                        f"throughput (it has {', '.join(spec.peak_ops_per_s)}); change precision")
+                base = ProfileCostModel(graph, None, [entry.spec], scenario.precision, specs={entry.spec: spec})
+                bases[entry.name] = (base, entry.spec, spec.memory_bytes, None)
+                continue
+            assert entry.profile is not None and entry.device is not None
+            profile = load_profile(entry.profile)
+            if entry.device not in profile.devices:
+                raise ScenarioError(f"{where}:{entry.line}: devices: {entry.profile} has no device '{entry.device}' "
+                                    f"(it has {', '.join(profile.devices)})")
+            if profile.precision != scenario.precision:
+                raise ScenarioError(f"{where}:{entry.line}: devices: {entry.profile} was measured in {profile.precision}, "
+                                    f"the scenario runs {scenario.precision}")
+            base = ProfileCostModel(graph, profile, [entry.device], scenario.precision)
+            capacity = profile.devices[entry.device].identity.get("memory_bytes")
+            bases[entry.name] = (base, entry.device, int(capacity) if capacity else None, profile.devices[entry.device].ops)
+        except ScenarioError:
+            raise
+        except HeteroError as err:
+            raise ScenarioError(f"{where}:{entry.line}: devices: {entry.name}: {err}") from None
+    return bases
+
+
+def _default_links(scenario: Scenario, bases: Mapping[str, tuple]) -> list[LinkSpec]:
+    """A link to the host for each device that has none, from its catalog entry or profile."""
+    host = scenario.host
+    linked = {frozenset((l.a, l.b)) for l in scenario.links}
+    defaults: list[LinkSpec] = []
+    for entry in scenario.devices:
+        for name in entry.names:
+            if name == host or frozenset((name, host)) in linked:
+                continue
+            link = _entry_link(scenario, entry, bases[entry.name])
+            log.info("%s: no link given between %s and the host %s; using %.3g s, %.3g B/s from its %s",
+                     scenario.where, name, host, link[0], link[1], "catalog entry" if entry.spec else "profile")
+            defaults.append(LinkSpec(name, host, link[0], link[1], False))
+    return defaults
+
+
+def _entry_link(scenario: Scenario, entry: DeviceEntry, base: tuple) -> tuple[float, float]:
+    model = base[0]
+    if entry.spec is not None:
+        spec = model.specs[entry.spec]
+        return spec.link_latency_s, spec.link_bandwidth_Bps
+    fit = model.profile.link(entry.device, "host") or model.profile.link("host", entry.device)
+    if fit is None:
+        raise ScenarioError(f"{scenario.where}:{entry.line}: devices: {entry.name} has no link to the host "
+                            f"{scenario.host} and its profile measured none; add one under links")
+    return fit.latency_s, fit.bandwidth_Bps

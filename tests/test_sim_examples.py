@@ -1,0 +1,98 @@
+"""The example scenarios run end to end and write RESULT.json, a Perfetto trace and a plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from hetero.sim.outputs import run_scenario_file, summary_lines
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "scenarios"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run_example(name: str, tmp_path: Path, trace: bool = False, **options):
+    paths = {"output": tmp_path / "result.json", "plot": tmp_path / "plot.png"}
+    if trace:
+        paths["trace"] = tmp_path / "trace.json"
+    result = run_scenario_file(EXAMPLES / name, progress=False, **paths, **options)
+    data = json.loads(paths["output"].read_text())
+    assert data["format"] == "hetero-sim-result" and data["scenario"] == result.scenario
+    assert paths["plot"].read_bytes().startswith(PNG)
+    if trace:
+        records = json.loads(paths["trace"].read_text())["traceEvents"]
+        assert {"compute", "transfer", "event"} <= {record.get("cat") for record in records}
+        assert sum(1 for r in records if r.get("cat") == "compute") == result.op_executions
+    assert summary_lines(result)[0].startswith(f"scenario {result.scenario}")
+    return result, data
+
+
+def test_phone_edge_wifi(tmp_path):
+    result, data = run_example("phone_edge_wifi.yaml", tmp_path, trace=True)
+    assert data["requests"]["completed"] == data["requests"]["arrived"] > 100
+    assert data["rebalances"] >= 2  # offloads under load, comes back afterwards
+    assert any("edge" in plan["ops_per_device"] for plan in data["plans"])
+    assert data["bytes_per_link"]["phone -> edge"] > 0
+    assert data["latency_s"]["p50"] == pytest.approx(data["predicted_makespan_s"], rel=0.2)
+
+
+def test_gpu_failover(tmp_path):
+    result, data = run_example("gpu_failover.yaml", tmp_path)
+    assert data["requests"]["lost"] == data["requests"]["failed"] == 0
+    assert data["requests"]["completed"] == data["requests"]["arrived"] and data["requests"]["retried"] > 0
+    assert [p["why"] for p in data["plans"]] == ["initial", "gpu0 failed", "gpu0 recovered"]
+    assert data["migrated_bytes"] > 0 and not data["errors"]
+
+
+def test_seed_option_overrides_the_scenario(tmp_path):
+    first = run_scenario_file(EXAMPLES / "phone_edge_wifi.yaml", progress=False)
+    second = run_scenario_file(EXAMPLES / "phone_edge_wifi.yaml", seed=first.seed + 1, progress=False)
+    assert second.seed == first.seed + 1 and second.requests["arrived"] != first.requests["arrived"]
+
+
+@pytest.mark.slow
+def test_gateway_throttling(tmp_path):
+    """int8 resnet18 (quantizing it takes a while) on CPU, iGPU and Edge TPU, camera trace."""
+    result, data = run_example("gateway_throttling.yaml", tmp_path)
+    assert data["requests"]["completed"] == data["requests"]["arrived"] == 3600
+    assert data["rebalances"] >= 2
+    timeline = data["timeline"]
+    before = [row["p50_s"] for row in timeline if row["t_s"] < 9 and row["p50_s"]]
+    after = [row["p50_s"] for row in timeline if row["t_s"] > 27 and row["p50_s"]]
+    assert max(after) < 1.2 * max(before)  # back to normal once the throttling is over
+
+
+def test_measured_profile_devices_with_their_spread(tmp_path):
+    """A device from a measured profile (here: the reference backend on this machine) next to a spec one."""
+    from hetero.backends import open_device
+    from hetero.model_source import load_graph
+    from hetero.profile import save_profile
+    from hetero.profiler import Budget, profile_graph
+    from hetero.sim import ScenarioError, load_scenario, simulate
+    from hetero.sim.scenario import Noise, Workload
+
+    budget = Budget(warmup=1, min_count=5, max_count=20, target_spread=0.2, seconds_per_op=0.02)
+    profile = profile_graph(load_graph("builtin:seed-cnn"), [open_device("reference")], "builtin:seed-cnn", "fp32",
+                            budget=budget, transfer_sizes=[1024, 65536])
+    save_profile(profile, tmp_path / "here.json")
+    (tmp_path / "s.yaml").write_text("""\
+model: builtin:seed-cnn
+devices:
+  - {name: ref, profile: here.json, device: reference}
+  - {name: pi, spec: rpi5-cpu}
+workload: {kind: closed, clients: 1, requests: 200}
+noise: profile
+duration: 1 h
+""")
+    scenario = load_scenario(tmp_path / "s.yaml")
+    result = simulate(scenario)
+    assert result.requests["completed"] == 200
+    assert result.latency_s["p99"] > result.latency_s["p50"]  # measured spread, drawn per op
+    exact = simulate(dataclasses.replace(scenario, noise=Noise(), workload=Workload("closed", requests=1)))
+    assert exact.latency_s["mean"] == pytest.approx(exact.predicted_makespan_s, rel=1e-9)
+    (tmp_path / "s.yaml").write_text((tmp_path / "s.yaml").read_text().replace("device: reference", "device: cuda:7"))
+    with pytest.raises(ScenarioError, match=r"s.yaml:3: devices: .*here.json has no device 'cuda:7'"):
+        simulate(load_scenario(tmp_path / "s.yaml"))
