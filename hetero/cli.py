@@ -267,6 +267,18 @@ def _profile_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from hetero.sim.outputs import run_scenario_file, summary_lines
+
+    result = run_scenario_file(args.scenario, output=args.output, trace=args.trace, plot=args.plot, seed=args.seed, progress=True)
+    for line in summary_lines(result):
+        print(line)
+    for path in (args.output, args.trace, args.plot):
+        if path:
+            print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from hetero.backends.reference import run_graph
     from hetero.datasets import load_digits_28
@@ -340,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gantt", help="write a Gantt chart PNG")
     p.add_argument("--json", action="store_true", help="print makespan, placement, slots, algorithm, seconds as JSON")
     p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("simulate", help="play out a scenario (devices, links, workload, events, policy) in simpy")
+    p.add_argument("scenario", help="a scenario YAML file (see examples/scenarios/)")
+    p.add_argument("-o", "--output", help="write RESULT.json")
+    p.add_argument("--trace", help="write a Chrome/Perfetto trace")
+    p.add_argument("--plot", help="write a PNG: latency over time with events, utilisation per device")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="the end-to-end job on the shipped seed model")
     p.set_defaults(func=cmd_demo)
