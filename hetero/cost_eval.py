@@ -35,13 +35,13 @@ def _predict(train: Mapping[str, OpStats], test: Mapping[str, OpStats]) -> tuple
     predicted, measured, rows, skipped = [], [], [], 0
     for signature, stats in test.items():
         model = regressions.get(stats.op_type)
-        if model is None or stats.median_s <= 0:
+        if model is None or stats.expected_s <= 0:
             skipped += 1
             continue
         guess = model.predict(stats.features)
         predicted.append(guess)
-        measured.append(stats.median_s)
-        rows.append({"signature": signature, "op_type": stats.op_type, "predicted_s": guess, "measured_s": stats.median_s, "model": model.kind})
+        measured.append(stats.expected_s)
+        rows.append({"signature": signature, "op_type": stats.op_type, "predicted_s": guess, "measured_s": stats.expected_s, "model": model.kind})
     return predicted, measured, rows, skipped
 
 

@@ -1,6 +1,7 @@
 """The profile-based cost model: measured lookup, per-op-type regression, spec roofline.
 
-``compute(node, device)`` for a measured device looks the op's signature up in the profile;
+``compute(node, device)`` for a measured device looks the op's signature up in the profile (the
+wall-clock median of a synchronous launch, which includes the launch overhead a runtime pays);
 for a signature never measured it predicts with a regression fitted per (device, op type) on
 the measured points (as nn-Meter and Neurosurgeon predict per kernel or layer type); a spec
 device from the catalog gets a roofline: launch overhead + max(FLOPs / peak, bytes / bandwidth).
@@ -71,7 +72,7 @@ def _fit_kind(kind: str, features: Sequence[Mapping[str, float]], seconds: np.nd
 
 def fit_regression(stats: Sequence[OpStats]) -> Regression:
     """The per-op-type model with the smallest leave-one-out relative error."""
-    seconds = np.array([s.median_s for s in stats], np.float64)
+    seconds = np.array([s.expected_s for s in stats], np.float64)
     features = [s.features for s in stats]
     n = len(stats)
     candidates = ["median"] + (["linear"] if n >= 5 else []) + (["log"] if n >= 6 else [])
@@ -94,7 +95,7 @@ def fit_regressions(ops: Mapping[str, OpStats]) -> dict[str, Regression]:
     """One regression per op type over a device's measured entries."""
     by_type: dict[str, list[OpStats]] = {}
     for stats in ops.values():
-        if stats.median_s > 0:
+        if stats.expected_s > 0:
             by_type.setdefault(stats.op_type, []).append(stats)
     return {op_type: fit_regression(entries) for op_type, entries in by_type.items()}
 
@@ -182,7 +183,7 @@ class ProfileCostModel:
         assert self.profile is not None
         stats = self.profile.devices[device].ops.get(op.signature())
         if stats is not None:
-            return stats.median_s
+            return stats.expected_s
         regression = self._regressions[device].get(op.type)
         if regression is None:
             return math.inf

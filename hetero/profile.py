@@ -6,10 +6,13 @@ Schema (version 1)::
      "host": {"hostname", "platform", "cpu", "cores"}, "libraries": {name: version},
      "devices": {name: {"identity": {name, kind, description, vendor, compute_units, memory_bytes},
                         "ops": {signature: {op_type, median_s, p10_s, p90_s, count, outliers,
-                                            spread, features: {...}}}}},
+                                            spread, wall_median_s, features: {...}}}}},
      "links": [{"src", "dst", "via", "latency_s", "bandwidth_Bps", "points": [[nbytes, seconds], ...]}]}
 
-``features`` are what the cost model's regression predicts from (see :func:`op_features`).
+``median_s``/``p10_s``/``p90_s`` are by the device's own clock (event profiling, CUDA events, the
+host clock for host devices); ``wall_median_s`` is the host wall clock of a synchronous launch,
+which adds the launch overhead a runtime pays. ``features`` are what the cost model's regression
+predicts from (see :func:`op_features`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ class OpStats:
     outliers: int
     spread: float
     features: Mapping[str, float]
+    wall_median_s: float | None = None  # host wall clock of a synchronous launch (what a runtime sees)
+
+    @property
+    def expected_s(self) -> float:
+        """What one launch costs end to end: the wall-clock median when measured, else the device's."""
+        return self.wall_median_s if self.wall_median_s is not None else self.median_s
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,7 @@ def _parse(data: Mapping[str, Any], where: str) -> Profile:
                 outliers=int(stats.get("outliers", 0)),
                 spread=float(stats.get("spread", 0.0)),
                 features={k: float(v) for k, v in features.items()},
+                wall_median_s=float(stats["wall_median_s"]) if stats.get("wall_median_s") is not None else None,
             )
         devices[name] = DeviceProfile(identity=identity, ops=ops)
     links = []

@@ -81,9 +81,13 @@ def time_op(device: Device, op: Op, budget: Budget, rng: np.random.Generator) ->
         device.run(op, buffers)
     device.synchronize()
     samples: list[float] = []
+    walls: list[float] = []
     started = time.perf_counter()
     while len(samples) < budget.max_count:
+        launch = time.perf_counter()
         _, seconds = device.timed_run(op, buffers)
+        device.synchronize()
+        walls.append(time.perf_counter() - launch)
         samples.append(seconds)
         if len(samples) >= budget.min_count:
             median, p10, p90, _, _ = robust_stats(samples)
@@ -101,6 +105,7 @@ def time_op(device: Device, op: Op, budget: Budget, rng: np.random.Generator) ->
         outliers=dropped,
         spread=(p90 - p10) / median if median > 0 else 0.0,
         features=op_features(op),
+        wall_median_s=max(robust_stats(walls)[0], median),
     )
 
 
