@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from hetero import __version__
-from hetero.cli_run import add_run_parser
+from hetero.cli_run import add_run_parser, add_validate_parser
 from hetero.errors import HeteroError, InputError
 
 log = logging.getLogger("hetero")
@@ -280,20 +280,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hetero.backends.reference import run_graph
-    from hetero.datasets import load_digits_28
-    from hetero.model_source import load_graph
+    from hetero.demo import run_demo
 
-    images, labels = load_digits_28("test")
-    print(f"seed model: builtin:seed-cnn; held-out digits: {len(labels)} images 28x28")
-    graph = load_graph("builtin:seed-cnn", input_shapes={"input": images.shape})
-    totals = graph.totals()
-    print(f"imported {totals['ops']} ops, {totals['flops'] / len(labels) / 1e6:.2f} MFLOPs per image")
-    start = time.perf_counter()
-    logits = run_graph(graph, {"input": images})["logits"]
-    seconds = time.perf_counter() - start
-    accuracy = float((logits.argmax(axis=1) == labels).mean())
-    print(f"fp32 reference accuracy: {accuracy * 100:.2f}% ({int(round(accuracy * len(labels)))}/{len(labels)}) in {seconds:.2f} s")
+    report = run_demo(args.output)
+    print(f"\nreport: {report.resolve()}")
     return 0
 
 
@@ -313,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     add_run_parser(sub)
+    add_validate_parser(sub)
 
     p = sub.add_parser("quantize", help="post-training static int8 quantization to a QDQ ONNX model")
     p.add_argument("model", help="an fp32 .onnx path or builtin:NAME")
@@ -362,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="the end-to-end job on the shipped seed model")
+    p.add_argument("-o", "--output", default="out/demo", help="folder for the report, plots, traces and profile (default: out/demo)")
     p.set_defaults(func=cmd_demo)
     return parser
 

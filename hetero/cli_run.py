@@ -205,3 +205,35 @@ def random_placement(graph: Graph, devices: dict, seed: int) -> dict[str, str]:
             raise InputError(f"no device among {', '.join(devices)} has a kernel for {op.type} (node {op.name})")
         placement[op.name] = able[int(rng.integers(len(able)))]
     return placement
+
+
+def add_validate_parser(sub: Any) -> None:
+    p = sub.add_parser("validate", help="schedule, simulate and run the same plan for real; compare predicted and measured")
+    p.add_argument("model", help="an .onnx path or builtin:NAME")
+    p.add_argument("--devices", required=True, help="comma-separated measured devices (they must be in the profile)")
+    p.add_argument("--profile", required=True, help="the profile measured on these devices (its precision is used)")
+    p.add_argument("--requests", type=int, default=30, help="requests run for real and simulated")
+    p.add_argument("--inflight", type=int, default=1, help="requests in flight at once (1: latency; more: throughput)")
+    p.add_argument("--algorithm", default="auto", help="the scheduling algorithm")
+    p.add_argument("--json", action="store_true", help="print predicted_s, measured_s, latency_rel_error, per-op rows as JSON")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from hetero.validate import validate
+
+    if args.requests < 1 or args.inflight < 1:
+        raise InputError("--requests and --inflight must be >= 1")
+    names = [d.strip() for d in args.devices.split(",") if d.strip()]
+    result = validate(args.model, names, args.profile, requests=args.requests, inflight=args.inflight, algorithm=args.algorithm).to_dict()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"plan: {result['algorithm']}, " + ", ".join(f"{d} {sum(1 for v in result['placement'].values() if v == d)} ops" for d in names))
+    print(f"latency    predicted {result['predicted_s'] * 1e3:9.3f} ms  measured {result['measured_s'] * 1e3:9.3f} ms  error {result['latency_rel_error']:+.1%}")
+    print(f"throughput predicted {result['predicted_throughput_rps']:9.1f} /s  measured {result['measured_throughput_rps']:9.1f} /s  error {result['throughput_rel_error']:+.1%}")
+    print(f"  {'node':<28} {'device':<10} {'predicted':>11} {'measured':>11} {'error':>8}")
+    for row in result["per_op"]:
+        error = "" if row["rel_error"] is None else f"{row['rel_error']:+.0%}"
+        print(f"  {row['node'][:28]:<28} {row['device']:<10} {row['predicted_s'] * 1e6:9.1f}us {row['measured_s'] * 1e6:9.1f}us {error:>8}")
+    return 0

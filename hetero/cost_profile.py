@@ -1,7 +1,8 @@
 """The profile-based cost model: measured lookup, per-op-type regression, spec roofline.
 
 ``compute(node, device)`` for a measured device looks the op's signature up in the profile (the
-wall-clock median of a synchronous launch, which includes the launch overhead a runtime pays);
+wall-clock median of a synchronous launch, which includes the launch overhead a runtime pays,
+plus the runtime's own dispatch cost per op that the profile calibrated);
 for a signature never measured it predicts with a regression fitted per (device, op type) on
 the measured points (as nn-Meter and Neurosurgeon predict per kernel or layer type); a spec
 device from the catalog gets a roofline: launch overhead + max(FLOPs / peak, bytes / bandwidth).
@@ -176,7 +177,8 @@ class ProfileCostModel:
         spec = self.specs.get(device)
         if spec is not None:
             return spec.roofline(op, self.precision)
-        return self.predict_op(op, device)
+        assert self.profile is not None
+        return self.predict_op(op, device) + self.profile.runtime.get("dispatch_s", 0.0)
 
     def predict_op(self, op: Op, device: str) -> float:
         """Measured median when the signature was profiled, else the op type's regression."""

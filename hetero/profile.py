@@ -7,7 +7,8 @@ Schema (version 1)::
      "devices": {name: {"identity": {name, kind, description, vendor, compute_units, memory_bytes},
                         "ops": {signature: {op_type, median_s, p10_s, p90_s, count, outliers,
                                             spread, wall_median_s, features: {...}}}}},
-     "links": [{"src", "dst", "via", "latency_s", "bandwidth_Bps", "points": [[nbytes, seconds], ...]}]}
+     "links": [{"src", "dst", "via", "latency_s", "bandwidth_Bps", "points": [[nbytes, seconds], ...]}],
+     "runtime": {"dispatch_s": seconds the runtime adds per op (thread hand-offs, bookkeeping)}}
 
 ``median_s``/``p10_s``/``p90_s`` are by the device's own clock (event profiling, CUDA events, the
 host clock for host devices); ``wall_median_s`` is the host wall clock of a synchronous launch,
@@ -86,6 +87,7 @@ class Profile:
     devices: Mapping[str, DeviceProfile]
     links: tuple[LinkFit, ...] = field(default=())
     schema_version: int = SCHEMA_VERSION
+    runtime: Mapping[str, float] = field(default_factory=dict)  # dispatch_s: the runtime's own cost per op
 
     def link(self, src: str, dst: str) -> LinkFit | None:
         for fit in self.links:
@@ -225,6 +227,7 @@ def _parse(data: Mapping[str, Any], where: str) -> Profile:
         devices=devices,
         links=tuple(links),
         schema_version=version,
+        runtime={k: float(v) for k, v in dict(data.get("runtime", {})).items()},
     )
 
 

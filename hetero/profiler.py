@@ -95,6 +95,10 @@ def time_op(device: Device, op: Op, budget: Budget, rng: np.random.Generator) ->
                 break
             if time.perf_counter() - started > budget.seconds_per_op:
                 break
+    return _stats(op, samples, walls)
+
+
+def _stats(op: Op, samples: Sequence[float], walls: Sequence[float]) -> OpStats:
     median, p10, p90, kept, dropped = robust_stats(samples)
     return OpStats(
         op_type=op.type,
@@ -107,6 +111,46 @@ def time_op(device: Device, op: Op, budget: Budget, rng: np.random.Generator) ->
         features=op_features(op),
         wall_median_s=max(robust_stats(walls)[0], median),
     )
+
+
+def time_ops_in_graph(device: Device, graph: Graph, budget: Budget, rng: np.random.Generator) -> dict[str, OpStats]:
+    """Time every op where it really runs: inside whole-graph runs on the device, in topological
+    order, so each op meets the caches, thread wake-ups and launch gaps a runtime gives it.
+    Ops with one signature pool their samples. Stops when every signature is stable or the
+    budget (seconds_per_op per signature) is spent."""
+    order = list(graph.ops_in_order())
+    feeds = {spec.name: device.upload(random_input(spec, rng)) for spec in graph.inputs}
+    samples: dict[str, list[float]] = {}
+    walls: dict[str, list[float]] = {}
+    first = {op.signature(): op for op in reversed(order)}
+    budget_s = budget.seconds_per_op * len(first)
+
+    def one_run(record: bool) -> None:
+        values = dict(feeds)
+        for op in order:
+            launch = time.perf_counter()
+            outputs, seconds = device.timed_run(op, [values[t] for t in op.activation_inputs])
+            device.synchronize()
+            wall = time.perf_counter() - launch
+            values.update(zip(op.outputs, outputs))
+            if record:
+                samples.setdefault(op.signature(), []).append(seconds)
+                walls.setdefault(op.signature(), []).append(wall)
+
+    for _ in range(budget.warmup):
+        one_run(False)
+    started = time.perf_counter()
+    runs = 0
+    while runs < budget.max_count:
+        one_run(True)
+        runs += 1
+        if runs >= budget.min_count:
+            stable = all(
+                (lambda m, lo, hi: hi - lo <= budget.target_spread * m)(*robust_stats(v)[:3]) for v in samples.values()
+            )
+            if stable or time.perf_counter() - started > budget_s:
+                break
+    return {signature: _stats(first[signature], samples[signature], walls[signature]) for signature in samples}
 
 
 def fit_link(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
@@ -156,6 +200,37 @@ def calibrate_links(devices: Sequence[Device], sizes: Iterable[int] = TRANSFER_S
     return links
 
 
+def calibrate_dispatch(device: Device, length: int = 24, requests: int = 60) -> float:
+    """Seconds the runtime adds per op: a chain of tiny Identity ops served on one device,
+    latency minus the ops' own wall time, per op."""
+    from hetero.graph import Graph, TensorSpec, make_op
+    from hetero.policy import PolicyContext, make_policy
+    from hetero.profile import Profile as _Profile
+    from hetero.cost_profile import ProfileCostModel
+    from hetero.runtime import Runtime
+    from hetero.schedulers import fixed_schedule
+
+    spec = TensorSpec("t0", (16,), "float32")
+    ops, specs = [], {"t0": spec}
+    for i in range(length):
+        op = make_op(f"id{i}", "Identity", [f"t{i}"], [f"t{i + 1}"], {}, specs, {})
+        specs[f"t{i + 1}"] = op.output_specs[0]
+        ops.append(op)
+    graph = Graph.build(ops, [spec], [f"t{length}"], name="dispatch-calibration")
+    stats = {op.signature() for op in ops}
+    op_stats = time_op(device, ops[0], Budget(warmup=2, min_count=20, max_count=50), np.random.default_rng(0))
+    free = (LinkFit(HOST, device.name, "direct", 0.0, 1e15, ()), LinkFit(device.name, HOST, "direct", 0.0, 1e15, ()))
+    fake = _Profile("dispatch", "fp32", "", {}, {}, {device.name: DeviceProfile(identity_of(device.info), {sig: op_stats for sig in stats})}, free)
+    cost = ProfileCostModel(graph, fake, [device.name])
+    plan = fixed_schedule(graph, cost, {op.name: device.name for op in ops})
+    runtime = Runtime(graph, {device.name: device}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
+    feeds = [{"t0": np.zeros(16, np.float32)}] * requests
+    runtime.serve(feeds[:5])
+    report = runtime.serve(feeds)
+    latency = float(np.median([x for x in report.latencies_s if x is not None]))
+    return max(0.0, (latency - length * op_stats.expected_s) / length)
+
+
 def host_identity() -> dict[str, object]:
     from hetero.devices import _cpu_name
 
@@ -182,9 +257,14 @@ def profile_graph(
     transfer_sizes: Iterable[int] = TRANSFER_SIZES,
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    in_graph: bool = True,
+    calibrate_runtime: bool = True,
 ) -> Profile:
     """Measure every op signature of the graph on every device (reusing ``previous`` entries
-    measured on the same hardware), plus the links; ops a device has no kernel for are skipped."""
+    measured on the same hardware), plus the links; ops a device has no kernel for are skipped.
+
+    With ``in_graph`` (the default) a device that runs every op is timed inside whole-graph runs
+    (what a runtime sees); otherwise, and for the rest, each op is timed alone in a loop."""
     rng = np.random.default_rng(seed)
     unique: dict[str, Op] = {}
     for op in graph.ops_in_order():
@@ -197,6 +277,14 @@ def profile_graph(
             if same_device(entry.identity, device.info):
                 reused = entry.ops
         measured: dict[str, OpStats] = dict(reused)
+        if in_graph and all(device.supports(op) for op in unique.values()) and not set(unique) <= set(measured):
+            if progress:
+                progress(f"{device.name}: whole-graph runs")
+            try:
+                fresh = time_ops_in_graph(device, graph, budget, rng)
+                measured.update({s: st for s, st in fresh.items() if s not in reused})
+            except DeviceError as err:
+                log.warning("%s: whole-graph timing failed (%s); timing ops one by one", device.name, err)
         for signature, op in unique.items():
             if signature in measured:
                 continue
@@ -213,6 +301,8 @@ def profile_graph(
     if progress:
         progress("links")
     links = calibrate_links(devices, transfer_sizes)
+    host_devices = [d for d in devices if d.kind in ("cpu", "reference")] or list(devices)
+    dispatch_s = calibrate_dispatch(host_devices[0]) if calibrate_runtime and devices else 0.0
     return Profile(
         model=model,
         precision=precision,
@@ -221,4 +311,5 @@ def profile_graph(
         libraries=library_versions(),
         devices=device_profiles,
         links=tuple(links),
+        runtime={"dispatch_s": dispatch_s},
     )

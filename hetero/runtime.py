@@ -68,7 +68,8 @@ class RunReport:
     failed_devices: tuple[str, ...]
     placements: tuple[Mapping[str, str], ...]
     events: tuple[TraceEvent, ...]
-    op_seconds: Mapping[str, list[float]]
+    op_seconds: Mapping[str, list[float]]  # by the device's clock
+    op_wall_s: Mapping[str, list[float]] = field(default_factory=dict)  # launch to result, host clock
 
     @property
     def completed(self) -> int:
@@ -104,6 +105,9 @@ class Runtime:
         self.ops = {op.name: op for op in self.order}
         self.producer = {t: op.name for op in self.order for t in op.outputs}
         self.consumers: dict[str, list[str]] = {op.name: sorted(graph.successors(op.name)) for op in self.order}
+        self.readers: dict[str, list[str]] = {
+            t: [c for c in self.consumers[op.name] if t in self.ops[c].activation_inputs] for op in self.order for t in op.outputs
+        }
         self.output_names = [spec.name for spec in graph.outputs]
         self._policy_lock = threading.Lock()
         self._queues: dict[str, queue.Queue] = {}
@@ -126,6 +130,7 @@ class Runtime:
         self._clock0 = time.perf_counter()
         self._events: list[TraceEvent] = []
         self._op_seconds: dict[str, list[float]] = {}
+        self._op_wall: dict[str, list[float]] = {}
         self._results: list[dict[str, np.ndarray] | None] = [None] * len(feeds)
         self._latencies: list[float | None] = [None] * len(feeds)
         self._slots = threading.Semaphore(max(1, inflight))
@@ -176,6 +181,7 @@ class Runtime:
             placements=tuple(self._placements),
             events=tuple(sorted(self._events, key=lambda e: e.start_s)),
             op_seconds=self._op_seconds,
+            op_wall_s=self._op_wall,
         )
 
     def _adopt(self, plan: Schedule) -> None:
@@ -206,13 +212,22 @@ class Runtime:
             item = tasks.get()
             if item is None:
                 return
-            request, op = item
-            if request.failed:
-                continue
-            try:
-                self._run_op(device_name, device, request, op)
-            except Exception as err:  # a device fault of any kind fails this request, which is retried
-                self._fail(request, device_name, err)
+            local = [item]
+            while local:  # ops made ready for this same device run here at once, without a queue hop
+                request, op = local.pop()
+                if request.failed:
+                    continue
+                try:
+                    ready = self._run_op(device_name, device, request, op)
+                except Exception as err:  # a device fault of any kind fails this request, which is retried
+                    self._fail(request, device_name, err)
+                    continue
+                for consumer in ready:
+                    target = request.plan.placement[consumer]
+                    if target == device_name:
+                        local.append((request, self.ops[consumer]))
+                    else:
+                        self._queues[target].put((request, self.ops[consumer]))
 
     def _input_buffer(self, device_name: str, device: Device, request: _Request, tensor: str) -> Buffer:
         with request.lock:
@@ -233,7 +248,8 @@ class Runtime:
             request.device_copies[(tensor, device_name)] = buffer
         return buffer
 
-    def _run_op(self, device_name: str, device: Device, request: _Request, op: Op) -> None:
+    def _run_op(self, device_name: str, device: Device, request: _Request, op: Op) -> list[str]:
+        """Run one op of a request; return the consumers it made ready."""
         inputs = [self._input_buffer(device_name, device, request, t) for t in op.activation_inputs]
         start = self._now()
         outputs, seconds = device.timed_run(op, inputs)
@@ -242,9 +258,10 @@ class Runtime:
         self._policy("observe", op.name, device_name, seconds, end)
         with self._counter_lock:
             self._op_seconds.setdefault(op.name, []).append(seconds)
+            self._op_wall.setdefault(op.name, []).append(end - start)
         placement = request.plan.placement
         for tensor, buffer in zip(op.outputs, outputs):
-            remote = any(placement[c] != device_name for c in self._readers(tensor))
+            remote = any(placement[c] != device_name for c in self.readers[tensor])
             with request.lock:
                 request.device_copies[(tensor, device_name)] = buffer
             if remote or tensor in self.output_names:
@@ -264,14 +281,9 @@ class Runtime:
                 if request.pending[consumer] == 0:
                     ready.append(consumer)
             complete = len(request.outputs) == len(self.output_names) and not request.failed
-        for consumer in ready:
-            self._queues[placement[consumer]].put((request, self.ops[consumer]))
         if complete:
             self._complete(request)
-
-    def _readers(self, tensor: str) -> list[str]:
-        producer = self.producer[tensor]
-        return [c for c in self.consumers[producer] if tensor in self.ops[c].activation_inputs]
+        return ready
 
     # --- completion, failure, retry ----------------------------------------------------------------
 

@@ -110,12 +110,18 @@ def test_corrupt_model_file_through_installed_entry_point(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_demo_prints_seed_accuracy(capsys):
-    assert main(["demo"]) == 0
+def test_demo_runs_the_whole_story(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if "fp32 reference accuracy" in l)
-    accuracy = float(line.split(":")[1].split("%")[0])
-    assert accuracy >= 95.0
+    line = next(l for l in out.splitlines() if l.startswith("fp32 "))
+    fp32, int8 = (float(part.split("%")[0]) for part in line.replace("fp32", "").split("int8"))
+    assert fp32 >= 95.0 and abs(fp32 - int8) <= 1.0
+    assert "bit-identical to single-device int8: True" in out
+    assert "latency predicted" in out
+    for name in ("report.md", "gantt.png", "simulation.png", "profile.int8.json", "run.trace.json", "seed_cnn.int8.onnx"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "![Gantt chart" in report and "## 8. Predicted vs measured" in report
 
 
 def test_quantize_then_run_int8_on_opencl(tmp_path, capsys):

@@ -186,6 +186,10 @@ CONDITIONS: dict[str, Predicate] = {
 
 # --- the device ---------------------------------------------------------------------------
 
+#: ops below this many FLOPs run on one thread: on a 2-core VM, waking numba's second thread
+#: (passive OpenMP wait) costs ~50-100 us per parallel region, more than such an op takes.
+PARALLEL_MIN_FLOPS = 8_000_000
+
 
 class CpuDevice(HostDevice):
     """numba kernels on the host CPU (numpy buffers)."""
@@ -250,9 +254,12 @@ class CpuDevice(HostDevice):
         self._preparing = 0.0
         start = time.perf_counter()
         with ExitStack() as stack:
-            if self.threads is not None:
+            threads = self.threads
+            if op.flops < PARALLEL_MIN_FLOPS:  # waking the other threads costs more than it saves
+                threads = 1
+            if threads is not None:
                 previous = numba.get_num_threads()
-                numba.set_num_threads(self.threads)
+                numba.set_num_threads(threads)
                 stack.callback(numba.set_num_threads, previous)
             if self._blas is not None and op.type in BLAS_OPS:  # parallel across numba's threads instead
                 stack.enter_context(self._blas.limit(limits=1, user_api="blas"))
