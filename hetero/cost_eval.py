@@ -34,7 +34,7 @@ def _predict(train: Mapping[str, OpStats], test: Mapping[str, OpStats]) -> tuple
     regressions = fit_regressions(train)
     predicted, measured, rows, skipped = [], [], [], 0
     for signature, stats in test.items():
-        model = regressions.get(stats.op_type)
+        model = regressions.get(stats.op_type, stats.features)
         if model is None or stats.expected_s <= 0:
             skipped += 1
             continue

@@ -92,13 +92,44 @@ def fit_regression(stats: Sequence[OpStats]) -> Regression:
     return _fit_kind(best, features, seconds)
 
 
-def fit_regressions(ops: Mapping[str, OpStats]) -> dict[str, Regression]:
-    """One regression per op type over a device's measured entries."""
-    by_type: dict[str, list[OpStats]] = {}
-    for stats in ops.values():
-        if stats.expected_s > 0:
-            by_type.setdefault(stats.op_type, []).append(stats)
-    return {op_type: fit_regression(entries) for op_type, entries in by_type.items()}
+def kernel_class(op_type: str, features: Mapping[str, float]) -> str:
+    """The kernel variant an op takes: convolutions split into depthwise, pointwise (1x1) and
+    spatial, because backends run them through different code paths of different efficiency."""
+    if op_type in ("Conv", "QLinearConv"):
+        group = features.get("group", 1.0)
+        if group > 1 and group == features.get("in_channels"):
+            return f"{op_type}/depthwise"
+        if features.get("kernel_area", 1.0) == 1.0:
+            return f"{op_type}/pointwise"
+        return f"{op_type}/spatial"
+    return op_type
+
+
+class Regressions:
+    """Per-kernel-class regressions with a per-op-type fallback for classes too rare to fit."""
+
+    MIN_POINTS = 3
+
+    def __init__(self, ops: Mapping[str, OpStats]) -> None:
+        by_class: dict[str, list[OpStats]] = {}
+        by_type: dict[str, list[OpStats]] = {}
+        for stats in ops.values():
+            if stats.expected_s > 0:
+                by_class.setdefault(kernel_class(stats.op_type, stats.features), []).append(stats)
+                by_type.setdefault(stats.op_type, []).append(stats)
+        self.by_class = {c: fit_regression(v) for c, v in by_class.items() if len(v) >= self.MIN_POINTS}
+        self.by_type = {t: fit_regression(v) for t, v in by_type.items()}
+
+    def get(self, op_type: str, features: Mapping[str, float]) -> Regression | None:
+        return self.by_class.get(kernel_class(op_type, features)) or self.by_type.get(op_type)
+
+    def __contains__(self, op_type: str) -> bool:
+        return op_type in self.by_type
+
+
+def fit_regressions(ops: Mapping[str, OpStats]) -> Regressions:
+    """The regressions of one device's measured entries."""
+    return Regressions(ops)
 
 
 @dataclass(frozen=True)
@@ -142,7 +173,7 @@ class ProfileCostModel:
         self.precision = precision
         self.specs = dict(specs or {})
         self._can_run = can_run
-        self._regressions: dict[str, dict[str, Regression]] = {}
+        self._regressions: dict[str, Regressions] = {}
         for device in self.devices:
             if device in self.specs:
                 continue
@@ -186,10 +217,11 @@ class ProfileCostModel:
         stats = self.profile.devices[device].ops.get(op.signature())
         if stats is not None:
             return stats.expected_s
-        regression = self._regressions[device].get(op.type)
+        features = op_features(op)
+        regression = self._regressions[device].get(op.type, features)
         if regression is None:
             return math.inf
-        return regression.predict(op_features(op))
+        return regression.predict(features)
 
     def transfer(self, nbytes: int, src: str, dst: str) -> float:
         if src == dst or nbytes == 0:
