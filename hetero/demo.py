@@ -110,13 +110,13 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print) -> Path:
     write_schedule_trace(out / "schedule.trace.json", plans["latency"])
     lines.append("![Gantt chart of the latency plan](gantt.png)")
 
-    section("6. Simulate: the cpu slows down 4x for 2 s, the periodic policy re-plans")
+    section("6. Simulate: background load slows the cpu down 10x for 2 s; the periodic policy re-plans")
     scenario = out / "slowdown.yaml"
     devices_yaml = "\n".join(f"  - {{name: {n.replace(':', '')}, profile: profile.int8.json, device: '{n}'}}" for n in names)
     scenario.write_text(
         f"name: demo-slowdown\nmodel: {MODEL}\nprecision: int8\nhost: host\ndevices:\n{devices_yaml}\n"
         "workload: {kind: closed, clients: 2}\nscheduler: {algorithm: auto, objective: latency}\n"
-        "events:\n  - {at: 2 s, kind: slowdown, device: cpu, factor: 4, duration: 2 s}\n"
+        "events:\n  - {at: 2 s, kind: slowdown, device: cpu, factor: 10, duration: 2 s}\n"
         "policy: {name: periodic, period: 0.25 s, alpha: 0.5, stale: 1 s}\nduration: 6 s\nseed: 1\n"
     )
     result = run_scenario_file(scenario, output=out / "simulation.json", trace=out / "simulation.trace.json",
