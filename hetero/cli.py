@@ -15,19 +15,9 @@ import numpy as np
 from hetero import __version__
 from hetero.cli_run import add_run_parser, add_validate_parser
 from hetero.errors import HeteroError, InputError
+from hetero.io import json_safe
 
 log = logging.getLogger("hetero")
-
-
-def _json_safe(value: object) -> object:
-    """NaN and infinity become null, so the output is standard JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _human_bytes(n: float) -> str:
@@ -165,7 +155,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if args.gantt:
         write_gantt(args.gantt, plan)
     if args.json:
-        print(json.dumps(_json_safe(json_summary(plan))))
+        print(json.dumps(json_safe(json_summary(plan))))
         return 0
     for line in summary_lines(schedule_summary(plan, graph, cost, memory)):
         print(line)
@@ -256,7 +246,7 @@ def _profile_evaluate(args: argparse.Namespace) -> int:
         summary = {k: v for k, v in report.items() if k != "devices"} | {
             "devices": {n: {k: v for k, v in d.items() if k != "rows"} for n, d in report["devices"].items()}
         }
-        print(json.dumps(_json_safe(summary)))
+        print(json.dumps(json_safe(summary)))
         return 0
     print(f"cost model evaluation: {how}")
     for name, device in [("all", report)] + list(report["devices"].items()):

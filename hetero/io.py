@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -54,3 +55,14 @@ def write_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray])
     else:
         raise InputError(f"{path}: the model has {len(arrays)} outputs; write them to an .npz file")
     write_atomic(path, buffer.getvalue())
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinity become null, tuples lists, so the value dumps as standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from hetero.io import json_safe
+
 from hetero.schedule import Schedule
 from hetero.sim.scenario import DynamicEvent
 from hetero.trace import COMPUTE_LANE, TraceEvent
@@ -233,14 +235,4 @@ class SimResult:
             "op_executions": self.op_executions,
             "timeline": [dict(row) for row in self.timeline],
         }
-        return _json_safe(data)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+        return json_safe(data)
