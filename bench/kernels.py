@@ -26,7 +26,6 @@ from hetero.devices import discover
 from hetero.executor import run_on_device
 from hetero.graph import TensorSpec, make_op
 from hetero.lowering import lower_qdq
-from hetero.model_source import load_graph
 from hetero.onnx_import import import_onnx
 from hetero.pipeline import quantized_onnx
 

@@ -1,16 +1,12 @@
-"""The hetero command line: devices, inspect, run, demo."""
+"""The hetero command line: devices, inspect, quantize, run, profile, schedule, simulate, validate, demo."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
 import sys
-import time
 from typing import Sequence
-
-import numpy as np
 
 from hetero import __version__
 from hetero.cli_run import add_run_parser, add_validate_parser
@@ -90,8 +86,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    import onnx
-
     from hetero.io import read_arrays, write_atomic
     from hetero.model_source import load_onnx
     from hetero.onnx_import import import_onnx

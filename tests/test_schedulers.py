@@ -6,7 +6,6 @@ import itertools
 import math
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
