@@ -145,9 +145,9 @@ def run_partitioned(graph: Graph, requests: list[dict[str, np.ndarray]], args: a
     names = [d.strip() for d in args.devices.split(",") if d.strip()]
     if len(set(names)) != len(names):
         raise InputError(f"--devices lists a device twice: {args.devices}")
+    policy = make_policy(args.policy, _policy_params(args.policy_param))
     devices = {n: open_device(n, **({"threads": args.threads} if args.threads and n == "cpu" else {})) for n in names}
     cost, memory = planning_cost(graph, devices, args)
-    policy = make_policy(args.policy, _policy_params(args.policy_param))
     context = PolicyContext(graph, cost, algorithm=args.algorithm, memory=memory)
     initial = initial_plan(graph, cost, devices, args.placement)
     runtime = Runtime(graph, devices, policy, context, initial=initial)
