@@ -186,9 +186,11 @@ CONDITIONS: dict[str, Predicate] = {
 
 # --- the device ---------------------------------------------------------------------------
 
-#: ops below this many FLOPs run on one thread: on a 2-core VM, waking numba's second thread
-#: (passive OpenMP wait) costs ~50-100 us per parallel region, more than such an op takes.
-PARALLEL_MIN_FLOPS = 8_000_000
+#: ops below this many FLOPs try one thread against all for their first runs and keep the faster:
+#: on a 2-core VM, waking numba's second thread (passive OpenMP wait) costs ~50-100 us per
+#: parallel region, more than a small op takes; bigger ops always use every thread.
+PARALLEL_MIN_FLOPS = 50_000_000
+THREAD_TRIALS = 2
 
 
 class CpuDevice(HostDevice):
@@ -207,6 +209,7 @@ class CpuDevice(HostDevice):
         self.throttle = throttle
         self._preparing = 0.0
         self._supports: dict[int, tuple[Op, bool]] = {}
+        self._thread_trials: dict[int, tuple[Op, dict]] = {}
         self._blas = ThreadpoolController() if ThreadpoolController is not None else None
         log.debug("opened %s with threads=%s throttle=%s", info.name, self.threads, self.throttle)
 
@@ -249,14 +252,36 @@ class CpuDevice(HostDevice):
 
         return super().prepared(op, timed_make)
 
+    def _threads_for(self, op: Op) -> int | None:
+        """Threads for this op: the device's cap for big ops; for the rest, whichever of one
+        thread or the cap ran faster in the op's first runs (results are the same either way)."""
+        if self.threads == 1 or numba.config.NUMBA_NUM_THREADS == 1:
+            return self.threads
+        if op.flops >= PARALLEL_MIN_FLOPS:
+            return self.threads
+        trials = self._thread_trials.setdefault(id(op), (op, {}))[1]
+        chosen = trials.get("chosen")
+        if chosen is not None:
+            return None if chosen == 0 else int(chosen)
+        one, cap = trials.get(1, []), trials.get(0, [])
+        return 1 if len(one) <= len(cap) else self.threads
+
+    def _learn_threads(self, op: Op, threads: int | None, seconds: float) -> None:
+        entry = self._thread_trials.get(id(op))
+        if entry is None or entry[0] is not op or "chosen" in entry[1]:
+            return
+        trials = entry[1]
+        trials.setdefault(1 if threads == 1 else 0, []).append(seconds)
+        if len(trials.get(1, [])) >= THREAD_TRIALS and len(trials.get(0, [])) >= THREAD_TRIALS:
+            faster_alone = min(trials[1]) <= min(trials[0])
+            trials["chosen"] = 1 if faster_alone else (self.threads or 0)
+
     def run(self, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
         """Run one op with the device's thread cap, then sleep as the throttle says."""
         self._preparing = 0.0
         start = time.perf_counter()
         with ExitStack() as stack:
-            threads = self.threads
-            if op.flops < PARALLEL_MIN_FLOPS:  # waking the other threads costs more than it saves
-                threads = 1
+            threads = self._threads_for(op)
             if threads is not None:
                 previous = numba.get_num_threads()
                 numba.set_num_threads(threads)
@@ -264,6 +289,8 @@ class CpuDevice(HostDevice):
             if self._blas is not None and op.type in BLAS_OPS:  # parallel across numba's threads instead
                 stack.enter_context(self._blas.limit(limits=1, user_api="blas"))
             outputs = super().run(op, inputs)
+        elapsed = time.perf_counter() - start - self._preparing
+        self._learn_threads(op, threads, elapsed)
         if self._throttle > 1.0:
             busy = time.perf_counter() - start - self._preparing
             time.sleep(max(0.0, (self._throttle - 1.0) * busy))
