@@ -190,6 +190,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     devices = [open_device(name) for name in _device_list(args.devices)]
     budget = Budget(target_spread=args.target_spread, seconds_per_op=args.budget_s)
     sizes = [n for n in TRANSFER_SIZES if n <= args.max_transfer_mib * 2**20]
+    if args.sweep < 0:
+        raise InputError(f"--sweep must be 0 or more, got {args.sweep}")
     steps = len({op.signature() for op in graph.ops_in_order()}) * len(devices) + 1
     with Progress(transient=True, console=_stderr_console()) as bar:
         task = bar.add_task("profiling", total=steps)
@@ -197,9 +199,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
         def advance(what: str) -> None:
             bar.update(task, advance=1, description=what[:60])
 
-        profile = profile_graph(graph, devices, args.model, args.precision, budget, previous, sizes, advance)
+        profile = profile_graph(graph, devices, args.model, args.precision, budget, previous, sizes, advance, sweep=args.sweep)
     save_profile(profile, args.output)
-    counts = ", ".join(f"{name}: {len(d.ops)} op signatures" for name, d in profile.devices.items())
+    counts = ", ".join(
+        f"{name}: {len(d.ops)} op signatures" + (f" ({sum(1 for s in d.ops.values() if s.features.get('synthetic'))} synthetic)" if args.sweep else "")
+        for name, d in profile.devices.items()
+    )
     print(f"wrote {args.output} ({counts}; {len(profile.links)} links)")
     return 0
 
@@ -307,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-spread", type=float, default=0.05, help="stop timing an op when (p90-p10)/median is at most this")
     p.add_argument("--budget-s", type=float, default=0.5, help="time budget per op and device, seconds")
     p.add_argument("--max-transfer-mib", type=float, default=64, help="largest transfer size calibrated, MiB")
+    p.add_argument("--sweep", type=int, default=0, metavar="N", help="also time N synthetic variants per kernel class and device (for the regressions)")
     p.add_argument("--show", metavar="PROFILE", help="print a profile as a table, slowest ops first")
     p.add_argument("--evaluate", metavar="PROFILE", help="report the cost model's prediction error")
     p.add_argument("--holdout", type=float, default=0.3, help="with --evaluate: share of signatures held out")

@@ -13,6 +13,11 @@ from hetero.errors import ProfileError
 from hetero.profile import OpStats, Profile
 
 
+def is_synthetic(stats: OpStats) -> bool:
+    """Whether an entry is a sweep variant (``hetero profile --sweep``), not an op of the model."""
+    return bool(stats.features.get("synthetic", 0.0))
+
+
 def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
     """Share within +-10% / +-20%, RMSPE and Spearman rank correlation of predictions."""
     p = np.asarray(predicted, np.float64)
@@ -57,30 +62,32 @@ def _report(per_device: dict[str, tuple[list[float], list[float], list[dict[str,
 
 
 def evaluate_holdout(profile: Profile, fraction: float = 0.3, seed: int = 0, devices: Sequence[str] | None = None) -> dict[str, Any]:
-    """Fit on (1 - fraction) of each device's signatures, predict the rest by regression alone."""
+    """Fit on (1 - fraction) of each device's real signatures plus every synthetic one, predict
+    the held-out real ones by regression alone."""
     if not 0 < fraction < 1:
         raise ProfileError(f"--holdout must be between 0 and 1, got {fraction}")
     rng = np.random.default_rng(seed)
     per_device = {}
     for name in devices or list(profile.devices):
         ops = profile.devices[name].ops
-        signatures = sorted(ops)
+        signatures = sorted(s for s, st in ops.items() if not is_synthetic(st))
         rng.shuffle(signatures)
-        n_test = max(1, int(round(fraction * len(signatures))))
+        n_test = max(1, int(round(fraction * len(signatures)))) if signatures else 0
         test = {s: ops[s] for s in signatures[:n_test]}
-        train = {s: ops[s] for s in signatures[n_test:]}
+        train = {s: st for s, st in ops.items() if s not in test}
         per_device[name] = _predict(train, test)
     return _report(per_device)
 
 
 def evaluate_against(profile: Profile, other: Profile, devices: Sequence[str] | None = None) -> dict[str, Any]:
-    """Predict every entry of ``other`` (same device names) from ``profile`` alone; shared signatures excluded."""
+    """Predict every real (non-synthetic) entry of ``other`` (same device names) from ``profile``
+    alone; shared signatures excluded."""
     names = [n for n in (devices or list(other.devices)) if n in profile.devices]
     if not names:
         raise ProfileError(f"the profiles share no device (have {sorted(profile.devices)} and {sorted(other.devices)})")
     per_device = {}
     for name in names:
         known = profile.devices[name].ops
-        unseen = {s: st for s, st in other.devices[name].ops.items() if s not in known}
+        unseen = {s: st for s, st in other.devices[name].ops.items() if s not in known and not is_synthetic(st)}
         per_device[name] = _predict(known, unseen)
     return _report(per_device)
