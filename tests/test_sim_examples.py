@@ -96,3 +96,17 @@ duration: 1 h
     (tmp_path / "s.yaml").write_text((tmp_path / "s.yaml").read_text().replace("device: reference", "device: cuda:7"))
     with pytest.raises(ScenarioError, match=r"s.yaml:3: devices: .*here.json has no device 'cuda:7'"):
         simulate(load_scenario(tmp_path / "s.yaml"))
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_example_scenario_parses(path):
+    from hetero.sim import load_scenario
+
+    scenario = load_scenario(path)
+    assert scenario.devices and scenario.duration_s > 0
+
+
+def test_measured_profile_scenario_rebalances_and_comes_back():
+    result = run_scenario_file(EXAMPLES / "measured_cpu_plus_jetson.yaml", progress=False).to_dict()
+    assert result["requests"]["failed"] == 0 and result["requests"]["lost"] == 0
+    assert result["rebalances"] >= 2
