@@ -99,9 +99,9 @@ def model_bench(model: str, devices: list[str], threads: int, repeat: int) -> No
     for name in devices:
         device = open_device(name)
         runners[name] = lambda d=device: run_on_device(graph, d, {spec.name: x})[graph.outputs[0].name]
-    for fn in runners.values():  # warm-up: compile kernels, pack weights
-        fn()
-        fn()
+    for fn in runners.values():  # warm-up: compile kernels, pack weights, let the cpu device pick thread counts
+        for _ in range(6):
+            fn()
     times: dict[str, list[float]] = {name: [] for name in runners}
     same: dict[str, float] = {}
     for _ in range(repeat):
