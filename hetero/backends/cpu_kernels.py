@@ -216,12 +216,40 @@ def gemm_rows(a, b, out, parts):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
+def im2row_runs(xrow, cg, kh, kw, sh, sw, dh, pt, pl, ho, wo, pad, rows):  # pragma: no cover - compiled
+    """im2row when a window row (kw taps x cg channels) is contiguous in the HWC image rows ``xrow``
+    (H, W*C): one copy per window row instead of one per tap."""
+    h, w = xrow.shape[0], xrow.shape[1] // cg
+    span = kw * cg
+    for oh in prange(ho):
+        for ow in range(wo):
+            p = oh * wo + ow
+            iw0 = ow * sw - pl
+            k = 0
+            for i in range(kh):
+                ih = oh * sh - pt + i * dh
+                if ih < 0 or ih >= h:
+                    rows[p, k : k + span] = pad
+                elif iw0 >= 0 and iw0 + kw <= w:
+                    rows[p, k : k + span] = xrow[ih, iw0 * cg : iw0 * cg + span]
+                else:
+                    for j in range(kw):
+                        iw = iw0 + j
+                        for c in range(cg):
+                            rows[p, k + j * cg + c] = xrow[ih, iw * cg + c] if 0 <= iw < w else pad
+                k += span
+
+
+@njit(parallel=True, cache=True)
 def im2row(xt, c0, cg, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, pad, rows):  # pragma: no cover - compiled
     """rows[oh * wo + ow, (i, j, c)] = xt[ih, iw, c0 + c] (an HWC image), ``pad`` outside it.
 
     The A operand of an int8 GEMM whose weights are ordered (i, j, c) along K.
     """
     h, w = xt.shape[0], xt.shape[1]
+    if dw == 1 and c0 == 0 and cg == xt.shape[2]:  # a window row is one contiguous run of the image row
+        im2row_runs(xt.reshape(h, w * cg), cg, kh, kw, sh, sw, dh, pt, pl, ho, wo, pad, rows)
+        return
     for oh in prange(ho):
         for ow in range(wo):
             p = oh * wo + ow
@@ -230,7 +258,11 @@ def im2row(xt, c0, cg, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, pad, rows):  # pr
                 ih = oh * sh - pt + i * dh
                 for j in range(kw):
                     iw = ow * sw - pl + j * dw
-                    if 0 <= ih < h and 0 <= iw < w:  # slices copy as memcpy; an index loop does not vectorise
+                    inside = 0 <= ih < h and 0 <= iw < w
+                    if cg < 16:  # a few channels (an RGB stem): element copies beat slice set-up
+                        for c in range(cg):
+                            rows[p, k + c] = xt[ih, iw, c0 + c] if inside else pad
+                    elif inside:  # slices copy as memcpy; an index loop does not vectorise
                         rows[p, k : k + cg] = xt[ih, iw, c0 : c0 + cg]
                     else:
                         rows[p, k : k + cg] = pad
