@@ -145,3 +145,20 @@ def node(op_type: str, inputs: Iterable[str], outputs: Iterable[str], **attrs: o
     """helper.make_node with a name derived from the op type and first output."""
     outputs = list(outputs)
     return helper.make_node(op_type, list(inputs), outputs, name=f"{op_type.lower()}_{outputs[0]}", **attrs)
+
+
+def resnet_roofline_world():
+    """resnet18 on a CPU host, two equal GPUs and an NPU with made-up roofline costs (simulator tests)."""
+    from hetero.model_source import load_graph
+    from hetero.sim.scenario import LinkSpec
+    from hetero.sim.world import table_world
+
+    graph = load_graph("builtin:resnet18")
+    devices = (("cpu", 5e10, 2e10, 2e-6), ("gpu0", 1e12, 2e11, 2e-5), ("gpu1", 1e12, 2e11, 2e-5), ("npu", 4e12, 1e11, 5e-5))
+    compute = {}
+    for name, data in graph.nodes(data=True):
+        op = data["op"]
+        compute[name] = {d: launch + max(op.flops / flops, (op.bytes_read + op.bytes_written) / bandwidth)
+                         for d, flops, bandwidth, launch in devices}
+    links = [LinkSpec("cpu", d, 2e-5, 8e9) for d, *_ in devices[1:]] + [LinkSpec("gpu0", "gpu1", 1e-5, 2.5e10)]
+    return table_world(graph, compute, links, host="cpu", devices=[d for d, *_ in devices])

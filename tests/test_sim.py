@@ -11,9 +11,9 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
+from conftest import resnet_roofline_world
 import simpy
 
-from hetero.model_source import load_graph
 from hetero.schedulers.workloads import fork_join, layered, random_problem
 from hetero.sim import Scenario, simulate, table_world, world_from_problem
 from hetero.sim.network import Network
@@ -34,15 +34,7 @@ ONE = Workload("closed", requests=1)
 @pytest.fixture(scope="module")
 def resnet_world():
     """resnet18 on a CPU host, two GPUs and an NPU (made-up roofline costs)."""
-    graph = load_graph("builtin:resnet18")
-    devices = (("cpu", 5e10, 2e10, 2e-6), ("gpu0", 1e12, 2e11, 2e-5), ("gpu1", 1e12, 2e11, 2e-5), ("npu", 4e12, 1e11, 5e-5))
-    compute = {}
-    for name, data in graph.nodes(data=True):
-        op = data["op"]
-        compute[name] = {d: launch + max(op.flops / flops, (op.bytes_read + op.bytes_written) / bandwidth)
-                         for d, flops, bandwidth, launch in devices}
-    links = [LinkSpec("cpu", d, 2e-5, 8e9) for d, *_ in devices[1:]] + [LinkSpec("gpu0", "gpu1", 1e-5, 2.5e10)]
-    return table_world(graph, compute, links, host="cpu", devices=[d for d, *_ in devices])
+    return resnet_roofline_world()
 
 
 def random_worlds():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 import pytest
+from conftest import resnet_roofline_world
 
-from hetero.model_source import load_graph
 from hetero.policy import ObservedCost
 from hetero.schedulers import schedule
 from hetero.sim import Scenario, simulate, table_world
-from hetero.sim.scenario import DynamicEvent, LinkSpec, PolicySpec, Workload
+from hetero.sim.scenario import DynamicEvent, PolicySpec, Workload
 
 
 def scenario(workload: Workload, duration_s: float, **fields) -> Scenario:
@@ -20,15 +20,7 @@ def scenario(workload: Workload, duration_s: float, **fields) -> Scenario:
 @pytest.fixture(scope="module")
 def world():
     """resnet18 on a CPU host, two equal GPUs and an NPU (made-up roofline costs)."""
-    graph = load_graph("builtin:resnet18")
-    devices = (("cpu", 5e10, 2e10, 2e-6), ("gpu0", 1e12, 2e11, 2e-5), ("gpu1", 1e12, 2e11, 2e-5), ("npu", 4e12, 1e11, 5e-5))
-    compute = {}
-    for name, data in graph.nodes(data=True):
-        op = data["op"]
-        compute[name] = {d: launch + max(op.flops / flops, (op.bytes_read + op.bytes_written) / bandwidth)
-                         for d, flops, bandwidth, launch in devices}
-    links = [LinkSpec("cpu", d, 2e-5, 8e9) for d, *_ in devices[1:]] + [LinkSpec("gpu0", "gpu1", 1e-5, 2.5e10)]
-    return table_world(graph, compute, links, host="cpu", devices=[d for d, *_ in devices])
+    return resnet_roofline_world()
 
 
 GPU0_DOWN = (DynamicEvent("fail", 0.3, 0.3, device="gpu0"),)
