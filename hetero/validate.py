@@ -78,10 +78,7 @@ def _simulate(graph: Graph, cost: Any, profile_path: str, devices: list[str], pl
         name="validate",
     )
     world = World(as_task_graph(graph), cost, tuple(links), name="validate")
-    policy = make_policy("static")
-    original_start = policy.start
-    policy.start = lambda context, initial=None: original_start(context, plan)  # type: ignore[method-assign]
-    result = simulate(scenario, world=world, policy=policy).to_dict()
+    result = simulate(scenario, world=world, policy=make_policy("static"), initial=plan).to_dict()
     return float(result["latency_s"]["p50"]), float(result["throughput_per_s"])
 
 

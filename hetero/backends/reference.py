@@ -5,7 +5,6 @@ It is the correctness oracle every other backend is compared with.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -53,17 +52,9 @@ def run_op(op: Op, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
 
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Execute the graph in numpy and return its outputs by name."""
-    values: dict[str, np.ndarray] = dict(check_feeds(graph, feeds))
-    remaining = Counter(t for op in graph.ops_in_order() for t in op.activation_inputs)
-    keep = {spec.name for spec in graph.outputs}
-    for op in graph.ops_in_order():
-        for tensor, result in zip(op.outputs, run_op(op, values)):
-            values[tensor] = result
-        for tensor in op.activation_inputs:
-            remaining[tensor] -= 1
-            if remaining[tensor] == 0 and tensor not in keep:
-                del values[tensor]
-    return {spec.name: values[spec.name] for spec in graph.outputs}
+    from hetero.executor import run_on_device
+
+    return run_on_device(graph, ReferenceDevice(), feeds)
 
 
 def _reference_kernel(device: "ReferenceDevice", op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 from hetero.policy import Policy
+from hetero.schedule import Schedule
 from hetero.sim.engine import SimulationError, Simulator
 from hetero.sim.fields import ScenarioError
 from hetero.sim.metrics import SimResult
@@ -31,15 +32,18 @@ def simulate(
     trace: bool = False,
     progress: Callable[[float], None] | None = None,
     coalesce: bool = True,
+    initial: Schedule | None = None,
 ) -> SimResult:
     """Run a scenario (on ``world``, default: built from the scenario's model and devices).
 
     ``seed`` overrides the scenario's; ``trace`` records per-op events; ``progress`` is called
     with the simulated time now and then; ``coalesce=False`` simulates every op as its own
-    event (same results, slower: the reference for the coalesced runs).
+    event (same results, slower: the reference for the coalesced runs); ``initial`` is the plan
+    the policy starts from (default: the policy plans with the scenario's scheduler).
     """
     world = world if world is not None else build_world(scenario)
-    return Simulator(scenario, world, policy=policy, seed=seed, trace=trace, progress=progress, coalesce=coalesce).run()
+    return Simulator(scenario, world, policy=policy, seed=seed, trace=trace, progress=progress, coalesce=coalesce,
+                     initial=initial).run()
 
 
 __all__ = [

@@ -53,8 +53,10 @@ class Simulator:
     """Build with a scenario and its world, then :meth:`run` once."""
 
     def __init__(self, scenario: Scenario, world: World, *, policy: Policy | None = None, seed: int | None = None,
-                 trace: bool = False, progress: Callable[[float], None] | None = None, coalesce: bool = True) -> None:
+                 trace: bool = False, progress: Callable[[float], None] | None = None, coalesce: bool = True,
+                 initial: Schedule | None = None) -> None:
         self.scenario = scenario
+        self.initial = initial
         self.coalesce = coalesce
         self.world = world
         self.seed = scenario.seed if seed is None else seed
@@ -91,7 +93,7 @@ class Simulator:
             raise SimulationError("a Simulator runs once; make a new one for another run")
         scenario, world = self.scenario, self.world
         context = PolicyContext(world.graph, world.cost, scenario.algorithm, scenario.objective, world.memory)
-        initial = list(self.policy.start(context))
+        initial = list(self.policy.start(context, self.initial))
         if not initial:
             raise SimulationError(f"policy {self.policy.name} returned no initial plan")
         for name in world.preloaded:
