@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast install opencl clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,13 +14,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# A usable OpenCL device, or the one command that gives one (installs Debian's PoCL as root with apt)
+opencl: $(STAMP)
+	@bash .ci/ensure-opencl $(BIN)/python
+
+demo: $(STAMP) opencl
 	$(BIN)/hetero demo
 
-test: $(STAMP)
+test: $(STAMP) opencl
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) opencl
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:

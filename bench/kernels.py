@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hetero.backends import open_device
 from hetero.devices import discover
+from hetero.errors import HeteroError
 from hetero.executor import run_on_device
 from hetero.graph import TensorSpec, make_op
 from hetero.lowering import lower_qdq
@@ -123,13 +125,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--models", default="seed-cnn,resnet18")
-    parser.add_argument("--devices", help="default: every present device but reference")
+    parser.add_argument("--devices", help="default: every usable device but reference")
     args = parser.parse_args()
-    devices = args.devices.split(",") if args.devices else [d.name for d in discover()[0] if d.kind != "reference"]
+    usable, absent = discover()
+    devices = args.devices.split(",") if args.devices else [d.name for d in usable if d.kind != "reference"]
     print(f"devices: {', '.join(devices)}")
-    gemm_bench(devices, args.threads, max(5, args.repeat // 2))
-    for model in args.models.split(","):
-        model_bench(model, devices, args.threads, args.repeat)
+    for entry in absent:
+        print(f"  not benchmarked: {entry.kind}: {entry.reason}")
+    try:
+        for name in devices:  # every device named must be usable before anything is timed
+            open_device(name).close()
+        gemm_bench(devices, args.threads, max(5, args.repeat // 2))
+        for model in args.models.split(","):
+            model_bench(model, devices, args.threads, args.repeat)
+    except HeteroError as err:
+        sys.exit(f"bench/kernels.py: error: {err}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Partitioned int8 inference: runtime overhead per op, and latency/throughput against the best
 single device and onnxruntime int8, all measured in the same run.
 
-Run: ``.venv/bin/python bench/runtime.py [--models seed-cnn,resnet18] [--requests 60] [--inflight 4]``
+Run: ``.venv/bin/python bench/runtime.py [--models seed-cnn,resnet18] [--devices cpu,opencl:0] [--requests 60] [--inflight 4]``
 
 - overhead per op = (measured request latency - sum of its ops' wall times - its transfers) / ops,
   from the runtime's own trace (target: under 50 us per op);
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections import defaultdict
 
@@ -22,6 +23,8 @@ import onnxruntime as ort
 
 from hetero.backends import open_device
 from hetero.cost_profile import ProfileCostModel
+from hetero.devices import discover
+from hetero.errors import HeteroError
 from hetero.lowering import lower_qdq
 from hetero.onnx_import import import_onnx
 from hetero.pipeline import quantized_onnx
@@ -85,12 +88,20 @@ def bench(model: str, names: list[str], requests: int, inflight: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="seed-cnn,resnet18")
-    parser.add_argument("--devices", default="cpu,opencl:0")
+    parser.add_argument("--devices", help="default: cpu and the first usable OpenCL device (cpu alone when none is)")
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--inflight", type=int, default=4)
     args = parser.parse_args()
-    for model in args.models.split(","):
-        bench(model, args.devices.split(","), args.requests, args.inflight)
+    usable, absent = discover(["cpu", "opencl"])
+    names = args.devices.split(",") if args.devices else ["cpu"] + [d.name for d in usable if d.kind == "opencl"][:1]
+    print(f"devices: {', '.join(names)}")
+    for entry in absent:
+        print(f"  not benchmarked: {entry.kind}: {entry.reason}")
+    try:
+        for model in args.models.split(","):
+            bench(model, names, args.requests, args.inflight)
+    except HeteroError as err:
+        sys.exit(f"bench/runtime.py: error: {err}")
 
 
 if __name__ == "__main__":

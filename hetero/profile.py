@@ -4,7 +4,8 @@ Schema (version 1)::
 
     {"schema_version": 1, "created": ISO date, "model": str, "precision": "fp32"|"int8",
      "host": {"hostname", "platform", "cpu", "cores"}, "libraries": {name: version},
-     "devices": {name: {"identity": {name, kind, description, vendor, compute_units, memory_bytes},
+     "devices": {name: {"identity": {name, kind, description, vendor, compute_units, memory_bytes,
+                                     platform, driver},
                         "ops": {signature: {op_type, median_s, p10_s, p90_s, count, outliers,
                                             spread, wall_median_s, features: {...}}}}},
      "links": [{"src", "dst", "via", "latency_s", "bandwidth_Bps", "points": [[nbytes, seconds], ...]}],
@@ -13,7 +14,9 @@ Schema (version 1)::
 ``median_s``/``p10_s``/``p90_s`` are by the device's own clock (event profiling, CUDA events, the
 host clock for host devices); ``wall_median_s`` is the host wall clock of a synchronous launch,
 which adds the launch overhead a runtime pays. ``features`` are what the cost model's regression
-predicts from (see :func:`op_features`).
+predicts from (see :func:`op_features`). An OpenCL device's ``identity.platform`` is the OpenCL
+platform (name and version) it was measured with: the same CPU under another PoCL is another
+device, and a profile of it is refused (:func:`check_device`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hetero.devices import DeviceInfo
+from hetero.devices import DeviceInfo, short_platform
 from hetero.errors import ProfileError
 from hetero.graph import Op
 from hetero.io import write_atomic
@@ -120,9 +123,10 @@ def identity_of(info: DeviceInfo) -> dict[str, Any]:
 
 
 def same_device(identity: Mapping[str, Any], info: DeviceInfo) -> bool:
-    """Whether a recorded identity is the device described by info (name may differ)."""
+    """Whether a recorded identity is the device described by info (name may differ), on the
+    same OpenCL platform for OpenCL devices."""
     keys = ("kind", "description", "vendor", "compute_units")
-    return all(identity.get(k) == getattr(info, k) for k in keys)
+    return all(identity.get(k) == getattr(info, k) for k in keys) and identity.get("platform", "") == info.platform
 
 
 def to_json(profile: Profile) -> dict[str, Any]:
@@ -141,7 +145,8 @@ def _need(data: Mapping[str, Any], key: str, where: str, kinds: type | tuple[typ
         raise ProfileError(f"{where} lacks '{key}'; the profile was edited or truncated, re-run hetero profile")
     value = data[key]
     if not isinstance(value, kinds) or isinstance(value, bool) and kinds is not bool:
-        raise ProfileError(f"{where}.{key} is {type(value).__name__}, not {getattr(kinds, '__name__', kinds)}")
+        wanted = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        raise ProfileError(f"{where}.{key} is {type(value).__name__}, not {wanted}; re-run hetero profile")
     return value
 
 
@@ -155,6 +160,8 @@ def _seconds(data: Mapping[str, Any], key: str, where: str) -> float:
 def load_profile(path: str | os.PathLike[str]) -> Profile:
     """Read and validate a profile; every problem is one ProfileError naming the file and field."""
     path = Path(path)
+    if path.is_dir():
+        raise ProfileError(f"{path}: is a folder, not a profile JSON file")
     if not path.is_file():
         raise ProfileError(f"{path}: no such profile; create one with hetero profile MODEL -o {path.name}")
     try:
@@ -166,10 +173,16 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: a profile is a JSON object")
     try:
-        return _parse(data, str(path))
+        profile = _parse(data, str(path))
     except ProfileError as err:
         message = str(err)
         raise ProfileError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as err:  # a field of the wrong shape deeper down
+        raise ProfileError(f"{path}: malformed profile ({type(err).__name__}: {err}); the file was edited or is "
+                           "not a hetero profile, re-run hetero profile") from None
+    if profile.precision not in ("fp32", "int8"):
+        raise ProfileError(f"{path}: precision is '{profile.precision}', not fp32 or int8; re-run hetero profile")
+    return profile
 
 
 def _parse(data: Mapping[str, Any], where: str) -> Profile:
@@ -232,10 +245,23 @@ def _parse(data: Mapping[str, Any], where: str) -> Profile:
 
 
 def check_device(profile: Profile, profile_path: str, name: str, info: DeviceInfo) -> DeviceProfile:
-    """The profile's entry for a device, checked to be of the same hardware."""
+    """The profile's entry for a device, checked to be of the same hardware (and, for an OpenCL
+    device, measured with the same OpenCL platform)."""
     entry = profile.devices.get(name)
     if entry is None:
         raise ProfileError(f"{profile_path}: has no device '{name}' (it has {', '.join(profile.devices) or 'none'}); profile it first")
+    recorded = str(entry.identity.get("platform", ""))
+    if info.kind == "opencl" and recorded != info.platform:
+        then, now = short_platform("", recorded), short_platform("", info.platform)
+        if then == now:  # same release, another build: show both in full
+            then, now = recorded, info.platform
+        measured_with = (f"'{then}'" if recorded else
+                         f"'{short_platform('', str(entry.identity.get('description', '')))}' (by its description)")
+        raise ProfileError(
+            f"{profile_path}: device '{name}' was measured with OpenCL platform {measured_with}, but {name} here is "
+            f"'{now}'; re-measure it: hetero profile {profile.model or 'MODEL'} --precision {profile.precision} "
+            f"--devices {','.join(profile.devices)} --reuse -o {profile_path}"
+        )
     if not same_device(entry.identity, info):
         raise ProfileError(
             f"{profile_path}: device '{name}' was profiled as '{entry.identity.get('description')}', "

@@ -426,10 +426,35 @@ def calibrate_dispatch(device: Device, length: int = 24, requests: int = 60) -> 
     return max(0.0, (latency - length * op_stats.expected_s) / length)
 
 
+# CPU flags that matter to hetero's figures: the int8 GEMM path (VNNI) and PoCL's compiler
+# (LLVM 14 knows no CPU with avx512_vp2intersect, Zen 5).
+CPU_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_vp2intersect", "amx_int8")
+
+
 def host_identity() -> dict[str, object]:
+    """The machine a profile is measured on: CPU model, x86 family/model/stepping, the flags that matter."""
     from hetero.devices import _cpu_name
 
-    return {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu": _cpu_name(), "cores": __import__("os").cpu_count()}
+    identity: dict[str, object] = {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu": _cpu_name(),
+                                   "cores": __import__("os").cpu_count()}
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError as err:
+        log.debug("cannot read /proc/cpuinfo: %s", err)
+    if "cpu family" in fields:
+        identity["cpu_id"] = (f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} "
+                              f"stepping {fields.get('stepping', '?')}")
+    if "flags" in fields:
+        flags = set(fields["flags"].split())
+        identity["cpu_flags"] = [flag for flag in CPU_FLAGS if flag in flags]
+        identity["virtual_machine"] = "hypervisor" in flags
+    return identity
 
 
 def library_versions() -> dict[str, str]:
@@ -458,7 +483,8 @@ def profile_graph(
     sweep_budget: Budget = SWEEP_BUDGET,
 ) -> Profile:
     """Measure every op signature of the graph on every device (reusing ``previous`` entries
-    measured on the same hardware), plus the links; ops a device has no kernel for are skipped.
+    measured on the same hardware), plus the links; ops a device has no kernel for are skipped. A
+    device that fails on an op it has a kernel for is a DeviceError: no profile is returned.
 
     With ``in_graph`` (the default) a device that runs every op is timed inside whole-graph runs
     (what a runtime sees); otherwise, and for the rest, each op is timed alone in a loop.
@@ -493,8 +519,10 @@ def profile_graph(
                 progress(f"{device.name}: {op.type} {op.name}")
             try:
                 measured[signature] = time_op(device, op, budget, rng)
-            except DeviceError as err:
-                log.warning("%s: %s failed while profiling: %s", device.name, op.name, err)
+            except DeviceError as err:  # a device that cannot run an op it claims is broken: say so, stop
+                done = sum(1 for s in unique if s in measured)
+                raise DeviceError(f"device {device.name} failed on {op.type} node {op.name} after {done} of {len(unique)} "
+                                  f"op signatures were measured ({err}); fix the device or leave it out of --devices") from None
         if sweep > 0:
             measured.update(sweep_device(device, unique, measured, sweep, rng, sweep_budget, progress))
         device_profiles[device.name] = DeviceProfile(identity=identity_of(device.info), ops=measured)

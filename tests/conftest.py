@@ -16,6 +16,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from hetero.backends.reference import run_graph
+from hetero.devices import DeviceInfo, discover
 from hetero.graph import Graph
 from hetero.onnx_import import import_onnx
 
@@ -145,6 +146,26 @@ def node(op_type: str, inputs: Iterable[str], outputs: Iterable[str], **attrs: o
     """helper.make_node with a name derived from the op type and first output."""
     outputs = list(outputs)
     return helper.make_node(op_type, list(inputs), outputs, name=f"{op_type.lower()}_{outputs[0]}", **attrs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "opencl: needs a usable OpenCL device (skipped, saying why, without one)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test marked ``opencl`` when no OpenCL device is usable, with each device's reason."""
+    if item.get_closest_marker("opencl") is not None:
+        devices, reason = usable_opencl()
+        if not devices:
+            pytest.skip(reason)
+
+
+def usable_opencl() -> tuple[list[DeviceInfo], str]:
+    """The usable OpenCL devices (discovery builds and runs a kernel on each, once per process)
+    and, for a skip, why there are none: each failing device's reason and the fix."""
+    devices, absent = discover(["opencl"])
+    reasons = "; ".join(a.reason for a in absent) or "no OpenCL platform lists a device"
+    return devices, f"no usable OpenCL device: {reasons}"
 
 
 def resnet_roofline_world():

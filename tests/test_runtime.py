@@ -21,6 +21,7 @@ from hetero.runtime import Runtime
 from hetero.schedulers import fixed_schedule
 from hetero.trace import chrome_trace
 
+pytestmark = pytest.mark.opencl  # every test runs a plan across cpu and opencl:0
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
 DEVICES = ("cpu", "opencl:0", "reference")
 

@@ -9,15 +9,24 @@ from hetero.errors import DeviceError
 
 
 def open_device(name: str, **options: object) -> Device:
-    """Open a present device by name (reference, cpu, opencl:N, cuda:N); options go to its backend."""
-    devices, absent = discover()
-    by_name = {d.name: d for d in devices}
-    info = by_name.get(name)
+    """Open a usable device by name (reference, cpu, opencl:N, cuda:N); options go to its backend.
+
+    A name that is not usable here is a DeviceError saying why (the backend's or the failing
+    devices' reasons) and which devices are usable."""
+    kind = name.split(":")[0]
+    devices, absent = discover([kind])
+    info = next((d for d in devices if d.name == name), None)
     if info is None:
-        kind = name.split(":")[0]
+        present = [d.name for d in discover()[0]]
         reasons = [a.reason for a in absent if a.kind == kind]
-        why = f" ({reasons[0]})" if reasons else ""
-        raise DeviceError(f"device '{name}' is not present{why}; present devices: {', '.join(by_name)}")
+        if kind not in ("reference", "cpu", "opencl", "cuda"):
+            why = " (device kinds: reference, cpu, opencl:N, cuda:N)"
+        elif reasons:
+            why = f" ({'; also '.join(reasons)})"
+        else:
+            usable = [d.name for d in devices]
+            why = f" (usable {kind} devices: {', '.join(usable)})" if usable else ""
+        raise DeviceError(f"device '{name}' is not usable here{why}; usable devices: {', '.join(present)}")
     if info.kind == "reference":
         from hetero.backends.reference import ReferenceDevice
 

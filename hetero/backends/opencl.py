@@ -26,7 +26,7 @@ from hetero.backends.opencl_qops import CONDITIONS as INT_CONDITIONS
 from hetero.backends.opencl_qops import KERNELS as INT_KERNELS
 from hetero.backends.opencl_tensor import CONDITIONS as MOVE_CONDITIONS
 from hetero.backends.opencl_tensor import KERNELS as MOVE_KERNELS
-from hetero.devices import DeviceInfo
+from hetero.devices import DeviceInfo, opencl_address
 from hetero.errors import DeviceError
 from hetero.graph import Op
 
@@ -35,25 +35,25 @@ log = logging.getLogger(__name__)
 #: op type -> kernel and op type -> condition, shared with the CUDA backend
 KERNELS = {**FLOAT_KERNELS, **MOVE_KERNELS, **INT_KERNELS}
 CONDITIONS = {**FLOAT_CONDITIONS, **MOVE_CONDITIONS, **INT_CONDITIONS}
-BASE_OPTIONS = ("-cl-std=CL1.2",)
+BASE_OPTIONS = ("-cl-std=CL1.2",)  # also what opencl_probe.py probes with
 EXACT_DIVIDE = "-cl-fp32-correctly-rounded-divide-sqrt"
 EXACT_DIVISION_OPS = ("QuantizeLinear", "QLinearConcat", "QLinearAveragePool")
 
 
 def cl_device(info: DeviceInfo) -> Any:
-    """The pyopencl device that devices.py numbered ``info.name`` (opencl:N)."""
+    """The pyopencl device that discovery probed and named ``info.name`` (opencl:N)."""
     import pyopencl as cl
 
-    index = int(info.name.split(":", 1)[1])
-    found = []
-    for platform in cl.get_platforms():
-        try:
-            found.extend(platform.get_devices())
-        except cl.Error as err:
-            log.info("OpenCL platform %s lists no devices: %s", platform.name, err)
-    if index >= len(found):
-        raise DeviceError(f"device {info.name} is no longer present ({len(found)} OpenCL devices); run hetero devices")
-    return found[index]
+    platform_index, device_index = opencl_address(info)
+    try:
+        platform = cl.get_platforms()[platform_index]
+        device = platform.get_devices()[device_index]
+    except (cl.Error, IndexError) as err:
+        raise DeviceError(f"device {info.name} is no longer listed by OpenCL ({err}); run hetero devices") from None
+    if f"{platform.name.strip()} {platform.version.strip()}" != info.platform or device.name.strip() not in info.description:
+        raise DeviceError(f"device {info.name}: OpenCL lists {device.name.strip()} on {platform.name.strip()} where "
+                          f"discovery found {info.description}; run hetero devices")
+    return device
 
 
 class OpenCLDevice(KernelDevice):

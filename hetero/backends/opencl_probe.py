@@ -1,0 +1,185 @@
+"""Probe every OpenCL device by building and running a tiny kernel; run as a separate process.
+
+``hetero.devices`` runs this file with the same Python (``python opencl_probe.py``), so that a
+driver that crashes or aborts while compiling (an old LLVM on a newer CPU) takes down only this
+process. It imports nothing from hetero. It reads one JSON object on stdin (``source``,
+``options``: the kernel and build options to probe with, null for the defaults below; ``start``:
+the first device to probe, counted over all platforms) and writes JSON lines on stdout, flushed
+one by one so a crash loses only the device being probed:
+
+    {"event": "device", "index", "platform_index", "device_index", "platform_name",
+     "platform_version", "library", "icd", "origin", "name", "vendor", "compute_units", "memory_bytes"}
+    {"event": "result", "index", "ok": bool, "error": first line of the compiler or runtime error}
+    {"event": "fatal", "error": why nothing could be listed}
+
+Every device line comes first, then one result line per device from ``start`` on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import json
+import os
+import sys
+from typing import Any
+
+#: a kernel every OpenCL 1.2 device builds; the probe checks what it wrote
+SOURCE = """
+__kernel void probe(__global int *data, const int offset) {
+    int i = (int)get_global_id(0);
+    data[i] = 3 * data[i] + offset;
+}
+"""
+OPTIONS = ["-cl-std=CL1.2"]  # what the OpenCL backend builds with (opencl.BASE_OPTIONS)
+ITEMS = 64
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def library_of(platform: Any) -> str:
+    """The shared library implementing a platform: a cl_platform_id points first to the ICD
+    dispatch table, which lives in the driver's library (dladdr names it); "" if unknown."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        table = ctypes.c_void_p.from_address(platform.int_ptr).value
+        info = _DlInfo()
+        if table and libc.dladdr(table, ctypes.byref(info)) and info.dli_fname:
+            return os.fsdecode(info.dli_fname)
+    except (OSError, AttributeError, ValueError) as err:
+        print(f"opencl_probe: cannot locate the library of {platform.name}: {err}", file=sys.stderr)
+    return ""
+
+
+def icd_file(library: str, pyopencl_dir: str) -> str:
+    """The ICD file (a vendors directory's *.icd, or the one in the pyopencl wheel) that names
+    ``library``, "" if none does. ocl-icd reads OCL_ICD_VENDORS, else /etc/OpenCL/vendors."""
+    vendors = os.environ.get("OCL_ICD_VENDORS") or "/etc/OpenCL/vendors"
+    candidates = [vendors] if vendors.endswith(".icd") else sorted(glob.glob(os.path.join(vendors, "*.icd")))
+    candidates += sorted(glob.glob(os.path.join(pyopencl_dir, ".libs", "*.icd")))
+    real = os.path.realpath(library)
+    for path in candidates:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                named = handle.read().strip()
+        except OSError:
+            continue
+        if named and (os.path.realpath(named) == real or os.path.basename(named) == os.path.basename(real)):
+            return path
+    return ""
+
+
+def debian_package(path: str) -> str:
+    """The Debian package that installed ``path`` (dpkg's file lists of OpenCL/ICD packages)."""
+    wanted = {path, os.path.realpath(path)}
+    for listing in glob.glob("/var/lib/dpkg/info/*.list"):
+        package = os.path.basename(listing)[: -len(".list")].split(":")[0]
+        if not any(word in package for word in ("opencl", "icd", "pocl")):
+            continue
+        try:
+            with open(listing, encoding="utf-8", errors="replace") as handle:
+                if any(line.rstrip("\n") in wanted for line in handle):
+                    return package
+        except OSError:
+            continue
+    return ""
+
+
+def origin_of(library: str, icd: str, pyopencl_dir: str) -> str:
+    """Who installed a driver: "pyopencl wheel", "Debian <package>" (of its ICD file, else of the
+    library), or "" if unknown."""
+    if not library:
+        return ""
+    if os.path.realpath(library).startswith(os.path.realpath(pyopencl_dir) + os.sep):
+        return "pyopencl wheel"
+    package = (debian_package(icd) if icd else "") or debian_package(library)
+    return f"Debian {package}" if package else ""
+
+
+def first_error_line(message: str) -> str:
+    """The compiler's first error line in a pyopencl error message (else its first line)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for marker in ("error:", "error"):
+        for line in lines:
+            if marker in line.lower() and not line.startswith("clBuildProgram failed"):
+                return line
+    return lines[0].split(" - ")[0] if lines else "unknown error"  # "clBuildProgram failed: X - <same again>"
+
+
+def probe(cl: Any, np: Any, device: Any, source: str, options: list[str]) -> str:
+    """"" when the device builds and runs ``source`` correctly, else the first error line."""
+    try:
+        context = cl.Context([device])
+        queue = cl.CommandQueue(context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        program = cl.Program(context, source).build(options=options)
+        host = np.arange(ITEMS, dtype=np.int32)
+        flags = cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR
+        buffer = cl.Buffer(context, flags, hostbuf=host)
+        event = program.probe(queue, (ITEMS,), None, buffer, np.int32(7))
+        result = np.empty_like(host)
+        cl.enqueue_copy(queue, result, buffer, wait_for=[event])
+        queue.finish()
+        if not np.array_equal(result, 3 * host + 7):
+            return "the probe kernel ran but wrote wrong values"
+        if event.profile.end < event.profile.start:
+            return "event profiling gives an end before the start"
+    except cl.Error as err:  # LogicError, RuntimeError (a failed build), MemoryError
+        return first_error_line(str(err))
+    return ""
+
+
+def emit(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    request = json.loads(sys.stdin.read() or "{}")
+    source = request.get("source") or SOURCE
+    options = request.get("options")
+    options = OPTIONS if options is None else list(options)
+    start = int(request.get("start", 0))
+    try:
+        import numpy as np
+        import pyopencl as cl
+    except ImportError as err:
+        emit({"event": "fatal", "error": f"pyopencl cannot be imported ({err})"})
+        return 0
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error as err:
+        emit({"event": "fatal", "error": f"no OpenCL platform ({first_error_line(str(err))})"})
+        return 0
+    pyopencl_dir = os.path.dirname(os.path.abspath(cl.__file__))
+    devices = []
+    for platform_index, platform in enumerate(platforms):
+        try:
+            listed = platform.get_devices()
+        except cl.Error as err:
+            print(f"opencl_probe: platform {platform.name} lists no devices: {err}", file=sys.stderr)
+            continue
+        library = library_of(platform)
+        icd = icd_file(library, pyopencl_dir) if library else ""
+        origin = origin_of(library, icd, pyopencl_dir)
+        for device_index, device in enumerate(listed):
+            emit({
+                "event": "device", "index": len(devices), "platform_index": platform_index,
+                "device_index": device_index, "platform_name": platform.name.strip(),
+                "platform_version": platform.version.strip(), "library": os.path.realpath(library) if library else "",
+                "icd": icd, "origin": origin, "name": device.name.strip(),
+                "vendor": device.vendor.strip(), "compute_units": int(device.max_compute_units),
+                "memory_bytes": int(device.global_mem_size),
+            })
+            devices.append(device)
+    for index in range(start, len(devices)):
+        error = probe(cl, np, devices[index], source, options)
+        emit({"event": "result", "index": index, "ok": not error, "error": error})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
