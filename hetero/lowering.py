@@ -37,6 +37,9 @@ Mul, Sigmoid, LeakyRelu and Softmax, and a Gemm or MatMul with no Q after it.
 With int8 activations, x86 onnxruntime by default fuses Conv and MatMul only where its
 QDQS8ToU8Transformer retypes their int8 Q/DQ pairs to uint8; ``lower_qdq(int8_allowed=False)``
 reproduces those decisions (see :func:`lower_qdq`).
+
+:func:`fold_constant_dequantize` is the other way to run a QDQ graph: in float, each weight's
+DequantizeLinear folded into the float constant it computes (hetero's fp32 of a QDQ model).
 """
 
 from __future__ import annotations
@@ -461,3 +464,29 @@ def lower_qdq(graph: Graph, int8_allowed: bool = True) -> Graph:
     activations, after retyping to uint8 the int8 QDQ pairs it retypes.
     """
     return _Lowering(graph, int8_allowed).run()
+
+
+def fold_constant_dequantize(graph: Graph) -> Graph:
+    """The QDQ graph in float: every DequantizeLinear of a constant (a weight, a bias) becomes the
+    float constant it computes, exactly as the reference computes it; activations keep their
+    QuantizeLinear -> DequantizeLinear pairs. Devices whose float kernels need constant weights
+    (cpu Conv, say) can then run a QDQ model at fp32."""
+    from hetero.backends.reference import reference_op
+
+    outputs = {spec.name for spec in graph.outputs}
+    folded: dict[str, np.ndarray] = {}
+    specs: dict[str, TensorSpec] = {s.name: s for s in graph.inputs}
+    built: list[Op] = []
+    for op in graph.ops_in_order():
+        if op.type == "DequantizeLinear" and not op.activation_inputs and op.outputs[0] not in outputs:
+            folded[op.outputs[0]] = reference_op(op, [])[0]
+            continue
+        if any(t in folded for t in op.inputs):
+            weights = {**op.weights, **{t: folded[t] for t in op.inputs if t in folded}}
+            op = make_op(op.name, op.type, op.inputs, op.outputs, op.attrs, specs, weights)
+        specs.update({s.name: s for s in op.output_specs})
+        built.append(op)
+    if not folded:
+        return graph
+    log.info("%s: %d constant DequantizeLinear ops folded into float weights", graph.name, len(folded))
+    return Graph.build(built, graph.inputs, [s.name for s in graph.outputs], name=graph.name)

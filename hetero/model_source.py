@@ -13,6 +13,9 @@ from hetero.onnx_import import import_onnx, load_model
 from hetero.resources import seed_model_path
 
 BUILTIN_PREFIX = "builtin:"
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+INTEGER_OPS = frozenset({"QGemm", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})
+"""Integer op types besides QLinear*: a model holding any of them has no float graph."""
 
 
 def builtin_names() -> list[str]:
@@ -30,6 +33,15 @@ def load_onnx(spec: str) -> onnx.ModelProto:
             raise ModelError(f"unknown builtin model '{name}' (available: {', '.join(builtin_names())})")
         return models.BUILTINS[name]()
     return load_model(spec)
+
+
+def quantized_form(model: onnx.ModelProto) -> str | None:
+    """How a model is quantized: "integer" when it holds QLinear*/integer ops, "qdq" when it holds
+    QuantizeLinear/DequantizeLinear only, None for a float model."""
+    types = {node.op_type for node in model.graph.node}
+    if any(t.startswith("QLinear") for t in types) or types & INTEGER_OPS:
+        return "integer"
+    return "qdq" if types & QDQ_OPS else None
 
 
 def load_graph(spec: str, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:

@@ -54,7 +54,7 @@ def _axis_layout(op: Op, shape: Sequence[int]) -> tuple[np.int32, np.int32]:
 
 
 def quantize(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
-    x = inputs[0]
+    x = dev.operands(op, inputs)[0]  # an activation, or a constant (uploaded once)
     dtype = op.output_specs[0].dtype
     y = dev.empty(x.shape, dtype)
     inner, axis_dim = dev.host_value(op, "layout", lambda: _axis_layout(op, x.shape))
@@ -68,7 +68,7 @@ def quantize(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer
 
 
 def dequantize(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
-    q = inputs[0]
+    q = dev.operands(op, inputs)[0]  # an activation, or a constant weight (uploaded once)
     y = dev.empty(q.shape, "float32")
     inner, axis_dim = dev.host_value(op, "layout", lambda: _axis_layout(op, q.shape))
     scale = dev.constant(op, "scale", lambda: per_channel(const_input(op, 1), int(axis_dim), np.float32))
