@@ -133,6 +133,8 @@ def make_op(
         inferred = definition.infer(values, frozen_attrs)
     except HeteroError as err:
         raise type(err)(f"node {name} ({op_type}): {err}") from None
+    if definition.optional_outputs and len(inferred) > len(outputs):  # trailing optional outputs unused
+        inferred = inferred[: len(outputs)]
     if len(inferred) != len(outputs):
         raise GraphError(f"node {name} ({op_type}) has {len(outputs)} outputs, expected {len(inferred)}")
     output_specs = tuple(TensorSpec(t, tuple(int(d) for d in shape), dtype) for t, (shape, dtype) in zip(outputs, inferred))
@@ -244,8 +246,11 @@ class Graph(nx.DiGraph):
             values = [
                 None if s is None else ops.Value(s.shape, s.dtype, op.weights.get(s.name)) for s in op.input_specs
             ]
-            inferred = ops.get(op.type).infer(values, op.attrs)
+            definition = ops.get(op.type)
+            inferred = definition.infer(values, op.attrs)
             got = [(s.shape, s.dtype) for s in op.output_specs]
+            if definition.optional_outputs:  # a node may use a prefix of the outputs
+                inferred = inferred[: len(got)]
             if [(tuple(shape), dtype) for shape, dtype in inferred] != got:
                 raise GraphError(f"node {name} ({op.type}) declares outputs {got} but computes {inferred}")
 

@@ -1,6 +1,7 @@
 """ONNX -> Graph: parse with the onnx package, infer shapes, fold constants, build the IR.
 
-Supported: the default ONNX domain at opsets 13-21 and the op types in the registry.
+Supported: the default ONNX domain at every opset the installed onnx defines (opsets below 13
+are converted to 13 with onnx.version_converter) and the op types in the registry.
 At import, Constant nodes and every op whose inputs are all constant (the shape-only
 subgraphs Shape -> Gather -> Unsqueeze -> Concat -> Reshape, Cast on constants, ...) are
 evaluated and become weights; Identity and Dropout are removed; BatchNormalization is folded
@@ -28,7 +29,9 @@ from hetero.ops.pool import batch_norm_affine
 
 log = logging.getLogger(__name__)
 
-MIN_OPSET, MAX_OPSET = 13, 21
+# Opsets 13 to the newest the installed onnx defines are imported natively; older models are
+# converted to MIN_OPSET with onnx.version_converter first.
+MIN_OPSET, MAX_OPSET = 13, onnx.defs.onnx_opset_version()
 NEVER_FOLD = {"QuantizeLinear", "DequantizeLinear"}
 REMOVED = {"Identity", "Dropout"}
 CEIL_POOLS = {"MaxPool", "AveragePool"}
@@ -37,6 +40,8 @@ CEIL_POOLS = {"MaxPool", "AveragePool"}
 def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Read an ONNX file, with a one-line ModelError naming the file on any failure."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path}: no such model file (it is a folder); pass an .onnx path or a builtin:NAME")
     if not path.is_file():
         raise ModelError(f"{path}: no such model file; pass an .onnx path or a builtin:NAME")
     try:
@@ -66,6 +71,22 @@ def import_onnx(
     except HeteroError as err:
         message = str(err)
         raise type(err)(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def _convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """An opset < MIN_OPSET model converted to MIN_OPSET, or ModelError saying why not."""
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as err:  # the converter raises RuntimeError or ConvertError per adapter
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(
+            f"opset {version} could not be converted to opset {MIN_OPSET} by onnx.version_converter "
+            f"({first_line}); export the model at opset {MIN_OPSET} or newer"
+        ) from None
+    log.info("converted the model from opset %d to %d", version, MIN_OPSET)
+    return converted
 
 
 def _attribute(attr: onnx.AttributeProto) -> Any:
@@ -109,10 +130,16 @@ class _Importer:
         self._check_opset()
         graph = self.model.graph
         for init in graph.initializer:
-            self.consts[init.name] = numpy_helper.to_array(init)
+            try:
+                self.consts[init.name] = numpy_helper.to_array(init)
+            except (ValueError, TypeError) as err:
+                raise ModelError(f"initializer '{init.name}' (dims {list(init.dims)}) cannot be read ({err}); "
+                                 "the file is corrupt or was edited") from None
         inputs = self._fix_inputs()
+        self._check_references()
+        order = self._sorted_nodes()  # a cycle is named before shape inference trips over it
         self._infer_shapes()
-        for node in self._sorted_nodes():
+        for node in order:
             self._import_node(node)
         outputs = [self._resolve(o.name) for o in graph.output]
         for original, name in zip(graph.output, outputs):
@@ -128,11 +155,13 @@ class _Importer:
                 version = opset.version
         if version is None:
             raise ModelError("the model imports no default-domain opset")
-        if not MIN_OPSET <= version <= MAX_OPSET:
+        if version > MAX_OPSET:
             raise ModelError(
-                f"opset {version} is not supported (use {MIN_OPSET}-{MAX_OPSET}; "
-                "onnx.version_converter.convert_version can convert the model)"
+                f"opset {version} is newer than the installed onnx package knows (it defines up to "
+                f"{MAX_OPSET}); upgrade onnx or export the model at opset {MAX_OPSET} or lower"
             )
+        if version < MIN_OPSET:
+            self.model = _convert_opset(self.model, version)
         for node in self.model.graph.node:
             if node.domain not in ("", "ai.onnx"):
                 raise UnsupportedOpError(
@@ -192,6 +221,18 @@ class _Importer:
             if spec is not None:
                 self.onnx_specs[value.name] = spec
 
+    def _check_references(self) -> None:
+        """Every tensor a node reads is a graph input, an initializer or some node's output."""
+        graph = self.model.graph
+        known = {v.name for v in graph.input} | {init.name for init in graph.initializer}
+        known |= {out for node in graph.node for out in node.output if out}
+        for node in graph.node:
+            for tensor in node.input:
+                if tensor and tensor not in known:
+                    name = node.name or (node.output[0] if node.output else node.op_type)
+                    raise GraphError(f"node {name} ({node.op_type}) reads tensor '{tensor}', which is no graph input, "
+                                     "initializer or node output; the model is incomplete")
+
     def _sorted_nodes(self) -> list[onnx.NodeProto]:
         nodes = list(self.model.graph.node)
         producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
@@ -218,6 +259,9 @@ class _Importer:
         attrs = {a.name: _attribute(a) for a in node.attribute}
         inputs = [self._resolve(t) if t else "" for t in node.input]
         outputs = list(node.output)
+        while len(outputs) > 1 and not outputs[-1]:  # trailing optional outputs left out
+            outputs.pop()
+        outputs = [o or f"{name}:unused{i}" for i, o in enumerate(outputs)]  # skipped middle ones
         try:
             if node.op_type == "Constant":
                 self.consts[outputs[0]] = self._constant_value(attrs)
@@ -231,7 +275,7 @@ class _Importer:
             foldable = node.op_type not in NEVER_FOLD and all(
                 not t or t in self.consts for t in inputs
             )
-            if node.op_type == "Shape" and inputs[0] in self.specs:
+            if node.op_type in ("Shape", "Size") and inputs[0] in self.specs:
                 shape = self.specs[inputs[0]].shape
                 self.consts[outputs[0]] = definition.reference([np.empty(shape, np.uint8)], attrs)[0]
                 return
@@ -288,6 +332,9 @@ class _Importer:
             used = any(outputs[1] in n.input for n in self.model.graph.node) or outputs[1] in graph_outputs
             if used:
                 raise UnsupportedOpError("Dropout's mask output is used; only inference-mode Dropout is supported")
+        if node.op_type == "Dropout" and len(inputs) > 2 and inputs[2]:
+            if inputs[2] not in self.consts or bool(np.asarray(self.consts[inputs[2]]).reshape(-1)[0]):
+                raise UnsupportedOpError("Dropout with training_mode true or not constant is not supported; only inference-mode Dropout is")
         source = inputs[0]
         if source in self.consts:
             self.consts[outputs[0]] = self.consts[source]

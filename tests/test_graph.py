@@ -250,8 +250,8 @@ def test_make_op_arity_and_output_count() -> None:
 
 
 def test_make_op_unknown_type() -> None:
-    with pytest.raises(UnsupportedOpError, match="operator Resize is not supported"):
-        make_op("up", "Resize", ["x"], ["y"], {}, {"x": X}, {})
+    with pytest.raises(UnsupportedOpError, match="operator GridSample is not supported"):
+        make_op("up", "GridSample", ["x"], ["y"], {}, {"x": X}, {})
 
 
 def test_graph_is_a_networkx_digraph() -> None:

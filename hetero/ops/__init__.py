@@ -49,9 +49,25 @@ class OpDef:
     fold_only: bool = False  # only ever evaluated on constants at import (Shape, Gather, ...)
     min_inputs: int = 1
     max_inputs: int = 1
+    optional_outputs: bool = False  # infer/reference give every output; a node may use a prefix
 
 
 REGISTRY: dict[str, OpDef] = {}
+
+# numpy's own element types; bfloat16, float8, int4 and strings are refused at shape inference
+DTYPES = frozenset(
+    "bool int8 uint8 int16 uint16 int32 uint32 int64 uint64 float16 float32 float64".split()
+)
+
+
+def _checking_dtypes(op_type: str, infer: InferFn) -> InferFn:
+    def checked(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
+        for value in inputs:
+            if value is not None and value.dtype not in DTYPES:
+                raise UnsupportedOpError(f"operator {op_type} on {value.dtype} tensors is not supported")
+        return infer(inputs, attrs)
+
+    return checked
 
 
 def register(
@@ -62,18 +78,20 @@ def register(
     flops: FlopsFn | None = None,
     fold_only: bool = False,
     inputs: tuple[int, int] = (1, 1),
+    optional_outputs: bool = False,
 ) -> None:
     """Add an op type to the registry (each type once)."""
     if op_type in REGISTRY:
         raise ValueError(f"op type {op_type} registered twice")
     REGISTRY[op_type] = OpDef(
         type=op_type,
-        infer=infer,
+        infer=_checking_dtypes(op_type, infer),
         reference=reference,
         flops=flops or _numel_flops,
         fold_only=fold_only,
         min_inputs=inputs[0],
         max_inputs=inputs[1],
+        optional_outputs=optional_outputs,
     )
 
 
@@ -94,3 +112,4 @@ def supported_ops() -> list[str]:
 
 # The modules below register their op types on import.
 from hetero.ops import elementwise, nn, pool, qlinear, quantize, tensor  # noqa: E402,F401
+from hetero.ops import attention, binary, indexing, losses, norm, reduce, resize, spatial, unary  # noqa: E402,F401

@@ -282,7 +282,8 @@ register(
 )
 
 # ONNX TensorProto data types hetero can cast to, by their enum value.
-CAST_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 11: "float64"}
+CAST_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+               10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
 
 
 def _cast_dtype(attrs: Attrs) -> str:
@@ -297,4 +298,11 @@ register(
     infer=lambda ins, a: [(ins[0].shape, _cast_dtype(a))],  # type: ignore[union-attr]
     reference=lambda ins, a: [ins[0].astype(_cast_dtype(a))],
     flops=_no_flops,
+)
+register(
+    "Size",
+    infer=lambda ins, a: [((), "int64")],
+    reference=lambda ins, a: [np.asarray(ins[0].size, np.int64)],
+    flops=_no_flops,
+    fold_only=True,
 )

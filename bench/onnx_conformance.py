@@ -1,0 +1,291 @@
+"""Run onnx's own backend test cases through hetero's importer and reference executor.
+
+Suites: ``node`` (``onnx.backend.test.case.node.collect_testcases()``, one model per operator
+form at its current opset) and the stored models under onnx/backend/test/data/
+{pytorch-operator,pytorch-converted,simple}. Each case is classified as
+
+- pass: every output matches the expected one (dtype, shape, values within rtol 1e-3 and atol 1e-5,
+  the tolerances of onnx's own runner, or looser where the case asks for it);
+- unsupported: hetero refused it with a HeteroError (UnsupportedOpError, ModelError, ...);
+- wrong: it ran but an output differs;
+- crash: any other exception.
+
+    python bench/onnx_conformance.py [--suite node ...] [--filter SUBSTR] [--markdown FILE] [--json FILE]
+
+Counts are printed per suite and per operator; ``--markdown`` writes the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import re
+import sys
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from hetero.backends.reference import run_graph
+from hetero.errors import HeteroError
+from hetero.onnx_import import import_onnx
+
+RTOL, ATOL = 1e-3, 1e-5
+SUITES = ("node", "pytorch-operator", "pytorch-converted", "simple")
+STATUSES = ("pass", "unsupported", "wrong", "crash")
+
+
+@dataclass(frozen=True)
+class Case:
+    suite: str
+    name: str
+    operator: str
+    model: onnx.ModelProto
+    data_sets: list[tuple[list[np.ndarray], list[np.ndarray]]]
+    rtol: float = RTOL
+    atol: float = ATOL
+
+
+@dataclass(frozen=True)
+class Result:
+    suite: str
+    name: str
+    operator: str
+    status: str
+    detail: str
+
+
+def _schema_names() -> dict[str, str]:
+    names = {}
+    for schema in onnx.defs.get_all_schemas_with_history():
+        if schema.domain in ("", "ai.onnx"):
+            names[schema.name.lower()] = schema.name
+    return names
+
+
+_SCHEMAS = _schema_names()
+
+
+def operator_of(name: str, model: onnx.ModelProto) -> str:
+    """The operator a case tests: its single node's type, else the longest op name its name starts with."""
+    nodes = [n.op_type for n in model.graph.node if n.op_type != "Constant"]
+    tokens = re.sub(r"^test_", "", name).split("_")
+    suffix = " (expanded)" if "expanded" in tokens else ""
+    if len(set(nodes)) == 1 and not suffix:
+        return nodes[0]
+    for k in range(len(tokens), 0, -1):
+        candidate = "".join(tokens[:k]).lower()
+        if candidate in _SCHEMAS:
+            return _SCHEMAS[candidate] + suffix
+    return (nodes[0] if nodes else name) + suffix
+
+
+def _read_pb(path: str) -> np.ndarray:
+    tensor = onnx.TensorProto()
+    with open(path, "rb") as f:
+        tensor.ParseFromString(f.read())
+    return numpy_helper.to_array(tensor)
+
+
+def _stored_cases(suite: str) -> Iterator[Case]:
+    root = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", suite)
+    for directory in sorted(glob.glob(os.path.join(root, "*"))):
+        model_path = os.path.join(directory, "model.onnx")
+        if not os.path.isfile(model_path):
+            continue
+        model = onnx.load(model_path)
+        data_sets = []
+        for data_dir in sorted(glob.glob(os.path.join(directory, "test_data_set_*"))):
+            try:
+                ins = [_read_pb(p) for p in sorted(glob.glob(os.path.join(data_dir, "input_*.pb")), key=_index)]
+                outs = [_read_pb(p) for p in sorted(glob.glob(os.path.join(data_dir, "output_*.pb")), key=_index)]
+            except Exception:  # sequences and optionals are stored as other protos
+                ins, outs = [], []
+            data_sets.append((ins, outs))
+        name = os.path.basename(directory)
+        yield Case(suite, name, operator_of(name, model), model, data_sets)
+
+
+def _index(path: str) -> int:
+    return int(re.findall(r"_(\d+)\.pb$", path)[0])
+
+
+def collect(suites: Sequence[str], pattern: str | None = None) -> list[Case]:
+    """The cases of the given suites whose name contains ``pattern``."""
+    cases: list[Case] = []
+    for suite in suites:
+        if suite == "node":
+            from onnx.backend.test.case.node import collect_testcases
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for tc in collect_testcases(None):
+                    if tc.model is None:
+                        continue
+                    cases.append(
+                        Case(
+                            "node", tc.name, operator_of(tc.name, tc.model), tc.model,
+                            [(list(i), list(o)) for i, o in tc.data_sets],
+                            max(RTOL, float(tc.rtol)), max(ATOL, float(tc.atol)),
+                        )
+                    )
+        else:
+            cases.extend(_stored_cases(suite))
+    if pattern:
+        cases = [c for c in cases if pattern in c.name]
+    return cases
+
+
+def _compare(expected: np.ndarray, actual: np.ndarray, rtol: float, atol: float) -> str | None:
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    if expected.dtype != actual.dtype:
+        return f"dtype {actual.dtype}, expected {expected.dtype}"
+    if expected.shape != actual.shape:
+        return f"shape {list(actual.shape)}, expected {list(expected.shape)}"
+    if expected.dtype == object or expected.dtype.kind in "SU":
+        return None if np.array_equal(expected, actual) else "values differ"
+    e, a = expected.astype(np.float64), actual.astype(np.float64)
+    if not np.allclose(a, e, rtol=rtol, atol=atol, equal_nan=True):
+        bad = ~np.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
+        return f"{int(bad.sum())} of {e.size} values differ (max abs {np.nanmax(np.abs(a - e)[bad]):.3g})"
+    return None
+
+
+# Inputs that decide an output shape, by op type and input position. hetero compiles graphs with
+# static shapes, so it needs them at import; node cases feed them as graph inputs, and unless
+# --strict the runner binds such graph inputs to the test data's values as initializers
+# (what a static-shape compiler's user does). The op's data inputs stay graph inputs.
+SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
+    "Reshape": (1,), "Unsqueeze": (1,), "Squeeze": (1,), "Slice": (1, 2, 3, 4), "Split": (1,),
+    "Tile": (1,), "Expand": (1,), "TopK": (1,), "CumSum": (1,), "CumProd": (1,), "Trilu": (1,),
+    "OneHot": (1,), "Pad": (1, 3), "ConstantOfShape": (0,), "Resize": (1, 2, 3), "Upsample": (1,),
+    "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,),
+    "ReduceL1": (1,), "ReduceL2": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,),
+    "ReduceSumSquare": (1,), "CenterCropPad": (1, 2), "Col2Im": (1, 2), "Range": (0, 1, 2),
+}
+
+
+def _bind_shape_inputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> onnx.ModelProto:
+    names = {
+        node.input[i]
+        for node in model.graph.node
+        for i in SHAPE_INPUTS.get(node.op_type, ())
+        if i < len(node.input) and node.input[i] in feeds
+    }
+    if not names:
+        return model
+    bound = onnx.ModelProto()
+    bound.CopyFrom(model)
+    kept = [v for v in bound.graph.input if v.name not in names]
+    del bound.graph.input[:]
+    bound.graph.input.extend(kept)
+    bound.graph.initializer.extend(numpy_helper.from_array(feeds.pop(n), n) for n in sorted(names))
+    return bound
+
+
+def run_case(case: Case, strict: bool = False) -> Result:
+    """Import and run one case on the reference executor and classify the outcome."""
+
+    def result(status: str, detail: str = "") -> Result:
+        return Result(case.suite, case.name, case.operator, status, detail.splitlines()[0][:300] if detail else "")
+
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            initializers = {init.name for init in case.model.graph.initializer}
+            input_names = [v.name for v in case.model.graph.input if v.name not in initializers]
+            if not case.data_sets:
+                import_onnx(case.model, label=case.name)
+                return result("unsupported", "the case has no test data")
+            for inputs, expected in case.data_sets:
+                if len(inputs) != len(input_names) or not expected:
+                    import_onnx(case.model, label=case.name)  # a refusal names the operator
+                    return result("unsupported", "test data holds non-tensor values (sequence/optional)")
+                feeds = dict(zip(input_names, inputs))
+                model = case.model if strict else _bind_shape_inputs(case.model, feeds)
+                graph = import_onnx(model, label=case.name)
+                outputs = run_graph(graph, feeds)
+                for proto, want in zip(case.model.graph.output, expected):
+                    problem = _compare(want, outputs[proto.name], case.rtol, case.atol)
+                    if problem:
+                        return result("wrong", f"output {proto.name}: {problem}")
+    except HeteroError as err:
+        return result("unsupported", f"{type(err).__name__}: {err}")
+    except Exception as err:  # a crash is what this runner exists to find
+        return result("crash", f"{type(err).__name__}: {err}")
+    return result("pass")
+
+
+def summarize(results: Sequence[Result]) -> tuple[dict[str, Counter], dict[str, Counter]]:
+    by_suite: dict[str, Counter] = defaultdict(Counter)
+    by_op: dict[str, Counter] = defaultdict(Counter)
+    for r in results:
+        by_suite[r.suite][r.status] += 1
+        if r.suite == "node":
+            by_op[r.operator][r.status] += 1
+    return by_suite, by_op
+
+
+def _row(label: str, counts: Counter) -> str:
+    total = sum(counts.values())
+    cells = " | ".join(str(counts.get(s, 0)) for s in STATUSES)
+    share = 100.0 * counts.get("pass", 0) / total if total else 0.0
+    return f"| {label} | {total} | {cells} | {share:.0f}% |"
+
+
+def markdown(results: Sequence[Result]) -> str:
+    """The suite table then the per-operator table (node suite), as markdown."""
+    by_suite, by_op = summarize(results)
+    head = "| {} | cases | pass | unsupported | wrong | crash | pass % |\n|---|---:|---:|---:|---:|---:|---:|"
+    lines = [head.format("suite")]
+    lines += [_row(s, by_suite[s]) for s in SUITES if s in by_suite]
+    lines += ["", head.format("operator (node suite)")]
+    lines += [_row(op, by_op[op]) for op in sorted(by_op)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", action="append", choices=SUITES, help="suites to run (default: all)")
+    parser.add_argument("--filter", help="only cases whose name contains this")
+    parser.add_argument("--markdown", help="write the tables as markdown to this file")
+    parser.add_argument("--json", help="write every case's result as JSON to this file")
+    parser.add_argument("--show", choices=STATUSES, action="append", help="list the cases with this status")
+    parser.add_argument("--strict", action="store_true",
+                        help="keep shape-deciding inputs (axes, shape, K, pads, ...) as graph inputs")
+    parser.add_argument("--per-op", action="store_true", help="print the per-operator table too")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("hetero").setLevel(logging.ERROR)
+    results = [run_case(c, args.strict) for c in collect(args.suite or SUITES, args.filter)]
+    by_suite, by_op = summarize(results)
+    print(f"{'suite':20s} {'cases':>6s} " + " ".join(f"{s:>11s}" for s in STATUSES))
+    for suite in SUITES:
+        if suite in by_suite:
+            c = by_suite[suite]
+            print(f"{suite:20s} {sum(c.values()):6d} " + " ".join(f"{c.get(s, 0):11d}" for s in STATUSES))
+    if args.per_op:
+        for op in sorted(by_op):
+            c = by_op[op]
+            print(f"  {op:38s} " + " ".join(f"{s}={c[s]}" for s in STATUSES if c.get(s)))
+    for r in results:
+        if args.show and r.status in args.show:
+            print(f"{r.status:11s} {r.suite}/{r.name}: {r.detail}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in results], f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
