@@ -158,6 +158,41 @@ def test_gantt_png(paper, tmp_path: Path) -> None:
     assert (tmp_path / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_gantt_labels_fit_their_bars_idle_devices_are_named_and_time_reads_in_ms() -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from hetero.plots import _gantt_figure, time_unit
+
+    problem = load_problem(EXAMPLES / "edge_soc.json")
+    plan = schedule(problem.graph, problem.cost, "heft", memory=problem.memory)
+    cost = TableCostModel(["cpu", "opencl:0"], {n: {"cpu": 1e-4, "opencl:0": 1e-3} for n in ("a", "very_long_node_name_x")},
+                          [Link("cpu", "opencl:0", 1e-5, 1e9)])
+    graph = nx.DiGraph()
+    graph.add_edge("a", "very_long_node_name_x", nbytes=8)
+    one_device = schedule(graph, cost, "heft")
+    assert set(one_device.placement.values()) == {"cpu"}
+    for result, unit in ((plan, "ms"), (one_device, "ms")):
+        figure = _gantt_figure(Figure, result, "a title long enough to need the whole width of the chart, or more")
+        axes = figure.axes[0]
+        assert axes.get_xlabel() == f"time ({unit})" and time_unit(result.makespan_s)[0] == unit
+        renderer = figure.canvas.get_renderer()
+        frame = axes.get_window_extent(renderer)
+        labels = [t for t in axes.texts if t.get_text()]
+        assert labels, "some slot must be wide enough for its name"
+        bars = [patch.get_window_extent(renderer) for patch in axes.patches]
+        for text in labels:
+            box = text.get_window_extent(renderer)
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1, text.get_text()
+            assert any(bar.x0 <= box.x0 and box.x1 <= bar.x1 for bar in bars), f"{text.get_text()} overflows its bar"
+        whole = figure.get_tightbbox(renderer)
+        assert whole.x0 >= 0 and whole.x1 <= figure.bbox.x1 + 1, "something is cut off at the figure's edge"
+    rows = [tick.get_text() for tick in _gantt_figure(Figure, one_device, None).axes[0].get_yticklabels()]
+    assert "opencl:0" not in rows and "cpu" in rows
+    assert "idle: opencl:0" in _gantt_figure(Figure, one_device, None).axes[0].get_title()
+    assert time_unit(80.0) == ("s", 1.0) and time_unit(3e-6) == ("µs", 1e6)
+
+
 def test_single_device_schedule_without_links() -> None:
     cost = TableCostModel(["only"], {"a": {"only": 1.0}, "b": {"only": 2.0}}, [])
     graph = nx.DiGraph()

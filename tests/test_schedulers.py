@@ -15,6 +15,7 @@ from hetero.errors import InputError
 from hetero.problem import Problem, load_problem, problem_from_dict
 from hetero.schedule import ScheduleError
 from hetero.schedulers import algorithm_names, compile_tasks, schedule
+from hetero.schedulers import ilp as ilp_module
 from hetero.schedulers.base import list_times, make_schedule
 from hetero.schedulers.dp import segments
 from hetero.schedulers.heft import priority_order, upward_ranks
@@ -217,6 +218,48 @@ def test_ilp_is_never_worse_than_any_heuristic(problem: Problem) -> None:
         other = _run(problem, algorithm)
         if other is not None:
             assert exact.makespan_s <= other.makespan_s * (1 + 1e-5) + 1e-9, (algorithm, exact.notes)
+
+
+def _heuristic_makespans(problem: Problem) -> dict[str, float]:
+    found = {}
+    for algorithm in HEURISTICS:
+        other = _run(problem, algorithm)
+        if other is not None:
+            found[algorithm] = other.makespan_s
+    return found
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems(max_tasks=6))
+def test_milp_reported_optimal_is_never_beaten_under_memory(problem: Problem) -> None:
+    """The MILP on its own (no heuristic safety net) counts memory as Schedule does: no heuristic's
+    validated schedule beats an optimum it reports, and it finds a schedule whenever one does."""
+    tasks = compile_tasks(problem.graph, problem.cost, problem.memory)
+    others = _heuristic_makespans(problem)
+    try:
+        alone = ilp_module.ilp(tasks, time_limit_s=30, safety_net=False)
+    except ScheduleError as err:
+        assert not others, f"the MILP found no schedule ({err}) but {others} did"
+        return
+    alone.validate(problem.graph, problem.cost, problem.memory)
+    assert alone.algorithm == "ilp"
+    if any(note.startswith("ilp: optimal") for note in alone.notes):
+        for algorithm, makespan in others.items():
+            assert alone.makespan_s <= makespan * (1 + 1e-5) + 1e-9, (algorithm, makespan, alone.makespan_s)
+
+
+def test_ilp_on_edge_soc_is_optimal_under_memory_and_names_what_it_returns() -> None:
+    problem = load_problem(EXAMPLES / "edge_soc.json")
+    tasks = compile_tasks(problem.graph, problem.cost, problem.memory)
+    alone = ilp_module.ilp(tasks, safety_net=False)
+    alone.validate(problem.graph, problem.cost, problem.memory)
+    assert any(note.startswith("ilp: optimal") for note in alone.notes)
+    others = _heuristic_makespans(problem)
+    assert min(others.values()) >= alone.makespan_s * (1 - 1e-9), others
+    returned = schedule(problem.graph, problem.cost, "ilp", memory=problem.memory)
+    assert returned.algorithm == "ilp" and returned.makespan_s == pytest.approx(alone.makespan_s, rel=1e-9)
+    auto = schedule(problem.graph, problem.cost, memory=problem.memory)
+    assert auto.algorithm == "ilp", auto.notes
 
 
 # ---------------------------------------------------------------- memory, capability, models

@@ -110,3 +110,33 @@ def test_measured_profile_scenario_rebalances_and_comes_back():
     result = run_scenario_file(EXAMPLES / "measured_cpu_plus_jetson.yaml", progress=False).to_dict()
     assert result["requests"]["failed"] == 0 and result["requests"]["lost"] == 0
     assert result["rebalances"] >= 2
+
+
+def test_device_names_keep_their_colon_everywhere(tmp_path):
+    """A measured opencl:0 is called opencl:0 in the result, its summary, plot legend and trace (as
+    every other command calls it), not opencl0."""
+    profile = Path(__file__).resolve().parents[1] / "profiles" / "seed-cnn.int8.json"
+    path = tmp_path / "colon.yaml"
+    path.write_text(
+        "name: colon\nmodel: builtin:seed-cnn\nprecision: int8\ndevices:\n"
+        f"  - {{name: cpu, profile: '{profile}', device: cpu}}\n"
+        f"  - {{name: 'opencl:0', profile: '{profile}', device: 'opencl:0'}}\n"
+        "workload: {kind: closed, clients: 1, requests: 20}\nscheduler: {algorithm: single}\n"
+        "events:\n  - {at: 0 s, kind: fail, device: 'opencl:0'}\npolicy: {name: failover}\nduration: 1 s\n"
+    )
+    result = run_scenario_file(path, output=tmp_path / "r.json", trace=tmp_path / "t.json", progress=False)
+    assert set(result.devices) == {"cpu", "opencl:0"}
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert set(data["utilisation"]) == {"cpu", "opencl:0"}, data["utilisation"]
+    assert any("opencl:0" in line for line in summary_lines(result))
+    names = {r["args"]["name"] for r in json.loads((tmp_path / "t.json").read_text())["traceEvents"] if r.get("name") == "process_name"}
+    assert "opencl:0" in names and "opencl0" not in names
+
+
+def test_device_names_with_other_punctuation_are_refused(tmp_path):
+    from hetero.sim.fields import ScenarioError
+    from hetero.sim.scenario import parse_scenario
+
+    text = "model: builtin:seed-cnn\ndevices:\n  - {name: 'gpu/0', spec: nvidia-t4}\nworkload: {kind: closed}\nduration: 1 s\n"
+    with pytest.raises(ScenarioError, match=r"s.yaml:3: devices\[0\]\.name 'gpu/0' must be letters, digits, '-', '_' or ':'"):
+        parse_scenario(text, "s.yaml")

@@ -10,19 +10,27 @@ a binary o[i, j] (i before j when they share a device), and the makespan C. Cons
 device per node; s[v] >= s[u] + w[u] (+ the transfer seconds of the edge when u and v are on
 different devices, one constraint per device pair); graph input arrives before its reader
 starts; C covers every finish and graph-output arrival; nodes sharing a device do not overlap
-(big-M on o and x, M = an upper bound on the makespan). Memory capacities are enforced
-conservatively: weights, outputs and received copies of everything on a device are counted as
-live together. Minimise C. Times come back left-shifted through the same list timing the other
-schedulers use, so they never exceed the solver's. With a time limit, the best schedule found
-is returned with HiGHS's optimality gap in the notes. heft, peft, greedy, single and dp run first: without
-capacities their best makespan bounds C (and M); whenever one of them beats the MILP (possible
-only through the conservative memory count or a time limit) its schedule is returned, with a
-note, so ilp is never worse than those heuristics.
+(big-M on o and x, M = an upper bound on the makespan); a device's total busy time fits within
+C (a valid cut that spares HiGHS the symmetric orders of independent nodes). Memory capacities
+are the Schedule's own count, weights plus the peak of live intervals over time
+(:mod:`hetero.schedulers.ilp_memory`), exact but for interval starts closer than 1e-5 of the
+bound, which it counts as overlapping. Minimise C.
+
+Nodes keep the device order of the solver's o variables (start times alone cannot order a
+zero-second node and another starting at the same instant). Without capacities, times come back
+left-shifted through the same list timing the other schedulers use; with them, as the least
+times that keep that order and the solver's memory branches (left-shifting could make intervals
+overlap); either way never later than the solver's. With a time limit, the best schedule found
+is returned with HiGHS's optimality gap in the notes. heft, peft, greedy, single and dp run
+first: their best makespan bounds C (and M); when one of them still beats the MILP's schedule (a
+time limit, or the start separation), its schedule is returned under its own algorithm's name,
+with ilp's notes saying why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import logging
 import math
@@ -40,6 +48,7 @@ from hetero.schedulers.base import TaskArrays, list_times, make_schedule
 from hetero.schedulers.dp import dp
 from hetero.schedulers.greedy import greedy
 from hetero.schedulers.heft import heft
+from hetero.schedulers.ilp_memory import SEPARATION, Columns, MemoryModel, add_memory_rows, retime
 from hetero.schedulers.peft import peft
 from hetero.schedulers.single import single
 
@@ -95,10 +104,12 @@ def _heuristics(tasks: TaskArrays) -> list[Schedule]:
 
 
 def _upper_bound(tasks: TaskArrays, heuristics: list[Schedule]) -> float:
-    """A makespan that no optimal solution of the MILP exceeds."""
-    if heuristics and not np.isfinite(tasks.capacity).any():
+    """A makespan that the best solution of the MILP does not exceed."""
+    if heuristics:
         best = min(s.makespan_s for s in heuristics)
-        return best * (1 + 1e-6) + 1e-9  # slack: the heuristic's own schedule must stay feasible
+        # slack: the heuristic's own schedule must stay feasible (with memory, up to the start separation)
+        slack = 1e-3 if np.isfinite(tasks.capacity).any() else 1e-6
+        return best * (1 + slack) + 1e-9
     finite = np.where(np.isfinite(tasks.compute_s), tasks.compute_s, 0.0)
     total = finite.max(axis=1).sum() + tasks.input_s.max(initial=0.0) + tasks.result_s.max(initial=0.0)
     if len(tasks.edge_src):
@@ -125,6 +136,9 @@ class _Model:
     integrality: np.ndarray
     bounds: Bounds
     unit_s: float
+    memory: MemoryModel
+    pairs: tuple[tuple[int, int], ...]  # node pairs that no path orders; o[i, j] = 1: i before j on a shared device
+    order_base: int
 
 
 def _build(tasks: TaskArrays, upper_s: float, unit_s: float) -> _Model:
@@ -135,20 +149,23 @@ def _build(tasks: TaskArrays, upper_s: float, unit_s: float) -> _Model:
     w = np.where(np.isfinite(tasks.compute_s), tasks.compute_s, 0.0) / unit_s
     comm, input_s, result_s = tasks.comm_s / unit_s, tasks.input_s / unit_s, tasks.result_s / unit_s
     capable = np.isfinite(tasks.compute_s)
+    columns = Columns()
+    x_base = columns.add(n * k, 0.0, 1.0, integer=True)
+    s_base = columns.add(n, 0.0, upper)
 
     def x(i: int, d: int) -> int:
-        return i * k + d
+        return x_base + i * k + d
 
     def s(i: int) -> int:
-        return n * k + i
+        return s_base + i
 
+    for i in range(n):
+        for d in range(k):
+            columns.upper[x(i, d)] = float(capable[i, d])
     above = _ancestors(tasks)
     pairs = [(i, j) for j in range(n) for i in range(j) if not (above[j] >> i) & 1]
-    order_base = n * k + n
-    makespan = order_base + len(pairs)
-    capped = [d for d in range(k) if math.isfinite(tasks.capacity[d])]
-    copy_base = makespan + 1
-    columns = copy_base + len(tasks.edge_src) * len(capped)
+    order_base = columns.add(len(pairs), 0.0, 1.0, integer=True)
+    makespan = columns.add(1, min(_lower_bound(tasks) / unit_s, upper), upper)
     rows = _Rows()
 
     def after(later: int, earlier: int) -> dict[int, float]:
@@ -180,30 +197,14 @@ def _build(tasks: TaskArrays, upper_s: float, unit_s: float) -> _Model:
                 terms[x(i, d)] = terms.get(x(i, d), 0.0) - big_m
                 terms[x(j, d)] = terms.get(x(j, d), 0.0) - big_m
                 rows.add(terms, lower=-slack * big_m)
-    for slot, d in enumerate(capped):
-        off_host = tasks.devices[d] != tasks.host
-        memory: dict[int, float] = {}
-        for i in range(n):
-            memory[x(i, d)] = float(tasks.weight_bytes[i] + tasks.output_bytes[i] + (tasks.input_bytes[i] if off_host else 0))
-        for e, (u, v) in enumerate(zip(tasks.edge_src.tolist(), tasks.edge_dst.tolist())):
-            copy = copy_base + e * len(capped) + slot
-            memory[copy] = float(tasks.edge_bytes[e])
-            rows.add({copy: 1.0, x(v, d): -1.0, x(u, d): 1.0}, lower=0.0)
-        rows.add(memory, upper=float(tasks.capacity[d]))
-    lower = np.zeros(columns)
-    upper_bounds = np.full(columns, np.inf)
-    upper_bounds[: n * k] = capable.reshape(-1).astype(float)
-    upper_bounds[n * k : order_base] = upper
-    upper_bounds[order_base:makespan] = 1.0
-    lower[makespan], upper_bounds[makespan] = min(_lower_bound(tasks) / unit_s, upper), upper
-    upper_bounds[copy_base:] = 1.0
-    integrality = np.zeros(columns)
-    integrality[: n * k] = 1
-    integrality[order_base:makespan] = 1
-    objective = np.zeros(columns)
+    for d in range(k):  # a valid cut: a device's busy time fits within the makespan
+        rows.add({makespan: 1.0, **{x(i, d): -float(w[i, d]) for i in range(n) if capable[i, d]}}, lower=0.0)
+    memory = add_memory_rows(tasks, columns, rows.add, x, s, unit_s, upper)
+    objective = np.zeros(len(columns))
     objective[makespan] = 1.0
-    constraints = [rows.constraint(columns)] if rows.lower else []
-    return _Model(objective, constraints, integrality, Bounds(lower, upper_bounds), unit_s)
+    constraints = [rows.constraint(len(columns))] if rows.lower else []
+    bounds = Bounds(np.array(columns.lower), np.array(columns.upper))
+    return _Model(objective, constraints, np.array(columns.integer), bounds, unit_s, memory, tuple(pairs), order_base)
 
 
 def _solve(model: _Model, time_limit_s: float, presolve: bool) -> OptimizeResult:
@@ -212,53 +213,90 @@ def _solve(model: _Model, time_limit_s: float, presolve: bool) -> OptimizeResult
         return milp(model.objective, constraints=model.constraints, integrality=model.integrality, bounds=model.bounds, options=options)
 
 
-def ilp(tasks: TaskArrays, time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> Schedule:
-    """Solve the scheduling MILP; see the module docstring."""
+def ilp(tasks: TaskArrays, time_limit_s: float = DEFAULT_TIME_LIMIT_S, safety_net: bool = True) -> Schedule:
+    """Solve the scheduling MILP; see the module docstring.
+
+    With ``safety_net=False`` the MILP's own schedule is returned even when a heuristic's is faster
+    (for testing the model), and ScheduleError is raised when the MILP finds none.
+    """
     n, k = tasks.n, tasks.k
     if n > MAX_TASKS:
         raise ScheduleError(f"ilp: {n} tasks is too many for the exact ILP (at most {MAX_TASKS}); use heft or peft")
     heuristics = _heuristics(tasks)
     upper = _upper_bound(tasks, heuristics)
     # Times in units of the upper bound keep big-M near 1. HiGHS rejects its own optimum as a "solve
-    # error" when integrality slack times M breaks a row by more than its tolerance; then retry
-    # without presolve, and with M a hundred times smaller.
-    result = None
+    # error" when integrality slack times M breaks a row by more than its tolerance, and its presolve
+    # has called feasible memory models infeasible (scipy 1.17: a heuristic's schedule satisfied
+    # every row); then retry without presolve, and with M a hundred times smaller.
+    result = model = None
     for unit, presolve in ((upper, True), (upper, False), (100.0 * upper, False)):
         model = _build(tasks, upper, max(unit, 1e-12))
         result = _solve(model, time_limit_s, presolve)
-        if result.status != 4:
+        if result.status not in (2, 4):
             break
-        log.info("ilp: HiGHS solve error (%s); retrying", result.message)
-    assert result is not None
-    order_base = n * k + n
-    fallback = min(heuristics, key=lambda h: h.makespan_s) if heuristics else None
-    if result.x is None:
-        if fallback is not None:
-            if result.status == 2:
-                note = f"ilp: the MILP is infeasible (it counts memory conservatively); returned {fallback.algorithm}'s schedule"
-            else:
-                note = (
-                    f"ilp: HiGHS found no schedule within {time_limit_s:g} s (status {result.status}: {result.message}); "
-                    f"returned {fallback.algorithm}'s schedule"
-                )
-            log.info(note)
-            return make_schedule(tasks, *_arrays(tasks, fallback), "ilp", notes=[note])
-        raise ScheduleError(f"ilp: no schedule fits the devices' memory and capabilities ({result.message})")
+        log.info("ilp: HiGHS says %s; retrying", result.message)
+    assert result is not None and model is not None
+    fallback = min(heuristics, key=lambda h: h.makespan_s) if heuristics and safety_net else None
+    solved, note = None, ""
+    if result.x is not None:
+        solved, note = _solution(tasks, model, result, time_limit_s)
+    if solved is None:
+        if result.x is None and result.status == 2 and heuristics:
+            why = (f"the MILP has no schedule within {upper:.6g} s, the best heuristic's makespan plus slack "
+                   f"(it counts intervals starting within {SEPARATION:g} x that of each other as overlapping)")
+        elif result.x is None and result.status == 2:
+            why = "the MILP is infeasible: no schedule fits the devices' memory and capabilities"
+        elif result.x is None:
+            why = f"HiGHS found no schedule within {time_limit_s:g} s (status {result.status}: {result.message})"
+        else:
+            why = note
+        if fallback is None:
+            raise ScheduleError(f"ilp: {why}")
+        return _returned(fallback, [f"ilp: {why}; returned {fallback.algorithm}'s schedule"])
+    if fallback is not None and fallback.makespan_s < solved.makespan_s * (1 - 1e-9):
+        if result.status != 0:
+            why = "the solver stopped early"
+        elif model.memory.intervals:
+            why = f"the MILP counts intervals starting within {SEPARATION:g} x the bound of each other as overlapping"
+        else:
+            why = "the MILP and the schedule's timing disagree: a bug, please report it"
+        return _returned(fallback, [note, f"ilp: {fallback.algorithm}'s schedule ({fallback.makespan_s:.6g} s) beats the MILP's "
+                                          f"({solved.makespan_s:.6g} s; {why}); returned {fallback.algorithm}'s"])
+    return solved
+
+
+def _solution(tasks: TaskArrays, model: _Model, result: OptimizeResult, time_limit_s: float) -> tuple[Schedule | None, str]:
+    """The schedule of a MILP solution and its note; (None, why) when its times cannot be made exact."""
+    n, k = tasks.n, tasks.k
     placement = np.array([int(np.argmax(result.x[i * k : (i + 1) * k])) for i in range(n)], dtype=np.int64)
-    starts = result.x[n * k : order_base] * model.unit_s
-    start, end = list_times(tasks, placement, order=_start_order(tasks, starts))
+    starts = result.x[n * k : n * k + n] * model.unit_s
+    order = _solver_order(tasks, model, result.x, placement, starts)
     gap = getattr(result, "mip_gap", None)
     if result.status == 0:
         note = f"ilp: optimal (HiGHS gap {0.0 if gap is None else gap:.2%}, {getattr(result, 'mip_node_count', 0)} nodes)"
     else:
         bound = getattr(result, "mip_dual_bound", float("nan"))
         note = f"ilp: time limit {time_limit_s:g} s reached; gap {gap:.2%}, lower bound {bound * model.unit_s:.6g} s"
+    if model.memory.intervals:
+        # Left-shifting could make intervals overlap that the solver kept apart: keep its branches.
+        times = retime(tasks, placement, order, result.x, model.memory, model.unit_s)
+        if times is None:
+            return None, "the MILP's solution is inconsistent beyond HiGHS's tolerances"
+        start, end = times
+    else:
+        start, end = list_times(tasks, placement, order=order)
     solved = make_schedule(tasks, placement, start, end, "ilp", notes=[note])
-    if fallback is not None and fallback.makespan_s < solved.makespan_s * (1 - 1e-9):
-        why = "counts memory conservatively" if np.isfinite(tasks.capacity).any() else "stopped early"
-        notes = [note, f"ilp: the MILP {why}; {fallback.algorithm}'s schedule is faster ({fallback.makespan_s:.6g} s), returned it"]
-        return make_schedule(tasks, *_arrays(tasks, fallback), "ilp", notes=notes)
-    return solved
+    over = [d for d in tasks.devices if solved.memory_bytes[d] > tasks.capacity[tasks.devices.index(d)]]
+    if over:
+        return None, f"the MILP's schedule needs {solved.memory_bytes[over[0]]} bytes on {over[0]} (a model error)"
+    return solved, note
+
+
+def _returned(schedule: Schedule, notes: list[str]) -> Schedule:
+    """Another algorithm's schedule, named by its own algorithm, with ilp's notes first."""
+    for note in notes:
+        log.info(note)
+    return dataclasses.replace(schedule, notes=tuple(notes) + schedule.notes)
 
 
 @contextlib.contextmanager
@@ -279,6 +317,35 @@ def _native_stdout_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+def _solver_order(tasks: TaskArrays, model: _Model, solution: np.ndarray, placement: np.ndarray, starts: np.ndarray) -> list[int]:
+    """A topological order that keeps the solver's order of nodes sharing a device (its o variables).
+
+    Start times alone cannot say it: a zero-second node and another starting at the same instant
+    are tied up to HiGHS's tolerance. Ties between unordered nodes follow the solver's starts.
+    """
+    successors: list[list[int]] = [[int(tasks.edge_dst[e]) for e in tasks.succ_edges[i].tolist()] for i in range(tasks.n)]
+    waiting = [len(p) for p in tasks.pred_edges]
+    for p, (i, j) in enumerate(model.pairs):
+        if placement[i] == placement[j]:
+            first, second = (i, j) if solution[model.order_base + p] > 0.5 else (j, i)
+            successors[first].append(second)
+            waiting[second] += 1
+    ends = starts + tasks.compute_s[np.arange(tasks.n), placement]
+    heap = [(float(starts[i]), float(ends[i]), i) for i in range(tasks.n) if waiting[i] == 0]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        _, _, i = heapq.heappop(heap)
+        order.append(i)
+        for j in successors[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(heap, (float(starts[j]), float(ends[j]), j))
+    if len(order) < tasks.n:  # a cycle of zero-second nodes tied in time: any topological order by start does
+        return _start_order(tasks, starts)
+    return order
+
+
 def _start_order(tasks: TaskArrays, starts: np.ndarray) -> list[int]:
     """A topological order that follows the solver's start times (ties: topological index)."""
     waiting = [len(p) for p in tasks.pred_edges]
@@ -294,12 +361,3 @@ def _start_order(tasks: TaskArrays, starts: np.ndarray) -> list[int]:
             if waiting[j] == 0:
                 heapq.heappush(heap, (float(starts[j]), j))
     return order
-
-
-def _arrays(tasks: TaskArrays, schedule: Schedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    index = {d: i for i, d in enumerate(tasks.devices)}
-    slots = {slot.node: slot for slot in schedule.slots}
-    placement = np.array([index[slots[name].device] for name in tasks.names], dtype=np.int64)
-    start = np.array([slots[name].start_s for name in tasks.names])
-    end = np.array([slots[name].end_s for name in tasks.names])
-    return placement, start, end
