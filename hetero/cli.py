@@ -1,17 +1,26 @@
-"""The hetero command line: devices, inspect, quantize, run, profile, schedule, simulate, validate, demo."""
+"""The hetero command line: devices, inspect, quantize, run, profile, schedule, simulate, validate, demo.
+
+Every failure ends in one line on stderr, ``hetero: error: ...``, and exit status 1: hetero's own
+errors (HeteroError), the parser's (an unknown option, a bad choice or number, a missing
+argument), and, as a last resort, an unexpected exception (its traceback with ``-v``).
+Ctrl-C ends with ``hetero: error: interrupted`` and status 130. A command writes all its output
+files or none (hetero.io.OutputSet).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import re
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from hetero import __version__
+from hetero.cli_options import device_list, nonnegative_int, open_fraction, percent, positive_float, positive_int
 from hetero.cli_run import add_run_parser, add_validate_parser
 from hetero.errors import HeteroError, InputError
-from hetero.io import json_safe
+from hetero.io import OutputSet, json_safe
 
 log = logging.getLogger("hetero")
 
@@ -42,6 +51,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
     print(f"{'device':<11} {'kind':<10} {'units':>5} {'memory':>10}  description")
     for d in devices:
         print(f"{d.name:<11} {d.kind:<10} {d.compute_units:>5} {_human_bytes(d.memory_bytes):>10}  {d.description}")
+        if d.driver:  # which OpenCL driver this is, so two PoCLs can be told apart
+            print(f"{'':<39}  driver: {d.driver}")
     for a in absent:
         print(f"{a.kind + ':':<11} absent: {a.reason}")
     return 0
@@ -86,32 +97,28 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from hetero.io import read_arrays, write_atomic
+    from hetero.io import read_arrays, requests_from
     from hetero.model_source import load_onnx
     from hetero.onnx_import import import_onnx
     from hetero.pipeline import has_qdq
     from hetero.quant import calibration_for, quantize_model
 
+    outputs = OutputSet({"-o": args.output})
     model = load_onnx(args.model)
     if has_qdq(model):
-        raise InputError(f"{args.model} is already quantized (it has QuantizeLinear/DequantizeLinear nodes)")
+        raise InputError(f"{args.model} is already quantized (it has QuantizeLinear/DequantizeLinear nodes); "
+                         "run it with --precision int8")
     graph = import_onnx(model, label=args.model)
     if args.calibration:
-        loaded = read_arrays(args.calibration)
-        calibration = loaded if not isinstance(loaded, dict) else [loaded]
-        if not isinstance(loaded, dict) and len(graph.inputs) == 1:
-            expected = graph.inputs[0].shape
-            if loaded.ndim == len(expected) and loaded.shape[1:] == expected[1:] and expected[0] == 1:
-                calibration = [loaded[i : i + 1] for i in range(loaded.shape[0])]
-            elif loaded.shape[1:] != expected:
-                raise InputError(
-                    f"{args.calibration}: calibration samples have shape {list(loaded.shape[1:])}, "
-                    f"model input is {list(expected)}; stack samples along a first axis"
-                )
+        # dtypes and shapes checked as hetero run checks inputs; NaN/Inf are the quantizer's to refuse
+        calibration = requests_from(graph, read_arrays(args.calibration), args.calibration, allow_nonfinite=True,
+                                    extra_axis=True)
     else:
         calibration = calibration_for(args.model, graph)
-    quantized = quantize_model(model, calibration, method=args.method, percentile=args.percentile, activation_dtype=args.activation_type)
-    write_atomic(args.output, quantized.SerializeToString())
+    quantized = quantize_model(model, calibration, method=args.method, percentile=args.percentile, activation_dtype=args.activation_type,
+                               source=args.calibration or "calibration data")
+    outputs.put("-o", quantized.SerializeToString())
+    outputs.commit()
     counts: dict[str, int] = {}
     for node in quantized.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
@@ -120,56 +127,77 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from hetero.plots import write_gantt
-    from hetero.schedule import write_plan
+    from hetero.schedule import plan_bytes
     from hetero.schedulers import json_summary, schedule, schedule_summary, summary_lines
-    from hetero.trace import write_schedule_trace
 
     if args.problem:
-        if args.model or args.profile:
-            raise InputError("give either --problem PROBLEM.json or MODEL --profile PROFILE.json --devices ..., not both")
+        given = [flag for flag, value in (("MODEL", args.model), ("--profile", args.profile), ("--devices", args.devices),
+                                          ("--precision", args.precision)) if value is not None]
+        if given:
+            raise InputError(f"give either --problem PROBLEM.json or MODEL --profile PROFILE.json --devices ..., not both "
+                             f"({given[0]} was given with --problem)")
+    elif not args.model or args.devices is None:
+        raise InputError("hetero schedule needs MODEL --profile PROFILE.json --devices a,b (or --problem PROBLEM.json)")
+    names = device_list(args.devices) if args.devices is not None else []
+    if args.gantt:
+        from hetero.plots import image_format
+
+        image_format(args.gantt, "--gantt")
+    outputs = OutputSet({"-o": args.output, "--trace": args.trace, "--gantt": args.gantt})
+    if args.problem:
         from hetero.problem import load_problem
 
         problem = load_problem(args.problem)
         graph, cost, memory = problem.graph, problem.cost, problem.memory
     else:
-        if not args.model or not args.devices:
-            raise InputError("hetero schedule needs MODEL --profile PROFILE.json --devices a,b (or --problem PROBLEM.json)")
-        from hetero.pipeline import cost_model_for, load_for_precision
+        from hetero.pipeline import cost_model_for, load_with_precision
         from hetero.profile import load_profile
 
-        precision = args.precision or (load_profile(args.profile).precision if args.profile else "fp32")
-        graph = load_for_precision(args.model, precision)
-        cost, memory = cost_model_for(graph, args.profile, _device_list(args.devices), precision)
+        precision = args.precision or (load_profile(args.profile).precision if args.profile else None)
+        graph, precision = load_with_precision(args.model, precision)
+        cost, memory = cost_model_for(graph, args.profile, names, precision)
     plan = schedule(graph, cost, algorithm=args.algorithm, objective=args.objective, memory=memory)
     if args.output:
-        write_plan(args.output, plan)
+        outputs.put("-o", plan_bytes(plan))
     if args.trace:
-        write_schedule_trace(args.trace, plan)
+        from hetero.trace import chrome_trace, schedule_events
+
+        trace = chrome_trace(schedule_events(plan), plan.devices, label=f"hetero schedule ({plan.algorithm})")
+        outputs.put("--trace", json.dumps(trace).encode())
     if args.gantt:
-        write_gantt(args.gantt, plan)
+        from hetero.plots import gantt_image
+
+        outputs.put("--gantt", gantt_image(args.gantt, plan))
+    outputs.commit()
     if args.json:
         print(json.dumps(json_safe(json_summary(plan))))
         return 0
     for line in summary_lines(schedule_summary(plan, graph, cost, memory)):
         print(line)
-    for path in (args.output, args.trace, args.gantt):
-        if path:
-            print(f"wrote {path}")
+    for path in outputs.paths:
+        print(f"wrote {path}")
     return 0
 
 
 def _device_list(text: str | None) -> list[str]:
+    """--devices as names; absent: every present device but reference."""
     from hetero.devices import discover
 
-    if text:
-        return [d.strip() for d in text.split(",") if d.strip()]
+    if text is not None:
+        return device_list(text)
     return [d.name for d in discover()[0] if d.kind != "reference"]
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from hetero.profile import load_profile
 
+    modes = [flag for flag, value in (("--show", args.show), ("--evaluate", args.evaluate)) if value]
+    if len(modes) > 1:
+        raise InputError("give one of --show PROFILE or --evaluate PROFILE")
+    if modes and (args.model or args.output):
+        raise InputError(f"{modes[0]} reads a profile; drop MODEL and -o (or drop {modes[0]} to measure one)")
+    if args.against and not args.evaluate:
+        raise InputError("--against goes with --evaluate PROFILE")
     if args.show:
         return _profile_show(load_profile(args.show), args)
     if args.evaluate:
@@ -181,17 +209,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from hetero.backends import open_device
-    from hetero.pipeline import load_for_precision
+    from hetero.pipeline import load_with_precision
     from hetero.profile import save_profile
     from hetero.profiler import TRANSFER_SIZES, Budget, profile_graph
 
-    previous = load_profile(args.output) if args.reuse and Path(args.output).exists() else None
-    graph = load_for_precision(args.model, args.precision)
-    devices = [open_device(name) for name in _device_list(args.devices)]
-    budget = Budget(target_spread=args.target_spread, seconds_per_op=args.budget_s)
     sizes = [n for n in TRANSFER_SIZES if n <= args.max_transfer_mib * 2**20]
-    if args.sweep < 0:
-        raise InputError(f"--sweep must be 0 or more, got {args.sweep}")
+    if not sizes:
+        raise InputError(f"--max-transfer-mib {args.max_transfer_mib:g} is below the smallest transfer calibrated "
+                         f"({min(TRANSFER_SIZES) / 2**20:.3g} MiB); give at least that")
+    names = _device_list(args.devices)
+    OutputSet({"-o": args.output})  # checks the path before the measurement starts
+    previous = load_profile(args.output) if args.reuse and Path(args.output).exists() else None
+    graph, args.precision = load_with_precision(args.model, args.precision)
+    devices = [open_device(name) for name in names]
+    budget = Budget(target_spread=args.target_spread, seconds_per_op=args.budget_s)
     steps = len({op.signature() for op in graph.ops_in_order()}) * len(devices) + 1
     with Progress(transient=True, console=_stderr_console()) as bar:
         task = bar.add_task("profiling", total=steps)
@@ -259,7 +290,8 @@ def _profile_evaluate(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from hetero.sim.outputs import run_scenario_file, summary_lines
 
-    result = run_scenario_file(args.scenario, output=args.output, trace=args.trace, plot=args.plot, seed=args.seed, progress=True)
+    result = run_scenario_file(args.scenario, output=args.output, trace=args.trace, plot=args.plot, seed=args.seed,
+                               progress=True, max_events=args.max_events)
     for line in summary_lines(result):
         print(line)
     for path in (args.output, args.trace, args.plot):
@@ -269,18 +301,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hetero.demo import run_demo
+    from pathlib import Path
 
-    report = run_demo(args.output)
-    print(f"\nreport: {report.resolve()}")
+    from hetero.demo import run_demo
+    from hetero.io import staged_folder
+
+    target = Path(args.output)
+    with staged_folder(target, "-o") as staging:  # all the demo's files, or none of them
+        report = run_demo(staging, say=lambda text: print(text.replace(str(staging), str(target))))
+    print(f"\nreport: {(target / report.relative_to(staging)).resolve()}")
     return 0
 
 
+class UsageError(InputError):
+    """The command line itself is wrong: an unknown option, a bad choice or value, a missing argument."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a UsageError (one ``hetero: error:`` line, status 1), not exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see '{self.prog} --help'")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hetero", description="Heterogeneous compute scheduling simulator and runtime.")
+    parser = ArgumentParser(prog="hetero", description="Heterogeneous compute scheduling simulator and runtime.")
     parser.add_argument("--version", action="version", version=f"hetero {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what hetero does")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what hetero does (and show the traceback of an unexpected error)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("devices", help="list the devices present and why absent backends are absent")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -299,23 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", help="calibration inputs: .npy stacked along a first axis, or .npz by input name")
     p.add_argument("-o", "--output", required=True, help="where to write the QDQ model (.onnx)")
     p.add_argument("--method", default="minmax", choices=["minmax", "percentile"])
-    p.add_argument("--percentile", type=float, default=99.99, help="with --method percentile")
+    p.add_argument("--percentile", type=percent, default=99.99, help="with --method percentile, in (0, 100]")
     p.add_argument("--activation-type", default="uint8", choices=["uint8", "int8"])
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("profile", help="measure every op on every device, show or evaluate a profile")
     p.add_argument("model", nargs="?", help="an .onnx path or builtin:NAME")
     p.add_argument("-o", "--output", help="where to write the profile JSON")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--precision", default=None, choices=["fp32", "int8"], help="default: the model's own (int8 if it has QDQ or QLinear nodes, else fp32)")
     p.add_argument("--devices", help="comma-separated devices (default: every present device but reference)")
     p.add_argument("--reuse", action="store_true", help="keep entries of the existing -o profile measured on the same device")
-    p.add_argument("--target-spread", type=float, default=0.05, help="stop timing an op when (p90-p10)/median is at most this")
-    p.add_argument("--budget-s", type=float, default=0.5, help="time budget per op and device, seconds")
-    p.add_argument("--max-transfer-mib", type=float, default=64, help="largest transfer size calibrated, MiB")
-    p.add_argument("--sweep", type=int, default=0, metavar="N", help="also time N synthetic variants per kernel class and device (for the regressions)")
+    p.add_argument("--target-spread", type=positive_float, default=0.05, help="stop timing an op when (p90-p10)/median is at most this (> 0)")
+    p.add_argument("--budget-s", type=positive_float, default=0.5, help="time budget per op and device, seconds (> 0)")
+    p.add_argument("--max-transfer-mib", type=positive_float, default=64, help="largest transfer size calibrated, MiB (> 0)")
+    p.add_argument("--sweep", type=nonnegative_int, default=0, metavar="N", help="also time N synthetic variants per kernel class and device (for the regressions; 0: none)")
     p.add_argument("--show", metavar="PROFILE", help="print a profile as a table, slowest ops first")
     p.add_argument("--evaluate", metavar="PROFILE", help="report the cost model's prediction error")
-    p.add_argument("--holdout", type=float, default=0.3, help="with --evaluate: share of signatures held out")
+    p.add_argument("--holdout", type=open_fraction, default=0.3, help="with --evaluate: share of signatures held out, in (0, 1)")
     p.add_argument("--against", metavar="OTHER", help="with --evaluate: predict OTHER's entries from PROFILE")
     p.add_argument("--json", action="store_true", help="with --evaluate: print JSON")
     p.set_defaults(func=cmd_profile)
@@ -324,13 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="an .onnx path or builtin:NAME (with --profile and --devices)")
     p.add_argument("--profile", help="measured profile JSON (hetero profile)")
     p.add_argument("--devices", help="comma-separated devices: measured (in the profile) or catalog spec names")
-    p.add_argument("--precision", choices=["fp32", "int8"], help="default: the profile's precision")
+    p.add_argument("--precision", default=None, choices=["fp32", "int8"], help="default: the profile's precision, else the model's own")
     p.add_argument("--problem", help="a problem file: devices, links, tasks and edges as JSON")
     p.add_argument("--objective", default="latency", choices=["latency", "throughput"])
     p.add_argument("--algorithm", default="auto", help="auto, single, greedy, dp, heft, peft, ilp or pipeline")
     p.add_argument("-o", "--output", help="write the plan JSON")
     p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON")
-    p.add_argument("--gantt", help="write a Gantt chart PNG")
+    p.add_argument("--gantt", help="write a Gantt chart: .png, .svg or .pdf")
     p.add_argument("--json", action="store_true", help="print makespan, placement, slots, algorithm, seconds as JSON")
     p.set_defaults(func=cmd_schedule)
 
@@ -338,8 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="a scenario YAML file (see examples/scenarios/)")
     p.add_argument("-o", "--output", help="write RESULT.json")
     p.add_argument("--trace", help="write a Chrome/Perfetto trace")
-    p.add_argument("--plot", help="write a PNG: latency over time with events, utilisation per device")
-    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--plot", help="write a plot (.png, .svg or .pdf): latency over time with events, utilisation per device")
+    p.add_argument("--seed", type=nonnegative_int, help="override the scenario's seed (a whole number >= 0)")
+    p.add_argument("--max-events", type=positive_int, default=None, metavar="N",
+                   help="refuse a scenario estimated to need more than N op executions (default: 20,000,000)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="the end-to-end job on the shipped seed model")
@@ -348,22 +398,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say_error(message: str) -> None:
+    """One line on stderr, whatever the message holds."""
+    one_line = re.sub(r"\s*\n\s*", " ", message).strip()
+    print(f"hetero: error: {one_line}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: a HeteroError becomes one line on stderr and exit status 1."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Entry point: every failure becomes one ``hetero: error:`` line on stderr and exit status 1."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in ("-v", "--verbose") for a in argv)
     try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return int(args.func(args) or 0)
     except HeteroError as err:
-        print(f"hetero: error: {err}", file=sys.stderr)
+        _say_error(str(err))
         return 1
     except KeyboardInterrupt:
-        print("hetero: interrupted", file=sys.stderr)
+        _say_error("interrupted; no output file was written")
         return 130
     except BrokenPipeError:  # stdout closed early (| head); nothing more to say
         sys.stderr.close()
         return 0
+    except MemoryError:
+        _say_error("out of memory; try a smaller model, input or scenario")
+        return 1
+    except Exception as err:  # a bug in hetero: still one line; -v shows where
+        if verbose:
+            log.exception("unexpected error")
+        _say_error(f"unexpected {type(err).__name__}: {err} (a bug in hetero; rerun with -v for the traceback and report it)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import networkx as nx
 
 from hetero.cost import CostModel
 from hetero.errors import DeviceError, InputError, ScheduleError
+from hetero.io import did_you_mean
 from hetero.schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -370,6 +371,23 @@ class Parameter:
     default: float | None
     unit: str  # "s" (seconds), "fraction" (0..1], "number"
     help: str
+    zero_ok: bool = False  # 0 is allowed too (a cooldown of 0: no wait)
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is not allowed (finite and > 0, or >= 0 where ``zero_ok``; a fraction <= 1), or None.
+
+        The one check of policy parameters: make_policy (``hetero run --policy-param``) and
+        scenario files both use it.
+        """
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"must be finite, got {value}"
+        if value < 0 or (value == 0 and not self.zero_ok):
+            return f"must be {'>= 0' if self.zero_ok else '> 0'}, got {value:g}"
+        if self.unit == "fraction" and value > 1:
+            return f"must be <= 1 (a fraction), got {value:g}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -385,7 +403,7 @@ POLICIES: dict[str, PolicyInfo] = {
     "failover": PolicyInfo(FailoverPolicy, {}),
     "threshold": PolicyInfo(ThresholdPolicy, {
         "drift": Parameter(0.2, "number", "re-plan when observed/predicted moves more than this fraction"),
-        "alpha": _ALPHA, "cooldown": Parameter(1.0, "s", "least time between re-plans"), "stale": _STALE}),
+        "alpha": _ALPHA, "cooldown": Parameter(1.0, "s", "least time between re-plans", zero_ok=True), "stale": _STALE}),
     "periodic": PolicyInfo(PeriodicPolicy, {
         "period": Parameter(1.0, "s", "time between re-plans"), "alpha": _ALPHA, "stale": _STALE}),
     "least-loaded": PolicyInfo(LeastLoadedPolicy, {"alpha": _ALPHA}),
@@ -396,10 +414,16 @@ def make_policy(name: str, params: Mapping[str, float] | None = None) -> Policy:
     """A policy by name with its parameters (see POLICIES); unknown names or parameters raise."""
     info = POLICIES.get(name)
     if info is None:
-        raise InputError(f"unknown policy '{name}' (choose from {', '.join(POLICIES)})")
+        raise InputError(f"unknown policy '{name}' (choose from {', '.join(POLICIES)}){did_you_mean(name, tuple(POLICIES))}")
     params = dict(params or {})
     unknown = sorted(set(params) - set(info.parameters))
     if unknown:
         allowed = ", ".join(info.parameters) or "none"
-        raise InputError(f"policy {name}: unknown parameter '{unknown[0]}' (allowed: {allowed})")
+        raise InputError(f"policy {name}: unknown parameter '{unknown[0]}' (allowed: {allowed})"
+                         f"{did_you_mean(unknown[0], tuple(info.parameters))}")
+    for key, value in params.items():
+        problem = info.parameters[key].problem(value)
+        if problem is not None:
+            unit = " (seconds)" if info.parameters[key].unit == "s" else ""
+            raise InputError(f"policy {name}: parameter {key}{unit} {problem}")
     return info.factory(**params)

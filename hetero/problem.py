@@ -37,7 +37,7 @@ import networkx as nx
 
 from hetero.cost import Link, TableCostModel
 from hetero.errors import GraphError, InputError
-from hetero.io import write_atomic
+from hetero.io import did_you_mean, write_atomic
 
 NODE_BYTE_FIELDS = ("weight_bytes", "output_bytes", "input_bytes", "result_bytes")
 RESERVED_NAMES = ("<input>", "<output>")
@@ -128,7 +128,7 @@ class _Checker:
             raise self.fail(f"{field} must be an object, not {type(value).__name__}")
         for key in value:
             if key not in allowed:
-                raise self.fail(f"unknown key '{key}' in {field} (allowed: {', '.join(allowed)})")
+                raise self.fail(f"unknown key '{key}' in {field} (allowed: {', '.join(allowed)}){did_you_mean(str(key), allowed)}")
         for key in required:
             if key not in value:
                 raise self.fail(f"{field} has no '{key}' (required: {', '.join(required)})")
@@ -197,6 +197,9 @@ def problem_from_dict(data: Any, where: str = "problem") -> Problem:
     if not devices:
         raise check.fail("devices is empty; list at least one device")
     host = check.name(top["host"], "host") if "host" in top else devices[0]
+    if host not in devices:
+        raise check.fail(f"host '{host}' is not a device: name one of the devices ({', '.join(devices)}), or leave "
+                         f"host out to use the first{did_you_mean(host, devices)}")
 
     links: list[Link] = []
     seen_links: dict[tuple[str, str], int] = {}

@@ -124,9 +124,20 @@ class Runtime:
 
     # --- serving ----------------------------------------------------------------------------------
 
-    def serve(self, requests: Sequence[Mapping[str, np.ndarray]], inflight: int = 1) -> RunReport:
-        """Run every request (feeds by input name) with at most ``inflight`` at a time."""
+    def serve(self, requests: Sequence[Mapping[str, np.ndarray]], inflight: int = 1,
+              faults: Mapping[int, Sequence[str]] | None = None) -> RunReport:
+        """Run every request (feeds by input name) with at most ``inflight`` at a time.
+
+        ``faults``: request index -> devices that break (``Device.inject_failure``) just before
+        that request starts; they are repaired when the run ends.
+        """
         feeds = [check_feeds(self.graph, r) for r in requests]
+        faults = dict(faults or {})
+        unknown = sorted({d for names in faults.values() for d in names} - set(self.devices))
+        if unknown:
+            raise DeviceError(f"a fault names device {unknown[0]}, which this runtime has no worker for "
+                              f"(devices: {', '.join(self.devices)})")
+        broken: list[str] = []
         self._clock0 = time.perf_counter()
         self._events: list[TraceEvent] = []
         self._op_seconds: dict[str, list[float]] = {}
@@ -153,6 +164,10 @@ class Runtime:
         try:
             for index, request_feeds in enumerate(feeds):
                 self._slots.acquire()
+                for name in faults.get(index, ()):
+                    log.info("fault: %s breaks before request %d", name, index)
+                    self.devices[name].inject_failure(after_ops=0)
+                    broken.append(name)
                 if self._fatal is not None:
                     self._abandon(index)
                     continue
@@ -167,6 +182,8 @@ class Runtime:
                 self._queues[name].put(None)
             for worker in workers:
                 worker.join()
+            for name in broken:
+                self.devices[name].repair()
         wall = time.perf_counter() - started
         if self._fatal is not None and not any(self._latencies):
             raise self._fatal

@@ -206,18 +206,27 @@ class Schedule:
         return schedule
 
 
+def plan_bytes(schedule: Schedule) -> bytes:
+    """The plan file's bytes."""
+    return (json.dumps(schedule.to_dict(), indent=1) + "\n").encode()
+
+
 def write_plan(path: str | os.PathLike[str], schedule: Schedule) -> None:
     """Write the plan file atomically."""
-    write_atomic(path, (json.dumps(schedule.to_dict(), indent=1) + "\n").encode())
+    write_atomic(path, plan_bytes(schedule))
 
 
 def read_plan(path: str | os.PathLike[str]) -> Schedule:
     """Read a plan file written by :func:`write_plan`."""
+    if Path(path).is_dir():
+        raise InputError(f"{path}: is a folder, not a plan file (hetero schedule ... -o PLAN.json writes one)")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{path}: no such plan file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: no such plan file; write one with hetero schedule ... -o {path}") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); is it a plan from hetero schedule -o?") from None
+    except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: cannot read plan ({err})") from None
     return Schedule.from_dict(data, str(path))
 

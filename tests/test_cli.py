@@ -14,6 +14,7 @@ from hetero.cli import main
 from hetero.datasets import load_digits_28
 
 
+@pytest.mark.opencl
 def test_devices_lists_reference_cpu_and_opencl(capsys):
     assert main(["devices", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -28,6 +29,7 @@ def test_devices_lists_reference_cpu_and_opencl(capsys):
         assert absent["reason"]
 
 
+@pytest.mark.opencl
 def test_devices_table_says_why_cuda_is_absent(capsys):
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
@@ -124,6 +126,7 @@ def test_demo_runs_the_whole_story(tmp_path, capsys):
     assert "![Gantt chart" in report and "## 8. Predicted vs measured" in report
 
 
+@pytest.mark.opencl
 def test_quantize_then_run_int8_on_opencl(tmp_path, capsys):
     from hetero.datasets import calibration_digits
 
@@ -193,3 +196,13 @@ def test_samples_along_a_leading_axis_are_separate_requests(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert np.load(tmp_path / "y.npy").shape == (5, 10)
     assert summary["top1"] == [int(l) for l in labels[:5]]
+
+
+def test_simulate_writes_result_and_an_svg_plot_together(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[1]
+    result, plot = tmp_path / "r.json", tmp_path / "latency.svg"
+    argv = ["simulate", str(root / "examples/scenarios/phone_edge_wifi.yaml"), "-o", str(result), "--plot", str(plot)]
+    assert main(argv) == 0
+    assert f"wrote {plot}" in capsys.readouterr().out
+    assert json.loads(result.read_text())["requests"]["completed"] > 0
+    assert b"<svg" in plot.read_bytes()[:400]

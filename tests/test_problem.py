@@ -122,6 +122,9 @@ ERRORS = [
     (_edit(("outputs",), {"T4": -4}), "outputs.T4 -4 is negative"),
     (_edit(("task_memory",), {"T1": {"weights": 4}}), "unknown key 'weights' in task_memory.T1"),
     (_edit(("tasks", "<input>"), {"P1": 1}), "tasks key '<input>' is a reserved name"),
+    (_edit(("host",), "P3"), "host 'P3' is not a device: name one of the devices (P1, P2), or leave host out to use the first"),
+    (_edit(("devcies",), ["P1"]), "unknown key 'devcies' in the top level (allowed: name, description, host, devices, links, "
+     "tasks, edges, inputs, outputs, task_memory); did you mean 'devices'?"),
 ]
 
 

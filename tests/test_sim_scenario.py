@@ -72,6 +72,12 @@ def test_wifi_bandwidth_in_megabits():
         ("colour: blue\n", 10, "colour is not a known field (allowed: name, description, model"),
         ("duration: 5 s\n", 10, "duration is given twice"),
         ("links:\n  - {between: [gpu0, cpu], latency: 1 ms, bandwidth: 1 GB/s}\n", 10, "links is given twice"),
+        ("durtion: 5 s\n", 10, "durtion is not a known field (allowed: name, description, model, precision, host, devices, "
+         "links, workload, scheduler, noise, events, policy, duration, seed); did you mean 'duration'?"),
+        ("policy: {name: periodic, peroid: 1 s}\n", 10, "did you mean 'period'?"),
+        ("policy: failovr\n", 10, "did you mean 'failover'?"),
+        ("policy: {name: periodic, period: 0 s}\n", 10, "policy.period must be > 0, got 0"),
+        ("policy: {name: threshold, alpha: 1.5}\n", 10, "policy.alpha must be <= 1 (a fraction), got 1.5"),
     ],
 )
 def test_errors_name_file_line_and_field(extra, line, message):
@@ -97,6 +103,8 @@ def test_errors_name_file_line_and_field(extra, line, message):
         ("count: 2", "count: 0", 5, "devices[1].count must be >= 1"),
         ("duration: 10 s", "duration: 0 s", 9, "duration must be > 0"),
         ("host: cpu", "host: gpu", 2, "host 'gpu' names 2 devices"),
+        ("host: cpu", "host: cpv", 2, "host 'cpv' is not a device: name one of the devices (cpu, gpu, gpu0, gpu1)"),
+        ("count: 2", "count: 5000", 5, "devices[1].count must be <= 1024"),
         ("bandwidth: 8 GB/s}", "bandwidth: 8 GB/s}\n  - {between: [gpu1, cpu], latency: 1 ms, bandwidth: 1 GB/s}", 8,
          "links[1] joins gpu1 and cpu, which an earlier link already joins"),
     ],
@@ -152,3 +160,37 @@ def test_field_reader_reports_duplicate_and_nested_lines():
 def test_example_scenarios_parse(path):
     scenario = load_scenario(path)
     assert scenario.description and scenario.events
+
+
+def test_policy_parameters_have_one_check_for_scenarios_and_the_command_line():
+    from hetero.errors import InputError
+    from hetero.policy import make_policy
+
+    with pytest.raises(ScenarioError) as in_file:
+        parse_scenario(BASE + "policy: {name: periodic, period: -1}\n", "p.yaml")
+    with pytest.raises(InputError) as on_command_line:
+        make_policy("periodic", {"period": -1.0})
+    problem = "must be > 0, got -1"
+    assert str(in_file.value) == f"p.yaml:10: policy.period {problem}"
+    assert str(on_command_line.value) == f"policy periodic: parameter period (seconds) {problem}"
+    assert parse_scenario(BASE + "policy: {name: threshold, cooldown: 0 s}\n").policy.params == {"cooldown": 0.0}
+    make_policy("threshold", {"cooldown": 0.0})
+
+
+def test_a_workload_too_large_is_refused_with_its_estimate():
+    from hetero.sim import build_world
+    from hetero.sim.engine import SimulationError, Simulator
+
+    scenario = parse_scenario(BASE.replace("builtin:resnet18", "builtin:seed-cnn").replace("rate: 20/s", "rate: 1e9/s"), "big.yaml")
+    world = build_world(scenario)
+    ops = len(world.graph)
+    with pytest.raises(SimulationError) as err:
+        Simulator(scenario, world).run()
+    text = str(err.value)
+    assert text.startswith("big.yaml: the workload is about 1e+10 requests x") and f"x {ops} ops" in text
+    assert "more than the limit of 2e+07" in text and "workload.requests" in text and "--max-events" in text
+    capped = parse_scenario(BASE.replace("builtin:resnet18", "builtin:seed-cnn").replace("rate: 20/s", "rate: 1e9/s, requests: 50"))
+    result = Simulator(capped, world).run()
+    assert result.requests["arrived"] == 50
+    with pytest.raises(SimulationError, match="more than the limit of 10"):
+        Simulator(scenario.__class__(**{**scenario.__dict__, "workload": capped.workload}), world, max_events=10).run()

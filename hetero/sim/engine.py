@@ -11,14 +11,16 @@ After each completed request the policy may rebalance; a new plan's weights trav
 from __future__ import annotations
 
 import logging
-from bisect import bisect_right
+import math
+import numbers
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from typing import Callable, Generator
 
 import numpy as np
 import simpy
 
-from hetero.errors import HeteroError
+from hetero.errors import HeteroError, InputError
 from hetero.policy import Policy, PolicyContext, make_policy
 from hetero.problem import topological_order
 from hetero.schedule import Schedule
@@ -34,8 +36,49 @@ from hetero.sim.world import World
 log = logging.getLogger(__name__)
 
 
+DEFAULT_MAX_EVENTS = 20_000_000  # op executions: about a minute of simulation, a few GB at most
+
+
 class SimulationError(HeteroError):
-    """A simulation cannot go on: a policy returned a plan for devices the scenario lacks."""
+    """A simulation cannot go on: a policy returned a plan for devices the scenario lacks, or the
+    workload is too large to simulate."""
+
+
+def estimated_requests(scenario: Scenario, plan: Schedule) -> float:
+    """How many requests the workload sends: rate x duration, the trace's arrivals before the
+    duration, or for a closed loop at most clients x duration / (think + makespan) and at most
+    duration / (the plan's busiest device time per request) plus the clients; capped by ``requests``."""
+    workload, duration = scenario.workload, scenario.duration_s
+    if workload.kind == "poisson":
+        count = workload.rate_per_s * duration
+    elif workload.kind == "trace":
+        count = float(bisect_left(workload.arrivals_s, duration))
+    else:
+        busy: dict[str, float] = defaultdict(float)
+        for slot in plan.slots:
+            busy[slot.device] += slot.end_s - slot.start_s
+        floor_s = max([*busy.values(), plan.period_s or 0.0, 0.0])
+        cycle_s = workload.think_s + plan.makespan_s
+        bounds = [workload.clients * (duration / cycle_s + 1) if cycle_s > 0 else math.inf,
+                  duration / floor_s + workload.clients if floor_s > 0 else math.inf]
+        count = min(bounds)
+    return count if workload.requests is None else min(count, float(workload.requests))
+
+
+def check_size(scenario: Scenario, ops: int, plan: Schedule, limit: int) -> None:
+    """Refuse a workload estimated to need more than ``limit`` op executions (requests x ops),
+    saying how to shrink it."""
+    requests = estimated_requests(scenario, plan)
+    total = requests * ops
+    if total <= limit:
+        return
+    how = {"poisson": "lower workload.rate", "trace": "use a shorter arrival trace",
+           "closed": "use fewer workload.clients or a longer workload.think"}[scenario.workload.kind]
+    raise SimulationError(
+        f"{scenario.where}: the workload is about {requests:.3g} requests x {ops} ops = {total:.3g} op executions, "
+        f"more than the limit of {limit:.3g}; shorten duration, {how} or set workload.requests "
+        f"(or raise the limit: hetero simulate --max-events N)"
+    )
 
 
 class Request:
@@ -50,16 +93,23 @@ class Request:
 
 
 class Simulator:
-    """Build with a scenario and its world, then :meth:`run` once."""
+    """Build with a scenario and its world, then :meth:`run` once.
+
+    ``seed`` overrides the scenario's (a whole number >= 0); ``max_events`` is the most op
+    executions the workload may be estimated to need (default :data:`DEFAULT_MAX_EVENTS`).
+    """
 
     def __init__(self, scenario: Scenario, world: World, *, policy: Policy | None = None, seed: int | None = None,
                  trace: bool = False, progress: Callable[[float], None] | None = None, coalesce: bool = True,
-                 initial: Schedule | None = None) -> None:
+                 initial: Schedule | None = None, max_events: int | None = None) -> None:
         self.scenario = scenario
+        self.max_events = DEFAULT_MAX_EVENTS if max_events is None else max_events
         self.initial = initial
         self.coalesce = coalesce
         self.world = world
         self.seed = scenario.seed if seed is None else seed
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise SimulationError(f"seed must be a whole number >= 0, got {self.seed!r}")
         self.env = simpy.Environment()
         self.tracing = trace
         self.progress = progress
@@ -68,9 +118,12 @@ class Simulator:
         self.node_names = tuple(topological_order(world.graph))
         self.recorder = Recorder(self.device_names, trace)
         self.policy = policy if policy is not None else make_policy(scenario.policy.name, scenario.policy.params)
-        self.network = Network(self.env, world.links, self.host, link_factors(scenario.events),
-                               self.recorder.transfer if trace else None, self.policy.observe_transfer)
-        speeds = device_speeds(scenario.events, self.device_names)
+        try:
+            self.network = Network(self.env, world.links, self.host, link_factors(scenario.events),
+                                   self.recorder.transfer if trace else None, self.policy.observe_transfer)
+            speeds = device_speeds(scenario.events, self.device_names)
+        except InputError as err:
+            raise SimulationError(f"{scenario.where}: events: {err}") from None
         self.speeds = [speeds[name] for name in self.device_names]
         self.workers = [DeviceWorker(self, d, name) for d, name in enumerate(self.device_names)]
         arrivals, noise = np.random.SeedSequence(self.seed).spawn(2)
@@ -96,6 +149,7 @@ class Simulator:
         initial = list(self.policy.start(context, self.initial))
         if not initial:
             raise SimulationError(f"policy {self.policy.name} returned no initial plan")
+        check_size(scenario, len(self.node_names), initial[0], self.max_events)
         for name in world.preloaded:
             self._preload(self.device_names.index(name))
         for schedule in initial:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import yaml
 
 from hetero.errors import InputError
+from hetero.io import did_you_mean
 
 
 class ScenarioError(InputError):
@@ -104,7 +105,8 @@ class Field:
             if not isinstance(key, str):
                 raise at.fail("has a key that is not a name")
             if key not in allowed:
-                raise at.child(key_node, key).fail(f"is not a known field (allowed: {', '.join(allowed)})")
+                raise at.child(key_node, key).fail(f"is not a known field (allowed: {', '.join(allowed)})"
+                                                   f"{did_you_mean(key, allowed)}")
             if key in fields:
                 raise at.child(key_node, key).fail("is given twice")
             fields[key] = self.child(value_node, key)
@@ -152,7 +154,7 @@ class Field:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(f"must be a non-empty text, got {value!r}")
         if choices is not None and value not in choices:
-            raise self.fail(f"'{value}' is not one of {', '.join(choices)}")
+            raise self.fail(f"'{value}' is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
         return value
 
     def boolean(self) -> bool:
@@ -171,8 +173,11 @@ class Field:
 
     def number(self, minimum: float | None = None, positive: bool = False, maximum: float | None = None,
                below: float | None = None) -> float:
-        """A plain finite number within the given bounds."""
+        """A plain finite number within the given bounds (YAML 1.1 reads 1e9 as text: taken as a number)."""
         value = self.value()
+        match = _QUANTITY.match(value) if isinstance(value, str) else None
+        if match is not None and not match.group(2):
+            value = float(match.group(1))
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(f"must be a number, got {value!r}")
         return self._bounded(float(value), minimum, positive, maximum, below)

@@ -1,9 +1,9 @@
 """From a scenario file to RESULT.json, a Perfetto trace and a plot: what ``hetero simulate`` does.
 
-:func:`run_scenario_file` is the command's body; :func:`summary_lines` is what it prints. Every
-file is written atomically. The trace holds the same :class:`~hetero.trace.TraceEvent` records a
-real run produces (one process per device, a lane per link), plus the scenario's events on an
-``events`` lane of the device or link they affect.
+:func:`run_scenario_file` is the command's body; :func:`summary_lines` is what it prints. The
+files are written all or none (:class:`~hetero.io.OutputSet`). The trace holds the same
+:class:`~hetero.trace.TraceEvent` records a real run produces (one process per device, a lane
+per link), plus the scenario's events on an ``events`` lane of the device or link they affect.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import logging
 import os
 from typing import Callable
 
-from hetero.io import write_atomic
+from hetero.io import OutputSet, write_atomic
 from hetero.sim.metrics import SimResult
-from hetero.trace import TraceEvent, write_chrome_trace
+from hetero.trace import TraceEvent, chrome_trace
 
 log = logging.getLogger(__name__)
 
@@ -28,28 +28,46 @@ def run_scenario_file(
     plot: str | os.PathLike[str] | None = None,
     seed: int | None = None,
     progress: bool = True,
+    max_events: int | None = None,
 ) -> SimResult:
-    """Load, simulate and write the requested files; ``progress`` shows a bar on stderr."""
-    from hetero.sim import build_world, load_scenario, simulate
+    """Load, simulate and write the requested files, all or none; ``progress`` shows a bar on stderr.
 
+    Output paths (and the plot's format) are checked before the simulation starts; a workload
+    estimated to need more than ``max_events`` op executions is refused (see
+    :func:`hetero.sim.engine.check_size`).
+    """
+    from hetero.sim import Simulator, build_world, load_scenario
+
+    outputs = OutputSet({"-o": output, "--trace": trace, "--plot": plot})
+    if plot is not None:
+        from hetero.plots import image_format
+
+        image_format(plot, "--plot")
     scenario = load_scenario(path)
     world = build_world(scenario)
     with _progress_bar(scenario.duration_s, progress, scenario.name) as update:
-        result = simulate(scenario, world=world, seed=seed, trace=trace is not None, progress=update)
+        result = Simulator(scenario, world, seed=seed, trace=trace is not None, progress=update,
+                           max_events=max_events).run()
     if output is not None:
-        write_result(output, result)
+        outputs.put("-o", result_bytes(result))
     if trace is not None:
-        write_trace(trace, result)
+        outputs.put("--trace", trace_bytes(result, trace))
     if plot is not None:
-        from hetero.plots import write_simulation_plot
+        from hetero.plots import simulation_image
 
-        write_simulation_plot(plot, result)
+        outputs.put("--plot", simulation_image(plot, result))
+    outputs.commit()
     return result
+
+
+def result_bytes(result: SimResult) -> bytes:
+    """RESULT.json's bytes."""
+    return (json.dumps(result.to_dict(), indent=1) + "\n").encode()
 
 
 def write_result(path: str | os.PathLike[str], result: SimResult) -> None:
     """RESULT.json, atomically."""
-    write_atomic(path, (json.dumps(result.to_dict(), indent=1) + "\n").encode())
+    write_atomic(path, result_bytes(result))
 
 
 def event_markers(result: SimResult) -> list[TraceEvent]:
@@ -67,14 +85,20 @@ def event_markers(result: SimResult) -> list[TraceEvent]:
     return markers
 
 
-def write_trace(path: str | os.PathLike[str], result: SimResult) -> None:
-    """The simulated run as a Chrome/Perfetto trace, atomically."""
+def trace_bytes(result: SimResult, path: str | os.PathLike[str] = "trace") -> bytes:
+    """The simulated run as a Chrome/Perfetto trace's bytes (``path`` names it in a warning)."""
     if result.trace_dropped:
         last = max((e.end_s for e in result.trace), default=0.0)
         log.warning("%s: the trace keeps the first %d events (to %.6g s of %.6g s); %d later ones are left out",
                     path, len(result.trace), last, result.end_s, result.trace_dropped)
     events = list(result.trace) + event_markers(result)
-    write_chrome_trace(path, events, result.devices, label=f"hetero simulate {result.scenario} (seed {result.seed})")
+    label = f"hetero simulate {result.scenario} (seed {result.seed})"
+    return json.dumps(chrome_trace(events, result.devices, label=label)).encode()
+
+
+def write_trace(path: str | os.PathLike[str], result: SimResult) -> None:
+    """The simulated run as a Chrome/Perfetto trace, atomically."""
+    write_atomic(path, trace_bytes(result, path))
 
 
 def summary_lines(result: SimResult) -> list[str]:

@@ -12,6 +12,7 @@ import math
 from bisect import bisect_right
 from typing import Iterable, Sequence
 
+from hetero.errors import InputError
 from hetero.sim.scenario import DynamicEvent
 
 
@@ -33,7 +34,8 @@ class RateProfile:
                 times.append(t)
                 rates.append(rate)
         if any(not r > 0 for r in rates):
-            raise ValueError(f"a rate must stay positive, got {rates}")
+            raise InputError(f"a device's speed or a link's bandwidth drops to {min(rates):g} under the scenario's "
+                             "events; use smaller slowdown factors (or fewer overlapping ones)")
         self.times = times
         self.rates = rates
         self.base = base

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from hetero.sim.fields import Field, ScenarioError, load_yaml, parse_yaml
+from hetero.io import did_you_mean
+from hetero.sim.fields import TIME_UNITS, Field, ScenarioError, load_yaml, parse_yaml
 
 TOP_KEYS = ("name", "description", "model", "precision", "host", "devices", "links", "workload", "scheduler",
             "noise", "events", "policy", "duration", "seed")
 DEFAULT_HOST = "host"
+MAX_DEVICES = 1024
 WORKLOAD_KEYS = {
     "closed": ("kind", "clients", "think", "requests"),
     "poisson": ("kind", "rate", "requests"),
@@ -168,6 +170,8 @@ def _parse(top: Field, path: Path) -> Scenario:
 
     fields = top.mapping(TOP_KEYS, required=("model", "devices", "workload", "duration"))
     devices = tuple(_device(f, path) for f in fields["devices"].sequence())
+    if sum(entry.count for entry in devices) > MAX_DEVICES:
+        raise fields["devices"].fail(f"list {sum(e.count for e in devices)} devices; a scenario simulates at most {MAX_DEVICES}")
     names: dict[str, DeviceEntry] = {}
     for entry in devices:
         for name in (entry.name, *entry.names):
@@ -176,6 +180,10 @@ def _parse(top: Field, path: Path) -> Scenario:
                 raise ScenarioError(f"{top.where}:{entry.line}: device name '{name}' is used twice")
             names[name] = entry
     host = fields["host"].string() if "host" in fields else DEFAULT_HOST
+    if host not in names and host != DEFAULT_HOST:
+        listed = tuple(names)
+        raise fields["host"].fail(f"'{host}' is not a device: name one of the devices ({', '.join(listed)}), or "
+                                  f"leave host out for a separate host called '{DEFAULT_HOST}'{did_you_mean(host, listed)}")
     if host in names and names[host].count != 1:
         raise fields["host"].fail(f"'{host}' names {names[host].count} devices; the host is one device or a name of its own")
     endpoints = {name: entry.names if name == entry.name else (name,) for name, entry in names.items()}
@@ -210,11 +218,18 @@ def _parse(top: Field, path: Path) -> Scenario:
     )
 
 
+def _count(at: Field) -> int:
+    count = at.integer(minimum=1)
+    if count > MAX_DEVICES:
+        raise at.fail(f"must be <= {MAX_DEVICES} (the most devices a scenario simulates), got {count}")
+    return count
+
+
 def _device(at: Field, path: Path) -> DeviceEntry:
     fields = at.mapping(("name", "spec", "profile", "device", "count", "preload"), required=("name",))
     name = fields["name"].string()
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise fields["name"].fail(f"'{name}' must be letters, digits, '-' or '_'")
+    if not name.replace("-", "").replace("_", "").replace(":", "").isalnum():  # ':' as in opencl:0
+        raise fields["name"].fail(f"'{name}' must be letters, digits, '-', '_' or ':'")
     if ("spec" in fields) == ("profile" in fields):
         raise at.fail("needs either 'spec' (a catalog device) or 'profile' and 'device' (a measured one)")
     if "profile" in fields and "device" not in fields:
@@ -223,7 +238,7 @@ def _device(at: Field, path: Path) -> DeviceEntry:
         raise fields["device"].fail("is only for profile devices")
     return DeviceEntry(
         name=name,
-        count=fields["count"].integer(minimum=1) if "count" in fields else 1,
+        count=_count(fields["count"]) if "count" in fields else 1,
         spec=fields["spec"].string() if "spec" in fields else None,
         profile=str(resolve_path(fields["profile"], fields["profile"].string(), path)) if "profile" in fields else None,
         device=fields["device"].string() if "device" in fields else None,
@@ -377,9 +392,11 @@ def _policy(at: Field) -> PolicySpec:
             continue
         f = fields[key]
         if parameter.unit == "s":
-            params[key] = f.seconds(positive=True)
-        elif parameter.unit == "fraction":
-            params[key] = f.number(positive=True, maximum=1.0)
+            value = f.quantity(TIME_UNITS, "duration", "'0.5 s' or 0.5")
         else:
-            params[key] = f.number(positive=True)
+            value = f.number()
+        problem = parameter.problem(value)  # the same check as hetero run --policy-param
+        if problem is not None:
+            raise f.fail(problem)
+        params[key] = value
     return PolicySpec(name, params)
