@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hetero.backends import cpu_gemm
+from hetero.backends.cpu import gemm as cpu_gemm
 
 DEFAULT_SHAPES = ["1024x1024x1024", "3136x576x64"]
 

@@ -35,9 +35,10 @@ import json, statistics, sys
 import numpy as np
 import hetero.backends.cuda as cuda
 from hetero.backends import open_device
-from hetero.backends.reference import reference_op, run_graph
-from hetero.graph import TensorSpec, make_op
-from hetero.model_source import load_graph
+from hetero.backends.reference import reference_op
+from hetero.exec.executor import run_reference
+from hetero.ir.graph import TensorSpec, make_op
+from hetero.ir.source import load_graph
 
 dev, rng = open_device(sys.argv[2]), np.random.default_rng(0)
 results = {"device": dev.info.description}
@@ -80,7 +81,7 @@ for op in graph.ops_in_order():
     outs, seconds = dev.timed_run(op, [values[t] for t in op.activation_inputs])
     values.update(zip(op.outputs, outs))
     total += seconds
-want = run_graph(graph, feeds)["logits"]
+want = run_reference(graph, feeds)["logits"]
 got = dev.download(values["logits"])
 results["mobilenetv2 fp32 op-by-op"] = {"ms": total * 1e3, "rel_l2": float(np.linalg.norm(got - want) / np.linalg.norm(want))}
 json.dump(results, open(sys.argv[1], "w"), indent=1)

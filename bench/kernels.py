@@ -23,13 +23,13 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from hetero.backends import open_device
-from hetero.devices import discover
+from hetero.backends.discovery import discover
 from hetero.errors import HeteroError
-from hetero.executor import run_on_device
-from hetero.graph import TensorSpec, make_op
-from hetero.lowering import lower_qdq
-from hetero.onnx_import import import_onnx
-from hetero.pipeline import quantized_onnx
+from hetero.exec.executor import run_on_device
+from hetero.ir.graph import TensorSpec, make_op
+from hetero.quant.lowering import lower_qdq
+from hetero.ir.onnx_import import import_onnx
+from hetero.quant.precision import quantized_onnx
 
 SIZE = 1024
 

@@ -33,9 +33,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hetero.backends.reference import run_graph
+from hetero.exec.executor import run_reference
 from hetero.errors import HeteroError
-from hetero.onnx_import import import_onnx
+from hetero.ir.onnx_import import import_onnx
 
 RTOL, ATOL = 1e-3, 1e-5
 SUITES = ("node", "pytorch-operator", "pytorch-converted", "simple")
@@ -211,7 +211,7 @@ def run_case(case: Case, strict: bool = False) -> Result:
                 feeds = dict(zip(input_names, inputs))
                 model = case.model if strict else _bind_shape_inputs(case.model, feeds)
                 graph = import_onnx(model, label=case.name)
-                outputs = run_graph(graph, feeds)
+                outputs = run_reference(graph, feeds)
                 for proto, want in zip(case.model.graph.output, expected):
                     problem = _compare(want, outputs[proto.name], case.rtol, case.atol)
                     if problem:

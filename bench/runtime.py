@@ -22,15 +22,15 @@ import numpy as np
 import onnxruntime as ort
 
 from hetero.backends import open_device
-from hetero.cost_profile import ProfileCostModel
-from hetero.devices import discover
+from hetero.cost.model import ProfileCostModel
+from hetero.backends.discovery import discover
 from hetero.errors import HeteroError
-from hetero.lowering import lower_qdq
-from hetero.onnx_import import import_onnx
-from hetero.pipeline import quantized_onnx
+from hetero.quant.lowering import lower_qdq
+from hetero.ir.onnx_import import import_onnx
+from hetero.quant.precision import quantized_onnx
 from hetero.policy import PolicyContext, make_policy
-from hetero.profiler import Budget, profile_graph
-from hetero.runtime import Runtime
+from hetero.cost.profiler import Budget, profile_graph
+from hetero.exec.runtime import Runtime
 from hetero.schedulers import fixed_schedule, schedule
 
 

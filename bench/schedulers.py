@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from hetero.cost import CostModel
+from hetero.cost.protocol import CostModel
 from hetero.problem import Problem, as_task_graph
 from hetero.schedulers import compile_tasks, schedule
 from hetero.schedulers.heft import heft
@@ -168,7 +168,7 @@ def large_problems(seeds: int) -> list[tuple[str, Problem]]:
 
 
 def model_problems() -> list[tuple[str, Problem]]:
-    from hetero.model_source import load_graph
+    from hetero.ir.source import load_graph
 
     sources = ["builtin:seed-cnn", "builtin:resnet18", "builtin:mobilenetv2"]
     sources += [str(p) for p in sorted(SHARED_MODELS.glob("*.onnx"))]

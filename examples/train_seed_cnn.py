@@ -1,7 +1,7 @@
 """Train the seed CNN on the digits train split and write examples/models/seed_cnn.onnx.
 
 Needs PyTorch (hetero itself never imports it). The ONNX file is built with
-hetero.models.seed_cnn from the trained weights, not with torch.onnx, then scored with
+hetero.ir.models.seed_cnn from the trained weights, not with torch.onnx, then scored with
 onnxruntime. Run from the repository root, e.g.:
 
     PYTHONPATH=. .venv-train/bin/python examples/train_seed_cnn.py
@@ -20,14 +20,14 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from hetero.datasets import load_digits_28
-from hetero.models import SEED_CNN_SHAPES, seed_cnn
+from hetero.ir.datasets import load_digits_28
+from hetero.ir.models import SEED_CNN_SHAPES, seed_cnn
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "models" / "seed_cnn.onnx"
 
 
 class SeedCNN(nn.Module):
-    """The seed CNN; parameter names match hetero.models.SEED_CNN_SHAPES."""
+    """The seed CNN; parameter names match hetero.ir.models.SEED_CNN_SHAPES."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,7 +1,16 @@
 """hetero: heterogeneous compute scheduling simulator and runtime for edge AI."""
 
-from hetero.errors import DeviceError, GraphError, HeteroError, InputError, ModelError, UnsupportedOpError
-from hetero.graph import Graph, Op, TensorSpec
+from hetero.errors import (
+    DeviceError,
+    GraphError,
+    HeteroError,
+    InputError,
+    ModelError,
+    ProfileError,
+    ScheduleError,
+    UnsupportedOpError,
+)
+from hetero.ir.graph import Graph, Op, TensorSpec
 
 __version__ = "0.1.0"
 
@@ -13,6 +22,8 @@ __all__ = [
     "InputError",
     "ModelError",
     "Op",
+    "ProfileError",
+    "ScheduleError",
     "TensorSpec",
     "UnsupportedOpError",
     "__version__",

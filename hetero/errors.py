@@ -37,3 +37,20 @@ class ProfileError(HeteroError):
 
 class ScheduleError(HeteroError):
     """No feasible schedule exists for the request, or a schedule breaks one of its invariants."""
+
+
+class SimulationError(HeteroError):
+    """A simulation cannot go on: a policy returned a plan for devices the scenario lacks, or the
+    workload is too large to simulate."""
+
+
+class ScenarioError(InputError):
+    """A scenario file is missing, not YAML, or has a field of the wrong type, range or name."""
+
+
+class OutputError(HeteroError):
+    """An output path cannot be written: a folder, under a file, on a read-only or special file system."""
+
+
+class UsageError(InputError):
+    """The command line itself is wrong: an unknown option, a bad choice or value, a missing argument."""

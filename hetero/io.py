@@ -27,16 +27,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from hetero.errors import HeteroError, InputError
+from hetero.errors import HeteroError, InputError, OutputError
 
 if TYPE_CHECKING:
-    from hetero.graph import Graph
+    from hetero.ir.graph import Graph
 
 log = logging.getLogger(__name__)
-
-
-class OutputError(HeteroError):
-    """An output path cannot be written: a folder, under a file, on a read-only or special file system."""
 
 
 def did_you_mean(word: str, options: Sequence[str]) -> str:

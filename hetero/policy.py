@@ -37,7 +37,7 @@ from typing import Callable, Hashable, Iterable, Mapping, Protocol, Sequence
 
 import networkx as nx
 
-from hetero.cost import CostModel
+from hetero.cost.protocol import CostModel
 from hetero.errors import DeviceError, InputError, ScheduleError
 from hetero.io import did_you_mean
 from hetero.schedule import Schedule

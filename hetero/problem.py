@@ -8,7 +8,7 @@ nodes carry four byte counts (absent means 0):
 - ``input_bytes``: graph input read from the host (the transfer host -> device is costed);
 - ``result_bytes``: graph output that must end on the host (device -> host is costed).
 
-A model :class:`~hetero.graph.Graph` becomes one with :func:`as_task_graph` (inputs start on the
+A model :class:`~hetero.ir.graph.Graph` becomes one with :func:`as_task_graph` (inputs start on the
 host, outputs end there). A problem file has no graph I/O unless it says so::
 
     {"name": "...", "host": "P1",
@@ -35,7 +35,7 @@ from typing import Any, Mapping
 
 import networkx as nx
 
-from hetero.cost import Link, TableCostModel
+from hetero.cost.protocol import Link, TableCostModel
 from hetero.errors import GraphError, InputError
 from hetero.io import did_you_mean, write_atomic
 

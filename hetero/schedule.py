@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 import networkx as nx
 import numpy as np
 
-from hetero.cost import CostModel
+from hetero.cost.protocol import CostModel
 from hetero.errors import InputError, ScheduleError
 from hetero.io import write_atomic
 from hetero.problem import as_task_graph

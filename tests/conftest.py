@@ -15,10 +15,10 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from hetero.backends.reference import run_graph
-from hetero.devices import DeviceInfo, discover
-from hetero.graph import Graph
-from hetero.onnx_import import import_onnx
+from hetero.exec.executor import run_reference
+from hetero.backends.discovery import DeviceInfo, discover
+from hetero.ir.graph import Graph
+from hetero.ir.onnx_import import import_onnx
 
 SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 REL_L2 = 1e-4
@@ -116,7 +116,7 @@ def check_against_ort(
     Returns the imported graph so callers can inspect it.
     """
     graph = import_onnx(model, input_shapes=input_shapes)
-    got = run_graph(graph, feeds)
+    got = run_reference(graph, feeds)
     want = ort_run(model, feeds)
     assert set(got) == set(want), f"outputs {sorted(got)} != onnxruntime {sorted(want)}"
     for spec in graph.outputs:
@@ -170,7 +170,7 @@ def usable_opencl() -> tuple[list[DeviceInfo], str]:
 
 def resnet_roofline_world():
     """resnet18 on a CPU host, two equal GPUs and an NPU with made-up roofline costs (simulator tests)."""
-    from hetero.model_source import load_graph
+    from hetero.ir.source import load_graph
     from hetero.sim.scenario import LinkSpec
     from hetero.sim.world import table_world
 

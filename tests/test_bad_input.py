@@ -1,6 +1,6 @@
 """Every kind of bad input ends in one ``hetero: error: ...`` line naming what is at fault.
 
-Each case runs the command line in-process (``hetero.cli.main``) on real bad files made here
+Each case runs the command line in-process (``hetero.app.cli.main``) on real bad files made here
 (truncated and edited ONNX models, profiles, plans, scenarios, problem files, arrays) and checks
 the exit status, that stderr is exactly one ``hetero: error:`` line holding the key name, and
 that the command left no output file (nor a temporary one) behind.
@@ -21,8 +21,9 @@ import numpy as np
 import onnx
 import pytest
 
-from hetero.cli import main
-from hetero.io import OutputError, OutputSet, write_atomic
+from hetero.app.cli import main
+from hetero.errors import OutputError
+from hetero.io import OutputSet, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "models" / "seed_cnn.onnx"
@@ -338,7 +339,7 @@ def test_figures_are_written_in_the_format_their_suffix_names(tmp_path, capsys, 
 
 
 def test_fault_with_failover_loses_nothing_and_outputs_are_bit_identical(tmp_path, capsys):
-    from hetero.datasets import load_digits_28
+    from hetero.ir.datasets import load_digits_28
 
     x = tmp_path / "x.npy"
     np.save(x, load_digits_28("test")[0][:4])

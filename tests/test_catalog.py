@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hetero.catalog import load_catalog, load_spec
+from hetero.cost.catalog import load_catalog, load_spec
 from hetero.errors import ProfileError
 from hetero.resources import data_dir
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hetero.cli import main
-from hetero.datasets import load_digits_28
+from hetero.app.cli import main
+from hetero.ir.datasets import load_digits_28
 
 
 @pytest.mark.opencl
@@ -128,7 +128,7 @@ def test_demo_runs_the_whole_story(tmp_path, capsys):
 
 @pytest.mark.opencl
 def test_quantize_then_run_int8_on_opencl(tmp_path, capsys):
-    from hetero.datasets import calibration_digits
+    from hetero.ir.datasets import calibration_digits
 
     cal, model = tmp_path / "cal.npy", tmp_path / "seed.int8.onnx"
     np.save(cal, calibration_digits(16))

@@ -15,17 +15,18 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from hetero import ops
-from hetero.backends.cpu import CpuDevice
-from hetero.backends.reference import reference_op, run_graph
-from hetero.devices import DeviceInfo
+from hetero.ir import ops
+from hetero.backends.cpu.device import CpuDevice
+from hetero.backends.reference import reference_op
+from hetero.exec.executor import run_reference
+from hetero.backends.discovery import DeviceInfo
 from hetero.errors import DeviceError
-from hetero.executor import run_on_device
-from hetero.graph import Op, TensorSpec, make_op
-from hetero.lowering import lower_qdq
-from hetero.model_source import load_graph, load_onnx
-from hetero.onnx_import import import_onnx
-from hetero.quant import calibration_for, quantize_model
+from hetero.exec.executor import run_on_device
+from hetero.ir.graph import Op, TensorSpec, make_op
+from hetero.quant.lowering import lower_qdq
+from hetero.ir.source import load_graph, load_onnx
+from hetero.ir.onnx_import import import_onnx
+from hetero.quant.qdq import calibration_for, quantize_model
 
 RESNET18 = Path(__file__).resolve().parents[2] / "shared" / "models" / "resnet18.onnx"
 REL_L2 = 1e-4
@@ -120,7 +121,7 @@ def test_op_without_a_kernel_is_a_capability_gap() -> None:
     erf = make_op("erf_1", "Erf", ["x"], ["y"], {}, {"x": TensorSpec("x", (2, 3), "float32")}, {})
     device = CpuDevice(DeviceInfo("cpu", "cpu", "test cpu", "numba", 1, 0))
     assert not device.supports(erf)
-    from hetero.graph import Graph
+    from hetero.ir.graph import Graph
 
     graph = Graph.build([erf], [TensorSpec("x", (2, 3), "float32")], ["y"], name="erf")
     with pytest.raises(DeviceError, match="no kernel for Erf.*erf_1"):
@@ -458,7 +459,7 @@ def test_builtin_models(spec: str) -> None:
     graph = load_graph(spec)
     feeds = {s.name: np.random.default_rng(5).standard_normal(s.shape).astype(s.dtype) for s in graph.inputs}
     device = CpuDevice(INFO, threads=1 if "mobilenet" in spec else None)
-    got, want = run_on_device(graph, device, feeds), run_graph(graph, feeds)
+    got, want = run_on_device(graph, device, feeds), run_reference(graph, feeds)
     for name, expected in want.items():
         err = np.linalg.norm((got[name] - expected).ravel()) / np.linalg.norm(expected.ravel())
         assert got[name].dtype == expected.dtype and err <= REL_L2, f"{spec}: relative L2 error {err:.3g}"
@@ -472,7 +473,7 @@ def test_quantized_models_bit_exact(spec: str, dtype: str) -> None:
     graph = lower_qdq(import_onnx(qdq))
     assert any(op.type == "QLinearConv" for op in graph.ops_in_order())
     feeds = {s.name: np.random.default_rng(2).standard_normal(s.shape).astype(s.dtype) for s in graph.inputs}
-    got, want = run_on_device(graph, CpuDevice(INFO), feeds), run_graph(graph, feeds)
+    got, want = run_on_device(graph, CpuDevice(INFO), feeds), run_reference(graph, feeds)
     for name, expected in want.items():
         np.testing.assert_array_equal(got[name], expected)
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hetero.backends import cpu_gemm
+from hetero.backends.cpu import gemm as cpu_gemm
 from hetero.errors import DeviceError, InputError
 
 DTYPES = [np.int8, np.uint8]

@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from hetero.devices import discover
+from hetero.backends.discovery import discover
 
 _found, _absent = discover()
 CUDA = [d for d in _found if d.kind == "cuda"]

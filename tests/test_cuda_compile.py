@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hetero.backends.cuda import cuda_source
-from hetero.backends.opencl_common import kernel_files
+from hetero.backends.kernels.common import kernel_files
 
 NVCC = shutil.which("nvcc") or next(
     (str(p) for p in (Path("/usr/local/cuda/bin/nvcc"),) if p.is_file()), None

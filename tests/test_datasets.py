@@ -1,4 +1,4 @@
-"""Tests for hetero.datasets: the digits split and the MNIST IDX reader/writer."""
+"""Tests for hetero.ir.datasets: the digits split and the MNIST IDX reader/writer."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hetero import datasets
-from hetero.datasets import calibration_digits, load_digits_28, load_mnist_idx, write_mnist_idx
+from hetero.ir import datasets
+from hetero.ir.datasets import calibration_digits, load_digits_28, load_mnist_idx, write_mnist_idx
 
 
 def test_digits_shapes_dtypes_range() -> None:

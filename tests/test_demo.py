@@ -6,19 +6,19 @@ import json
 
 import pytest
 
-from hetero.demo import cross_device_plan, qdq_summary
-from hetero.pipeline import cost_model_for
+from hetero.app.demo import cross_device_plan, qdq_summary
+from hetero.cost.model import cost_model_for
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def int8_seed():
-    from hetero.datasets import calibration_digits
-    from hetero.lowering import lower_qdq
-    from hetero.model_source import load_onnx
-    from hetero.onnx_import import import_onnx
-    from hetero.quant import quantize_model
+    from hetero.ir.datasets import calibration_digits
+    from hetero.quant.lowering import lower_qdq
+    from hetero.ir.source import load_onnx
+    from hetero.ir.onnx_import import import_onnx
+    from hetero.quant.qdq import quantize_model
 
     qdq = quantize_model(load_onnx("builtin:seed-cnn"), calibration_digits(16))
     return qdq, lower_qdq(import_onnx(qdq, label="seed.int8.onnx"))
@@ -41,7 +41,7 @@ def test_cross_device_plan_is_the_fastest_valid_head_tail_split(int8_seed) -> No
             other = fixed_schedule(graph, cost, {n: head if i < split else tail for i, n in enumerate(order)})
             assert plan.makespan_s <= other.makespan_s + 1e-15
     assert cross_device_plan(graph, cost, names[:1]) is None
-    from hetero.demo import _plan_to_run
+    from hetero.app.demo import _plan_to_run
     from hetero.schedulers import schedule
 
     alone = schedule(graph, cost, "single", "throughput")
@@ -65,7 +65,7 @@ def test_qdq_summary_counts_what_the_quantizer_wrote(int8_seed) -> None:
 @pytest.mark.slow
 def test_demo_report_sections(tmp_path) -> None:
     """The whole demo (about 10 s): the report's sections carry their figures."""
-    from hetero.demo import run_demo
+    from hetero.app.demo import run_demo
 
     report = run_demo(tmp_path, say=lambda text: None).read_text()
     quant = report.split("## 2. int8 quantization")[1].split("## 3.")[0]
@@ -93,7 +93,7 @@ def test_demo_report_sections(tmp_path) -> None:
 def test_profiles_record_the_cpu_and_its_flags_that_matter() -> None:
     from pathlib import Path
 
-    from hetero.profiler import CPU_FLAGS, host_identity
+    from hetero.cost.profiler import CPU_FLAGS, host_identity
 
     identity = host_identity()
     assert identity["cores"] >= 1 and identity["cpu"]

@@ -14,12 +14,12 @@ import pytest
 
 from conftest import usable_opencl
 from hetero.backends import open_device
-from hetero.cli import main
-from hetero.devices import OPENCL_FIX, _run_probe, discover, opencl_probe, opencl_verdict, probe_opencl
+from hetero.app.cli import main
+from hetero.backends.discovery import OPENCL_FIX, _run_probe, discover, opencl_probe, opencl_verdict, probe_opencl
 from hetero.errors import DeviceError, ProfileError
-from hetero.graph import Graph, TensorSpec, make_op
-from hetero.profile import check_device, load_profile, save_profile
-from hetero.profiler import Budget, profile_graph
+from hetero.ir.graph import Graph, TensorSpec, make_op
+from hetero.cost.profile import check_device, load_profile, save_profile
+from hetero.cost.profiler import Budget, profile_graph
 
 OPENCL, NO_OPENCL = usable_opencl()
 needs_opencl = pytest.mark.skipif(not OPENCL, reason=NO_OPENCL)

@@ -8,9 +8,9 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from hetero.backends.reference import run_graph
+from hetero.exec.executor import run_reference
 from hetero.errors import GraphError, UnsupportedOpError
-from hetero.graph import Graph, Op, TensorSpec, make_op
+from hetero.ir.graph import Graph, Op, TensorSpec, make_op
 
 X = TensorSpec("x", (2, 4), "float32")
 
@@ -50,7 +50,7 @@ def test_build_and_run() -> None:
     a = np.maximum(x, 0)
     c = a + 1 / (1 + np.exp(-a))
     f = np.concatenate([c[:, 1:], c[:, :1]], axis=1)
-    np.testing.assert_allclose(run_graph(graph, {"x": x})["y"], f @ w + np.arange(3), rtol=1e-5)
+    np.testing.assert_allclose(run_reference(graph, {"x": x})["y"], f @ w + np.arange(3), rtol=1e-5)
 
 
 def test_ops_in_order_is_a_topological_order() -> None:

@@ -11,11 +11,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import SHARED_MODELS, assert_matches, make_model, node, op_types, ort_run, random_feeds
-from hetero import models
-from hetero.backends.reference import run_graph
+from hetero.ir import models
+from hetero.exec.executor import run_reference
 from hetero.errors import GraphError, ModelError, UnsupportedOpError
-from hetero.model_source import load_graph
-from hetero.onnx_import import import_onnx
+from hetero.ir.source import load_graph
+from hetero.ir.onnx_import import import_onnx
 from hetero.resources import seed_model_path
 
 # --- real and builtin models ----------------------------------------------------------------
@@ -37,7 +37,7 @@ def test_shared_model_matches_onnxruntime(name: str) -> None:
     assert set(op_types(graph)) == SHARED[name], "Identity and Constant nodes are removed at import"
     assert [s.shape for s in graph.inputs] == [(1, 3, 224, 224)]
     feeds = random_feeds(graph, seed=7)
-    got = run_graph(graph, feeds)
+    got = run_reference(graph, feeds)
     want = ort_run(path, feeds)
     for spec in graph.outputs:
         assert_matches(got[spec.name], want[spec.name], what=f"{name}:{spec.name}")
@@ -50,7 +50,7 @@ def test_builtin_matches_onnxruntime(name: str) -> None:
     graph = import_onnx(model)
     assert "BatchNormalization" not in op_types(graph), "Conv+BatchNormalization pairs are folded"
     feeds = random_feeds(graph, seed=3)
-    got = run_graph(graph, feeds)
+    got = run_reference(graph, feeds)
     want = ort_run(model, feeds)
     assert set(got) == set(want) == {models.OUTPUT_NAME}
     assert_matches(got[models.OUTPUT_NAME], want[models.OUTPUT_NAME], what=name)
@@ -60,7 +60,7 @@ def test_builtin_seed_cnn_via_load_graph() -> None:
     graph = load_graph("builtin:seed-cnn")
     assert op_types(graph) == ["Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Relu", "Gemm"]
     feeds = random_feeds(graph, seed=5)
-    got = run_graph(graph, feeds)
+    got = run_reference(graph, feeds)
     want = ort_run(seed_model_path(), feeds)
     assert_matches(got["logits"], want["logits"], what="seed-cnn")
 
@@ -199,7 +199,7 @@ def test_old_opset_converted(opset: int) -> None:
     model = make_model([node("Relu", ["x"], ["y"])], {"x": x}, ["y"], opset=opset)
     graph = import_onnx(model)
     assert op_types(graph) == ["Relu"]
-    np.testing.assert_array_equal(run_graph(graph, {"x": x})["y"], np.maximum(x, 0))
+    np.testing.assert_array_equal(run_reference(graph, {"x": x})["y"], np.maximum(x, 0))
 
 
 @pytest.mark.parametrize("opset", [13, 21, onnx.defs.onnx_opset_version()])
@@ -269,7 +269,7 @@ def test_initializer_listed_as_graph_input() -> None:
     graph = import_onnx(model)
     assert [s.name for s in graph.inputs] == ["x"]
     assert "w" in graph.op("matmul_y").weights
-    assert_matches(run_graph(graph, {"x": x})["y"], ort_run(model, {"x": x})["y"])
+    assert_matches(run_reference(graph, {"x": x})["y"], ort_run(model, {"x": x})["y"])
 
 
 def test_graph_output_that_is_a_constant() -> None:
@@ -338,7 +338,7 @@ def test_symbolic_batch_defaults_to_one() -> None:
     assert graph.outputs[0].shape == (1, 5)
     assert op_types(graph) == ["Conv", "Relu", "Reshape", "Gemm"]
     feeds = random_feeds(graph, seed=1)
-    assert_matches(run_graph(graph, feeds)["logits"], ort_run(model, feeds)["logits"], what="N=1")
+    assert_matches(run_reference(graph, feeds)["logits"], ort_run(model, feeds)["logits"], what="N=1")
 
 
 def test_symbolic_batch_set_by_input_shapes() -> None:
@@ -349,7 +349,7 @@ def test_symbolic_batch_set_by_input_shapes() -> None:
     assert graph.inputs[0].shape == (4, 3, 8, 8)
     assert graph.outputs[0].shape == (4, 5)
     feeds = random_feeds(graph, seed=2)
-    got = run_graph(graph, feeds)["logits"]
+    got = run_reference(graph, feeds)["logits"]
     want = ort_run(model, feeds)["logits"]
     assert want.shape == (4, 5)
     assert_matches(got, want, what="N=4")

@@ -19,14 +19,14 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
 from conftest import SHARED_MODELS
-from hetero.backends.reference import run_graph
-from hetero.datasets import calibration_digits, load_digits_28
-from hetero.graph import Graph
-from hetero.lowering import lower_qdq
-from hetero.model_source import load_onnx
-from hetero.onnx_import import import_onnx
-from hetero.ops import get as get_op
-from hetero.quant import calibration_for, quantize_model
+from hetero.exec.executor import run_reference
+from hetero.ir.datasets import calibration_digits, load_digits_28
+from hetero.ir.graph import Graph
+from hetero.quant.lowering import lower_qdq
+from hetero.ir.source import load_onnx
+from hetero.ir.onnx_import import import_onnx
+from hetero.ir.ops import get as get_op
+from hetero.quant.qdq import calibration_for, quantize_model
 from hetero.resources import seed_model_path
 
 IMAGE = (1, 3, 224, 224)
@@ -67,7 +67,7 @@ def compare(model: onnx.ModelProto | Path, inputs: list[np.ndarray], int8_allowe
     worst = 0.0
     top1 = True
     for x in inputs:
-        got = run_graph(lowered, {name: x})[lowered.outputs[0].name]
+        got = run_reference(lowered, {name: x})[lowered.outputs[0].name]
         want = ort_session.run(None, {name: x})[0]
         same += int(np.sum(got == want))
         total += got.size
@@ -335,7 +335,7 @@ def test_relu_not_implied_by_the_q_stays_float(tmp_path: Path) -> None:
     ours = Counter(op.type for op in lowered.ops_in_order())
     assert ours["QLinearConv"] == theirs["QLinearConv"] == 0 and ours["Conv"] == ours["Relu"] == 1
     x = random_inputs((1, 2, 6, 6), 1)[0]
-    got, want = run_graph(lowered, {"input": x})["logits"], session(model).run(None, {"input": x})[0]
+    got, want = run_reference(lowered, {"input": x})["logits"], session(model).run(None, {"input": x})[0]
     assert np.abs(got - want).max() <= 0.05 + 1e-6  # both float: at most one step where rounding differs
 
 

@@ -1,4 +1,4 @@
-"""Tests for hetero.models: validity, numerics, determinism and the shipped seed CNN."""
+"""Tests for hetero.ir.models: validity, numerics, determinism and the shipped seed CNN."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from hetero import models
-from hetero.datasets import load_digits_28
+from hetero.ir import models
+from hetero.ir.datasets import load_digits_28
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_SEED_CNN = REPO_ROOT / "examples" / "models" / "seed_cnn.onnx"

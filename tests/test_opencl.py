@@ -17,12 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hetero import ops
+from hetero.ir import ops
 from hetero.backends.opencl import OpenCLDevice
-from hetero.backends.reference import reference_op, run_graph
-from hetero.devices import DeviceInfo, discover
+from hetero.backends.reference import reference_op
+from hetero.exec.executor import run_reference
+from hetero.backends.discovery import DeviceInfo, discover
 from hetero.errors import DeviceError
-from hetero.graph import Op, TensorSpec, make_op
+from hetero.ir.graph import Op, TensorSpec, make_op
 
 # as conftest.usable_opencl, which this module does not import: test_cuda.py collects it again
 # with --noconftest on machines without onnxruntime
@@ -96,7 +97,7 @@ def zero_point(rng: np.random.Generator, dtype: str, size: int | None = None) ->
 
 def test_every_registered_op_has_a_kernel() -> None:
     # ops with only the numpy reference (no cpu kernel either) are a capability gap on opencl
-    from hetero.backends.cpu import CpuDevice
+    from hetero.backends.cpu.device import CpuDevice
 
     assert set(ops.supported_ops()) & set(CpuDevice.kernels) <= set(OpenCLDevice.kernels)
 
@@ -392,7 +393,7 @@ def test_data_movement(dev: OpenCLDevice, shape: list[int], dtype: str, data: st
 
 @pytest.mark.parametrize("source", ["float32", "uint8", "int8", "int32", "int64", "bool"])
 def test_cast(dev: OpenCLDevice, source: str) -> None:
-    from hetero.ops.tensor import CAST_DTYPES
+    from hetero.ir.ops.tensor import CAST_DTYPES
 
     rng = np.random.default_rng(7)
     x = (rng.integers(0, 100, size=(3, 7)) * (rng.random((3, 7)) > 0.3)).astype(source)
@@ -516,15 +517,15 @@ def test_large_gap_and_conv(dev: OpenCLDevice) -> None:
     pytest.param(str(SQUEEZENET), marks=pytest.mark.slow),
 ])
 def test_whole_graph(dev: OpenCLDevice, spec: str) -> None:
-    from hetero.executor import run_on_device
-    from hetero.model_source import load_graph
+    from hetero.exec.executor import run_on_device
+    from hetero.ir.source import load_graph
 
     if spec.endswith(".onnx") and not Path(spec).is_file():
         pytest.skip(f"{spec} is not present")
     graph = load_graph(spec)
     rng = np.random.default_rng(0)
     feeds = {s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in graph.inputs}
-    want = run_graph(graph, feeds)
+    want = run_reference(graph, feeds)
     got = run_on_device(graph, dev, feeds)
     for name, expected in want.items():
         assert got[name].shape == expected.shape and got[name].dtype == expected.dtype

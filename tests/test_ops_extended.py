@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from conftest import make_model, node, ort_run
-from hetero.backends.reference import run_graph
+from hetero.exec.executor import run_reference
 from hetero.errors import UnsupportedOpError
-from hetero.onnx_import import import_onnx
+from hetero.ir.onnx_import import import_onnx
 
 FEW = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(0, 2**32 - 1)
@@ -25,7 +25,7 @@ seeds = st.integers(0, 2**32 - 1)
 def check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float = 1e-6) -> None:
     """hetero's reference equals onnxruntime: same outputs, shapes, dtypes; 1e-5 relative
     (plus ``atol``: onnxruntime accumulates in float32, hetero in float64)."""
-    got = run_graph(import_onnx(model), feeds)
+    got = run_reference(import_onnx(model), feeds)
     want = ort_run(model, feeds)
     assert set(got) == set(want)
     for name, expected in want.items():

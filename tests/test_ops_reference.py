@@ -15,9 +15,9 @@ from hypothesis.extra import numpy as hnp
 from onnx import numpy_helper
 
 from conftest import check_against_ort, make_model, node, op_types, ort_run
-from hetero import ops
-from hetero.backends.reference import run_graph
-from hetero.onnx_import import import_onnx
+from hetero.ir import ops
+from hetero.exec.executor import run_reference
+from hetero.ir.onnx_import import import_onnx
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -229,7 +229,7 @@ def test_sigmoid_tails() -> None:
     model = make_model([node("Sigmoid", ["x"], ["y"])], {"x": x}, ["y"])
     graph = import_onnx(model)
     with np.errstate(over="ignore"):
-        got = run_graph(graph, {"x": x})["y"]
+        got = run_reference(graph, {"x": x})["y"]
     want = ort_run(model, {"x": x})["y"]
     assert got.dtype == np.float32 and np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hetero.cost import Link, TableCostModel
+from hetero.cost.protocol import Link, TableCostModel
 from hetero.errors import DeviceError, InputError
 from hetero.policy import (POLICIES, Estimates, ObservedCost, PolicyContext, binding_memory, make_policy)
 from hetero.schedulers.workloads import chain

@@ -14,13 +14,13 @@ from onnx import helper
 
 from conftest import make_model, ort_run, usable_opencl
 from hetero.backends import open_device
-from hetero.datasets import calibration_digits
+from hetero.ir.datasets import calibration_digits
 from hetero.errors import InputError
-from hetero.executor import run_on_device
-from hetero.model_source import load_onnx, quantized_form
-from hetero.onnx_import import import_onnx
-from hetero.pipeline import load_with_precision, resolve_precision
-from hetero.quant import quantize_model
+from hetero.exec.executor import run_on_device
+from hetero.ir.source import load_onnx, quantized_form
+from hetero.ir.onnx_import import import_onnx
+from hetero.quant.precision import load_with_precision, resolve_precision
+from hetero.quant.qdq import quantize_model
 
 OPENCL, NO_OPENCL = usable_opencl()
 
@@ -93,7 +93,7 @@ def test_opencl_dequantizes_a_constant_weight(qdq_path: Path, device: str) -> No
 @pytest.mark.parametrize("device", ["cpu", *(d.name for d in OPENCL)])
 def test_cli_runs_a_qdq_model_at_int8_without_precision(qdq_path: Path, tmp_path: Path, device: str,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from hetero.cli import main
+    from hetero.app.cli import main
 
     np.save(tmp_path / "x.npy", calibration_digits(2))
     for extra, expected in (([], "int8"), (["--precision", "fp32"], "fp32")):
@@ -104,8 +104,8 @@ def test_cli_runs_a_qdq_model_at_int8_without_precision(qdq_path: Path, tmp_path
 
 
 def test_cli_profile_records_the_inferred_precision(qdq_path: Path, tmp_path: Path) -> None:
-    from hetero.cli import main
-    from hetero.profile import load_profile
+    from hetero.app.cli import main
+    from hetero.cost.profile import load_profile
 
     out = tmp_path / "profile.json"
     argv = ["profile", str(qdq_path), "-o", str(out), "--devices", "reference", "--budget-s", "0.01", "--max-transfer-mib", "0.01"]

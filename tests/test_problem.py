@@ -10,7 +10,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from hetero.cost import CostModel, Link, TableCostModel
+from hetero.cost.protocol import CostModel, Link, TableCostModel
 from hetero.errors import InputError
 from hetero.problem import as_task_graph, load_problem, problem_from_dict, problem_to_dict, write_problem
 

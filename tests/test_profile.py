@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hetero.backends import open_device
-from hetero.cost_eval import error_metrics, evaluate_against, evaluate_holdout
-from hetero.cost_profile import ProfileCostModel, SpecDevice, fit_regression
-from hetero.devices import DeviceInfo
+from hetero.cost.evaluate import error_metrics, evaluate_against, evaluate_holdout
+from hetero.cost.model import ProfileCostModel, SpecDevice, fit_regression
+from hetero.backends.discovery import DeviceInfo
 from hetero.errors import ProfileError
-from hetero.model_source import load_graph
-from hetero.profile import OpStats, check_device, load_profile, save_profile
-from hetero.profiler import Budget, fit_link, profile_graph, robust_stats
+from hetero.ir.source import load_graph
+from hetero.cost.profile import OpStats, check_device, load_profile, save_profile
+from hetero.cost.profiler import Budget, fit_link, profile_graph, robust_stats
 
 SMALL = Budget(warmup=1, min_count=5, max_count=30, target_spread=0.2, seconds_per_op=0.05)
 

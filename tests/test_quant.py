@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hetero.backends.reference import run_graph
-from hetero.datasets import calibration_digits, load_digits_28
+from hetero.exec.executor import run_reference
+from hetero.ir.datasets import calibration_digits, load_digits_28
 from hetero.errors import InputError
-from hetero.models import seed_cnn
-from hetero.onnx_import import import_onnx, load_model
-from hetero.quant import (
+from hetero.ir.models import seed_cnn
+from hetero.ir.onnx_import import import_onnx, load_model
+from hetero.quant.qdq import (
     activation_params,
     calibrate,
     calibration_feeds,
@@ -172,7 +172,7 @@ def test_calibration_for_uses_digits_for_the_seed_model_and_random_otherwise(see
     digits = calibration_for("builtin:seed-cnn", seed_graph, n=3)
     np.testing.assert_array_equal(digits[1]["input"], calibration_digits(3)[1:2])
     graph = import_onnx(seed_cnn())
-    with caplog.at_level(logging.INFO, logger="hetero.quant"):
+    with caplog.at_level(logging.INFO, logger="hetero.quant.qdq"):
         noise = calibration_for("other.onnx", graph, n=2)
     assert len(noise) == 2 and noise[0]["input"].shape == (1, 1, 28, 28)
     assert "random" in caplog.text
@@ -202,7 +202,7 @@ def test_qdq_model_is_valid_onnx_that_onnxruntime_runs(dtype: str, method: str) 
     session = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
     x = calibration_digits(1)
     got = session.run(None, {"input": x})[0]
-    want = run_graph(import_onnx(model), {"input": x})["logits"]
+    want = run_reference(import_onnx(model), {"input": x})["logits"]
     assert got.shape == (1, 10) and got.argmax() == want.argmax()
 
 
@@ -211,9 +211,9 @@ def test_quantized_seed_cnn_keeps_its_accuracy() -> None:
     model = load_model(seed_model_path())
     images, labels = load_digits_28("test")
     shapes = {"input": images.shape}
-    fp32 = run_graph(import_onnx(model, input_shapes=shapes), {"input": images})["logits"].argmax(axis=1)
+    fp32 = run_reference(import_onnx(model, input_shapes=shapes), {"input": images})["logits"].argmax(axis=1)
     qdq = quantize_model(model, calibration_digits(100))
-    int8 = run_graph(import_onnx(qdq, input_shapes=shapes), {"input": images})["logits"].argmax(axis=1)
+    int8 = run_reference(import_onnx(qdq, input_shapes=shapes), {"input": images})["logits"].argmax(axis=1)
     fp32_accuracy, int8_accuracy = float(np.mean(fp32 == labels)), float(np.mean(int8 == labels))
     assert fp32_accuracy == pytest.approx(353 / 360)
     assert abs(int8_accuracy - fp32_accuracy) <= 0.01, f"fp32 {fp32_accuracy:.2%}, int8 {int8_accuracy:.2%}"

@@ -23,14 +23,14 @@ from onnx import helper
 
 from conftest import SHARED_MODELS, make_model
 from hetero.backends import open_device
-from hetero.datasets import calibration_digits, load_digits_28
+from hetero.ir.datasets import calibration_digits, load_digits_28
 from hetero.errors import InputError
-from hetero.executor import run_on_device
-from hetero.graph import Graph
-from hetero.lowering import lower_qdq
-from hetero.model_source import load_onnx
-from hetero.onnx_import import import_onnx
-from hetero.quant import (
+from hetero.exec.executor import run_on_device
+from hetero.ir.graph import Graph
+from hetero.quant.lowering import lower_qdq
+from hetero.ir.source import load_onnx
+from hetero.ir.onnx_import import import_onnx
+from hetero.quant.qdq import (
     ACCUMULATOR_TERM,
     INT32_MAX,
     SCALE_FLOOR,
@@ -124,7 +124,7 @@ def test_vanishing_activations_keep_the_bias_and_the_output(caplog: pytest.LogCa
     graph = import_onnx(model)
     ranges = calibrate(graph, random_inputs((1, 3, 16, 16), 8, seed=0))
     assert max(ranges["flat"]) < 1e-5  # the degenerate range the old quantizer collapsed on
-    with caplog.at_level(logging.WARNING, logger="hetero.quant"):
+    with caplog.at_level(logging.WARNING, logger="hetero.quant.qdq"):
         qdq = quantize_model(model, random_inputs((1, 3, 16, 16), 8, seed=0))
     assert "'fc.bias'" in caplog.text and "saturate" in caplog.text and "'flat'" in caplog.text
     initializers = {i.name: onnx.numpy_helper.to_array(i) for i in qdq.graph.initializer}
@@ -190,7 +190,7 @@ def degenerate_model() -> onnx.ModelProto:
 
 
 def test_degenerate_ranges_are_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="hetero.quant"):
+    with caplog.at_level(logging.WARNING, logger="hetero.quant.qdq"):
         qdq = quantize_model(degenerate_model(), random_inputs((1, 3, 4, 4), 4, seed=0))
     zero = next(r.getMessage() for r in caplog.records if "0 on every calibration input" in r.getMessage())
     tiny = next(r.getMessage() for r in caplog.records if "floor scale" in r.getMessage())
@@ -235,7 +235,7 @@ def test_a_model_that_overflows_on_its_calibration_data_is_refused() -> None:
 
 
 def test_cli_quantize_refuses_nan_calibration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from hetero.cli import main
+    from hetero.app.cli import main
 
     images = calibration_digits(4)
     images[1, 0, 0, :5] = np.nan

@@ -10,14 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hetero.backends import open_device
-from hetero.cli_run import random_placement
-from hetero.cost_profile import ProfileCostModel
-from hetero.datasets import load_digits_28
+from hetero.app.run import random_placement
+from hetero.cost.model import ProfileCostModel
+from hetero.ir.datasets import load_digits_28
 from hetero.errors import DeviceError
-from hetero.executor import run_on_device
-from hetero.pipeline import load_for_precision, quick_profile
+from hetero.exec.executor import run_on_device
+from hetero.cost.profiler import quick_profile
+from hetero.quant.precision import load_for_precision
 from hetero.policy import PolicyContext, make_policy
-from hetero.runtime import Runtime
+from hetero.exec.runtime import Runtime
 from hetero.schedulers import fixed_schedule
 from hetero.trace import chrome_trace
 

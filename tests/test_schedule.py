@@ -9,7 +9,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from hetero.cost import Link, TableCostModel
+from hetero.cost.protocol import Link, TableCostModel
 from hetero.errors import InputError
 from hetero.problem import load_problem
 from hetero.schedule import INPUT_NODE, OUTPUT_NODE, Schedule, ScheduleError, Slot, Transfer, memory_required, read_plan, write_plan
@@ -152,7 +152,7 @@ def test_chrome_trace_has_one_event_per_slot_and_transfer(paper, tmp_path: Path)
 
 def test_gantt_png(paper, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from hetero.plots import write_gantt
+    from hetero.app.plots import write_gantt
 
     write_gantt(tmp_path / "gantt.png", paper[1], "heft paper")
     assert (tmp_path / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -162,7 +162,7 @@ def test_gantt_labels_fit_their_bars_idle_devices_are_named_and_time_reads_in_ms
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 
-    from hetero.plots import _gantt_figure, time_unit
+    from hetero.app.plots import _gantt_figure, time_unit
 
     problem = load_problem(EXAMPLES / "edge_soc.json")
     plan = schedule(problem.graph, problem.cost, "heft", memory=problem.memory)

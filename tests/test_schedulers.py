@@ -21,7 +21,7 @@ from hetero.schedulers.dp import segments
 from hetero.schedulers.heft import priority_order, upward_ranks
 from hetero.schedulers.peft import optimistic_cost_table
 from hetero.schedulers.pipeline import pipeline_period
-from hetero.schedulers.summary import json_summary, schedule_summary, summary_lines
+from hetero.app.summary import json_summary, schedule_summary, summary_lines
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "problems"
 HEURISTICS = ("single", "greedy", "dp", "heft", "peft")
@@ -297,7 +297,7 @@ def test_no_kernel_means_never_placed_there() -> None:
 
 
 def test_model_graph_inputs_start_and_outputs_end_on_the_host() -> None:
-    from hetero.model_source import load_graph
+    from hetero.ir.source import load_graph
     from hetero.schedulers.workloads import roofline_problem
 
     graph = load_graph("builtin:seed-cnn")

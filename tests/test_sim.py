@@ -107,7 +107,7 @@ def test_identical_results_across_processes(tmp_path):
     outputs = []
     for hash_seed in ("1", "2"):
         path = tmp_path / f"r{hash_seed}.json"
-        code = ("from hetero.sim.outputs import run_scenario_file; "
+        code = ("from hetero.app.sim_outputs import run_scenario_file; "
                 f"run_scenario_file({str(ROOT / 'examples/scenarios/gpu_failover.yaml')!r}, output={str(path)!r}, progress=False)")
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
         subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, capture_output=True)
@@ -188,7 +188,7 @@ def test_pipelining_overlaps_requests(resnet_world):
 
 
 def test_trace_holds_every_op_and_transfer(resnet_world, tmp_path):
-    from hetero.sim.outputs import write_trace
+    from hetero.app.sim_outputs import write_trace
 
     result = simulate(scenario(Workload("closed", requests=3), algorithm="heft"), world=resnet_world, trace=True)
     computes = [e for e in result.trace if e.kind == "compute"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hetero.sim.outputs import run_scenario_file, summary_lines
+from hetero.app.sim_outputs import run_scenario_file, summary_lines
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "scenarios"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -68,9 +68,9 @@ def test_gateway_throttling(tmp_path):
 def test_measured_profile_devices_with_their_spread(tmp_path):
     """A device from a measured profile (here: the reference backend on this machine) next to a spec one."""
     from hetero.backends import open_device
-    from hetero.model_source import load_graph
-    from hetero.profile import save_profile
-    from hetero.profiler import Budget, profile_graph
+    from hetero.ir.source import load_graph
+    from hetero.cost.profile import save_profile
+    from hetero.cost.profiler import Budget, profile_graph
     from hetero.sim import ScenarioError, load_scenario, simulate
     from hetero.sim.scenario import Noise, Workload
 
@@ -134,7 +134,7 @@ def test_device_names_keep_their_colon_everywhere(tmp_path):
 
 
 def test_device_names_with_other_punctuation_are_refused(tmp_path):
-    from hetero.sim.fields import ScenarioError
+    from hetero.errors import ScenarioError
     from hetero.sim.scenario import parse_scenario
 
     text = "model: builtin:seed-cnn\ndevices:\n  - {name: 'gpu/0', spec: nvidia-t4}\nworkload: {kind: closed}\nduration: 1 s\n"

@@ -179,7 +179,8 @@ def test_policy_parameters_have_one_check_for_scenarios_and_the_command_line():
 
 def test_a_workload_too_large_is_refused_with_its_estimate():
     from hetero.sim import build_world
-    from hetero.sim.engine import SimulationError, Simulator
+    from hetero.errors import SimulationError
+    from hetero.sim.engine import Simulator
 
     scenario = parse_scenario(BASE.replace("builtin:resnet18", "builtin:seed-cnn").replace("rate: 20/s", "rate: 1e9/s"), "big.yaml")
     world = build_world(scenario)

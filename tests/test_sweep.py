@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from hetero.backends import open_device
-from hetero.cost_eval import evaluate_against, evaluate_holdout, is_synthetic
-from hetero.cost_profile import kernel_class
-from hetero.graph import TensorSpec, make_op
-from hetero.pipeline import load_for_precision
-from hetero.profile import DeviceProfile, load_profile, op_features, save_profile
-from hetero.profiler import Budget, make_variant, profile_graph, random_input, sweep_variants
+from hetero.cost.evaluate import evaluate_against, evaluate_holdout, is_synthetic
+from hetero.cost.model import kernel_class
+from hetero.ir.graph import TensorSpec, make_op
+from hetero.quant.precision import load_for_precision
+from hetero.cost.profile import DeviceProfile, load_profile, op_features, save_profile
+from hetero.cost.profiler import Budget, make_variant, profile_graph, random_input, sweep_variants
 
 TINY = Budget(warmup=1, min_count=3, max_count=10, target_spread=0.5, seconds_per_op=0.02)
 

@@ -4,7 +4,7 @@ opencl (pyopencl), cuda (cupy). ``open_device`` turns a device name into a Devic
 from __future__ import annotations
 
 from hetero.backends.base import Device
-from hetero.devices import discover
+from hetero.backends.discovery import discover
 from hetero.errors import DeviceError
 
 
@@ -32,7 +32,7 @@ def open_device(name: str, **options: object) -> Device:
 
         return ReferenceDevice(info)
     if info.kind == "cpu":
-        from hetero.backends.cpu import CpuDevice
+        from hetero.backends.cpu.device import CpuDevice
 
         return CpuDevice(info, **options)  # type: ignore[arg-type]
     if info.kind == "opencl":

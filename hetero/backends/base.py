@@ -15,9 +15,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hetero.devices import DeviceInfo
+from hetero.backends.discovery import DeviceInfo
 from hetero.errors import DeviceError
-from hetero.graph import Op
+from hetero.ir.graph import Op
 
 Buffer = Any  # a device-resident array: numpy for host devices, pyopencl/cupy arrays elsewhere
 Kernel = Callable[["Device", Op, Sequence[Buffer]], list[Buffer]]

@@ -2,7 +2,7 @@
 
 Each kernel file is compiled as kernels/cuda_prelude.h + kernels/common.cl + the file (the
 prelude maps OpenCL C onto CUDA C++), once per device and cached. The op kernels are the
-OpenCL backend's (hetero.backends.opencl_ops / opencl_qops); int8 products run on packed
+OpenCL backend's (hetero.backends.kernels.ops / opencl_qops); int8 products run on packed
 bytes with __dp4a, or through cuBLAS's int8 GEMM (``gemmEx``, CUDA_R_8I in, CUDA_R_32I out)
 when the shape suits it. ``timed_run`` times an op with CUDA events on the device's stream.
 cupy is imported only when a CudaDevice is created: importing hetero never needs it.
@@ -18,10 +18,10 @@ import numpy as np
 
 from hetero.backends.base import Buffer
 from hetero.backends.opencl import CONDITIONS, KERNELS
-from hetero.backends.opencl_common import KernelDevice, kernel_source
-from hetero.devices import DeviceInfo
+from hetero.backends.kernels.common import KernelDevice, kernel_source
+from hetero.backends.discovery import DeviceInfo
 from hetero.errors import DeviceError
-from hetero.graph import Op
+from hetero.ir.graph import Op
 from hetero.resources import data_dir
 
 log = logging.getLogger(__name__)

@@ -19,16 +19,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from hetero.backends.base import Buffer
-from hetero.backends.opencl_common import KernelDevice, kernel_source, source_digest
-from hetero.backends.opencl_ops import CONDITIONS as FLOAT_CONDITIONS
-from hetero.backends.opencl_ops import KERNELS as FLOAT_KERNELS
-from hetero.backends.opencl_qops import CONDITIONS as INT_CONDITIONS
-from hetero.backends.opencl_qops import KERNELS as INT_KERNELS
-from hetero.backends.opencl_tensor import CONDITIONS as MOVE_CONDITIONS
-from hetero.backends.opencl_tensor import KERNELS as MOVE_KERNELS
-from hetero.devices import DeviceInfo, opencl_address
+from hetero.backends.kernels.common import KernelDevice, kernel_source, source_digest
+from hetero.backends.kernels.ops import CONDITIONS as FLOAT_CONDITIONS
+from hetero.backends.kernels.ops import KERNELS as FLOAT_KERNELS
+from hetero.backends.kernels.qops import CONDITIONS as INT_CONDITIONS
+from hetero.backends.kernels.qops import KERNELS as INT_KERNELS
+from hetero.backends.kernels.tensor import CONDITIONS as MOVE_CONDITIONS
+from hetero.backends.kernels.tensor import KERNELS as MOVE_KERNELS
+from hetero.backends.discovery import DeviceInfo, opencl_address
 from hetero.errors import DeviceError
-from hetero.graph import Op
+from hetero.ir.graph import Op
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Probe every OpenCL device by building and running a tiny kernel; run as a separate process.
 
-``hetero.devices`` runs this file with the same Python (``python opencl_probe.py``), so that a
+``hetero.backends.discovery`` runs this file with the same Python (``python opencl_probe.py``), so that a
 driver that crashes or aborts while compiling (an old LLVM on a newer CPU) takes down only this
 process. It imports nothing from hetero. It reads one JSON object on stdin (``source``,
 ``options``: the kernel and build options to probe with, null for the defaults below; ``start``:

@@ -9,11 +9,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from hetero import ops
+from hetero.ir import ops
 from hetero.backends.base import Buffer, HostDevice
-from hetero.devices import DeviceInfo
+from hetero.backends.discovery import DeviceInfo
 from hetero.errors import InputError
-from hetero.graph import Graph, Op
+from hetero.ir.graph import Graph, Op
 
 
 def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -48,13 +48,6 @@ def reference_op(op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
 def run_op(op: Op, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """Run one op in numpy, reading its activation inputs from ``values`` by name."""
     return reference_op(op, [values[t] for t in op.activation_inputs])
-
-
-def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Execute the graph in numpy and return its outputs by name."""
-    from hetero.executor import run_on_device
-
-    return run_on_device(graph, ReferenceDevice(), feeds)
 
 
 def _reference_kernel(device: "ReferenceDevice", op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:

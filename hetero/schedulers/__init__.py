@@ -16,13 +16,12 @@ from typing import Callable, Mapping
 
 import networkx as nx
 
-from hetero.cost import CostModel
+from hetero.cost.protocol import CostModel
 from hetero.errors import InputError
 from hetero.schedule import Schedule
 # Modules, not their functions, are bound here, so that ``import hetero.schedulers.heft`` stays a module.
 from hetero.schedulers import auto, dp, greedy, heft, ilp, peft, pipeline, single
 from hetero.schedulers.base import TaskArrays, compile_tasks, placement_indices
-from hetero.schedulers.summary import json_summary, schedule_summary, summary_lines
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +90,7 @@ __all__ = [
     "TaskArrays",
     "algorithm_names",
     "compile_tasks",
-    "json_summary",
     "schedule",
-    "schedule_summary",
-    "summary_lines",
 ]
 
 

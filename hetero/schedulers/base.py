@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import networkx as nx
 import numpy as np
 
-from hetero.cost import CostModel
+from hetero.cost.protocol import CostModel
 from hetero.errors import InputError
 from hetero.problem import as_task_graph, topological_order
 from hetero.schedule import INPUT_NODE, OUTPUT_NODE, Schedule, ScheduleError, Slot, Transfer, memory_required

@@ -15,7 +15,7 @@ from typing import Mapping
 import networkx as nx
 import numpy as np
 
-from hetero.cost import Link, TableCostModel
+from hetero.cost.protocol import Link, TableCostModel
 from hetero.problem import Problem
 
 

@@ -16,8 +16,8 @@ from typing import Callable
 
 from hetero.policy import Policy
 from hetero.schedule import Schedule
-from hetero.sim.engine import SimulationError, Simulator
-from hetero.sim.fields import ScenarioError
+from hetero.errors import ScenarioError, SimulationError
+from hetero.sim.engine import Simulator
 from hetero.sim.metrics import SimResult
 from hetero.sim.scenario import Scenario, load_scenario, parse_scenario
 from hetero.sim.world import World, build_world, table_world, world_from_problem

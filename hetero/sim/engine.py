@@ -20,7 +20,7 @@ from typing import Callable, Generator
 import numpy as np
 import simpy
 
-from hetero.errors import HeteroError, InputError
+from hetero.errors import HeteroError, InputError, SimulationError
 from hetero.policy import Policy, PolicyContext, make_policy
 from hetero.problem import topological_order
 from hetero.schedule import Schedule
@@ -37,11 +37,6 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_MAX_EVENTS = 20_000_000  # op executions: about a minute of simulation, a few GB at most
-
-
-class SimulationError(HeteroError):
-    """A simulation cannot go on: a policy returned a plan for devices the scenario lacks, or the
-    workload is too large to simulate."""
 
 
 def estimated_requests(scenario: Scenario, plan: Schedule) -> float:

@@ -16,12 +16,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from hetero.errors import InputError
+from hetero.errors import InputError, ScenarioError
 from hetero.io import did_you_mean
-
-
-class ScenarioError(InputError):
-    """A scenario file is missing, not YAML, or has a field of the wrong type, range or name."""
 
 
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "min": 60.0, "h": 3600.0}

@@ -5,7 +5,7 @@ change under events) and then the link's latency. On a dedicated link transfers 
 other (as the cost model assumes), so a transfer is one timeout. A shared link (Wi-Fi, one bus)
 divides its bandwidth equally among the transfers on it at each moment (processor sharing): two
 equal transfers that start together both take twice as long. Devices without a direct link talk
-through the host, store and forward, as in :class:`hetero.cost.TableCostModel`.
+through the host, store and forward, as in :class:`hetero.cost.protocol.TableCostModel`.
 """
 
 from __future__ import annotations

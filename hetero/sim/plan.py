@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import networkx as nx
 
-from hetero.cost import CostModel
+from hetero.cost.protocol import CostModel
 from hetero.schedule import Schedule
 
 RESULT = -1  # destination node of a graph output's transfer to the host

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Mapping
 
 from hetero.io import did_you_mean
-from hetero.sim.fields import TIME_UNITS, Field, ScenarioError, load_yaml, parse_yaml
+from hetero.errors import ScenarioError
+from hetero.sim.fields import TIME_UNITS, Field, load_yaml, parse_yaml
 
 TOP_KEYS = ("name", "description", "model", "precision", "host", "devices", "links", "workload", "scheduler",
             "noise", "events", "policy", "duration", "seed")
@@ -165,7 +166,7 @@ def resolve_path(at: Field, text: str, scenario_file: Path) -> Path:
 
 
 def _parse(top: Field, path: Path) -> Scenario:
-    from hetero.pipeline import PRECISIONS
+    from hetero.quant.precision import PRECISIONS
     from hetero.schedulers import OBJECTIVES, algorithm_names
 
     fields = top.mapping(TOP_KEYS, required=("model", "devices", "workload", "duration"))

@@ -2,7 +2,7 @@
 
 :func:`build_world` loads the scenario's model, turns its devices into one cost table (catalog
 spec devices by roofline, measured devices from their profile, through
-:class:`~hetero.cost_profile.ProfileCostModel`) and its links into both the cost model's links and
+:class:`~hetero.cost.model.ProfileCostModel`) and its links into both the cost model's links and
 the simulated network's. A device with no link to the host gets the link its catalog entry or
 profile gives. :func:`world_from_problem` wraps a scheduling problem file the same way (tests).
 """
@@ -16,10 +16,9 @@ from typing import Iterable, Mapping
 
 import networkx as nx
 
-from hetero.cost import CostModel, Link, TableCostModel
-from hetero.errors import HeteroError
+from hetero.cost.protocol import CostModel, Link, TableCostModel
+from hetero.errors import HeteroError, ScenarioError
 from hetero.problem import Problem, as_task_graph
-from hetero.sim.fields import ScenarioError
 from hetero.sim.scenario import DeviceEntry, LinkSpec, Scenario
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ def table_world(graph: nx.DiGraph, compute_s: Mapping[str, Mapping[str, float]],
 
 def build_world(scenario: Scenario) -> World:
     """Load the scenario's model, devices and links (errors name the scenario file and line)."""
-    from hetero.pipeline import load_for_precision
+    from hetero.quant.precision import load_for_precision
 
     where = scenario.where
     try:
@@ -115,9 +114,9 @@ def build_world(scenario: Scenario) -> World:
 
 def _device_costs(scenario: Scenario, graph: nx.DiGraph) -> dict[str, tuple]:
     """Per device entry: (cost model, its device name there, memory bytes, measured op stats)."""
-    from hetero.catalog import load_catalog
-    from hetero.cost_profile import ProfileCostModel
-    from hetero.profile import load_profile
+    from hetero.cost.catalog import load_catalog
+    from hetero.cost.model import ProfileCostModel
+    from hetero.cost.profile import load_profile
 
     where = scenario.where
     catalog = load_catalog() if any(e.spec for e in scenario.devices) else {}

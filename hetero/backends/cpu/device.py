@@ -1,0 +1,297 @@
+"""The CPU device: numba kernels on host memory, with an exact int8 GEMM (AVX-512 VNNI).
+
+Every registered op type has a kernel in float32 and, where ONNX defines one, in int8 and
+uint8; ``conditions`` declares the forms a kernel does not handle so that ``supports`` is
+truthful. Data-movement ops (Reshape, Transpose, Concat, Slice, ...) are numpy views and
+copies of host arrays, which is what a CPU does for them. ``threads`` caps numba's worker
+threads during each op (BLAS runs single-threaded inside them); ``throttle`` >= 1 slows the
+device down for real by sleeping (throttle - 1) times each op's measured time after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from contextlib import ExitStack
+from typing import Any, Callable, Mapping, Sequence
+
+import numba
+import numpy as np
+
+from hetero.backends.base import Buffer, HostDevice, Kernel, Predicate
+from hetero.backends.cpu.kernels_float import FLOAT_KERNELS, reference
+from hetero.backends.cpu.kernels_quant import QUANT_KERNELS
+from hetero.backends.discovery import DeviceInfo
+from hetero.errors import DeviceError
+from hetero.ir.graph import Op, TensorSpec
+
+import scipy.linalg.cython_blas  # noqa: F401  - the BLAS numba's np.dot calls: loaded now, so it is capped too
+
+try:
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+    ThreadpoolController = None
+
+log = logging.getLogger(__name__)
+
+
+def _prefer_passive_openmp() -> None:
+    """Make numba's OpenMP workers sleep rather than spin between kernels (unless the user chose).
+
+    Spinning workers cost each parallel kernel milliseconds on virtual machines (pause-loop
+    exits) and starve BLAS; libgomp reads OMP_WAIT_POLICY once, when numba first starts it.
+    """
+    try:
+        numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet: the setting still takes effect
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        return
+    if "OMP_WAIT_POLICY" not in os.environ:
+        log.info("numba's threads started before hetero.backends.cpu.device was imported; OpenMP workers spin")
+
+
+_prefer_passive_openmp()
+
+INT8 = ("int8", "uint8")
+BLAS_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+"""Op types whose kernels call BLAS; it runs single-threaded in them (see cpu_kernels_float)."""
+
+
+# --- data movement ------------------------------------------------------------------------
+
+
+def _reshaped(device: HostDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+    """Flatten, Reshape, Squeeze, Unsqueeze: a view with the inferred shape."""
+    return [np.ascontiguousarray(inputs[0]).reshape(op.output_specs[0].shape)]
+
+
+def _identity(device: HostDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+    return [inputs[0]]
+
+
+def _numpy(device: HostDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+    """Transpose, Concat, Split, Slice, Gather, Cast: numpy copies on the host."""
+    return reference(op, inputs)
+
+
+MOVEMENT_KERNELS: dict[str, Kernel] = {
+    **{name: _reshaped for name in ("Flatten", "Reshape", "Squeeze", "Unsqueeze")},
+    **{name: _numpy for name in ("Transpose", "Concat", "Split", "Slice", "Gather", "Cast")},
+    "Identity": _identity,
+}
+
+
+# --- conditions ---------------------------------------------------------------------------
+
+
+def _spec(op: Op, index: int) -> TensorSpec | None:
+    return op.input_specs[index] if index < len(op.input_specs) else None
+
+
+def _dtype_is(index: int, *dtypes: str) -> Predicate:
+    return lambda op: (spec := _spec(op, index)) is not None and spec.dtype in dtypes
+
+
+def _constant(op: Op, index: int) -> bool:
+    return index < len(op.inputs) and op.inputs[index] in op.weights
+
+
+def _size(op: Op, index: int) -> int:
+    """Elements of an optional input (1 when absent: a default per-tensor parameter)."""
+    spec = _spec(op, index)
+    return 1 if spec is None else math.prod(spec.shape)
+
+
+def _rank(op: Op, index: int) -> int:
+    spec = _spec(op, index)
+    return -1 if spec is None else len(spec.shape)
+
+
+def _all(*predicates: Predicate) -> Predicate:
+    return lambda op: all(p(op) for p in predicates)
+
+
+def _per_tensor(*indices: int) -> Predicate:
+    """Optional inputs at these positions are absent or hold one value."""
+    return lambda op: all(_size(op, i) == 1 for i in indices)
+
+
+def _absent_or_constant(op: Op, index: int) -> bool:
+    return index >= len(op.inputs) or not op.inputs[index] or op.inputs[index] in op.weights
+
+
+def _qconv_ok(op: Op) -> bool:
+    w, bias = _spec(op, 3), _spec(op, 8)
+    if w is None or w.dtype not in INT8 or not _constant(op, 3):
+        return False
+    m = w.shape[0]
+    bias_ok = bias is None or (_constant(op, 8) and bias.dtype == "int32")
+    return bias_ok and _size(op, 4) in (1, m) and _size(op, 5) in (1, m)
+
+
+def _qmatmul_ok(gemm: bool) -> Predicate:
+    sy, zy = (7, 8) if gemm else (6, 7)
+
+    def ok(op: Op) -> bool:
+        a, b = _spec(op, 0), _spec(op, 3)
+        if a is None or b is None or b.dtype not in INT8 or len(a.shape) < 2 or len(b.shape) < 2:
+            return False
+        if gemm and (len(b.shape) != 2 or _spec(op, sy) is None):
+            return False
+        c = _spec(op, 6) if gemm else None
+        n = op.output_specs[0].shape[-1]
+        return (c is None or c.dtype == "int32") and _size(op, 4) in (1, n) and _size(op, 5) in (1, n)
+
+    return _all(_dtype_is(0, *INT8), _per_tensor(1, 2, sy, zy), ok)
+
+
+def _qconcat_ok(op: Op) -> bool:
+    zy = _spec(op, 1)
+    if zy is None or zy.dtype not in INT8 or _size(op, 0) != 1 or _size(op, 1) != 1:
+        return False
+    parts = range(2, len(op.input_specs), 3)
+    return all(_dtype_is(i, *INT8)(op) and _size(op, i + 1) == 1 and _size(op, i + 2) == 1 for i in parts)
+
+
+def _same_dtypes(op: Op) -> bool:
+    a, b = _spec(op, 0), _spec(op, 1)
+    return a is not None and b is not None and a.dtype == b.dtype
+
+
+FLOAT = _dtype_is(0, "float32")
+CONDITIONS: dict[str, Predicate] = {
+    "Conv": _all(FLOAT, _dtype_is(1, "float32"), lambda op: _constant(op, 1) and _absent_or_constant(op, 2)),
+    "Gemm": _all(FLOAT, _dtype_is(1, "float32")),
+    "MatMul": _all(FLOAT, _dtype_is(1, "float32")),
+    **{name: _same_dtypes for name in ("Add", "Sub", "Mul", "Div")},
+    **{
+        name: FLOAT
+        for name in ("Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softmax", "GlobalAveragePool", "ReduceMean",
+                     "AveragePool", "QuantizeLinear")
+    },
+    "BatchNormalization": _all(FLOAT, lambda op: all(_constant(op, i) for i in range(1, 5))),
+    "MaxPool": _dtype_is(0, "float32", *INT8),
+    "QLinearConv": _all(_dtype_is(0, *INT8), _per_tensor(1, 2, 6, 7), _qconv_ok),
+    "QGemm": _qmatmul_ok(gemm=True),
+    "QLinearMatMul": _qmatmul_ok(gemm=False),
+    "QLinearAdd": _all(_dtype_is(0, *INT8), _dtype_is(3, *INT8), _per_tensor(1, 2, 4, 5, 6, 7)),
+    "QLinearAveragePool": _all(_dtype_is(0, *INT8), _per_tensor(1, 2, 3, 4)),
+    "QLinearGlobalAveragePool": _all(_dtype_is(0, *INT8), _per_tensor(1, 2, 3, 4), lambda op: _rank(op, 0) == 4),
+    "QLinearConcat": _qconcat_ok,
+    "DequantizeLinear": _dtype_is(0, "int8", "uint8", "int32"),
+}
+
+
+# --- the device ---------------------------------------------------------------------------
+
+#: ops below this many FLOPs try one thread against all for their first runs and keep the faster:
+#: on a 2-core VM, waking numba's second thread (passive OpenMP wait) costs ~50-100 us per
+#: parallel region, more than a small op takes; bigger ops always use every thread.
+PARALLEL_MIN_FLOPS = 50_000_000
+THREAD_TRIALS = 2
+
+
+class CpuDevice(HostDevice):
+    """numba kernels on the host CPU (numpy buffers)."""
+
+    kernels: Mapping[str, Kernel] = {**FLOAT_KERNELS, **QUANT_KERNELS, **MOVEMENT_KERNELS}
+    conditions: Mapping[str, Predicate] = CONDITIONS
+
+    def __init__(self, info: DeviceInfo, threads: int | None = None, throttle: float = 1.0) -> None:
+        super().__init__(info)
+        limit = numba.config.NUMBA_NUM_THREADS
+        if threads is not None and not 1 <= int(threads) <= limit:
+            raise DeviceError(f"device {info.name}: threads must be between 1 and {limit}, got {threads}")
+        self.threads = None if threads is None else int(threads)
+        self._throttle = 1.0
+        self.throttle = throttle
+        self._preparing = 0.0
+        self._supports: dict[int, tuple[Op, bool]] = {}
+        self._thread_trials: dict[int, tuple[Op, dict]] = {}
+        self._blas = ThreadpoolController() if ThreadpoolController is not None else None
+        log.debug("opened %s with threads=%s throttle=%s", info.name, self.threads, self.throttle)
+
+    def supports(self, op: Op) -> bool:
+        """Whether a kernel here runs the op (decided once per op: run asks every time)."""
+        known = self._supports.get(id(op))
+        if known is None or known[0] is not op:
+            known = self._supports[id(op)] = (op, super().supports(op))
+        return known[1]
+
+    def close(self) -> None:
+        """Drop prepared weights and cached decisions."""
+        super().close()
+        self._supports.clear()
+
+    @property
+    def throttle(self) -> float:
+        """Slow-down factor >= 1: each op takes this many times its measured time."""
+        return self._throttle
+
+    @throttle.setter
+    def throttle(self, factor: float) -> None:
+        try:
+            factor = float(factor)
+        except (TypeError, ValueError):
+            raise DeviceError(f"device {self.name}: throttle must be a number >= 1, got {factor!r}") from None
+        if not np.isfinite(factor) or factor < 1.0:
+            raise DeviceError(f"device {self.name}: throttle must be a finite factor >= 1, got {factor}")
+        self._throttle = factor
+
+    def prepared(self, op: Op, make: Callable[[], Any]) -> Any:
+        """Per-op state built once; the time spent building it is not counted by throttle."""
+
+        def timed_make() -> Any:
+            start = time.perf_counter()
+            try:
+                return make()
+            finally:
+                self._preparing += time.perf_counter() - start
+
+        return super().prepared(op, timed_make)
+
+    def _threads_for(self, op: Op) -> int | None:
+        """Threads for this op: the device's cap for big ops; for the rest, whichever of one
+        thread or the cap ran faster in the op's first runs (results are the same either way)."""
+        if self.threads == 1 or numba.config.NUMBA_NUM_THREADS == 1:
+            return self.threads
+        if op.flops >= PARALLEL_MIN_FLOPS:
+            return self.threads
+        trials = self._thread_trials.setdefault(id(op), (op, {}))[1]
+        chosen = trials.get("chosen")
+        if chosen is not None:
+            return None if chosen == 0 else int(chosen)
+        one, cap = trials.get(1, []), trials.get(0, [])
+        return 1 if len(one) <= len(cap) else self.threads
+
+    def _learn_threads(self, op: Op, threads: int | None, seconds: float) -> None:
+        entry = self._thread_trials.get(id(op))
+        if entry is None or entry[0] is not op or "chosen" in entry[1]:
+            return
+        trials = entry[1]
+        trials.setdefault(1 if threads == 1 else 0, []).append(seconds)
+        if len(trials.get(1, [])) >= THREAD_TRIALS and len(trials.get(0, [])) >= THREAD_TRIALS:
+            faster_alone = min(trials[1]) <= min(trials[0])
+            trials["chosen"] = 1 if faster_alone else (self.threads or 0)
+
+    def run(self, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+        """Run one op with the device's thread cap, then sleep as the throttle says."""
+        self._preparing = 0.0
+        start = time.perf_counter()
+        with ExitStack() as stack:
+            threads = self._threads_for(op)
+            if threads is not None:
+                previous = numba.get_num_threads()
+                numba.set_num_threads(threads)
+                stack.callback(numba.set_num_threads, previous)
+            if self._blas is not None and op.type in BLAS_OPS:  # parallel across numba's threads instead
+                stack.enter_context(self._blas.limit(limits=1, user_api="blas"))
+            outputs = super().run(op, inputs)
+        elapsed = time.perf_counter() - start - self._preparing
+        self._learn_threads(op, threads, elapsed)
+        if self._throttle > 1.0:
+            busy = time.perf_counter() - start - self._preparing
+            time.sleep(max(0.0, (self._throttle - 1.0) * busy))
+        return outputs

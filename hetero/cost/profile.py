@@ -1,0 +1,270 @@
+"""The device profile: measured seconds per (device, op signature) plus link fits, as JSON.
+
+Schema (version 1)::
+
+    {"schema_version": 1, "created": ISO date, "model": str, "precision": "fp32"|"int8",
+     "host": {"hostname", "platform", "cpu", "cores"}, "libraries": {name: version},
+     "devices": {name: {"identity": {name, kind, description, vendor, compute_units, memory_bytes,
+                                     platform, driver},
+                        "ops": {signature: {op_type, median_s, p10_s, p90_s, count, outliers,
+                                            spread, wall_median_s, features: {...}}}}},
+     "links": [{"src", "dst", "via", "latency_s", "bandwidth_Bps", "points": [[nbytes, seconds], ...]}],
+     "runtime": {"dispatch_s": seconds the runtime adds per op (thread hand-offs, bookkeeping)}}
+
+``median_s``/``p10_s``/``p90_s`` are by the device's own clock (event profiling, CUDA events, the
+host clock for host devices); ``wall_median_s`` is the host wall clock of a synchronous launch,
+which adds the launch overhead a runtime pays. ``features`` are what the cost model's regression
+predicts from (see :func:`op_features`). An OpenCL device's ``identity.platform`` is the OpenCL
+platform (name and version) it was measured with: the same CPU under another PoCL is another
+device, and a profile of it is refused (:func:`check_device`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from hetero.backends.discovery import DeviceInfo, short_platform
+from hetero.errors import ProfileError
+from hetero.ir.graph import Op
+from hetero.io import write_atomic
+
+SCHEMA_VERSION = 1
+HOST = "host"
+
+
+@dataclass(frozen=True)
+class OpStats:
+    """Robust timing statistics of one op signature on one device."""
+
+    op_type: str
+    median_s: float
+    p10_s: float
+    p90_s: float
+    count: int
+    outliers: int
+    spread: float
+    features: Mapping[str, float]
+    wall_median_s: float | None = None  # host wall clock of a synchronous launch (what a runtime sees)
+
+    @property
+    def expected_s(self) -> float:
+        """What one launch costs end to end: the wall-clock median when measured, else the device's."""
+        return self.wall_median_s if self.wall_median_s is not None else self.median_s
+
+
+@dataclass(frozen=True)
+class LinkFit:
+    """A transfer path fitted as latency + bytes / bandwidth, with the raw points."""
+
+    src: str
+    dst: str
+    via: str
+    latency_s: float
+    bandwidth_Bps: float
+    points: tuple[tuple[int, float], ...]
+
+    def seconds(self, nbytes: int) -> float:
+        return self.latency_s + nbytes / self.bandwidth_Bps
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    identity: Mapping[str, Any]
+    ops: Mapping[str, OpStats]
+
+
+@dataclass(frozen=True)
+class Profile:
+    model: str
+    precision: str
+    created: str
+    host: Mapping[str, Any]
+    libraries: Mapping[str, str]
+    devices: Mapping[str, DeviceProfile]
+    links: tuple[LinkFit, ...] = field(default=())
+    schema_version: int = SCHEMA_VERSION
+    runtime: Mapping[str, float] = field(default_factory=dict)  # dispatch_s: the runtime's own cost per op
+
+    def link(self, src: str, dst: str) -> LinkFit | None:
+        for fit in self.links:
+            if fit.src == src and fit.dst == dst:
+                return fit
+        return None
+
+
+def op_features(op: Op) -> dict[str, float]:
+    """Numbers that describe an op's work for the regression: FLOPs, bytes, elements, channels."""
+    first_in = next((s for s in op.input_specs if s is not None and s.name not in op.weights), None)
+    out = op.output_specs[0]
+    weight_shape = next((op.weights[t].shape for t in op.inputs if t in op.weights and op.weights[t].ndim == 4), ())
+    return {
+        "flops": float(op.flops),
+        "bytes_read": float(op.bytes_read),
+        "bytes_written": float(op.bytes_written),
+        "param_bytes": float(op.param_bytes),
+        "out_elements": float(out.numel),
+        "in_elements": float(first_in.numel if first_in is not None else 0),
+        "in_channels": float(first_in.shape[1] if first_in is not None and len(first_in.shape) > 1 else 1),
+        "out_channels": float(out.shape[1] if len(out.shape) > 1 else 1),
+        "kernel_area": float(np.prod(weight_shape[2:])) if weight_shape else 1.0,
+        "group": float(op.attrs.get("group", 1)),
+    }
+
+
+def identity_of(info: DeviceInfo) -> dict[str, Any]:
+    return info.to_dict()
+
+
+def same_device(identity: Mapping[str, Any], info: DeviceInfo) -> bool:
+    """Whether a recorded identity is the device described by info (name may differ), on the
+    same OpenCL platform for OpenCL devices."""
+    keys = ("kind", "description", "vendor", "compute_units")
+    return all(identity.get(k) == getattr(info, k) for k in keys) and identity.get("platform", "") == info.platform
+
+
+def to_json(profile: Profile) -> dict[str, Any]:
+    data = asdict(profile)
+    data["links"] = [asdict(link) for link in profile.links]
+    return data
+
+
+def save_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
+    """Write a profile atomically."""
+    write_atomic(path, (json.dumps(to_json(profile), indent=1, sort_keys=False) + "\n").encode())
+
+
+def _need(data: Mapping[str, Any], key: str, where: str, kinds: type | tuple[type, ...]) -> Any:
+    if key not in data:
+        raise ProfileError(f"{where} lacks '{key}'; the profile was edited or truncated, re-run hetero profile")
+    value = data[key]
+    if not isinstance(value, kinds) or isinstance(value, bool) and kinds is not bool:
+        wanted = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        raise ProfileError(f"{where}.{key} is {type(value).__name__}, not {wanted}; re-run hetero profile")
+    return value
+
+
+def _seconds(data: Mapping[str, Any], key: str, where: str) -> float:
+    value = float(_need(data, key, where, (int, float)))
+    if not math.isfinite(value) or value < 0:
+        raise ProfileError(f"{where}.{key} = {value} is not a duration in seconds")
+    return value
+
+
+def load_profile(path: str | os.PathLike[str]) -> Profile:
+    """Read and validate a profile; every problem is one ProfileError naming the file and field."""
+    path = Path(path)
+    if path.is_dir():
+        raise ProfileError(f"{path}: is a folder, not a profile JSON file")
+    if not path.is_file():
+        raise ProfileError(f"{path}: no such profile; create one with hetero profile MODEL -o {path.name}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ProfileError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); the file is truncated or edited, re-run hetero profile") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not a text file; is it a profile?") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile is a JSON object")
+    try:
+        profile = _parse(data, str(path))
+    except ProfileError as err:
+        message = str(err)
+        raise ProfileError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as err:  # a field of the wrong shape deeper down
+        raise ProfileError(f"{path}: malformed profile ({type(err).__name__}: {err}); the file was edited or is "
+                           "not a hetero profile, re-run hetero profile") from None
+    if profile.precision not in ("fp32", "int8"):
+        raise ProfileError(f"{path}: precision is '{profile.precision}', not fp32 or int8; re-run hetero profile")
+    return profile
+
+
+def _parse(data: Mapping[str, Any], where: str) -> Profile:
+    version = _need(data, "schema_version", "profile", int)
+    if version > SCHEMA_VERSION:
+        raise ProfileError(f"schema version {version} is newer than this hetero reads ({SCHEMA_VERSION}); upgrade hetero")
+    if version < 1:
+        raise ProfileError(f"schema version {version} is not a valid profile version")
+    devices = {}
+    for name, entry in _need(data, "devices", "profile", dict).items():
+        at = f"devices.{name}"
+        identity = _need(entry, "identity", at, dict)
+        ops = {}
+        for signature, stats in _need(entry, "ops", at, dict).items():
+            op_at = f"{at}.ops[{signature}]"
+            median = _seconds(stats, "median_s", op_at)
+            p10, p90 = _seconds(stats, "p10_s", op_at), _seconds(stats, "p90_s", op_at)
+            if not p10 <= median <= p90:
+                raise ProfileError(f"{op_at}: p10_s <= median_s <= p90_s does not hold ({p10}, {median}, {p90})")
+            features = _need(stats, "features", op_at, dict)
+            ops[signature] = OpStats(
+                op_type=_need(stats, "op_type", op_at, str),
+                median_s=median,
+                p10_s=p10,
+                p90_s=p90,
+                count=_need(stats, "count", op_at, int),
+                outliers=int(stats.get("outliers", 0)),
+                spread=float(stats.get("spread", 0.0)),
+                features={k: float(v) for k, v in features.items()},
+                wall_median_s=float(stats["wall_median_s"]) if stats.get("wall_median_s") is not None else None,
+            )
+        devices[name] = DeviceProfile(identity=identity, ops=ops)
+    links = []
+    for i, link in enumerate(data.get("links", [])):
+        at = f"links[{i}]"
+        bandwidth = float(_need(link, "bandwidth_Bps", at, (int, float)))
+        if not bandwidth > 0:
+            raise ProfileError(f"{at}.bandwidth_Bps must be positive, got {bandwidth}")
+        links.append(
+            LinkFit(
+                src=_need(link, "src", at, str),
+                dst=_need(link, "dst", at, str),
+                via=str(link.get("via", "direct")),
+                latency_s=_seconds(link, "latency_s", at),
+                bandwidth_Bps=bandwidth,
+                points=tuple((int(b), float(s)) for b, s in link.get("points", [])),
+            )
+        )
+    return Profile(
+        model=str(data.get("model", "")),
+        precision=str(data.get("precision", "fp32")),
+        created=str(data.get("created", "")),
+        host=dict(data.get("host", {})),
+        libraries=dict(data.get("libraries", {})),
+        devices=devices,
+        links=tuple(links),
+        schema_version=version,
+        runtime={k: float(v) for k, v in dict(data.get("runtime", {})).items()},
+    )
+
+
+def check_device(profile: Profile, profile_path: str, name: str, info: DeviceInfo) -> DeviceProfile:
+    """The profile's entry for a device, checked to be of the same hardware (and, for an OpenCL
+    device, measured with the same OpenCL platform)."""
+    entry = profile.devices.get(name)
+    if entry is None:
+        raise ProfileError(f"{profile_path}: has no device '{name}' (it has {', '.join(profile.devices) or 'none'}); profile it first")
+    recorded = str(entry.identity.get("platform", ""))
+    if info.kind == "opencl" and recorded != info.platform:
+        then, now = short_platform("", recorded), short_platform("", info.platform)
+        if then == now:  # same release, another build: show both in full
+            then, now = recorded, info.platform
+        measured_with = (f"'{then}'" if recorded else
+                         f"'{short_platform('', str(entry.identity.get('description', '')))}' (by its description)")
+        raise ProfileError(
+            f"{profile_path}: device '{name}' was measured with OpenCL platform {measured_with}, but {name} here is "
+            f"'{now}'; re-measure it: hetero profile {profile.model or 'MODEL'} --precision {profile.precision} "
+            f"--devices {','.join(profile.devices)} --reuse -o {profile_path}"
+        )
+    if not same_device(entry.identity, info):
+        raise ProfileError(
+            f"{profile_path}: device '{name}' was profiled as '{entry.identity.get('description')}', "
+            f"but here it is '{info.description}'; re-profile on this machine"
+        )
+    return entry

@@ -1,0 +1,361 @@
+"""The runtime: partitioned execution of a graph on real devices, driven by a Policy.
+
+One worker thread per device takes (request, op) tasks from its queue. An op is queued on the
+device its request's plan names once every producer of its inputs has finished; a tensor crosses
+devices only where the placement crosses a boundary (download on the producer's worker, upload on
+the consumer's, through the host). Several requests are in flight at once (``inflight``), so the
+devices work as a pipeline. Each request follows the plan the policy routed it to when it
+started, so a re-plan never changes a request midway: weights for a new plan are prepared on
+its devices lazily, by the first op that runs there.
+
+The same Policy objects as the simulator decide: ``observe`` gets every op's device-clock time,
+``rebalance`` is asked between requests, and when a device raises, ``device_failed`` gives the
+plan the request is retried on. Every op runs a kernel that is bit-exact with the numpy
+reference, so the outputs are identical for every placement.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from hetero.backends.base import Buffer, Device
+from hetero.backends.reference import check_feeds
+from hetero.errors import DeviceError, HeteroError
+from hetero.ir.graph import Graph, Op
+from hetero.policy import Policy, PolicyContext
+from hetero.schedule import Schedule
+from hetero.trace import COMPUTE_LANE, TraceEvent
+
+log = logging.getLogger(__name__)
+
+HOST = "host"
+
+
+@dataclass
+class _Request:
+    """One inference in flight: its plan, tensors by device, and what is still pending."""
+
+    index: int
+    feeds: Mapping[str, np.ndarray]
+    plan: Schedule
+    attempt: int
+    start_s: float
+    pending: dict[str, int]
+    host_copies: dict[str, tuple[np.ndarray, str, float]] = field(default_factory=dict)
+    device_copies: dict[tuple[str, str], Buffer] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run did: outputs and latency per request, placement changes, failures, trace."""
+
+    outputs: list[dict[str, np.ndarray] | None]
+    latencies_s: list[float | None]
+    wall_s: float
+    rebalances: int
+    retries: int
+    failed_requests: int
+    failed_devices: tuple[str, ...]
+    placements: tuple[Mapping[str, str], ...]
+    events: tuple[TraceEvent, ...]
+    op_seconds: Mapping[str, list[float]]  # by the device's clock
+    op_wall_s: Mapping[str, list[float]] = field(default_factory=dict)  # launch to result, host clock
+
+    @property
+    def completed(self) -> int:
+        return sum(1 for latency in self.latencies_s if latency is not None)
+
+    def summary(self) -> dict[str, Any]:
+        done = [latency for latency in self.latencies_s if latency is not None]
+        return {
+            "requests": len(self.latencies_s),
+            "median_s": float(np.median(done)) if done else None,
+            "p90_s": float(np.percentile(done, 90)) if done else None,
+            "throughput_rps": len(done) / self.wall_s if self.wall_s > 0 else None,
+            "placement": dict(self.placements[-1]) if self.placements else {},
+            "rebalances": self.rebalances,
+            "retries": self.retries,
+            "failed_requests": self.failed_requests,
+            "failed_devices": list(self.failed_devices),
+        }
+
+
+class Runtime:
+    """Serve requests through a partitioned graph on real devices under a policy."""
+
+    def __init__(self, graph: Graph, devices: Mapping[str, Device], policy: Policy, context: PolicyContext,
+                 max_attempts: int = 3, initial: Schedule | None = None) -> None:
+        self.graph = graph
+        self.initial = initial
+        self.devices = dict(devices)
+        self.policy = policy
+        self.context = context
+        self.max_attempts = max_attempts
+        self.order = list(graph.ops_in_order())
+        self.ops = {op.name: op for op in self.order}
+        self.producer = {t: op.name for op in self.order for t in op.outputs}
+        self.consumers: dict[str, list[str]] = {op.name: sorted(graph.successors(op.name)) for op in self.order}
+        self.readers: dict[str, list[str]] = {
+            t: [c for c in self.consumers[op.name] if t in self.ops[c].activation_inputs] for op in self.order for t in op.outputs
+        }
+        self.output_names = [spec.name for spec in graph.outputs]
+        self._policy_lock = threading.Lock()
+        self._queues: dict[str, queue.Queue] = {}
+        self._clock0 = time.perf_counter()
+
+    # --- the policy, behind one lock (workers call it concurrently) ---------------------------------
+
+    def _now(self) -> float:
+        return time.perf_counter() - self._clock0
+
+    def _policy(self, method: str, *args: Any) -> Any:
+        with self._policy_lock:
+            return getattr(self.policy, method)(*args)
+
+    # --- serving ----------------------------------------------------------------------------------
+
+    def serve(self, requests: Sequence[Mapping[str, np.ndarray]], inflight: int = 1,
+              faults: Mapping[int, Sequence[str]] | None = None) -> RunReport:
+        """Run every request (feeds by input name) with at most ``inflight`` at a time.
+
+        ``faults``: request index -> devices that break (``Device.inject_failure``) just before
+        that request starts; they are repaired when the run ends.
+        """
+        feeds = [check_feeds(self.graph, r) for r in requests]
+        faults = dict(faults or {})
+        unknown = sorted({d for names in faults.values() for d in names} - set(self.devices))
+        if unknown:
+            raise DeviceError(f"a fault names device {unknown[0]}, which this runtime has no worker for "
+                              f"(devices: {', '.join(self.devices)})")
+        broken: list[str] = []
+        self._clock0 = time.perf_counter()
+        self._events: list[TraceEvent] = []
+        self._op_seconds: dict[str, list[float]] = {}
+        self._op_wall: dict[str, list[float]] = {}
+        self._results: list[dict[str, np.ndarray] | None] = [None] * len(feeds)
+        self._latencies: list[float | None] = [None] * len(feeds)
+        self._slots = threading.Semaphore(max(1, inflight))
+        self._done = threading.Event()
+        self._remaining = len(feeds)
+        self._counter_lock = threading.Lock()
+        self._retries = 0
+        self._failed_devices: list[str] = []
+        self._fatal: HeteroError | None = None
+        plans = self._policy("start", self.context, self.initial)
+        self._placements = [dict(plans[0].placement)]
+        self._rebalances = 0
+        workers = []
+        for name in self.devices:
+            self._queues[name] = queue.Queue()
+            worker = threading.Thread(target=self._work, args=(name,), name=f"hetero-{name}", daemon=True)
+            worker.start()
+            workers.append(worker)
+        started = time.perf_counter()
+        try:
+            for index, request_feeds in enumerate(feeds):
+                self._slots.acquire()
+                for name in faults.get(index, ()):
+                    log.info("fault: %s breaks before request %d", name, index)
+                    self.devices[name].inject_failure(after_ops=0)
+                    broken.append(name)
+                if self._fatal is not None:
+                    self._abandon(index)
+                    continue
+                new = self._policy("rebalance", self._now())
+                if new is not None:
+                    self._adopt(new)
+                self._submit(index, request_feeds, attempt=1)
+            if feeds:
+                self._done.wait()
+        finally:
+            for name in self.devices:
+                self._queues[name].put(None)
+            for worker in workers:
+                worker.join()
+            for name in broken:
+                self.devices[name].repair()
+        wall = time.perf_counter() - started
+        if self._fatal is not None and not any(self._latencies):
+            raise self._fatal
+        return RunReport(
+            outputs=self._results,
+            latencies_s=self._latencies,
+            wall_s=wall,
+            rebalances=self._rebalances,
+            retries=self._retries,
+            failed_requests=sum(1 for r in self._results if r is None),
+            failed_devices=tuple(self._failed_devices),
+            placements=tuple(self._placements),
+            events=tuple(sorted(self._events, key=lambda e: e.start_s)),
+            op_seconds=self._op_seconds,
+            op_wall_s=self._op_wall,
+        )
+
+    def _adopt(self, plan: Schedule) -> None:
+        if dict(plan.placement) != self._placements[-1]:
+            self._rebalances += 1
+            self._placements.append(dict(plan.placement))
+            log.info("re-partitioned: %s", _moves(self._placements[-2], self._placements[-1]))
+
+    def _submit(self, index: int, feeds: Mapping[str, np.ndarray], attempt: int) -> None:
+        plan = self._policy("route", index, self._now())
+        missing = [n for n, d in plan.placement.items() if d not in self.devices]
+        if missing:
+            raise DeviceError(f"the plan places {missing[0]} on {plan.placement[missing[0]]}, which this runtime has no worker for")
+        pending = {op.name: len({self.producer[t] for t in op.activation_inputs if t in self.producer}) for op in self.order}
+        request = _Request(index, feeds, plan, attempt, self._now(), pending)
+        for name, array in feeds.items():
+            request.host_copies[name] = (array, HOST, 0.0)
+        for op in self.order:
+            if pending[op.name] == 0:
+                self._queues[plan.placement[op.name]].put((request, op))
+
+    # --- one device's worker ---------------------------------------------------------------------
+
+    def _work(self, device_name: str) -> None:
+        device = self.devices[device_name]
+        tasks = self._queues[device_name]
+        while True:
+            item = tasks.get()
+            if item is None:
+                return
+            local = [item]
+            while local:  # ops made ready for this same device run here at once, without a queue hop
+                request, op = local.pop()
+                if request.failed:
+                    continue
+                try:
+                    ready = self._run_op(device_name, device, request, op)
+                except Exception as err:  # a device fault of any kind fails this request, which is retried
+                    self._fail(request, device_name, err)
+                    continue
+                for consumer in ready:
+                    target = request.plan.placement[consumer]
+                    if target == device_name:
+                        local.append((request, self.ops[consumer]))
+                    else:
+                        self._queues[target].put((request, self.ops[consumer]))
+
+    def _input_buffer(self, device_name: str, device: Device, request: _Request, tensor: str) -> Buffer:
+        with request.lock:
+            resident = request.device_copies.get((tensor, device_name))
+            host = request.host_copies.get(tensor)
+        if resident is not None:
+            return resident
+        if host is None:
+            raise DeviceError(f"tensor {tensor} is on another device and was not copied to the host")
+        array, source, download_s = host
+        start = self._now()
+        buffer = device.upload(array)
+        device.synchronize()
+        end = self._now()
+        self._record(TraceEvent(tensor, "transfer", device_name, f"link from {source}", start, end, {"bytes": int(array.nbytes), "from": source, "to": device_name}))
+        self._policy("observe_transfer", source, device_name, int(array.nbytes), download_s + end - start, end)
+        with request.lock:
+            request.device_copies[(tensor, device_name)] = buffer
+        return buffer
+
+    def _run_op(self, device_name: str, device: Device, request: _Request, op: Op) -> list[str]:
+        """Run one op of a request; return the consumers it made ready."""
+        inputs = [self._input_buffer(device_name, device, request, t) for t in op.activation_inputs]
+        start = self._now()
+        outputs, seconds = device.timed_run(op, inputs)
+        end = self._now()
+        self._record(TraceEvent(op.name, "compute", device_name, COMPUTE_LANE, start, end, {"request": request.index, "device_s": seconds}))
+        self._policy("observe", op.name, device_name, seconds, end)
+        with self._counter_lock:
+            self._op_seconds.setdefault(op.name, []).append(seconds)
+            self._op_wall.setdefault(op.name, []).append(end - start)
+        placement = request.plan.placement
+        for tensor, buffer in zip(op.outputs, outputs):
+            remote = any(placement[c] != device_name for c in self.readers[tensor])
+            with request.lock:
+                request.device_copies[(tensor, device_name)] = buffer
+            if remote or tensor in self.output_names:
+                down_start = self._now()
+                array = device.download(buffer)
+                down_end = self._now()
+                if tensor in self.output_names:
+                    self._policy("observe_transfer", device_name, HOST, int(array.nbytes), down_end - down_start, down_end)
+                with request.lock:
+                    request.host_copies[tensor] = (array, device_name, down_end - down_start)
+                    if tensor in self.output_names:
+                        request.outputs[tensor] = array
+        ready = []
+        with request.lock:
+            for consumer in self.consumers[op.name]:
+                request.pending[consumer] -= 1
+                if request.pending[consumer] == 0:
+                    ready.append(consumer)
+            complete = len(request.outputs) == len(self.output_names) and not request.failed
+        if complete:
+            self._complete(request)
+        return ready
+
+    # --- completion, failure, retry ----------------------------------------------------------------
+
+    def _record(self, event: TraceEvent) -> None:
+        with self._counter_lock:
+            self._events.append(event)
+
+    def _complete(self, request: _Request) -> None:
+        latency = self._now() - request.start_s
+        self._results[request.index] = {name: request.outputs[name] for name in self.output_names}
+        self._latencies[request.index] = latency
+        self._policy("finished", request.index, latency, self._now())
+        self._finish_one()
+
+    def _finish_one(self) -> None:
+        self._slots.release()
+        with self._counter_lock:
+            self._remaining -= 1
+            if self._remaining == 0:
+                self._done.set()
+
+    def _abandon(self, index: int) -> None:
+        self._policy("finished", index, None, self._now())
+        self._finish_one()
+
+    def _fail(self, request: _Request, device_name: str, err: Exception) -> None:
+        with request.lock:
+            if request.failed:
+                return
+            request.failed = True
+        log.warning("request %d failed on %s: %s", request.index, device_name, err)
+        with self._counter_lock:
+            first_failure = device_name not in self._failed_devices
+            if first_failure:
+                self._failed_devices.append(device_name)
+        try:
+            if first_failure:
+                new = self._policy("device_failed", device_name, self._now())
+                if new is not None:
+                    self._adopt(new)
+        except HeteroError as fatal:
+            self._fatal = DeviceError(f"no device left to run on after {', '.join(self._failed_devices)} failed: {fatal}")
+        retry_plan_ok = self._fatal is None and request.attempt < self.max_attempts
+        if retry_plan_ok:
+            with self._counter_lock:
+                self._retries += 1
+            try:
+                self._submit(request.index, request.feeds, request.attempt + 1)
+                return
+            except HeteroError as err2:
+                log.warning("request %d cannot be retried: %s", request.index, err2)
+        self._policy("finished", request.index, None, self._now())
+        self._finish_one()
+
+
+def _moves(before: Mapping[str, str], after: Mapping[str, str]) -> str:
+    moved = [f"{node}: {before.get(node)} -> {device}" for node, device in after.items() if before.get(node) != device]
+    return f"{len(moved)} ops moved ({'; '.join(moved[:4])}{'; ...' if len(moved) > 4 else ''})"

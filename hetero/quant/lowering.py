@@ -1,0 +1,492 @@
+"""QDQ Graph -> integer Graph: fuse DequantizeLinear -> op -> QuantizeLinear groups into QLinear ops.
+
+The patterns are the ones onnxruntime's CPU QDQ transformers fuse, so that the integer graph's
+numpy reference reproduces onnxruntime on the same QDQ model. Below, DQ(x) is a
+DequantizeLinear of an integer activation, DQ(w) one of an integer constant, Q a
+QuantizeLinear with constant scalar scale and zero point, and "one Q" means the op's output
+feeds exactly that Q and is not a graph output.
+
+1. Redundant activations: Relu -> Q when Q's zero point is its type's minimum, and
+   Clip -> Q when round(min / s) + z <= qmin and round(max / s) + z >= qmax, are removed
+   (Q's saturation clips the same). Where such an activation sat between a fused op and
+   its Q, the QLinear op records it as ``qmin``/``qmax`` (rule 3 of hetero.ir.ops.qlinear; here
+   always the type's range). A Relu/Clip the Q does not imply stays in float, and so does
+   the op before it, as in onnxruntime.
+2. DQ(x), DQ(w) [, bias] -> Conv -> one Q  =>  QLinearConv
+   (x and y of one type; int8 x needs int8 w; w per tensor or per output channel).
+3. DQ(a), DQ(b) [, bias, beta = 1] -> Gemm -> one Q  =>  QGemm (b per tensor or per output column).
+   A bias is a DQ of an int32 constant, or a 1-D float constant that is quantized first as
+   onnxruntime's WeightBiasQuantization does: int32(round(float32(b / float32(sx * sw)))).
+4. DQ(a), DQ(b) -> MatMul -> one Q  =>  QLinearMatMul.
+5. DQ(a), DQ(b) -> Add -> one Q  =>  QLinearAdd (a, b, y of one type).
+6. DQ(x) -> AveragePool | GlobalAveragePool -> one Q  =>  QLinearAveragePool | QLinearGlobalAveragePool.
+7. DQ(x)... -> Concat -> one Q  =>  QLinearConcat (all of one type).
+8. DQ(x) -> MaxPool | Reshape | Flatten | Transpose | Squeeze | Unsqueeze | Slice | Gather |
+   Identity -> one Q with the same scale, zero point and type (MaxPool: positive scale)  =>
+   the same op on the integer tensor; Split likewise when every output has such a Q.
+
+Constant weight DQs are absorbed: their integer array, scales and zero points become constant
+inputs of the QLinear op; the int32 bias passes through as is (onnxruntime ignores its DQ's
+scale). A DQ shared by several consumers serves each on its own (as onnxruntime's
+EnsureUniqueDQForNodeUnit makes it). Everything else is left as it was: the graph input's Q
+(fp32 -> int), the graph output's DQ, and DQ -> fp32 op -> Q around any op not matched above
+(for example a Conv with float weights). onnxruntime also fuses some groups hetero has no
+integer op for, which therefore stay DQ -> fp32 op -> Q here and may round differently:
+Mul, Sigmoid, LeakyRelu and Softmax, and a Gemm or MatMul with no Q after it.
+
+With int8 activations, x86 onnxruntime by default fuses Conv and MatMul only where its
+QDQS8ToU8Transformer retypes their int8 Q/DQ pairs to uint8; ``lower_qdq(int8_allowed=False)``
+reproduces those decisions (see :func:`lower_qdq`).
+
+:func:`fold_constant_dequantize` is the other way to run a QDQ graph: in float, each weight's
+DequantizeLinear folded into the float constant it computes (hetero's fp32 of a QDQ model).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from hetero.ir.graph import Graph, Op, TensorSpec, make_op
+from hetero.ir.ops.elementwise import clip_bounds
+
+log = logging.getLogger(__name__)
+
+DROP_QDQ_OPS = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Identity"}
+QLINEAR_POOLS = {"AveragePool": "QLinearAveragePool", "GlobalAveragePool": "QLinearGlobalAveragePool"}
+
+
+@dataclass(frozen=True)
+class _Quant:
+    """One quantized tensor as a DQ reads it or a Q writes it: integer tensor, constant scale and zero point."""
+
+    tensor: str  # the integer tensor
+    scale: str
+    zero_point: str
+    dtype: str  # its integer type
+    kind: str  # the type the fusion rules see: dtype, or uint8 where onnxruntime retypes int8
+    axis: int
+    consts: dict[str, np.ndarray]  # scale, zero point and (for a constant) the integer array
+
+    @property
+    def scale_array(self) -> np.ndarray:
+        return self.consts[self.scale]
+
+    @property
+    def per_tensor(self) -> bool:
+        return self.scale_array.size == 1 and self.consts[self.zero_point].size == 1
+
+    @property
+    def constant(self) -> bool:
+        return self.tensor in self.consts
+
+    def same_as(self, other: "_Quant") -> bool:
+        """Equal scalar scale, zero point and type (what makes a DQ -> op -> Q pair droppable)."""
+        return (
+            self.per_tensor
+            and other.per_tensor
+            and self.kind == other.kind
+            and float(self.scale_array.reshape(())) == float(other.scale_array.reshape(()))
+            and int(self.consts[self.zero_point].reshape(())) == int(other.consts[other.zero_point].reshape(()))
+        )
+
+
+def _quant(op: Op, dtype: str, kind: str | None = None) -> _Quant | None:
+    """Scale and zero point of a Q or DQ op when both are constants (zero point synthesised if absent).
+
+    ``dtype`` is the integer type; ``kind`` the type the fusion rules see (default ``dtype``).
+    """
+    scale = op.inputs[1]
+    if scale not in op.weights:
+        return None
+    consts = {scale: op.weights[scale]}
+    if len(op.inputs) > 2 and op.inputs[2]:
+        zero_point = op.inputs[2]
+        if zero_point not in op.weights:
+            return None
+        consts[zero_point] = op.weights[zero_point]
+    else:
+        zero_point = f"{op.name}.zero_point"
+        consts[zero_point] = np.zeros(op.weights[scale].shape, dtype)
+    if op.type == "DequantizeLinear":
+        tensor = op.inputs[0]
+        if tensor in op.weights:
+            consts[tensor] = op.weights[tensor]
+    else:
+        tensor = op.outputs[0]
+    return _Quant(tensor, scale, zero_point, dtype, kind or dtype, int(op.attrs.get("axis", 1)), consts)
+
+
+@dataclass
+class _Rewrite:
+    """A fused op to emit in place of a target op, and the Qs it absorbs."""
+
+    name: str
+    op_type: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any]
+    weights: dict[str, np.ndarray]
+    absorbed: list[Op]
+
+
+class _Lowering:
+    def __init__(self, graph: Graph, int8_allowed: bool) -> None:
+        self.graph = graph
+        self.int8_allowed = int8_allowed
+        self.ops = list(graph.ops_in_order())
+        self.producer = {t: op for op in self.ops for t in op.outputs}
+        self.consumers: dict[str, list[Op]] = defaultdict(list)
+        for op in self.ops:
+            for tensor in dict.fromkeys(op.activation_inputs):
+                self.consumers[tensor].append(op)
+        self.outputs = {spec.name for spec in graph.outputs}
+        self.specs: dict[str, TensorSpec] = {s.name: s for s in graph.inputs}
+        for op in self.ops:
+            self.specs.update({s.name: s for s in op.output_specs})
+        self.replaced: dict[str, Op] = {}  # op name -> its replacement (a Q reading past a removed activation)
+        self.removed: set[str] = set()
+        self.clamp: dict[str, tuple[int, int]] = {}  # Q name -> qmin/qmax of the activation removed before it
+        self.as_uint8: set[str] = set() if int8_allowed else self.s8_to_u8()
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def s8_to_u8(self) -> set[str]:
+        """The int8 Q and DQ ops onnxruntime's x86 QDQS8ToU8Transformer retypes to uint8.
+
+        A Q -> DQ pair is retyped when the Q feeds only that DQ and the DQ feeds one input (or
+        only a graph output), after onnxruntime gives every consumer its own DQ; constant DQs
+        keep int8. Retyping shifts values and zero points by 128, which changes no result,
+        only which groups fuse.
+        """
+        slots = Counter(t for op in self.ops for t in op.inputs if t and t not in op.weights)
+
+        def int8_zero_point(op: Op) -> int | None:
+            zero_point = op.weights.get(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] else None
+            ok = zero_point is not None and zero_point.dtype == np.int8 and zero_point.size == 1
+            return int(zero_point.reshape(-1)[0]) if ok else None
+
+        retyped: set[str] = set()
+        for op in self.ops:
+            if op.type != "QuantizeLinear" or op.outputs[0] in self.outputs or slots[op.outputs[0]] != 1:
+                continue
+            dq = self.consumers[op.outputs[0]][0]
+            out = dq.outputs[0]
+            unique = slots[out] <= 1 if out not in self.outputs else slots[out] == 0
+            if dq.type == "DequantizeLinear" and unique and int8_zero_point(op) == int8_zero_point(dq) is not None:
+                retyped.update((op.name, dq.name))
+        return retyped
+
+    def quant(self, op: Op, dtype: str) -> _Quant | None:
+        return _quant(op, dtype, "uint8" if op.name in self.as_uint8 else dtype)
+
+    def dq(self, tensor: str) -> _Quant | None:
+        op = self.producer.get(tensor)
+        if op is None or op.type != "DequantizeLinear" or op.name in self.removed:
+            return None
+        return self.quant(op, op.input_specs[0].dtype)
+
+    def single_q(self, tensor: str) -> tuple[Op, _Quant] | None:
+        """The one Q reading ``tensor`` when nothing else reads it and it is not a graph output."""
+        readers = self.consumers.get(tensor, [])
+        if tensor in self.outputs or len(readers) != 1 or readers[0].type != "QuantizeLinear":
+            return None
+        q_op = self.replaced.get(readers[0].name, readers[0])
+        quant = self.quant(q_op, q_op.output_specs[0].dtype)
+        return None if quant is None or not quant.per_tensor else (q_op, quant)
+
+    def rank(self, quant: _Quant) -> int:
+        """Rank of a DQ's integer tensor."""
+        return quant.consts[quant.tensor].ndim if quant.constant else len(self.specs[quant.tensor].shape)
+
+    # --- rule 1: activations made redundant by the Q after them -------------------------------
+
+    def remove_redundant_activations(self) -> None:
+        for op in self.ops:
+            if op.type not in ("Relu", "Clip") or op.inputs[0] in op.weights:
+                continue
+            found = self.single_q(op.outputs[0])
+            if found is None:
+                continue
+            q_op, quant = found
+            info = np.iinfo(quant.dtype)
+            scale, zero_point = float(quant.scale_array.reshape(())), int(quant.consts[quant.zero_point].reshape(()))
+            clamp = activation_bounds(op, scale, zero_point, quant.dtype)
+            if clamp != (info.min, info.max):
+                continue
+            inputs = [op.inputs[0], *q_op.inputs[1:]]
+            specs = {op.inputs[0]: self.specs[op.inputs[0]]}
+            new_q = make_op(q_op.name, "QuantizeLinear", inputs, q_op.outputs, q_op.attrs, specs, q_op.weights)
+            self.replaced[q_op.name] = new_q
+            self.removed.add(op.name)
+            self.clamp[q_op.name] = clamp
+            source = op.inputs[0]
+            self.consumers[source] = [new_q if c is op else c for c in self.consumers[source]]
+            log.debug("removed %s: the Q %s after it saturates the same", op.name, q_op.name)
+
+    # --- rules 2-8 ---------------------------------------------------------------------------
+
+    def match(self, op: Op) -> _Rewrite | None:
+        rule = _RULES.get(op.type)
+        if rule is None or len(op.outputs) != 1 and op.type != "Split":
+            return None
+        return rule(self, op)
+
+    def output_q(self, op: Op) -> tuple[Op, _Quant, dict[str, Any]] | None:
+        found = self.single_q(op.outputs[0])
+        if found is None:
+            return None
+        q_op, quant = found
+        attrs = dict(op.attrs)
+        if q_op.name in self.clamp:
+            attrs["qmin"], attrs["qmax"] = self.clamp[q_op.name]
+        return q_op, quant, attrs
+
+    def run(self) -> Graph:
+        self.remove_redundant_activations()
+        rewrites: dict[str, _Rewrite] = {}
+        for op in self.ops:
+            if op.name in self.removed or op.type in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            rewrite = self.match(op)
+            if rewrite is not None:
+                rewrites[op.name] = rewrite
+                self.removed.update(q.name for q in rewrite.absorbed)
+        return self.build(rewrites)
+
+    def build(self, rewrites: dict[str, _Rewrite]) -> Graph:
+        drafts: list[Op | _Rewrite] = []
+        for op in self.ops:
+            if op.name in rewrites:
+                drafts.append(rewrites[op.name])
+            elif op.name not in self.removed:
+                drafts.append(self.replaced.get(op.name, op))
+        read = {t for d in drafts for t in (d.inputs if isinstance(d, _Rewrite) else d.activation_inputs)}
+        read |= self.outputs
+        built: list[Op] = []
+        for draft in drafts:
+            if isinstance(draft, Op):
+                if draft.type == "DequantizeLinear" and draft.outputs[0] not in read:
+                    continue  # every reader now takes the integer tensor
+                built.append(draft)
+                continue
+            d = draft
+            built.append(make_op(d.name, d.op_type, d.inputs, d.outputs, d.attrs, self.specs, d.weights))
+        lowered = Graph.build(built, self.graph.inputs, [s.name for s in self.graph.outputs], name=self.graph.name)
+        log.info("lowered %s: %d ops fused into integer ops, %d ops in all", self.graph.name, len(rewrites), len(built))
+        return lowered
+
+
+def activation_bounds(op: Op, scale: float, zero_point: int, dtype: str) -> tuple[int, int] | None:
+    """A Relu/Clip's bounds in the quantized domain of (scale, zero point, dtype), clipped to the
+    type's range; None for a Clip with non-constant bounds. The activation is redundant before
+    such a Q when they are the type's whole range (onnxruntime's IsClipMadeRedundantByQ)."""
+    if op.type == "Relu":
+        low, high = 0.0, np.inf
+    elif any(t and t not in op.weights for t in op.inputs[1:]):
+        return None
+    else:
+        low, high = clip_bounds([None, *[op.weights.get(t) if t else None for t in op.inputs[1:]]], op.attrs)
+    info = np.iinfo(dtype)
+
+    def bound(value: float, default: int) -> int:
+        if np.isinf(value):
+            return default
+        q = np.rint(np.float32(value) / np.float32(scale)) + zero_point
+        return int(np.clip(q, info.min, info.max))
+
+    return bound(low, info.min), bound(high, info.max)
+
+
+# ----------------------------------------------------------------------------- the rules
+
+_INT8_TYPES = ("int8", "uint8")
+
+
+def _consts(*quants: _Quant | None) -> dict[str, np.ndarray]:
+    merged: dict[str, np.ndarray] = {}
+    for quant in quants:
+        if quant is not None:
+            merged.update(quant.consts)
+    return merged
+
+
+def _group(low: _Lowering, op: Op, count: int) -> tuple[list[_Quant], Op, _Quant, dict[str, Any]] | None:
+    """The 8-bit DQs feeding the first ``count`` inputs and the one Q after the op, if all exist."""
+    quants = [low.dq(t) if t else None for t in op.inputs[:count]]
+    output = low.output_q(op)
+    if output is None or len(op.inputs) < count or any(q is None or q.dtype not in _INT8_TYPES for q in quants):
+        return None
+    return quants, *output  # type: ignore[return-value]
+
+
+def _int8_ok(low: _Lowering, x: _Quant, w: _Quant) -> bool:
+    """Conv and MatMul take int8 activations only where allowed, and then with int8 weights."""
+    return x.kind != "int8" or (low.int8_allowed and w.kind == "int8")
+
+
+def _bias(low: _Lowering, op: Op, x: _Quant, w: _Quant) -> tuple[bool, str, dict[str, np.ndarray]]:
+    """(usable, tensor, weights) of a Conv/Gemm bias: absent, a constant int32 DQ, or a 1-D float
+    constant quantized as onnxruntime's WeightBiasQuantization does: round(b / float32(sx * sw))."""
+    if len(op.inputs) < 3 or not op.inputs[2]:
+        return True, "", {}
+    bias = low.dq(op.inputs[2])
+    if bias is not None:
+        usable = bias.dtype == "int32" and bias.constant
+        return usable, bias.tensor, {bias.tensor: bias.consts[bias.tensor]} if usable else {}
+    array = op.weights.get(op.inputs[2])
+    if array is None or array.dtype != np.float32 or array.ndim != 1 or not x.per_tensor:
+        return False, "", {}
+    scale = (np.float32(x.scale_array.reshape(())) * w.scale_array.astype(np.float32).reshape(-1)).astype(np.float32)
+    if scale.size not in (1, array.size):
+        return False, "", {}
+    name = f"{op.name}.bias_quantized"
+    return True, name, {name: np.rint((array / scale).astype(np.float32)).astype(np.int32)}
+
+
+def _conv(low: _Lowering, op: Op) -> _Rewrite | None:
+    group = _group(low, op, 2)
+    if group is None:
+        return None
+    (x, w), q_op, y, attrs = group
+    usable, bias, bias_weights = _bias(low, op, x, w)
+    if not usable:
+        return None
+    if x.constant or not w.constant or not x.per_tensor or x.kind != y.kind or not _int8_ok(low, x, w):
+        return None
+    if not w.per_tensor and w.axis % 4 != 0:
+        return None
+    inputs = [x.tensor, x.scale, x.zero_point, w.tensor, w.scale, w.zero_point, y.scale, y.zero_point]
+    inputs += [bias] if bias else []
+    return _Rewrite(op.name, "QLinearConv", inputs, [y.tensor], attrs, {**_consts(x, w, y), **bias_weights}, [q_op])
+
+
+def _gemm(low: _Lowering, op: Op) -> _Rewrite | None:
+    group = _group(low, op, 2)
+    if group is None:
+        return None
+    (a, b), q_op, y, attrs = group
+    usable, bias, bias_weights = _bias(low, op, a, b)
+    if not usable or (bias and float(op.attrs.get("beta", 1.0)) != 1.0):
+        return None
+    if a.constant or not a.per_tensor or a.kind != y.kind or (a.kind == "int8" and b.kind != "int8"):
+        return None
+    if not b.per_tensor and (low.rank(b) != 2 or b.axis % 2 != (0 if op.attrs.get("transB", 0) else 1)):
+        return None
+    attrs = {k: v for k, v in attrs.items() if k != "beta"}
+    inputs = [a.tensor, a.scale, a.zero_point, b.tensor, b.scale, b.zero_point, bias, y.scale, y.zero_point]
+    return _Rewrite(op.name, "QGemm", inputs, [y.tensor], attrs, {**_consts(a, b, y), **bias_weights}, [q_op])
+
+
+def _matmul(low: _Lowering, op: Op) -> _Rewrite | None:
+    group = _group(low, op, 2)
+    if group is None:
+        return None
+    (a, b), q_op, y, attrs = group
+    if not a.per_tensor or a.kind != y.kind or not _int8_ok(low, a, b):
+        return None
+    if not b.per_tensor and (low.rank(b) != 2 or b.axis % 2 != 1):
+        return None
+    inputs = [a.tensor, a.scale, a.zero_point, b.tensor, b.scale, b.zero_point, y.scale, y.zero_point]
+    return _Rewrite(op.name, "QLinearMatMul", inputs, [y.tensor], attrs, _consts(a, b, y), [q_op])
+
+
+def _add(low: _Lowering, op: Op) -> _Rewrite | None:
+    group = _group(low, op, 2)
+    if group is None:
+        return None
+    (a, b), q_op, y, attrs = group
+    if not (a.per_tensor and b.per_tensor) or not a.kind == b.kind == y.kind:
+        return None
+    inputs = [a.tensor, a.scale, a.zero_point, b.tensor, b.scale, b.zero_point, y.scale, y.zero_point]
+    return _Rewrite(op.name, "QLinearAdd", inputs, [y.tensor], attrs, _consts(a, b, y), [q_op])
+
+
+def _pool(low: _Lowering, op: Op) -> _Rewrite | None:
+    group = _group(low, op, 1)
+    if group is None:
+        return None
+    (x,), q_op, y, attrs = group
+    if x.constant or not x.per_tensor or x.kind != y.kind:
+        return None
+    inputs = [x.tensor, x.scale, x.zero_point, y.scale, y.zero_point]
+    return _Rewrite(op.name, QLINEAR_POOLS[op.type], inputs, [y.tensor], attrs, _consts(x, y), [q_op])
+
+
+def _concat(low: _Lowering, op: Op) -> _Rewrite | None:
+    group = _group(low, op, len(op.inputs))
+    if group is None:
+        return None
+    operands, q_op, y, attrs = group
+    if any(not x.per_tensor or x.kind != y.kind for x in operands):
+        return None
+    inputs = [y.scale, y.zero_point] + [name for x in operands for name in (x.tensor, x.scale, x.zero_point)]
+    return _Rewrite(op.name, "QLinearConcat", inputs, [y.tensor], attrs, _consts(y, *operands), [q_op])
+
+
+def _drop(low: _Lowering, op: Op) -> _Rewrite | None:
+    """Data movement between a DQ and Qs of equal parameters runs on the integer tensor."""
+    x = low.dq(op.inputs[0])
+    if x is None or x.constant or x.dtype not in _INT8_TYPES:
+        return None
+    if op.type == "MaxPool" and not float(x.scale_array.reshape(-1)[0]) > 0:
+        return None
+    found = [low.single_q(t) for t in op.outputs]
+    if any(f is None or not x.same_as(f[1]) for f in found):
+        return None
+    pairs = [f for f in found if f is not None]
+    outputs, absorbed = [quant.tensor for _, quant in pairs], [q_op for q_op, _ in pairs]
+    return _Rewrite(op.name, op.type, [x.tensor, *op.inputs[1:]], outputs, dict(op.attrs), dict(op.weights), absorbed)
+
+
+_RULES: dict[str, Callable[[_Lowering, Op], _Rewrite | None]] = {
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Add": _add,
+    "Concat": _concat,
+    "Split": _drop,
+    **{name: _pool for name in QLINEAR_POOLS},
+    **{name: _drop for name in DROP_QDQ_OPS},
+}
+
+
+def lower_qdq(graph: Graph, int8_allowed: bool = True) -> Graph:
+    """The integer form of a QDQ graph: QDQ groups fused into QLinear ops (see the module docstring).
+
+    ``int8_allowed`` mirrors onnxruntime's session option ``session.qdqisint8allowed``: True
+    (its ARM default, and hetero's) fuses int8 activations like uint8 ones; False (its x86-64
+    default) reproduces which groups x86 onnxruntime fuses: Conv and MatMul only with uint8
+    activations, after retyping to uint8 the int8 QDQ pairs it retypes.
+    """
+    return _Lowering(graph, int8_allowed).run()
+
+
+def fold_constant_dequantize(graph: Graph) -> Graph:
+    """The QDQ graph in float: every DequantizeLinear of a constant (a weight, a bias) becomes the
+    float constant it computes, exactly as the reference computes it; activations keep their
+    QuantizeLinear -> DequantizeLinear pairs. Devices whose float kernels need constant weights
+    (cpu Conv, say) can then run a QDQ model at fp32."""
+    from hetero.backends.reference import reference_op
+
+    outputs = {spec.name for spec in graph.outputs}
+    folded: dict[str, np.ndarray] = {}
+    specs: dict[str, TensorSpec] = {s.name: s for s in graph.inputs}
+    built: list[Op] = []
+    for op in graph.ops_in_order():
+        if op.type == "DequantizeLinear" and not op.activation_inputs and op.outputs[0] not in outputs:
+            folded[op.outputs[0]] = reference_op(op, [])[0]
+            continue
+        if any(t in folded for t in op.inputs):
+            weights = {**op.weights, **{t: folded[t] for t in op.inputs if t in folded}}
+            op = make_op(op.name, op.type, op.inputs, op.outputs, op.attrs, specs, weights)
+        specs.update({s.name: s for s in op.output_specs})
+        built.append(op)
+    if not folded:
+        return graph
+    log.info("%s: %d constant DequantizeLinear ops folded into float weights", graph.name, len(folded))
+    return Graph.build(built, graph.inputs, [s.name for s in graph.outputs], name=graph.name)
