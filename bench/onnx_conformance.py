@@ -1,4 +1,4 @@
-"""Run onnx's own backend test cases through hetero's importer and reference executor.
+"""Run onnx's own backend test cases through hetero's importer, the reference executor and the devices.
 
 Suites: ``node`` (``onnx.backend.test.case.node.collect_testcases()``, one model per operator
 form at its current opset) and the stored models under onnx/backend/test/data/
@@ -10,9 +10,16 @@ form at its current opset) and the stored models under onnx/backend/test/data/
 - wrong: it ran but an output differs;
 - crash: any other exception.
 
-    python bench/onnx_conformance.py [--suite node ...] [--filter SUBSTR] [--markdown FILE] [--json FILE]
+Every case runs on the reference executor (numpy, the oracle) and, where a device claims every
+op of the imported graph (``device.supports``), on that device too: the cpu device (numba) and
+every usable OpenCL device, compared with the expected outputs the same way. A device that does
+not claim an op of the case counts the case as unsupported (a capability gap); a wrong answer or
+a crash on a device is a bug in its kernel or in its claim.
 
-Counts are printed per suite and per operator; ``--markdown`` writes the same table.
+    python bench/onnx_conformance.py [--suite node ...] [--filter SUBSTR] [--devices reference,cpu,opencl:0]
+                                     [--markdown FILE] [--json FILE] [--show wrong ...]
+
+Counts are printed per device, suite and operator; ``--markdown`` writes the same tables.
 """
 
 from __future__ import annotations
@@ -24,17 +31,22 @@ import logging
 import os
 import re
 import sys
+import time
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hetero.exec.executor import run_reference
+from hetero.backends import open_device
+from hetero.backends.base import Device
+from hetero.backends.discovery import discover
+from hetero.exec.executor import run_on_device, run_reference
 from hetero.errors import HeteroError
+from hetero.ir.graph import Graph
 from hetero.ir.onnx_import import import_onnx
 
 RTOL, ATOL = 1e-3, 1e-5
@@ -60,6 +72,7 @@ class Result:
     operator: str
     status: str
     detail: str
+    device: str = "reference"
 
 
 def _schema_names() -> dict[str, str]:
@@ -113,6 +126,13 @@ def _stored_cases(suite: str) -> Iterator[Case]:
         yield Case(suite, name, operator_of(name, model), model, data_sets)
 
 
+def _array(value: object) -> object:
+    """A test value as numpy: some node cases store tensors as TensorProtos (exact float16, cast cases)."""
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    return value
+
+
 def _index(path: str) -> int:
     return int(re.findall(r"_(\d+)\.pb$", path)[0])
 
@@ -132,7 +152,7 @@ def collect(suites: Sequence[str], pattern: str | None = None) -> list[Case]:
                     cases.append(
                         Case(
                             "node", tc.name, operator_of(tc.name, tc.model), tc.model,
-                            [(list(i), list(o)) for i, o in tc.data_sets],
+                            [([_array(v) for v in i], [_array(v) for v in o]) for i, o in tc.data_sets],
                             max(RTOL, float(tc.rtol)), max(ATOL, float(tc.atol)),
                         )
                     )
@@ -190,47 +210,107 @@ def _bind_shape_inputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> 
     return bound
 
 
-def run_case(case: Case, strict: bool = False) -> Result:
-    """Import and run one case on the reference executor and classify the outcome."""
+def _short(detail: str) -> str:
+    return detail.splitlines()[0][:300] if detail else ""
 
-    def result(status: str, detail: str = "") -> Result:
-        return Result(case.suite, case.name, case.operator, status, detail.splitlines()[0][:300] if detail else "")
 
+def _outcome(
+    case: Case, run: Callable[[], dict[str, np.ndarray]], expected: Sequence[np.ndarray], claimed: bool = False
+) -> tuple[str, str] | None:
+    """None when every output matches, else (status, detail). On a device that claimed every op
+    (``claimed``), a refusal at run time is a crash too: its claim was wrong."""
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
+        outputs = run()
+    except HeteroError as err:
+        if claimed:
+            return "crash", f"claimed, then refused: {type(err).__name__}: {err}"
+        return "unsupported", f"{type(err).__name__}: {err}"
+    except Exception as err:  # a crash is what this runner exists to find
+        return "crash", f"{type(err).__name__}: {err}"
+    for proto, want in zip(case.model.graph.output, expected):
+        problem = _compare(want, outputs[proto.name], case.rtol, case.atol)
+        if problem:
+            return "wrong", f"output {proto.name}: {problem}"
+    return None
+
+
+def _unclaimed(graph: Graph, device: Device) -> str | None:
+    """Why the device does not run the whole graph (its first unclaimed op), or None."""
+    for op in graph.ops_in_order():
+        if not device.supports(op):
+            return device.why_not(op)
+    return None
+
+
+def run_case(case: Case, strict: bool = False, devices: Sequence[Device] = ()) -> list[Result]:
+    """Import and run one case on the reference executor and on each device; one Result per
+    executor (reference first, then the devices in order)."""
+    names = ["reference"] + [d.name for d in devices]
+    verdict: dict[str, tuple[str, str] | None] = {n: None for n in names}
+
+    def results() -> list[Result]:
+        return [
+            Result(case.suite, case.name, case.operator, *(verdict[n] or ("pass", "")), device=n)  # type: ignore[misc]
+            for n in names
+        ]
+
+    def refuse_all(status: str, detail: str) -> list[Result]:
+        for n in names:
+            verdict[n] = (status, _short(detail))
+        return results()
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
             initializers = {init.name for init in case.model.graph.initializer}
             input_names = [v.name for v in case.model.graph.input if v.name not in initializers]
             if not case.data_sets:
                 import_onnx(case.model, label=case.name)
-                return result("unsupported", "the case has no test data")
+                return refuse_all("unsupported", "the case has no test data")
+            prepared = []
             for inputs, expected in case.data_sets:
                 if len(inputs) != len(input_names) or not expected:
                     import_onnx(case.model, label=case.name)  # a refusal names the operator
-                    return result("unsupported", "test data holds non-tensor values (sequence/optional)")
+                    return refuse_all("unsupported", "test data holds non-tensor values (sequence/optional)")
                 feeds = dict(zip(input_names, inputs))
                 model = case.model if strict else _bind_shape_inputs(case.model, feeds)
-                graph = import_onnx(model, label=case.name)
-                outputs = run_reference(graph, feeds)
-                for proto, want in zip(case.model.graph.output, expected):
-                    problem = _compare(want, outputs[proto.name], case.rtol, case.atol)
-                    if problem:
-                        return result("wrong", f"output {proto.name}: {problem}")
-    except HeteroError as err:
-        return result("unsupported", f"{type(err).__name__}: {err}")
-    except Exception as err:  # a crash is what this runner exists to find
-        return result("crash", f"{type(err).__name__}: {err}")
-    return result("pass")
+                prepared.append((import_onnx(model, label=case.name), feeds, expected))
+        except HeteroError as err:
+            return refuse_all("unsupported", f"{type(err).__name__}: {err}")
+        except Exception as err:  # an importer crash
+            return refuse_all("crash", f"{type(err).__name__}: {err}")
+        for graph, feeds, expected in prepared:
+            if verdict["reference"] is None:
+                outcome = _outcome(case, lambda: run_reference(graph, feeds), expected)
+                verdict["reference"] = outcome and (outcome[0], _short(outcome[1]))
+            for device in devices:
+                if verdict[device.name] is not None:
+                    continue
+                why = _unclaimed(graph, device)
+                if why is not None:
+                    verdict[device.name] = ("unsupported", _short(why))
+                    continue
+                outcome = _outcome(case, lambda: run_on_device(graph, device, feeds), expected, claimed=True)
+                verdict[device.name] = outcome and (outcome[0], _short(outcome[1]))
+    return results()
 
 
-def summarize(results: Sequence[Result]) -> tuple[dict[str, Counter], dict[str, Counter]]:
+def summarize(results: Sequence[Result], device: str = "reference") -> tuple[dict[str, Counter], dict[str, Counter]]:
+    """Status counts per suite and per operator (node suite) of one executor's results."""
     by_suite: dict[str, Counter] = defaultdict(Counter)
     by_op: dict[str, Counter] = defaultdict(Counter)
     for r in results:
+        if r.device != device:
+            continue
         by_suite[r.suite][r.status] += 1
         if r.suite == "node":
             by_op[r.operator][r.status] += 1
     return by_suite, by_op
+
+
+def device_names(results: Sequence[Result]) -> list[str]:
+    """The executors of the results, in the order they ran."""
+    return list(dict.fromkeys(r.device for r in results))
 
 
 def _row(label: str, counts: Counter) -> str:
@@ -240,21 +320,47 @@ def _row(label: str, counts: Counter) -> str:
     return f"| {label} | {total} | {cells} | {share:.0f}% |"
 
 
+HEAD = "| {} | cases | pass | unsupported | wrong | crash | pass % |\n|---|---:|---:|---:|---:|---:|---:|"
+
+
 def markdown(results: Sequence[Result]) -> str:
-    """The suite table then the per-operator table (node suite), as markdown."""
-    by_suite, by_op = summarize(results)
-    head = "| {} | cases | pass | unsupported | wrong | crash | pass % |\n|---|---:|---:|---:|---:|---:|---:|"
-    lines = [head.format("suite")]
-    lines += [_row(s, by_suite[s]) for s in SUITES if s in by_suite]
-    lines += ["", head.format("operator (node suite)")]
-    lines += [_row(op, by_op[op]) for op in sorted(by_op)]
+    """Per executor (reference, cpu, opencl:N): the suite table; then one per-operator table of
+    the node suite with each executor's pass/unsupported/wrong/crash counts."""
+    names = device_names(results)
+    lines: list[str] = []
+    for name in names:
+        by_suite, _ = summarize(results, name)
+        lines += [f"**{name}**", "", HEAD.format("suite")]
+        lines += [_row(s, by_suite[s]) for s in SUITES if s in by_suite]
+        lines.append("")
+    per_device = {name: summarize(results, name)[1] for name in names}
+    operators = sorted(per_device[names[0]]) if names else []
+    if operators:
+        lines.append("| operator (node suite) | cases | " + " | ".join(f"{n} pass/unsup/wrong/crash" for n in names) + " |")
+        lines.append("|---|---:|" + "---:|" * len(names))
+        for op in operators:
+            cells = []
+            for name in names:
+                c = per_device[name][op]
+                cells.append("/".join(str(c.get(s, 0)) for s in STATUSES))
+            lines.append(f"| {op} | {sum(per_device[names[0]][op].values())} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def open_devices(names: Sequence[str] | None) -> list[Device]:
+    """The devices to compare with the reference: those named, else cpu and every usable OpenCL device."""
+    if names is None:
+        usable, _ = discover(["cpu", "opencl"])
+        names = [d.name for d in usable]
+    return [open_device(n) for n in names if n != "reference"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", action="append", choices=SUITES, help="suites to run (default: all)")
     parser.add_argument("--filter", help="only cases whose name contains this")
+    parser.add_argument("--devices", help="comma-separated devices besides the reference (default: cpu and every "
+                        "usable opencl:N; 'reference' alone runs none)")
     parser.add_argument("--markdown", help="write the tables as markdown to this file")
     parser.add_argument("--json", help="write every case's result as JSON to this file")
     parser.add_argument("--show", choices=STATUSES, action="append", help="list the cases with this status")
@@ -264,20 +370,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("hetero").setLevel(logging.ERROR)
-    results = [run_case(c, args.strict) for c in collect(args.suite or SUITES, args.filter)]
-    by_suite, by_op = summarize(results)
-    print(f"{'suite':20s} {'cases':>6s} " + " ".join(f"{s:>11s}" for s in STATUSES))
-    for suite in SUITES:
-        if suite in by_suite:
-            c = by_suite[suite]
-            print(f"{suite:20s} {sum(c.values()):6d} " + " ".join(f"{c.get(s, 0):11d}" for s in STATUSES))
-    if args.per_op:
-        for op in sorted(by_op):
-            c = by_op[op]
-            print(f"  {op:38s} " + " ".join(f"{s}={c[s]}" for s in STATUSES if c.get(s)))
+    start = time.perf_counter()
+    devices = open_devices(None if args.devices is None else [n.strip() for n in args.devices.split(",") if n.strip()])
+    results = [r for c in collect(args.suite or SUITES, args.filter) for r in run_case(c, args.strict, devices)]
+    for name in device_names(results):
+        by_suite, by_op = summarize(results, name)
+        print(f"{name:20s} {'cases':>6s} " + " ".join(f"{s:>11s}" for s in STATUSES))
+        for suite in SUITES:
+            if suite in by_suite:
+                c = by_suite[suite]
+                print(f"  {suite:18s} {sum(c.values()):6d} " + " ".join(f"{c.get(s, 0):11d}" for s in STATUSES))
+        if args.per_op:
+            for op in sorted(by_op):
+                c = by_op[op]
+                print(f"    {op:36s} " + " ".join(f"{s}={c[s]}" for s in STATUSES if c.get(s)))
     for r in results:
         if args.show and r.status in args.show:
-            print(f"{r.status:11s} {r.suite}/{r.name}: {r.detail}")
+            print(f"{r.status:11s} {r.device:10s} {r.suite}/{r.name}: {r.detail}")
+    print(f"{len(results)} results in {time.perf_counter() - start:.0f} s")
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown(results))

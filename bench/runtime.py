@@ -30,6 +30,7 @@ from hetero.ir.onnx_import import import_onnx
 from hetero.quant.precision import quantized_onnx
 from hetero.policy import PolicyContext, make_policy
 from hetero.cost.profiler import Budget, profile_graph
+from hetero.exec.dispatch import measure_dispatch
 from hetero.exec.runtime import Runtime
 from hetero.schedulers import fixed_schedule, schedule
 
@@ -50,7 +51,8 @@ def bench(model: str, names: list[str], requests: int, inflight: int) -> None:
     qdq = quantized_onnx(f"builtin:{model}")
     graph = lower_qdq(import_onnx(qdq, label=model))
     devices = {n: open_device(n) for n in names}
-    profile = profile_graph(graph, list(devices.values()), model, "int8", Budget(seconds_per_op=0.1), transfer_sizes=[4096, 1 << 16, 1 << 20, 1 << 22])
+    profile = profile_graph(graph, list(devices.values()), model, "int8", Budget(seconds_per_op=0.1),
+                            transfer_sizes=[4096, 1 << 16, 1 << 20, 1 << 22], dispatch_s=measure_dispatch(list(devices.values())))
     cost = ProfileCostModel(graph, profile, names, precision="int8")
     spec = graph.inputs[0]
     x = np.random.default_rng(0).random(spec.shape, dtype=np.float32)

@@ -25,7 +25,9 @@ from hetero.cost.protocol import CostModel
 from hetero.problem import Problem, as_task_graph
 from hetero.schedulers import compile_tasks, schedule
 from hetero.schedulers.heft import heft
-from hetero.schedulers.workloads import chain, fork_join, layered, random_problem, roofline_problem
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic task graphs live with the tests
+from workloads import chain, fork_join, layered, random_problem, roofline_problem  # noqa: E402
 
 HEURISTICS = ("single", "greedy", "dp", "heft", "peft", "auto")
 SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"

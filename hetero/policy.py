@@ -53,7 +53,7 @@ class PolicyContext:
     cost: CostModel
     algorithm: str = "auto"
     objective: str = "latency"
-    memory: Mapping[str, int] = field(default_factory=dict)
+    memory_bytes: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -148,7 +148,7 @@ class Estimates:
         return {key: self.ratio(key, now_s) for key in (list(self.predicted_s) if keys is None else keys)}
 
 
-def binding_memory(graph: nx.DiGraph, memory: Mapping[str, int]) -> dict[str, int]:
+def binding_memory(graph: nx.DiGraph, memory_bytes: Mapping[str, int]) -> dict[str, int]:
     """The capacities below all of the graph's weights and activations at once (others cannot bind,
     and leaving them out spares memory-tracking schedulers such as dp work that changes nothing)."""
     from hetero.problem import as_task_graph
@@ -156,7 +156,7 @@ def binding_memory(graph: nx.DiGraph, memory: Mapping[str, int]) -> dict[str, in
     tasks = as_task_graph(graph)
     total = sum(int(data.get(key, 0)) for _, data in tasks.nodes(data=True)
                 for key in ("weight_bytes", "output_bytes", "input_bytes"))
-    return {device: capacity for device, capacity in memory.items() if capacity < total}
+    return {device: capacity for device, capacity in memory_bytes.items() if capacity < total}
 
 
 class StaticPolicy:
@@ -166,9 +166,9 @@ class StaticPolicy:
     learns = False  # whether observations feed the estimates
     replans_on_failure = False
 
-    def __init__(self, alpha: float = 0.2, stale: float | None = None) -> None:
+    def __init__(self, alpha: float = 0.2, stale_s: float | None = None) -> None:
         self.alpha = alpha
-        self.stale_s = stale
+        self.stale_s = stale_s
         self.plan: Schedule | None = None
 
     def start(self, context: PolicyContext, initial: Schedule | None = None) -> Sequence[Schedule]:
@@ -183,7 +183,7 @@ class StaticPolicy:
         self.routes = Estimates(self.alpha, self.stale_s)  # per (src, dst)
         self.planned: dict[Hashable, float] = {}
         self.planned_at_s = 0.0
-        self.memory = binding_memory(context.graph, context.memory)
+        self.memory_bytes = binding_memory(context.graph, context.memory_bytes)
 
     def ratios(self, now_s: float) -> tuple[dict[Hashable, float], dict[Hashable, float]]:
         """Observed/predicted per live device and per observed route, now."""
@@ -195,8 +195,8 @@ class StaticPolicy:
 
         compute, routes = self.ratios(now_s)
         cost = ObservedCost(self.context.cost, compute, self.alive, routes)  # type: ignore[arg-type]
-        memory = {d: m for d, m in self.memory.items() if d in self.alive}
-        result = schedule(self.context.graph, cost, self.context.algorithm, self.context.objective, memory)
+        memory_bytes = {d: m for d, m in self.memory_bytes.items() if d in self.alive}
+        result = schedule(self.context.graph, cost, self.context.algorithm, self.context.objective, memory_bytes)
         self.planned, self.planned_at_s = {**compute, **routes}, now_s
         return result
 
@@ -275,10 +275,10 @@ class ThresholdPolicy(FailoverPolicy):
 
     name = "threshold"
 
-    def __init__(self, drift: float = 0.2, alpha: float = 0.2, cooldown: float = 1.0, stale: float | None = None) -> None:
-        super().__init__(alpha, stale)
+    def __init__(self, drift: float = 0.2, alpha: float = 0.2, cooldown_s: float = 1.0, stale_s: float | None = None) -> None:
+        super().__init__(alpha, stale_s)
         self.drift = drift
-        self.cooldown_s = cooldown
+        self.cooldown_s = cooldown_s
 
     def rebalance(self, now_s: float) -> Schedule | None:
         if now_s - self.planned_at_s < self.cooldown_s:
@@ -290,13 +290,13 @@ class ThresholdPolicy(FailoverPolicy):
 
 
 class PeriodicPolicy(FailoverPolicy):
-    """Failover, plus a re-plan every ``period`` seconds from the EWMA estimates."""
+    """Failover, plus a re-plan every ``period_s`` seconds from the EWMA estimates."""
 
     name = "periodic"
 
-    def __init__(self, period: float = 1.0, alpha: float = 0.2, stale: float | None = None) -> None:
-        super().__init__(alpha, stale)
-        self.period_s = period
+    def __init__(self, period_s: float = 1.0, alpha: float = 0.2, stale_s: float | None = None) -> None:
+        super().__init__(alpha, stale_s)
+        self.period_s = period_s
 
     def rebalance(self, now_s: float) -> Schedule | None:
         if now_s - self.planned_at_s < self.period_s:
@@ -323,7 +323,7 @@ class LeastLoadedPolicy(StaticPolicy):
             cost = ObservedCost(context.cost, {}, [device])
             try:
                 self.plans[device] = schedule(context.graph, cost, "single", "latency",
-                                              {d: m for d, m in self.memory.items() if d == device})
+                                              {d: m for d, m in self.memory_bytes.items() if d == device})
             except ScheduleError as err:  # this device cannot run or hold the whole model
                 reasons.append(f"{device}: {err}")
         if not self.plans:
@@ -389,6 +389,10 @@ class Parameter:
             return f"must be <= 1 (a fraction), got {value:g}"
         return None
 
+    def keyword(self, key: str) -> str:
+        """The policy constructor's argument for parameter ``key``: seconds carry ``_s`` (period -> period_s)."""
+        return f"{key}_s" if self.unit == "s" else key
+
 
 @dataclass(frozen=True)
 class PolicyInfo:
@@ -411,7 +415,11 @@ POLICIES: dict[str, PolicyInfo] = {
 
 
 def make_policy(name: str, params: Mapping[str, float] | None = None) -> Policy:
-    """A policy by name with its parameters (see POLICIES); unknown names or parameters raise."""
+    """A policy by name with its parameters (see POLICIES); unknown names or parameters raise.
+
+    ``params`` use the readable names of scenario files and --policy-param (period, cooldown, stale:
+    seconds); the constructors take them as period_s, cooldown_s, stale_s.
+    """
     info = POLICIES.get(name)
     if info is None:
         raise InputError(f"unknown policy '{name}' (choose from {', '.join(POLICIES)}){did_you_mean(name, tuple(POLICIES))}")
@@ -426,4 +434,4 @@ def make_policy(name: str, params: Mapping[str, float] | None = None) -> Policy:
         if problem is not None:
             unit = " (seconds)" if info.parameters[key].unit == "s" else ""
             raise InputError(f"policy {name}: parameter {key}{unit} {problem}")
-    return info.factory(**params)
+    return info.factory(**{info.parameters[key].keyword(key): value for key, value in params.items()})

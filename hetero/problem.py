@@ -31,7 +31,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import networkx as nx
 
@@ -56,7 +56,7 @@ class Problem:
     name: str
     graph: nx.DiGraph
     cost: TableCostModel
-    memory: Mapping[str, int]
+    memory_bytes: Mapping[str, int]
 
 
 def as_task_graph(graph: nx.DiGraph) -> nx.DiGraph:
@@ -87,6 +87,26 @@ def as_task_graph(graph: nx.DiGraph) -> nx.DiGraph:
     return tasks
 
 
+def ready_order(successors: Sequence[Sequence[int]], waiting: Sequence[int], key: Callable[[int], Any]) -> list[int]:
+    """A topological order that always takes the ready node of least ``key(i)`` (ties: least index).
+
+    ``successors[i]`` lists the nodes that wait for node i and ``waiting[j]`` counts what node j
+    waits for; nodes on a cycle are left out, so a short result means the graph has one.
+    """
+    waiting = list(waiting)
+    heap = [(key(i), i) for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(heap)
+    order: list[int] = []
+    while heap:
+        _, i = heapq.heappop(heap)
+        order.append(i)
+        for j in successors[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(heap, (key(j), j))
+    return order
+
+
 def topological_order(graph: nx.DiGraph) -> list[str]:
     """Nodes in a deterministic topological order (ties broken by insertion order)."""
     names = list(graph.nodes)
@@ -97,16 +117,7 @@ def topological_order(graph: nx.DiGraph) -> list[str]:
         for successor in neighbours:
             successors[position[name]].append(position[successor])
             waiting[position[successor]] += 1
-    ready = [i for i, count in enumerate(waiting) if count == 0]
-    heapq.heapify(ready)
-    order: list[str] = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(names[i])
-        for j in successors[i]:
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                heapq.heappush(ready, j)
+    order = [names[i] for i in ready_order(successors, waiting, lambda i: 0)]
     if len(order) != len(names):
         cycle = nx.find_cycle(graph)
         path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
@@ -281,7 +292,7 @@ def problem_from_dict(data: Any, where: str = "problem") -> Problem:
         cost = TableCostModel(devices, compute, links, host=host)
     except InputError as err:
         raise check.fail(str(err)) from None
-    return Problem(name=graph.graph["name"], graph=graph, cost=cost, memory=memory)
+    return Problem(name=graph.graph["name"], graph=graph, cost=cost, memory_bytes=memory)
 
 
 def load_problem(path: str | os.PathLike[str]) -> Problem:
@@ -304,7 +315,7 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
     """The problem-file form of a problem (the inverse of :func:`problem_from_dict`)."""
     cost, graph = problem.cost, problem.graph
     devices: list[Any] = [
-        {"name": d, "memory_bytes": int(problem.memory[d])} if d in problem.memory else d for d in cost.devices
+        {"name": d, "memory_bytes": int(problem.memory_bytes[d])} if d in problem.memory_bytes else d for d in cost.devices
     ]
     listed = {}
     for link in cost.links:

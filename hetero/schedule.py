@@ -23,7 +23,7 @@ import types
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import networkx as nx
 import numpy as np
@@ -140,7 +140,7 @@ class Schedule:
         for slot in self.slots:
             if slot.node == node:
                 return slot
-        raise KeyError(node)
+        raise ScheduleError(f"schedule ({self.algorithm}): no slot for node {node}; name one of the scheduled nodes")
 
     def device_slots(self, device: str) -> list[Slot]:
         """Slots on one device in time order."""
@@ -150,9 +150,9 @@ class Schedule:
         """Bytes moved between devices, graph I/O included."""
         return sum(t.nbytes for t in self.transfers)
 
-    def validate(self, graph: nx.DiGraph, cost: CostModel, memory: Mapping[str, int] | None = None) -> None:
+    def validate(self, graph: nx.DiGraph, cost: CostModel, memory_bytes: Mapping[str, int] | None = None) -> None:
         """Raise ScheduleError naming the first broken invariant against graph, cost and capacities."""
-        Validator(self, as_task_graph(graph), cost).run(memory or {})
+        Validator(self, as_task_graph(graph), cost).run(memory_bytes or {})
 
     def to_dict(self) -> dict[str, Any]:
         """The plan-file form."""
@@ -231,18 +231,22 @@ def read_plan(path: str | os.PathLike[str]) -> Schedule:
     return Schedule.from_dict(data, str(path))
 
 
-def _peak(intervals: list[tuple[float, float, int]]) -> int:
-    """Largest total bytes of half-open intervals [start, end) alive at one time."""
-    if not intervals:
-        return 0
+def peak_bytes(intervals: Sequence[Sequence[float]]) -> float:
+    """Largest total bytes of half-open intervals (start_s, end_s, nbytes) alive at one time.
+
+    A sweep line over the interval ends: at equal times frees come before allocations, so
+    back-to-back intervals do not overlap. Empty and zero-byte intervals count for nothing.
+    """
+    if len(intervals) == 0:
+        return 0.0
     table = np.array(intervals, dtype=np.float64).reshape(-1, 3)
     table = table[(table[:, 1] > table[:, 0]) & (table[:, 2] > 0)]
     if len(table) == 0:
-        return 0
+        return 0.0
     times = np.concatenate([table[:, 0], table[:, 1]])
     frees_first = np.concatenate([np.ones(len(table)), np.zeros(len(table))])
     deltas = np.concatenate([table[:, 2], -table[:, 2]])
-    return int(round(float(np.cumsum(deltas[np.lexsort((frees_first, times))]).max())))
+    return float(np.cumsum(deltas[np.lexsort((frees_first, times))]).max())
 
 
 def memory_required(
@@ -266,7 +270,7 @@ def memory_required(
         data = tasks.nodes[node]
         weights[slot.device] += int(data.get("weight_bytes", 0))
         intervals[slot.device].append((slot.start_s, release[node], int(data.get("output_bytes", 0))))
-    return {d: weights[d] + _peak(intervals[d]) for d in devices}
+    return {d: weights[d] + int(round(peak_bytes(intervals[d]))) for d in devices}
 
 
 class Validator:
@@ -281,7 +285,7 @@ class Validator:
     def fail(self, message: str) -> ScheduleError:
         return ScheduleError(f"schedule ({self.schedule.algorithm}): {message}")
 
-    def run(self, capacity: Mapping[str, int]) -> None:
+    def run(self, capacity_bytes: Mapping[str, int]) -> None:
         self.schedule._check_exclusive()
         self.check_slots()
         for transfer in self.schedule.transfers:
@@ -294,7 +298,7 @@ class Validator:
         if self.pending:
             src, dst = next(iter(self.pending))
             raise self.fail(f"transfer {src} -> {dst} matches no edge whose ends are on different devices")
-        self.check_memory(capacity)
+        self.check_memory(capacity_bytes)
 
     def check_slots(self) -> None:
         missing = [n for n in self.tasks.nodes if n not in self.slots]
@@ -361,11 +365,11 @@ class Validator:
                 if transfer.start_s < slot.end_s - self.tolerance:
                     raise self.fail(f"graph output of {node} leaves {slot.device} before {node} ends")
 
-    def check_memory(self, capacity: Mapping[str, int]) -> None:
+    def check_memory(self, capacity_bytes: Mapping[str, int]) -> None:
         needed = memory_required(self.tasks, self.schedule.devices, self.schedule.slots, self.schedule.transfers)
         for device, nbytes in needed.items():
             recorded = self.schedule.memory_bytes.get(device, nbytes)
             if recorded != nbytes:
                 raise self.fail(f"device {device} records {recorded} bytes of memory but needs {nbytes}")
-            if device in capacity and nbytes > capacity[device]:
-                raise self.fail(f"device {device} needs {nbytes} bytes of memory; its capacity is {capacity[device]}")
+            if device in capacity_bytes and nbytes > capacity_bytes[device]:
+                raise self.fail(f"device {device} needs {nbytes} bytes of memory; its capacity is {capacity_bytes[device]}")

@@ -171,7 +171,7 @@ def usable_opencl() -> tuple[list[DeviceInfo], str]:
 def resnet_roofline_world():
     """resnet18 on a CPU host, two equal GPUs and an NPU with made-up roofline costs (simulator tests)."""
     from hetero.ir.source import load_graph
-    from hetero.sim.scenario import LinkSpec
+    from hetero.cost.protocol import Link
     from hetero.sim.world import table_world
 
     graph = load_graph("builtin:resnet18")
@@ -181,5 +181,5 @@ def resnet_roofline_world():
         op = data["op"]
         compute[name] = {d: launch + max(op.flops / flops, (op.bytes_read + op.bytes_written) / bandwidth)
                          for d, flops, bandwidth, launch in devices}
-    links = [LinkSpec("cpu", d, 2e-5, 8e9) for d, *_ in devices[1:]] + [LinkSpec("gpu0", "gpu1", 1e-5, 2.5e10)]
+    links = [Link("cpu", d, 2e-5, 8e9) for d, *_ in devices[1:]] + [Link("gpu0", "gpu1", 1e-5, 2.5e10)]
     return table_world(graph, compute, links, host="cpu", devices=[d for d, *_ in devices])

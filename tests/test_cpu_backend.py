@@ -6,6 +6,9 @@ L2; whole builtin models through run_on_device within 1e-4; throttle really slow
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -15,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from hetero.backends import open_device
 from hetero.ir import ops
 from hetero.backends.cpu.device import CpuDevice
 from hetero.backends.reference import reference_op
@@ -26,7 +30,9 @@ from hetero.ir.graph import Op, TensorSpec, make_op
 from hetero.quant.lowering import lower_qdq
 from hetero.ir.source import load_graph, load_onnx
 from hetero.ir.onnx_import import import_onnx
-from hetero.quant.qdq import calibration_for, quantize_model
+from hetero.quant.calibrate import calibration_for
+from hetero.quant.qdq import quantize_model
+from transformer_cases import Case, cases_by_kind, check_case
 
 RESNET18 = Path(__file__).resolve().parents[2] / "shared" / "models" / "resnet18.onnx"
 REL_L2 = 1e-4
@@ -116,15 +122,15 @@ def test_every_cpu_op_has_a_kernel() -> None:
 
 def test_op_without_a_kernel_is_a_capability_gap() -> None:
     missing = sorted(set(ops.supported_ops()) - set(CpuDevice.kernels))
-    assert "Erf" in missing
+    assert "Sin" in missing
     x = np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3)
-    erf = make_op("erf_1", "Erf", ["x"], ["y"], {}, {"x": TensorSpec("x", (2, 3), "float32")}, {})
+    sin = make_op("sin_1", "Sin", ["x"], ["y"], {}, {"x": TensorSpec("x", (2, 3), "float32")}, {})
     device = CpuDevice(DeviceInfo("cpu", "cpu", "test cpu", "numba", 1, 0))
-    assert not device.supports(erf)
+    assert not device.supports(sin)
     from hetero.ir.graph import Graph
 
-    graph = Graph.build([erf], [TensorSpec("x", (2, 3), "float32")], ["y"], name="erf")
-    with pytest.raises(DeviceError, match="no kernel for Erf.*erf_1"):
+    graph = Graph.build([sin], [TensorSpec("x", (2, 3), "float32")], ["y"], name="sin")
+    with pytest.raises(DeviceError, match="no kernel for Sin.*sin_1"):
         run_on_device(graph, device, {"x": x})
 
 
@@ -469,7 +475,8 @@ def test_builtin_models(spec: str) -> None:
 def test_quantized_models_bit_exact(spec: str, dtype: str) -> None:
     """A QDQ model lowered to QLinear ops gives the reference's outputs exactly."""
     model = load_onnx(spec)
-    qdq = quantize_model(model, calibration_for(spec, import_onnx(model), n=1), activation_dtype=dtype)
+    graph = import_onnx(model)
+    qdq = quantize_model(graph, calibration_for(spec, graph, n=1), activation_dtype=dtype)
     graph = lower_qdq(import_onnx(qdq))
     assert any(op.type == "QLinearConv" for op in graph.ops_in_order())
     feeds = {s.name: np.random.default_rng(2).standard_normal(s.shape).astype(s.dtype) for s in graph.inputs}
@@ -497,3 +504,78 @@ def test_throttle_slows_ops_down(rng: np.random.Generator) -> None:
         device.throttle = 0.5
     with pytest.raises(DeviceError, match="threads"):
         CpuDevice(INFO, threads=10_000)
+
+
+def test_openmp_workers_go_passive_when_the_first_cpu_device_opens_not_at_import() -> None:
+    """In a fresh process: importing the cpu backend leaves the environment alone; opening a cpu
+    device sets OMP_WAIT_POLICY=PASSIVE before numba's threads start, unless the user chose."""
+    script = (
+        "import os\n"
+        "import hetero.backends.cpu.device\n"
+        "print(os.environ.get('OMP_WAIT_POLICY', '-'))\n"
+        "from hetero.backends import open_device\n"
+        "open_device('cpu')\n"
+        "print(os.environ.get('OMP_WAIT_POLICY', '-'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    lines = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert lines[:2] == ["-", "PASSIVE"]
+    chosen = subprocess.run([sys.executable, "-c", script], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert chosen[:2] == ["ACTIVE", "ACTIVE"]
+
+
+def test_discovery_imports_a_backend_only_to_probe_it() -> None:
+    """The registry imports a backend's module when its kind is probed: listing the reference
+    device loads no numba, probing cpu loads numba but not the kernels."""
+    script = (
+        "import sys\n"
+        "from hetero.backends import discover\n"
+        "discover(['reference'])\n"
+        "print('numba' in sys.modules, 'pyopencl' in sys.modules)\n"
+        "assert [d.name for d in discover(['cpu'])[0]] == ['cpu']\n"
+        "print('numba' in sys.modules, 'hetero.backends.cpu.kernels' in sys.modules)\n"
+    )
+    lines = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert lines == ["False", "False", "True", "False"]
+
+
+def test_an_option_a_backend_does_not_take_is_a_one_line_error() -> None:
+    with pytest.raises(DeviceError, match=r"device reference has no option 'threads' \(its options: none\)"):
+        open_device("reference", threads=2)
+    with pytest.raises(DeviceError, match=r"device cpu has no option 'int8_gemm' \(its options: threads, throttle\)"):
+        open_device("cpu", int8_gemm="tiled")
+    assert open_device("cpu", threads=1, throttle=2).throttle == 2.0
+
+
+# --- transformer ops (kernels_transformer.py), against the reference within 1e-5 ------------------
+
+TRANSFORMER_CASES = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("kind", sorted(cases_by_kind()))
+def test_transformer_ops(dev: CpuDevice, kind: str) -> None:
+    @TRANSFORMER_CASES
+    @given(case=cases_by_kind()[kind])
+    def run(case: Case) -> None:
+        check_case(dev, case)
+
+    run()
+
+
+def test_transformer_ops_unclaimed_forms_are_capability_gaps(dev: CpuDevice) -> None:
+    x = np.ones((2, 3, 4))
+    gaps = [
+        Case("LayerNormalization", {"x": x}, {"s": np.ones(4)}),  # float64
+        Case("LayerNormalization", {"x": x.astype(np.float32)}, {"s": np.ones(4, np.float32)}, attrs={"stash_type": 0}),
+        Case("Erf", {"x": x}),
+        Case("Pow", {"a": x.astype(np.int64), "b": x.astype(np.int64)}),
+        Case("Less", {"a": x.astype(np.uint8), "b": x.astype(np.uint8)}),
+        Case("ReduceSum", {"x": x.astype(np.int64)}),
+        Case("Mod", {"a": x, "b": x}),  # float64
+    ]
+    for case in gaps:
+        op, values = case.build()
+        assert not dev.supports(op), op.signature()
+        with pytest.raises(DeviceError, match=f"no {op.type} kernel"):
+            dev.run(op, values)

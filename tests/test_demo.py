@@ -20,7 +20,7 @@ def int8_seed():
     from hetero.ir.onnx_import import import_onnx
     from hetero.quant.qdq import quantize_model
 
-    qdq = quantize_model(load_onnx("builtin:seed-cnn"), calibration_digits(16))
+    qdq = quantize_model(import_onnx(load_onnx("builtin:seed-cnn")), calibration_digits(16))
     return qdq, lower_qdq(import_onnx(qdq, label="seed.int8.onnx"))
 
 

@@ -156,8 +156,7 @@ def test_profile_records_the_opencl_platform_and_refuses_another(tmp_path):
     info = OPENCL[0]
     device = open_device(info.name)
     try:
-        profile = profile_graph(unary_chain(1), [device], "unary-chain", "fp32", TINY, transfer_sizes=[1024, 4096],
-                                calibrate_runtime=False)
+        profile = profile_graph(unary_chain(1), [device], "unary-chain", "fp32", TINY, transfer_sizes=[1024, 4096])
     finally:
         device.close()
     path = tmp_path / "unary.json"
@@ -183,4 +182,4 @@ def test_a_device_failing_mid_profile_is_an_error_not_a_shorter_profile():
     device = open_device("reference")
     device.inject_failure(after_ops=3)  # breaks on the fourth op it runs, as a lost device does
     with pytest.raises(DeviceError, match=r"device reference failed on \w+ node \w+ after \d+ of 6 op signatures"):
-        profile_graph(graph, [device], "unary-chain", "fp32", TINY, transfer_sizes=[1024], calibrate_runtime=False)
+        profile_graph(graph, [device], "unary-chain", "fp32", TINY, transfer_sizes=[1024])

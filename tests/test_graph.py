@@ -261,3 +261,34 @@ def test_graph_is_a_networkx_digraph() -> None:
     assert nx.is_directed_acyclic_graph(graph)
     assert graph.graph["producer"]["a"] == "relu" and graph.graph["producer"]["x"] == ""
     graph.validate()  # idempotent
+
+
+def test_op_arguments_put_activations_and_constants_in_onnx_order() -> None:
+    ops, _ = diamond()
+    gemm = ops[-1]
+    f = np.ones((2, 4), np.float32)
+    w, bias = gemm.arguments([f])[1:]
+    assert gemm.arguments([f])[0] is f and w is gemm.weights["W"] and bias is gemm.weights["bias"]
+    assert gemm.arguments([f], constant=lambda name: name)[1:] == ["W", "bias"]
+    clip = make_op("clip", "Clip", ["x", "", "hi"], ["y"], {}, {"x": X}, {"hi": np.float32(1.0)})
+    assert clip.arguments(["X"], constant=lambda name: name) == ["X", None, "hi"]
+
+
+def test_observe_sees_every_op_once_in_order_and_dead_tensors_are_freed() -> None:
+    from hetero.backends.reference import ReferenceDevice
+    from hetero.exec.executor import run_on_device, walk
+
+    ops, _ = diamond()
+    x = np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)
+    graph = Graph.build(ops, [X], ["y"])
+    seen: list[tuple[str, tuple[str, ...], object]] = []
+    result = run_on_device(graph, ReferenceDevice(), {"x": x}, observe=lambda op, outs, t: seen.append((op.name, tuple(o.shape for o in outs), t)))
+    assert [name for name, _, _ in seen] == [op.name for op in graph.ops_in_order()]
+    assert all(t is None for _, _, t in seen) and seen[-1][1] == ((2, 3),)
+    np.testing.assert_array_equal(result["y"], run_reference(graph, {"x": x})["y"])
+    timed: list[object] = []
+    run_on_device(graph, ReferenceDevice(), {"x": x}, observe=lambda op, outs, t: timed.append(t), timed=True)
+    assert len(timed) == len(ops) and all(t.wall_s >= t.device_s >= 0 for t in timed)
+    device = ReferenceDevice()
+    assert set(walk(graph, {"x": x}, device.run, keep=["y"])) == {"y"}  # x, a .. f dropped after their last use
+    assert set(walk(graph, {"x": x}, device.run, keep=["y", "c"])) == {"y", "c"}

@@ -26,7 +26,8 @@ from hetero.quant.lowering import lower_qdq
 from hetero.ir.source import load_onnx
 from hetero.ir.onnx_import import import_onnx
 from hetero.ir.ops import get as get_op
-from hetero.quant.qdq import calibration_for, quantize_model
+from hetero.quant.calibrate import calibration_for
+from hetero.quant.qdq import quantize_model
 from hetero.resources import seed_model_path
 
 IMAGE = (1, 3, 224, 224)
@@ -139,7 +140,7 @@ def ort_shared(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
 def test_seed_cnn_quantized_by_hetero(dtype: str) -> None:
-    qdq = quantize_model(onnx.load(str(seed_model_path())), calibration_digits(64), activation_dtype=dtype)
+    qdq = quantize_model(import_onnx(onnx.load(str(seed_model_path()))), calibration_digits(64), activation_dtype=dtype)
     lowered, stats = compare(qdq, [x[None] for x in load_digits_28("test")[0][:8]])
     assert_matches(stats, f"seed CNN, hetero {dtype}")
     assert_integer(lowered)
@@ -176,7 +177,8 @@ def test_shared_models_quantized_by_onnxruntime(ort_shared: Callable[[str], Path
 @pytest.mark.parametrize("spec,dtype", [("builtin:resnet18", "uint8"), ("builtin:mobilenetv2", "uint8"), ("builtin:resnet18", "int8")])
 def test_builtins_quantized_by_hetero(spec: str, dtype: str) -> None:
     model = load_onnx(spec)
-    qdq = quantize_model(model, calibration_for(spec, import_onnx(model), n=2), activation_dtype=dtype)
+    graph = import_onnx(model)
+    qdq = quantize_model(graph, calibration_for(spec, graph, n=2), activation_dtype=dtype)
     # int8 activations: onnxruntime fuses them only with session.qdqisint8allowed (its ARM default)
     lowered, stats = compare(qdq, random_inputs(IMAGE, 2), int8_allowed=True if dtype == "int8" else None)
     assert_matches(stats, f"{spec} {dtype}")
@@ -184,7 +186,7 @@ def test_builtins_quantized_by_hetero(spec: str, dtype: str) -> None:
 
 
 def test_seed_cnn_random_quantized_by_hetero() -> None:
-    qdq = quantize_model(load_onnx("builtin:seed-cnn-random"), calibration_digits(8), method="percentile")
+    qdq = quantize_model(import_onnx(load_onnx("builtin:seed-cnn-random")), calibration_digits(8), method="percentile")
     lowered, stats = compare(qdq, random_inputs((1, 1, 28, 28), 3))
     assert_matches(stats, "seed-cnn-random")
     assert_integer(lowered)
@@ -194,7 +196,8 @@ def test_seed_cnn_random_quantized_by_hetero() -> None:
 def test_x86_int8_fusion_decisions_match_onnxruntime(tmp_path: Path) -> None:
     """int8_allowed=False fuses exactly the groups x86 onnxruntime fuses by default."""
     model = load_onnx("builtin:resnet18")
-    qdq = quantize_model(model, calibration_for("builtin:resnet18", import_onnx(model), n=1), activation_dtype="int8")
+    graph = import_onnx(model)
+    qdq = quantize_model(graph, calibration_for("builtin:resnet18", graph, n=1), activation_dtype="int8")
     lowered = lower_qdq(import_onnx(qdq), int8_allowed=False)
     session(qdq, save_to=tmp_path / "optimized.onnx")
     theirs = Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
@@ -251,7 +254,7 @@ PATTERN_OPS = {"QLinearConv": 2, "QLinearAveragePool": 1, "Split": 1, "QLinearCo
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
 def test_every_pattern_quantized_by_hetero(dtype: str) -> None:
     inputs = random_inputs((1, 3, 16, 16), 4)
-    qdq = quantize_model(pattern_model(), inputs[:2], activation_dtype=dtype)
+    qdq = quantize_model(import_onnx(pattern_model()), inputs[:2], activation_dtype=dtype)
     onnx.checker.check_model(qdq, full_check=True)
     lowered, stats = compare(qdq, inputs, int8_allowed=True)
     assert_matches(stats, f"patterns, hetero {dtype}")

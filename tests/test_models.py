@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from hetero.errors import InputError
 from hetero.ir import models
 from hetero.ir.datasets import load_digits_28
 
@@ -118,7 +119,7 @@ def test_custom_sizes(builder: Callable[..., onnx.ModelProto]) -> None:
 @pytest.mark.parametrize("builder", [models.resnet18, models.mobilenetv2])
 @pytest.mark.parametrize("bad", [{"num_classes": 0}, {"image_size": -1}, {"num_classes": 2.5}])
 def test_bad_sizes_rejected(builder: Callable[..., onnx.ModelProto], bad: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match=next(iter(bad))):
+    with pytest.raises(InputError, match=next(iter(bad))):
         builder(**bad)
 
 
@@ -154,28 +155,28 @@ def _good_weights() -> dict[str, np.ndarray]:
 def test_seed_cnn_rejects_missing_key() -> None:
     w = _good_weights()
     del w["fc1.bias"]
-    with pytest.raises(ValueError, match=r"missing key 'fc1\.bias'"):
+    with pytest.raises(InputError, match=r"missing key 'fc1\.bias'"):
         models.seed_cnn(weights=w)
 
 
 def test_seed_cnn_rejects_unexpected_key() -> None:
     w = _good_weights()
     w["fc3.weight"] = np.zeros((1,), dtype=np.float32)
-    with pytest.raises(ValueError, match=r"unexpected key 'fc3\.weight'"):
+    with pytest.raises(InputError, match=r"unexpected key 'fc3\.weight'"):
         models.seed_cnn(weights=w)
 
 
 def test_seed_cnn_rejects_bad_shape() -> None:
     w = _good_weights()
     w["conv.weight"] = np.zeros((32, 1, 5, 5), dtype=np.float32)
-    with pytest.raises(ValueError, match=r"'conv\.weight' has shape \(32, 1, 5, 5\), expected \(32, 1, 3, 3\)"):
+    with pytest.raises(InputError, match=r"'conv\.weight' has shape \(32, 1, 5, 5\), expected \(32, 1, 3, 3\)"):
         models.seed_cnn(weights=w)
 
 
 def test_seed_cnn_rejects_non_finite() -> None:
     w = _good_weights()
     w["fc2.weight"][0, 0] = np.nan
-    with pytest.raises(ValueError, match=r"'fc2\.weight'"):
+    with pytest.raises(InputError, match=r"'fc2\.weight'"):
         models.seed_cnn(weights=w)
 
 

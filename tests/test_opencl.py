@@ -24,6 +24,7 @@ from hetero.exec.executor import run_reference
 from hetero.backends.discovery import DeviceInfo, discover
 from hetero.errors import DeviceError
 from hetero.ir.graph import Op, TensorSpec, make_op
+from transformer_cases import Case, cases_by_kind, check_case
 
 # as conftest.usable_opencl, which this module does not import: test_cuda.py collects it again
 # with --noconftest on machines without onnxruntime
@@ -574,3 +575,40 @@ def test_conditions_are_truthful(dev: OpenCLDevice) -> None:
     assert not dev.supports(clip_input) and "Clip" in dev.why_not(clip_input)
     with pytest.raises(DeviceError, match="no Clip kernel"):
         dev.run(clip_input, [dev.upload(x), dev.upload(np.zeros((), np.float32))])
+
+
+# --- transformer ops (kernels/transformer.cl), against the reference within 1e-5 -------------------
+
+TRANSFORMER_CASES = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("kind", sorted(cases_by_kind()))
+def test_transformer_ops(dev: OpenCLDevice, kind: str) -> None:
+    @TRANSFORMER_CASES
+    @given(case=cases_by_kind()[kind])
+    def run(case: Case) -> None:
+        check_case(dev, case)
+
+    run()
+
+
+def test_transformer_ops_unclaimed_forms_are_capability_gaps(dev: OpenCLDevice) -> None:
+    x = np.ones((2, 3, 4))
+    gaps = [
+        Case("LayerNormalization", {"x": x}, {"s": np.ones(4)}),  # float64
+        Case("LayerNormalization", {"x": x.astype(np.float32), "s": np.ones(4, np.float32)}),  # broadcast at run time ok
+        Case("LayerNormalization", {"x": x.astype(np.float32), "s": np.ones((1, 4), np.float32)}),  # needs expanding: constants only
+        Case("Gelu", {"x": x}),
+        Case("Pow", {"a": x.astype(np.float32), "b": x.astype(np.int64)}),  # integer exponent at run time
+        Case("Equal", {"a": x.astype(np.uint8), "b": x.astype(np.uint8)}),
+        Case("ReduceMax", {"x": x.astype(np.int32)}),
+        Case("Trilu", {"x": x.astype(np.float16)}),
+        Case("Where", {"c": x > 0, "x": x.astype(np.float64), "y": x.astype(np.float64)}),
+    ]
+    for case in gaps:
+        op, values = case.build()
+        claimed = dev.supports(op)
+        assert claimed == (case.activations.get("s") is not None and case.activations["s"].shape == (4,)), op.signature()
+        if not claimed:
+            with pytest.raises(DeviceError, match=f"no {op.type} kernel"):
+                dev.run(op, [dev.upload(v) for v in values])

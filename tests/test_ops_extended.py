@@ -462,3 +462,169 @@ def test_attention(seed: int, causal: bool, gqa: bool, with_past: bool) -> None:
 
 
 TESTED |= {"Attention"}
+
+
+# --- issue 19: RotaryEmbedding, 1-D/3-D windows, integer products, blocked quantization ------
+
+@FEW
+@given(seed=seeds, interleaved=st.booleans(), partial=st.booleans(), three_d=st.booleans())
+def test_rotary_embedding(seed: int, interleaved: bool, partial: bool, three_d: bool) -> None:
+    batch, heads, length, size = 2, 3, 5, 8
+    dim = 4 if partial else size
+    x = rnd(seed, (batch, length, heads * size) if three_d else (batch, heads, length, size))
+    positions = np.random.default_rng(seed).integers(0, 7, (batch, length)).astype(np.int64)
+    feeds = {"x": x, "pos": positions}
+    inits = {"cos": rnd(seed + 1, (7, dim // 2), -1, 1), "sin": rnd(seed + 2, (7, dim // 2), -1, 1)}
+    attrs = {"interleaved": int(interleaved), "rotary_embedding_dim": dim if partial else 0}
+    if three_d:
+        attrs["num_heads"] = heads
+    model = make_model([node("RotaryEmbedding", ["x", "cos", "sin", "pos"], ["y"], **attrs)], feeds, ["y"],
+                       initializers=inits, opset=23)
+    check(model, feeds, atol=1e-5)
+
+
+@FEW
+@given(seed=seeds, rank=st.sampled_from([1, 3]), group=st.sampled_from([1, 2]), padded=st.booleans())
+def test_conv_1d_3d(seed: int, rank: int, group: int, padded: bool) -> None:
+    x = rnd(seed, (2, 4) + (5,) * rank)
+    inits = {"w": rnd(seed + 1, (6, 4 // group) + (2,) * rank), "b": rnd(seed + 2, (6,))}
+    attrs = {"group": group, "strides": [2] * rank, "dilations": [1] * rank}
+    attrs.update(pads=[1] * (2 * rank)) if padded else attrs.update(auto_pad="SAME_UPPER")
+    model = make_model([node("Conv", ["x", "w", "b"], ["y"], **attrs)], {"x": x}, ["y"], initializers=inits)
+    check(model, {"x": x}, atol=1e-5)
+
+
+@FEW
+@given(seed=seeds, rank=st.sampled_from([1, 3]), op_type=st.sampled_from(["MaxPool", "AveragePool", "LpPool"]),
+       ceil=st.booleans())
+def test_pool_1d_3d(seed: int, rank: int, op_type: str, ceil: bool) -> None:
+    x = rnd(seed, (2, 3) + (6,) * rank)
+    attrs: dict = {"kernel_shape": [3] * rank, "strides": [2] * rank, "pads": [1] * (2 * rank)}
+    if op_type != "LpPool":
+        attrs["ceil_mode"] = int(ceil)
+    if op_type == "AveragePool":
+        attrs["count_include_pad"] = int(ceil)
+    model = make_model([node(op_type, ["x"], ["y"], **attrs)], {"x": x}, ["y"], opset=19)
+    check(model, {"x": x}, atol=1e-5)
+
+
+@FEW
+@given(seed=seeds, rank=st.sampled_from([3, 4, 5]))
+def test_global_max_and_lp_pool(seed: int, rank: int) -> None:
+    x = rnd(seed, (2, 3) + (4,) * (rank - 2))
+    model = make_model([node("GlobalMaxPool", ["x"], ["y"]), node("GlobalLpPool", ["x"], ["z"], p=3)], {"x": x},
+                       ["y", "z"])
+    check(model, {"x": x}, atol=1e-5)
+
+
+@FEW
+@given(seed=seeds, signed=st.booleans())
+def test_blocked_quantize_dequantize(seed: int, signed: bool) -> None:
+    dtype = np.int8 if signed else np.uint8
+    rng = np.random.default_rng(seed)
+    x = rnd(seed, (3, 7))
+    inits = {"s": rng.uniform(0.01, 0.1, (3, 4)).astype(np.float32),
+             "z": rng.integers(-5 if signed else 0, 10, (3, 4)).astype(dtype)}
+    nodes = [node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1, block_size=2),
+             node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1, block_size=2)]
+    check(make_model(nodes, {"x": x}, ["q", "y"], initializers=inits, opset=21), {"x": x})
+
+
+@FEW
+@given(seed=seeds, signed=st.booleans())
+def test_quantize_16_bit(seed: int, signed: bool) -> None:
+    dtype = np.int16 if signed else np.uint16
+    x = rnd(seed, (4, 5), -300, 300)
+    inits = {"s": np.array(0.01, np.float32), "z": np.array(-7 if signed else 300, dtype)}
+    nodes = [node("QuantizeLinear", ["x", "s", "z"], ["q"]), node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    check(make_model(nodes, {"x": x}, ["q", "y"], initializers=inits, opset=21), {"x": x})
+
+
+@FEW
+@given(seed=seeds, zeros=st.booleans())
+def test_dynamic_quantize_linear(seed: int, zeros: bool) -> None:
+    x = np.zeros((3, 4), np.float32) if zeros else rnd(seed, (3, 4), -2, 5)
+    model = make_model([node("DynamicQuantizeLinear", ["x"], ["y", "ys", "yz"])], {"x": x}, ["y", "ys", "yz"])
+    check(model, {"x": x})
+
+
+@FEW
+@given(seed=seeds, per_column=st.booleans())
+def test_matmul_integer(seed: int, per_column: bool) -> None:
+    """(onnxruntime takes a per-tensor a_zero_point only; the per-row form is checked by onnx's cases)"""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (2, 3, 4)).astype(np.uint8)
+    inits = {"b": rng.integers(-128, 128, (4, 5)).astype(np.int8), "za": np.array(rng.integers(0, 256), np.uint8),
+             "zb": rng.integers(-128, 128, (5,) if per_column else ()).astype(np.int8)}
+    model = make_model([node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])], {"a": a}, ["y"], initializers=inits)
+    check(model, {"a": a})
+
+
+@FEW
+@given(seed=seeds, padded=st.booleans())
+def test_conv_integer(seed: int, padded: bool) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (1, 2, 5, 5)).astype(np.uint8)
+    inits = {"w": rng.integers(0, 256, (3, 2, 2, 2)).astype(np.uint8), "zx": np.array(7, np.uint8),
+             "zw": np.array(120, np.uint8)}
+    attrs = {"pads": [1, 1, 1, 1]} if padded else {}
+    model = make_model([node("ConvInteger", ["x", "w", "zx", "zw"], ["y"], **attrs)], {"x": x}, ["y"], initializers=inits)
+    check(model, {"x": x})
+
+
+TESTED |= {"RotaryEmbedding", "LpPool", "GlobalMaxPool", "GlobalLpPool", "DynamicQuantizeLinear", "MatMulInteger",
+           "ConvInteger"}
+
+
+@FEW
+@given(seed=seeds, rank=st.sampled_from([1, 2, 3]), column_major=st.booleans())
+def test_max_pool_indices(seed: int, rank: int, column_major: bool) -> None:
+    x = rnd(seed, (2, 3) + (5,) * rank)
+    attrs = {"kernel_shape": [2] * rank, "strides": [2] * rank, "pads": [1] * (2 * rank),
+             "storage_order": int(column_major)}
+    model = make_model([node("MaxPool", ["x"], ["y", "i"], **attrs)], {"x": x}, ["y", "i"])
+    check(model, {"x": x})
+
+
+def test_nonzero_folds_on_constants_and_refuses_runtime_inputs() -> None:
+    """NonZero's output shape depends on values: folded when its input is constant, refused otherwise."""
+    mask = np.array([[1, 0, 2], [0, 3, 0]], np.int64)
+    x = np.ones((2, 3), np.int64)
+    folded = make_model([node("NonZero", ["m"], ["nz"]), node("Add", ["nz", "x"], ["y"])], {"x": x}, ["y"],
+                        initializers={"m": mask}, input_dims={"x": [2, 3]})
+    check(folded, {"x": x})
+    runtime = make_model([node("NonZero", ["x"], ["y"])], {"x": x}, ["y"])
+    with pytest.raises(UnsupportedOpError, match="NonZero"):
+        import_onnx(runtime)
+
+
+@FEW
+@given(seed=seeds, alpha=st.sampled_from([1.0, 1.7]))
+def test_swish_and_swiglu(seed: int, alpha: float) -> None:
+    """Swish (opset 24) and SwiGLU (opset 28) against onnxruntime running their definition,
+    A * Sigmoid(alpha * A) [* B], in primitive ops."""
+    a, b = rnd(seed, (2, 3, 4)), rnd(seed + 1, (2, 3, 4))
+    feeds = {"a": a, "b": b}
+    got = run_reference(import_onnx(make_model([node("Swish", ["a"], ["s"], alpha=alpha),
+                                                node("SwiGLU", ["a", "b"], ["y"], alpha=alpha)],
+                                               feeds, ["s", "y"], opset=28)), feeds)
+    definition = make_model([node("Mul", ["a", "alpha"], ["scaled"]), node("Sigmoid", ["scaled"], ["gate"]),
+                             node("Mul", ["a", "gate"], ["s"]), node("Mul", ["s", "b"], ["y"])], feeds, ["s", "y"],
+                            initializers={"alpha": np.array(alpha, np.float32)})
+    want = ort_run(definition, feeds)
+    for name in ("s", "y"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@FEW
+@given(seed=seeds)
+def test_center_crop_pad(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rnd(seed, (3, 6, 5))
+    target = rng.integers(1, 9, 2).astype(np.int64)
+    model = make_model([node("CenterCropPad", ["x", "shape"], ["y"], axes=[-2, 0])], {"x": x}, ["y"],
+                       initializers={"shape": target}, opset=18)
+    check(model, {"x": x})
+
+
+TESTED |= {"Swish", "SwiGLU", "CenterCropPad", "NonZero"}

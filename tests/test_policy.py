@@ -7,7 +7,7 @@ import pytest
 from hetero.cost.protocol import Link, TableCostModel
 from hetero.errors import DeviceError, InputError
 from hetero.policy import (POLICIES, Estimates, ObservedCost, PolicyContext, binding_memory, make_policy)
-from hetero.schedulers.workloads import chain
+from workloads import chain
 
 
 def context(algorithm: str = "heft") -> PolicyContext:
@@ -61,7 +61,18 @@ def test_failover_moves_ops_off_the_failed_device_and_back():
     moved = policy.device_failed(failed, 1.0)
     assert moved is not None and failed not in devices_used(moved) and failed not in moved.devices
     assert policy.route(0, 1.0) is moved
-    assert policy.device_recovered(failed, 2.0) in (None, policy.route(1, 2.0))
+    back = policy.device_recovered(failed, 2.0)  # with every device alive again, the plan is the initial one
+    assert back is not None and dict(back.placement) == dict(initial.placement) and failed in back.devices
+    assert policy.route(1, 2.0) is back
+
+
+def test_failover_recovery_of_an_unused_device_keeps_the_plan():
+    policy = make_policy("failover")
+    (initial,) = policy.start(context())
+    (unused,) = {"gpu0", "gpu1"} - devices_used(initial)
+    assert policy.device_failed(unused, 1.0) is None  # nothing ran there: no re-plan
+    assert policy.device_recovered(unused, 2.0) is None  # the re-plan places every op where it already is
+    assert policy.route(0, 2.0) is initial
 
 
 def test_failover_when_every_device_is_down_says_so():

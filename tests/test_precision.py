@@ -28,7 +28,7 @@ OPENCL, NO_OPENCL = usable_opencl()
 @pytest.fixture(scope="module")
 def qdq_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("precision") / "seed_qdq.onnx"
-    onnx.save(quantize_model(load_onnx("builtin:seed-cnn"), calibration_digits(16)), str(path))
+    onnx.save(quantize_model(import_onnx(load_onnx("builtin:seed-cnn")), calibration_digits(16)), str(path))
     return path
 
 
@@ -111,3 +111,20 @@ def test_cli_profile_records_the_inferred_precision(qdq_path: Path, tmp_path: Pa
     argv = ["profile", str(qdq_path), "-o", str(out), "--devices", "reference", "--budget-s", "0.01", "--max-transfer-mib", "0.01"]
     assert main(argv) == 0
     assert load_profile(out).precision == "int8"
+
+
+def test_an_int8_request_imports_the_model_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 model at int8: one import of the model (calibrated and quantized from that graph) and
+    one of its QDQ model (to be lowered)."""
+    import hetero.quant.precision as precision
+
+    imported: list[bool] = []
+
+    def counted(model, *args, **kwargs):
+        imported.append(quantized_form(model) is not None)
+        return import_onnx(model, *args, **kwargs)
+
+    monkeypatch.setattr(precision, "import_onnx", counted)
+    graph, chosen = load_with_precision("builtin:seed-cnn", "int8")
+    assert chosen == "int8" and imported == [False, True]
+    assert any(op.type.startswith("QLinear") for op in graph.ops_in_order())

@@ -33,7 +33,7 @@ BASE = {
 def test_routed_chain_loads_with_io_memory_and_routing() -> None:
     problem = load_problem(DATA / "routed_chain.json")
     assert problem.name == "routed_chain"
-    assert problem.memory == {"a0": 1000}
+    assert problem.memory_bytes == {"a0": 1000}
     assert isinstance(problem.cost, CostModel)
     cost = problem.cost
     assert cost.host == "host"

@@ -17,6 +17,7 @@ from hetero.errors import ProfileError
 from hetero.ir.source import load_graph
 from hetero.cost.profile import OpStats, check_device, load_profile, save_profile
 from hetero.cost.profiler import Budget, fit_link, profile_graph, robust_stats
+from hetero.exec.dispatch import measure_dispatch
 
 SMALL = Budget(warmup=1, min_count=5, max_count=30, target_spread=0.2, seconds_per_op=0.05)
 
@@ -50,7 +51,8 @@ def test_link_fit_recovers_latency_and_bandwidth(latency, bandwidth):
 def seed_profile(tmp_path_factory):
     graph = load_graph("builtin:seed-cnn")
     devices = [open_device("reference")]
-    profile = profile_graph(graph, devices, "builtin:seed-cnn", "fp32", budget=SMALL, transfer_sizes=[1024, 65536, 1 << 20])
+    profile = profile_graph(graph, devices, "builtin:seed-cnn", "fp32", budget=SMALL, transfer_sizes=[1024, 65536, 1 << 20],
+                            dispatch_s=measure_dispatch(devices))
     path = tmp_path_factory.mktemp("profile") / "seed.json"
     save_profile(profile, path)
     return graph, profile, path

@@ -17,17 +17,9 @@ from hetero.ir.datasets import calibration_digits, load_digits_28
 from hetero.errors import InputError
 from hetero.ir.models import seed_cnn
 from hetero.ir.onnx_import import import_onnx, load_model
-from hetero.quant.qdq import (
-    activation_params,
-    calibrate,
-    calibration_feeds,
-    calibration_for,
-    dequantize_array,
-    quantize_array,
-    quantize_bias,
-    quantize_model,
-    weight_params,
-)
+from hetero.quant.calibrate import calibrate, calibration_feeds, calibration_for
+from hetero.quant.math import activation_params, dequantize_array, quantize_array, quantize_bias, weight_params
+from hetero.quant.qdq import quantize_model
 from hetero.resources import seed_model_path
 
 DTYPES = ("uint8", "int8")
@@ -172,11 +164,25 @@ def test_calibration_for_uses_digits_for_the_seed_model_and_random_otherwise(see
     digits = calibration_for("builtin:seed-cnn", seed_graph, n=3)
     np.testing.assert_array_equal(digits[1]["input"], calibration_digits(3)[1:2])
     graph = import_onnx(seed_cnn())
-    with caplog.at_level(logging.INFO, logger="hetero.quant.qdq"):
+    with caplog.at_level(logging.INFO, logger="hetero.quant.calibrate"):
         noise = calibration_for("other.onnx", graph, n=2)
     assert len(noise) == 2 and noise[0]["input"].shape == (1, 1, 28, 28)
     assert "random" in caplog.text
     np.testing.assert_array_equal(noise[0]["input"], calibration_for("other.onnx", graph, n=2)[0]["input"])
+
+
+
+def test_calibration_data_comes_from_the_model_registry_not_the_file_name(tmp_path) -> None:
+    import shutil
+
+    from hetero.ir.source import calibration_of
+
+    assert calibration_of("builtin:seed-cnn") == calibration_of("builtin:seed-cnn-random") == "digits"
+    assert calibration_of("builtin:resnet18") == calibration_of("builtin:mobilenetv2") == "random"
+    assert calibration_of(str(seed_model_path())) == "digits"  # the file builtin:seed-cnn is
+    copy = tmp_path / "seed_cnn.onnx"
+    shutil.copy(seed_model_path(), copy)
+    assert calibration_of(str(copy)) == "random"  # a "seed" in a name is no registry entry
 
 
 # ----------------------------------------------------------------------------- the QDQ model
@@ -186,7 +192,7 @@ def test_calibration_for_uses_digits_for_the_seed_model_and_random_otherwise(see
 @pytest.mark.parametrize("method", ["minmax", "percentile"])
 def test_qdq_model_is_valid_onnx_that_onnxruntime_runs(dtype: str, method: str) -> None:
     model = load_model(seed_model_path())
-    qdq = quantize_model(model, calibration_digits(16), method=method, activation_dtype=dtype)
+    qdq = quantize_model(import_onnx(model), calibration_digits(16), method=method, activation_dtype=dtype)
     onnx.checker.check_model(qdq, full_check=True)
     counts = Counter(n.op_type for n in qdq.graph.node)
     assert counts["Relu"] == 0  # folded into the Conv's and Gemm's output ranges
@@ -212,7 +218,7 @@ def test_quantized_seed_cnn_keeps_its_accuracy() -> None:
     images, labels = load_digits_28("test")
     shapes = {"input": images.shape}
     fp32 = run_reference(import_onnx(model, input_shapes=shapes), {"input": images})["logits"].argmax(axis=1)
-    qdq = quantize_model(model, calibration_digits(100))
+    qdq = quantize_model(import_onnx(model), calibration_digits(100))
     int8 = run_reference(import_onnx(qdq, input_shapes=shapes), {"input": images})["logits"].argmax(axis=1)
     fp32_accuracy, int8_accuracy = float(np.mean(fp32 == labels)), float(np.mean(int8 == labels))
     assert fp32_accuracy == pytest.approx(353 / 360)
@@ -229,7 +235,7 @@ def test_clip_is_kept_when_its_range_is_not_implied() -> None:
     model.graph.initializer.extend(
         [onnx.numpy_helper.from_array(np.float32(v), n) for n, v in (("clip_low", 1.0), ("clip_high", 6.0))]
     )
-    qdq = quantize_model(model, calibration_digits(4))
+    qdq = quantize_model(import_onnx(model), calibration_digits(4))
     counts = Counter(n.op_type for n in qdq.graph.node)
     assert counts["Clip"] == 1 and counts["Relu"] == 0
     onnx.checker.check_model(qdq, full_check=True)

@@ -30,20 +30,18 @@ from hetero.ir.graph import Graph
 from hetero.quant.lowering import lower_qdq
 from hetero.ir.source import load_onnx
 from hetero.ir.onnx_import import import_onnx
-from hetero.quant.qdq import (
+from hetero.quant.calibrate import calibrate, calibration_feeds, calibration_for
+from hetero.quant.math import (
     ACCUMULATOR_TERM,
     INT32_MAX,
     SCALE_FLOOR,
     activation_params,
     bias_weight_scales,
-    calibrate,
-    calibration_feeds,
-    calibration_for,
     quantize_bias,
-    quantize_model,
     range_problem,
     weight_params,
 )
+from hetero.quant.qdq import quantize_model
 from test_lowering import assert_matches, compare
 
 # ----------------------------------------------------------------------------- measuring "tracks"
@@ -125,7 +123,7 @@ def test_vanishing_activations_keep_the_bias_and_the_output(caplog: pytest.LogCa
     ranges = calibrate(graph, random_inputs((1, 3, 16, 16), 8, seed=0))
     assert max(ranges["flat"]) < 1e-5  # the degenerate range the old quantizer collapsed on
     with caplog.at_level(logging.WARNING, logger="hetero.quant.qdq"):
-        qdq = quantize_model(model, random_inputs((1, 3, 16, 16), 8, seed=0))
+        qdq = quantize_model(graph, random_inputs((1, 3, 16, 16), 8, seed=0))
     assert "'fc.bias'" in caplog.text and "saturate" in caplog.text and "'flat'" in caplog.text
     initializers = {i.name: onnx.numpy_helper.to_array(i) for i in qdq.graph.initializer}
     bias = initializers["fc.bias_quantized"]
@@ -135,7 +133,7 @@ def test_vanishing_activations_keep_the_bias_and_the_output(caplog: pytest.LogCa
 
 
 def test_vanishing_model_stays_a_standard_qdq_model_onnxruntime_runs_identically() -> None:
-    qdq = quantize_model(vanishing_model(), random_inputs((1, 3, 16, 16), 8, seed=0))
+    qdq = quantize_model(import_onnx(vanishing_model()), random_inputs((1, 3, 16, 16), 8, seed=0))
     onnx.checker.check_model(qdq, full_check=True)
     _, stats = compare(qdq, random_inputs((1, 3, 16, 16), 8, seed=2))
     assert_matches(stats, "vanishing model")
@@ -191,7 +189,7 @@ def degenerate_model() -> onnx.ModelProto:
 
 def test_degenerate_ranges_are_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="hetero.quant.qdq"):
-        qdq = quantize_model(degenerate_model(), random_inputs((1, 3, 4, 4), 4, seed=0))
+        qdq = quantize_model(import_onnx(degenerate_model()), random_inputs((1, 3, 4, 4), 4, seed=0))
     zero = next(r.getMessage() for r in caplog.records if "0 on every calibration input" in r.getMessage())
     tiny = next(r.getMessage() for r in caplog.records if "floor scale" in r.getMessage())
     assert "'dead_relu'" in zero and "'tiny'" in tiny and "'input'" not in zero + tiny
@@ -213,7 +211,7 @@ def test_nan_and_inf_calibration_data_are_refused_with_their_count() -> None:
     with pytest.raises(InputError, match=r"^calibration data: 3 NaN/Inf values in input 'input' \(in 2 of 8 calibration"):
         calibration_feeds(graph, images)
     with pytest.raises(InputError, match=r"^cal\.npz: 2 NaN/Inf values in input 'input' \(in 1 of 1 calibration"):
-        quantize_model(model, [{"input": images[5:6]}], source="cal.npz")
+        quantize_model(graph, [{"input": images[5:6]}], source="cal.npz")
     assert len(calibration_feeds(graph, calibration_digits(3))) == 3
 
 
@@ -231,7 +229,7 @@ def test_a_model_that_overflows_on_its_calibration_data_is_refused() -> None:
     model = make_model(nodes, {"input": np.zeros((1, 3, 2, 2), np.float32)}, ["out"], weights)
     x = np.full((1, 1, 3, 2, 2), 1e10, np.float32)
     with pytest.raises(InputError, match=r"tensor 'y' holds 8 NaN/Inf values on calibration sample 0"):
-        quantize_model(model, x)
+        quantize_model(import_onnx(model), x)
 
 
 def test_cli_quantize_refuses_nan_calibration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -253,7 +251,7 @@ def test_cli_quantize_refuses_nan_calibration(tmp_path: Path, capsys: pytest.Cap
 
 def test_seed_cnn_int8_tracks_fp32_on_the_digits() -> None:
     model = load_onnx("builtin:seed-cnn")
-    qdq = quantize_model(model, calibration_digits(64))
+    qdq = quantize_model(import_onnx(model), calibration_digits(64))
     images, _ = load_digits_28("test")
     result = tracking(model, qdq, [images[i : i + 1] for i in range(0, 360, 4)], device="cpu")
     assert result.top1_agreement >= 0.98 and result.cosine_min >= 0.99, result
@@ -269,7 +267,8 @@ def test_shared_models_int8_tracks_fp32(name: str) -> None:
     if not source.is_file():
         pytest.skip(f"{source} is missing (the shared test models are not in this checkout)")
     model = load_onnx(str(source))
-    qdq = quantize_model(model, calibration_for(str(source), import_onnx(model), n=8))
+    graph = import_onnx(model)
+    qdq = quantize_model(graph, calibration_for(str(source), graph, n=8))
     result = tracking(model, qdq, random_inputs((1, 3, 224, 224), 12, seed=1234), device="cpu")
     assert result.top1_agreement >= 0.75 and result.cosine_min >= 0.999, result
     assert result.centered_cosine is not None and result.centered_cosine >= 0.9, result

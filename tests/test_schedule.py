@@ -103,7 +103,7 @@ def test_validate_names_each_broken_invariant(paper) -> None:
 
 def test_validate_capability_io_and_memory() -> None:
     problem = load_problem(DATA / "routed_chain.json")
-    result = schedule(problem.graph, problem.cost, "heft", memory=problem.memory)
+    result = schedule(problem.graph, problem.cost, "heft", memory_bytes=problem.memory_bytes)
     placement = dict(result.placement)
     assert placement == {"load": "host", "infer": "a0", "post": "a1"}
     kinds = {(t.src_node, t.dst_node): (t.src_device, t.dst_device) for t in result.transfers}
@@ -165,7 +165,7 @@ def test_gantt_labels_fit_their_bars_idle_devices_are_named_and_time_reads_in_ms
     from hetero.app.plots import _gantt_figure, time_unit
 
     problem = load_problem(EXAMPLES / "edge_soc.json")
-    plan = schedule(problem.graph, problem.cost, "heft", memory=problem.memory)
+    plan = schedule(problem.graph, problem.cost, "heft", memory_bytes=problem.memory_bytes)
     cost = TableCostModel(["cpu", "opencl:0"], {n: {"cpu": 1e-4, "opencl:0": 1e-3} for n in ("a", "very_long_node_name_x")},
                           [Link("cpu", "opencl:0", 1e-5, 1e9)])
     graph = nx.DiGraph()

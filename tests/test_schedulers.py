@@ -115,14 +115,14 @@ def problems(
 def _run(problem: Problem, algorithm: str, **options):
     """A validated schedule, or None when the algorithm is allowed to find none for this problem."""
     try:
-        result = schedule(problem.graph, problem.cost, algorithm, memory=problem.memory, **options)
+        result = schedule(problem.graph, problem.cost, algorithm, memory_bytes=problem.memory_bytes, **options)
     except ScheduleError as err:
-        capped = bool(problem.memory)
+        capped = bool(problem.memory_bytes)
         whole = algorithm in ("single", "dp", "pipeline")
         assert capped or whole, f"{algorithm} failed without memory limits: {err}"
         assert "\n" not in str(err)
         return None
-    result.validate(problem.graph, problem.cost, problem.memory)
+    result.validate(problem.graph, problem.cost, problem.memory_bytes)
     for node, device in result.placement.items():
         assert problem.cost.can_run(node, device)
     return result
@@ -150,7 +150,7 @@ def test_ilp_is_valid_on_random_dags(problem: Problem) -> None:
 
 def _brute_force_chain(problem: Problem, objective: str = "latency") -> float:
     """The best makespan (or period) over every placement of a chain, by enumeration."""
-    tasks = compile_tasks(problem.graph, problem.cost, problem.memory)
+    tasks = compile_tasks(problem.graph, problem.cost, problem.memory_bytes)
     best = math.inf
     for combo in itertools.product(range(tasks.k), repeat=tasks.n):
         placement = np.array(combo, dtype=np.int64)
@@ -162,7 +162,7 @@ def _brute_force_chain(problem: Problem, objective: str = "latency") -> float:
                 continue  # pipeline stages are contiguous, one device each
         start, end = list_times(tasks, placement)
         result = make_schedule(tasks, placement, start, end, "brute")
-        if any(result.memory_bytes[d] > problem.memory.get(d, math.inf) for d in tasks.devices):
+        if any(result.memory_bytes[d] > problem.memory_bytes.get(d, math.inf) for d in tasks.devices):
             continue
         best = min(best, pipeline_period(tasks, placement) if objective == "throughput" else result.makespan_s)
     return best
@@ -234,14 +234,14 @@ def _heuristic_makespans(problem: Problem) -> dict[str, float]:
 def test_milp_reported_optimal_is_never_beaten_under_memory(problem: Problem) -> None:
     """The MILP on its own (no heuristic safety net) counts memory as Schedule does: no heuristic's
     validated schedule beats an optimum it reports, and it finds a schedule whenever one does."""
-    tasks = compile_tasks(problem.graph, problem.cost, problem.memory)
+    tasks = compile_tasks(problem.graph, problem.cost, problem.memory_bytes)
     others = _heuristic_makespans(problem)
     try:
         alone = ilp_module.ilp(tasks, time_limit_s=30, safety_net=False)
     except ScheduleError as err:
         assert not others, f"the MILP found no schedule ({err}) but {others} did"
         return
-    alone.validate(problem.graph, problem.cost, problem.memory)
+    alone.validate(problem.graph, problem.cost, problem.memory_bytes)
     assert alone.algorithm == "ilp"
     if any(note.startswith("ilp: optimal") for note in alone.notes):
         for algorithm, makespan in others.items():
@@ -250,15 +250,15 @@ def test_milp_reported_optimal_is_never_beaten_under_memory(problem: Problem) ->
 
 def test_ilp_on_edge_soc_is_optimal_under_memory_and_names_what_it_returns() -> None:
     problem = load_problem(EXAMPLES / "edge_soc.json")
-    tasks = compile_tasks(problem.graph, problem.cost, problem.memory)
+    tasks = compile_tasks(problem.graph, problem.cost, problem.memory_bytes)
     alone = ilp_module.ilp(tasks, safety_net=False)
-    alone.validate(problem.graph, problem.cost, problem.memory)
+    alone.validate(problem.graph, problem.cost, problem.memory_bytes)
     assert any(note.startswith("ilp: optimal") for note in alone.notes)
     others = _heuristic_makespans(problem)
     assert min(others.values()) >= alone.makespan_s * (1 - 1e-9), others
-    returned = schedule(problem.graph, problem.cost, "ilp", memory=problem.memory)
+    returned = schedule(problem.graph, problem.cost, "ilp", memory_bytes=problem.memory_bytes)
     assert returned.algorithm == "ilp" and returned.makespan_s == pytest.approx(alone.makespan_s, rel=1e-9)
-    auto = schedule(problem.graph, problem.cost, memory=problem.memory)
+    auto = schedule(problem.graph, problem.cost, memory_bytes=problem.memory_bytes)
     assert auto.algorithm == "ilp", auto.notes
 
 
@@ -268,17 +268,17 @@ def test_ilp_on_edge_soc_is_optimal_under_memory_and_names_what_it_returns() -> 
 def test_memory_capacity_is_respected_by_every_algorithm() -> None:
     problem = load_problem(EXAMPLES / "edge_soc.json")
     uncapped = schedule(problem.graph, problem.cost, "heft")
-    assert uncapped.memory_bytes["npu"] > problem.memory["npu"], "the example's NPU limit must bind"
+    assert uncapped.memory_bytes["npu"] > problem.memory_bytes["npu"], "the example's NPU limit must bind"
     for algorithm in algorithm_names():
         try:
-            result = schedule(problem.graph, problem.cost, algorithm, memory=problem.memory)
+            result = schedule(problem.graph, problem.cost, algorithm, memory_bytes=problem.memory_bytes)
         except ScheduleError:
             assert algorithm == "single"
             continue
-        result.validate(problem.graph, problem.cost, problem.memory)
-        assert result.memory_bytes["npu"] <= problem.memory["npu"], algorithm
+        result.validate(problem.graph, problem.cost, problem.memory_bytes)
+        assert result.memory_bytes["npu"] <= problem.memory_bytes["npu"], algorithm
     with pytest.raises(ScheduleError, match="fits in the memory of none"):
-        schedule(problem.graph, problem.cost, "heft", memory={"cpu": 1, "gpu": 1, "npu": 1})
+        schedule(problem.graph, problem.cost, "heft", memory_bytes={"cpu": 1, "gpu": 1, "npu": 1})
 
 
 def test_no_kernel_means_never_placed_there() -> None:
@@ -293,12 +293,12 @@ def test_no_kernel_means_never_placed_there() -> None:
         result = schedule(problem.graph, problem.cost, algorithm)
         assert all(result.placement[f"t{i}"] == "cpu" for i in range(1, 9, 3)), algorithm
     with pytest.raises(ScheduleError, match="single: no device can run every task"):
-        schedule(problem.graph, problem.cost, "single", memory={"cpu": 0})
+        schedule(problem.graph, problem.cost, "single", memory_bytes={"cpu": 0})
 
 
 def test_model_graph_inputs_start_and_outputs_end_on_the_host() -> None:
     from hetero.ir.source import load_graph
-    from hetero.schedulers.workloads import roofline_problem
+    from workloads import roofline_problem
 
     graph = load_graph("builtin:seed-cnn")
     problem = roofline_problem(graph)
@@ -313,7 +313,7 @@ def test_model_graph_inputs_start_and_outputs_end_on_the_host() -> None:
 
 
 def test_auto_says_which_algorithm_it_picked(paper: Problem) -> None:
-    from hetero.schedulers.workloads import chain, fork_join, random_problem
+    from workloads import chain, fork_join, random_problem
 
     rng = np.random.default_rng(3)
     chained = random_problem(chain(30), 3, rng)
@@ -334,9 +334,9 @@ def test_bad_requests_raise_input_errors(paper: Problem) -> None:
     with pytest.raises(InputError, match="unknown objective 'energy'"):
         schedule(paper.graph, paper.cost, objective="energy")
     with pytest.raises(InputError, match="memory capacity given for 'P9'"):
-        schedule(paper.graph, paper.cost, memory={"P9": 5})
+        schedule(paper.graph, paper.cost, memory_bytes={"P9": 5})
     with pytest.raises(ScheduleError, match="ilp: 66 tasks is too many"):
-        from hetero.schedulers.workloads import fork_join, random_problem
+        from workloads import fork_join, random_problem
 
         big = random_problem(fork_join(4, 5, 3), 2, np.random.default_rng(0))
         schedule(big.graph, big.cost, "ilp")
@@ -358,7 +358,7 @@ def test_summary_of_the_paper_schedule(paper: Problem) -> None:
 def test_heft_is_fast_on_1000_nodes_and_8_devices() -> None:
     import time
 
-    from hetero.schedulers.workloads import layered, random_problem
+    from workloads import layered, random_problem
 
     rng = np.random.default_rng(0)
     problem = random_problem(layered(1000, rng), 8, rng)

@@ -14,11 +14,12 @@ import pytest
 from conftest import resnet_roofline_world
 import simpy
 
-from hetero.schedulers.workloads import fork_join, layered, random_problem
+from workloads import fork_join, layered, random_problem
 from hetero.sim import Scenario, simulate, table_world, world_from_problem
 from hetero.sim.network import Network
 from hetero.sim.rates import RateProfile
-from hetero.sim.scenario import DynamicEvent, LinkSpec, Noise, PolicySpec, Workload
+from hetero.cost.protocol import Link
+from hetero.sim.scenario import DynamicEvent, Noise, PolicySpec, Workload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,7 +133,7 @@ def test_shared_link_contention():
     """Two transfers that start together on a shared link both take twice as long; dedicated, once."""
     for shared, expected in ((True, 2.0), (False, 1.0)):
         env = simpy.Environment()
-        network = Network(env, [LinkSpec("a", "b", 0.0, 1000.0, shared)], host="a")
+        network = Network(env, [Link("a", "b", 0.0, 1000.0, shared)], host="a")
         arrivals = []
         for _ in range(2):
             network.send(1000, "a", "b", 0.0, lambda: arrivals.append(env.now))
@@ -144,7 +145,7 @@ def test_shared_link_contention():
 def test_shared_link_staggered_and_bandwidth_drop():
     env = simpy.Environment()
     factors = {frozenset(("a", "b")): [(1.5, 10.0, 0.5)]}
-    network = Network(env, [LinkSpec("a", "b", 0.1, 1000.0, True)], host="a", factors=factors)
+    network = Network(env, [Link("a", "b", 0.1, 1000.0, True)], host="a", factors=factors)
     arrivals = {}
     network.send(1000, "a", "b", 0.0, lambda: arrivals.setdefault("first", env.now))
     network.send(500, "a", "b", 0.5, lambda: arrivals.setdefault("second", env.now))
@@ -153,7 +154,7 @@ def test_shared_link_staggered_and_bandwidth_drop():
     # 1.5 the link runs at half speed... they end exactly then; plus 0.1 s latency each.
     assert arrivals == pytest.approx({"first": 1.6, "second": 1.6})
     env = simpy.Environment()
-    network = Network(env, [LinkSpec("a", "b", 0.0, 1000.0, True)], host="a", factors=factors)
+    network = Network(env, [Link("a", "b", 0.0, 1000.0, True)], host="a", factors=factors)
     arrivals = {}
     network.send(2000, "a", "b", 0.0, lambda: arrivals.setdefault("big", env.now))
     network.send(500, "a", "b", 1.0, lambda: arrivals.setdefault("small", env.now))

@@ -30,22 +30,42 @@ def run_example(name: str, tmp_path: Path, trace: bool = False, **options):
     return result, data
 
 
+def plans_between(data: dict, start_s: float, end_s: float) -> list[dict]:
+    """The plans adopted in [start_s, end_s)."""
+    return [plan for plan in data["plans"] if start_s <= plan["at_s"] < end_s]
+
+
+def mean_utilisation(data: dict, device: str, start_s: float, end_s: float) -> float:
+    rows = [row["utilisation"][device] for row in data["timeline"] if start_s <= row["t_s"] < end_s]
+    return sum(rows) / len(rows)
+
+
 def test_phone_edge_wifi(tmp_path):
+    """All on the phone; offloaded to the edge while the phone is loaded (20-40 s); back on the phone after."""
     result, data = run_example("phone_edge_wifi.yaml", tmp_path, trace=True)
     assert data["requests"]["completed"] == data["requests"]["arrived"] > 100
-    assert data["rebalances"] >= 2  # offloads under load, comes back afterwards
-    assert any("edge" in plan["ops_per_device"] for plan in data["plans"])
+    initial, *later = data["plans"]
+    assert set(initial["ops_per_device"]) == {"phone"}
+    during = plans_between(data, 20.0, 40.0)
+    assert during and set(during[0]["ops_per_device"]) == {"edge"}  # the loaded phone offloads
+    assert all(set(plan["ops_per_device"]) == {"phone"} for plan in plans_between(data, 40.0, 60.0))
+    assert plans_between(data, 40.0, 60.0) and set(later[-1]["ops_per_device"]) == {"phone"}  # back once free
+    assert not plans_between(data, 0.0, 20.0)[1:]  # nothing changes before the load
     assert data["bytes_per_link"]["phone -> edge"] > 0
     assert data["latency_s"]["p50"] == pytest.approx(data["predicted_makespan_s"], rel=0.2)
 
 
 def test_gpu_failover(tmp_path):
+    """A pipeline over both GPUs; gpu1 (and the cpu) alone while gpu0 is down; both again after; nothing lost."""
     result, data = run_example("gpu_failover.yaml", tmp_path)
     assert data["requests"]["lost"] == data["requests"]["failed"] == 0
     assert data["requests"]["completed"] == data["requests"]["arrived"] and data["requests"]["retried"] > 0
     assert [p["why"] for p in data["plans"]] == ["initial", "gpu0 failed", "gpu0 recovered"]
+    initial, failed, recovered = (set(p["ops_per_device"]) for p in data["plans"])
+    assert {"gpu0", "gpu1"} <= initial and {"gpu0", "gpu1"} <= recovered
+    assert "gpu0" not in failed and "gpu1" in failed
+    assert [p["at_s"] for p in data["plans"][1:]] == [8.0, 14.0]
     assert data["migrated_bytes"] > 0 and not data["errors"]
-
 
 def test_seed_option_overrides_the_scenario(tmp_path):
     first = run_scenario_file(EXAMPLES / "phone_edge_wifi.yaml", progress=False)
@@ -55,10 +75,20 @@ def test_seed_option_overrides_the_scenario(tmp_path):
 
 @pytest.mark.slow
 def test_gateway_throttling(tmp_path):
-    """int8 resnet18 (quantizing it takes a while) on CPU, iGPU and Edge TPU, camera trace."""
+    """int8 resnet18 (quantizing it takes a while) pipelined over CPU, iGPU and Edge TPU, camera trace:
+    while the iGPU is throttled (10-25 s) layers move from it to the CPU and the NPU, and back after."""
     result, data = run_example("gateway_throttling.yaml", tmp_path)
     assert data["requests"]["completed"] == data["requests"]["arrived"] == 3600
     assert data["rebalances"] >= 2
+    initial = data["plans"][0]["ops_per_device"]
+    assert set(initial) == {"cpu", "igpu", "npu"}
+    throttled = plans_between(data, 10.0, 25.0)
+    assert throttled and all(p["ops_per_device"].get("igpu", 0) < initial["igpu"] for p in throttled)
+    assert max(p["ops_per_device"].get("npu", 0) for p in throttled) > initial["npu"]
+    assert data["plans"][-1]["ops_per_device"] == initial and data["plans"][-1]["at_s"] >= 25.0  # back after
+    before, during, after = (mean_utilisation(data, "npu", *window) for window in ((0, 9.9), (10.5, 25), (27, 30)))
+    assert during > 1.5 * before  # the NPU takes more of the work while the iGPU is slow
+    assert after == pytest.approx(before, rel=0.1)
     timeline = data["timeline"]
     before = [row["p50_s"] for row in timeline if row["t_s"] < 9 and row["p50_s"]]
     after = [row["p50_s"] for row in timeline if row["t_s"] > 27 and row["p50_s"]]
@@ -107,9 +137,15 @@ def test_every_example_scenario_parses(path):
 
 
 def test_measured_profile_scenario_rebalances_and_comes_back():
+    """All on the measured cpu; on the Jetson while the cpu is loaded (3-6 s); back on the cpu after."""
     result = run_scenario_file(EXAMPLES / "measured_cpu_plus_jetson.yaml", progress=False).to_dict()
     assert result["requests"]["failed"] == 0 and result["requests"]["lost"] == 0
     assert result["rebalances"] >= 2
+    assert set(result["plans"][0]["ops_per_device"]) == {"cpu"}
+    loaded = plans_between(result, 3.0, 6.0)
+    assert loaded and set(loaded[0]["ops_per_device"]) == {"jetson"}
+    after = plans_between(result, 6.0, 10.0)
+    assert after and set(after[-1]["ops_per_device"]) == {"cpu"}
 
 
 def test_device_names_keep_their_colon_everywhere(tmp_path):

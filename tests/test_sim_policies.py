@@ -64,7 +64,7 @@ def test_every_device_down_is_a_clear_error_and_service_resumes(workload):
 
 def test_least_loaded_balances_two_equal_gpus(world):
     two = table_world(world.graph, {n: {d: world.cost.compute(n, d) for d in ("cpu", "gpu0", "gpu1")} for n in world.graph},
-                      [l for l in world.links if "npu" not in (l.a, l.b)], host="cpu", devices=("cpu", "gpu0", "gpu1"))
+                      [l for l in world.links if "npu" not in (l.src, l.dst)], host="cpu", devices=("cpu", "gpu0", "gpu1"))
     single = schedule(two.graph, ObservedCost(two.cost, {}, ["gpu0"]), "single").makespan_s
     rate = 1.6 / single  # more than one GPU can serve
     run = scenario(Workload("poisson", rate_per_s=rate), 2000 * single, policy=PolicySpec("least-loaded"), seed=1)

@@ -36,7 +36,7 @@ policy: {name: periodic, period: 250 ms, alpha: 0.5}
 seed: 9
 """)
     assert scenario.device_names == ("cpu", "gpu0", "gpu1")
-    assert [(l.a, l.b) for l in scenario.links] == [("cpu", "gpu0"), ("cpu", "gpu1")]
+    assert [(l.src, l.dst) for l in scenario.links] == [("cpu", "gpu0"), ("cpu", "gpu1")]
     assert scenario.links[0].latency_s == pytest.approx(20e-6) and scenario.links[0].bandwidth_Bps == 8e9
     assert scenario.workload.rate_per_s == 20.0 and scenario.duration_s == 10.0
     assert [e.kind for e in scenario.events] == ["bandwidth", "slowdown", "fail"]  # sorted by time
@@ -195,3 +195,27 @@ def test_a_workload_too_large_is_refused_with_its_estimate():
     assert result.requests["arrived"] == 50
     with pytest.raises(SimulationError, match="more than the limit of 10"):
         Simulator(scenario.__class__(**{**scenario.__dict__, "workload": capped.workload}), world, max_events=10).run()
+
+
+def test_a_scenario_without_precision_runs_the_model_at_its_own(tmp_path):
+    """A QDQ model in a scenario that names no precision is simulated at int8 (as hetero run does), not fp32."""
+    import onnx
+
+    from hetero.ir.datasets import calibration_digits
+    from hetero.ir.onnx_import import import_onnx
+    from hetero.ir.source import load_onnx
+    from hetero.quant.qdq import quantize_model
+    from hetero.sim import build_world
+
+    path = tmp_path / "seed_qdq.onnx"
+    onnx.save(quantize_model(import_onnx(load_onnx("builtin:seed-cnn")), calibration_digits(16)), str(path))
+    text = BASE.replace("builtin:resnet18", str(path))
+    assert parse_scenario(text).precision is None
+
+    def costs(scenario_text):
+        world = build_world(parse_scenario(scenario_text, str(tmp_path / "s.yaml")))
+        return {(node, device): world.cost.compute(node, device) for node in world.graph for device in world.cost.devices}
+
+    own = costs(text)
+    assert own == costs(text + "precision: int8\n")
+    assert own != costs(text + "precision: fp32\n")

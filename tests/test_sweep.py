@@ -78,7 +78,7 @@ def test_conv_variant_scales_channels_space_and_stride():
 def test_sweep_entries_are_flagged_and_excluded_from_evaluation(graph, tmp_path):
     device = open_device("reference")
     profile = profile_graph(
-        graph, [device], "builtin:seed-cnn", "int8", budget=TINY, transfer_sizes=[1024], calibrate_runtime=False,
+        graph, [device], "builtin:seed-cnn", "int8", budget=TINY, transfer_sizes=[1024],
         sweep=4, sweep_budget=TINY,
     )
     path = tmp_path / "sweep.json"

@@ -101,7 +101,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from hetero.ir.source import load_onnx
     from hetero.ir.onnx_import import import_onnx
     from hetero.quant.precision import has_qdq
-    from hetero.quant.qdq import calibration_for, quantize_model
+    from hetero.quant.calibrate import calibration_for
+    from hetero.quant.qdq import quantize_model
 
     outputs = OutputSet({"-o": args.output})
     model = load_onnx(args.model)
@@ -115,7 +116,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                                     extra_axis=True)
     else:
         calibration = calibration_for(args.model, graph)
-    quantized = quantize_model(model, calibration, method=args.method, percentile=args.percentile, activation_dtype=args.activation_type,
+    quantized = quantize_model(graph, calibration, method=args.method, percentile=args.percentile, activation_dtype=args.activation_type,
                                source=args.calibration or "calibration data")
     outputs.put("-o", quantized.SerializeToString())
     outputs.commit()
@@ -149,7 +150,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         from hetero.problem import load_problem
 
         problem = load_problem(args.problem)
-        graph, cost, memory = problem.graph, problem.cost, problem.memory
+        graph, cost, memory = problem.graph, problem.cost, problem.memory_bytes
     else:
         from hetero.cost.model import cost_model_for
         from hetero.quant.precision import load_with_precision
@@ -158,7 +159,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         precision = args.precision or (load_profile(args.profile).precision if args.profile else None)
         graph, precision = load_with_precision(args.model, precision)
         cost, memory = cost_model_for(graph, args.profile, names, precision)
-    plan = schedule(graph, cost, algorithm=args.algorithm, objective=args.objective, memory=memory)
+    plan = schedule(graph, cost, algorithm=args.algorithm, objective=args.objective, memory_bytes=memory)
     if args.output:
         outputs.put("-o", plan_bytes(plan))
     if args.trace:
@@ -214,6 +215,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from hetero.quant.precision import load_with_precision
     from hetero.cost.profile import save_profile
     from hetero.cost.profiler import TRANSFER_SIZES, Budget, profile_graph
+    from hetero.exec.dispatch import measure_dispatch
 
     sizes = [n for n in TRANSFER_SIZES if n <= args.max_transfer_mib * 2**20]
     if not sizes:
@@ -232,7 +234,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         def advance(what: str) -> None:
             bar.update(task, advance=1, description=what[:60])
 
-        profile = profile_graph(graph, devices, args.model, args.precision, budget, previous, sizes, advance, sweep=args.sweep)
+        profile = profile_graph(graph, devices, args.model, args.precision, budget, previous, sizes, advance, sweep=args.sweep,
+                                dispatch_s=measure_dispatch(devices))
     save_profile(profile, args.output)
     counts = ", ".join(
         f"{name}: {len(d.ops)} op signatures" + (f" ({sum(1 for s in d.ops.values() if s.features.get('synthetic'))} synthetic)" if args.sweep else "")

@@ -178,12 +178,13 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print) -> Path:
     """Run the whole story and write ``report.md`` into ``out_dir``; returns the report's path."""
     from hetero.ir.datasets import calibration_digits, load_digits_28
     from hetero.quant.lowering import lower_qdq
-    from hetero.ir.source import load_graph, load_onnx
+    from hetero.ir.source import load_onnx
     from hetero.ir.onnx_import import import_onnx
     from hetero.app.plots import write_gantt
     from hetero.policy import PolicyContext, make_policy
     from hetero.cost.profile import save_profile
     from hetero.cost.profiler import Budget, profile_graph
+    from hetero.exec.dispatch import measure_dispatch
     from hetero.quant.qdq import quantize_model
     from hetero.exec.runtime import Runtime
     from hetero.app.summary import schedule_summary, summary_lines
@@ -215,16 +216,16 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print) -> Path:
 
     section(f"2. int8 quantization (calibrated on {CALIBRATION_IMAGES} training digits)")
     fp32_model = load_onnx(MODEL)
+    fp32_graph = import_onnx(fp32_model, label=MODEL)  # the one import of the seed model
     collect = _Collect()
     quant_log = logging.getLogger("hetero")
     quant_log.addHandler(collect)
     try:
-        qdq = quantize_model(fp32_model, calibration_digits(CALIBRATION_IMAGES))
+        qdq = quantize_model(fp32_graph, calibration_digits(CALIBRATION_IMAGES))
     finally:
         quant_log.removeHandler(collect)
     write_atomic(out / "seed_cnn.int8.onnx", qdq.SerializeToString())
     int8_graph = lower_qdq(import_onnx(qdq, label="seed_cnn.int8.onnx"))
-    fp32_graph = load_graph(MODEL)
     lowered = sorted({op.type for op in int8_graph.ops_in_order()})
     quant_lines = _quantization_lines(fp32_model, qdq, collect.messages, lowered)
     for line in quant_lines[:6]:
@@ -248,7 +249,7 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print) -> Path:
     section(f"4. Profile on {', '.join(names)}")
     opened = {n: (cpu if n == "cpu" else open_device(n)) for n in names}
     profile = profile_graph(int8_graph, list(opened.values()), MODEL, "int8", Budget(seconds_per_op=0.2),
-                            transfer_sizes=[1024 * 4**i for i in range(8)])
+                            transfer_sizes=[1024 * 4**i for i in range(8)], dispatch_s=measure_dispatch(list(opened.values())))
     profile_path = out / "profile.int8.json"
     save_profile(profile, profile_path)
     lines += ["Medians by each device's clock inside whole-graph runs; in brackets the host wall clock of a launch.", "",
@@ -301,7 +302,7 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print) -> Path:
 
     section("7. Run partitioned int8 on the real devices (4 in flight)")
     say(f"running {why}")
-    context = PolicyContext(int8_graph, cost, memory=memory)
+    context = PolicyContext(int8_graph, cost, memory_bytes=memory)
     runtime = Runtime(int8_graph, opened, make_policy("static"), context, initial=run_plan)
     requests = [{"input": images[i : i + 1]} for i in range(len(labels))]
     report = runtime.serve(requests, inflight=4)

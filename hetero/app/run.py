@@ -166,8 +166,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         outputs.put("-o", array_bytes(args.output, stacked))
     outputs.commit()
+    summary["outputs"] = {name: {"shape": list(a.shape), "dtype": a.dtype.name} for name, a in stacked.items()}
     first = next(iter(stacked.values()))
-    if first.ndim == 2:
+    if len(stacked) == 1 and is_class_scores(first):
         summary["top1"] = [int(i) for i in first.argmax(axis=1)]
     if args.json:
         print(json.dumps(summary))
@@ -189,6 +190,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for path in outputs.paths:
         print(f"wrote {path}")
     return 0
+
+
+def is_class_scores(array: np.ndarray) -> bool:
+    """Whether a model's output reads as a batch of class scores (float [batch, classes], classes > 1),
+    the one case where hetero run reports a top-1 class; otherwise it reports only the shape."""
+    return array.ndim == 2 and array.shape[1] > 1 and np.issubdtype(array.dtype, np.floating)
 
 
 def run_single(graph: Graph, requests: list[dict[str, np.ndarray]], args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
@@ -247,7 +254,7 @@ def run_partitioned(graph: Graph, requests: list[dict[str, np.ndarray]], args: a
     devices = {n: open_device(n, **({"threads": args.threads} if args.threads and n == "cpu" else {})) for n in names}
     cost, memory = planning_cost(graph, devices, args)
     algorithm = args.algorithm or "auto"
-    context = PolicyContext(graph, cost, algorithm=algorithm, memory=memory)
+    context = PolicyContext(graph, cost, algorithm=algorithm, memory_bytes=memory)
     initial = initial_plan(graph, cost, devices, setup.placement, setup.plan)
     runtime = Runtime(graph, devices, setup.policy, context, initial=initial)
     work = [requests[i % len(requests)] for i in range(count)]

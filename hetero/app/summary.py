@@ -38,10 +38,10 @@ def partitions(schedule: Schedule, names: list[str] | tuple[str, ...]) -> list[d
 
 
 def schedule_summary(
-    schedule: Schedule, graph: nx.DiGraph, cost: CostModel, memory: Mapping[str, int] | None = None
+    schedule: Schedule, graph: nx.DiGraph, cost: CostModel, memory_bytes: Mapping[str, int] | None = None
 ) -> dict[str, Any]:
     """Partitions, predicted latency (and throughput), best single device and speedup, bytes moved."""
-    tasks = compile_tasks(as_task_graph(graph), cost, memory)
+    tasks = compile_tasks(as_task_graph(graph), cost, memory_bytes)
     throughput = schedule.objective == "throughput" and schedule.period_s is not None
     singles: dict[str, float] = {}
     for d, device in enumerate(tasks.devices):

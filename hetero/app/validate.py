@@ -17,6 +17,8 @@ import numpy as np
 from hetero.backends import open_device
 from hetero.ir.graph import Graph
 from hetero.cost.model import cost_model_for
+from hetero.cost.protocol import HOST, Link
+from hetero.errors import ProfileError
 from hetero.quant.precision import load_for_precision
 from hetero.policy import PolicyContext, make_policy
 from hetero.cost.profile import check_device, load_profile
@@ -60,21 +62,24 @@ def _simulate(graph: Graph, cost: Any, profile_path: str, devices: list[str], pl
     """Predicted median latency and throughput of the plan under a closed loop of ``inflight`` clients."""
     from hetero.problem import as_task_graph
     from hetero.sim import simulate
-    from hetero.sim.scenario import DeviceEntry, LinkSpec, Scenario, Workload
+    from hetero.sim.scenario import DeviceEntry, Scenario, Workload
     from hetero.sim.world import World
 
     profile = cost.profile
     links = []
     for name in devices:
-        fit = profile.link("host", name) or profile.link(name, "host")
-        links.append(LinkSpec(name, "host", fit.latency_s, fit.bandwidth_Bps, False))
+        fit = profile.link(HOST, name) or profile.link(name, HOST)
+        if fit is None:
+            raise ProfileError(f"{profile_path}: links: no link between {name} and the {HOST} was measured; "
+                               f"profile {name} again (hetero profile MODEL --devices {name} -o {profile_path})")
+        links.append(Link(name, HOST, fit.latency_s, fit.bandwidth_Bps))
     scenario = Scenario(
         model="validate",
         devices=tuple(DeviceEntry(name=n, profile=profile_path, device=n) for n in devices),
         workload=Workload("closed", clients=inflight, requests=requests),
         duration_s=1e-9,  # the run ends when the last of the capped requests completes
         links=tuple(links),
-        host="host",
+        host=HOST,
         precision=precision,
         name="validate",
     )
@@ -92,13 +97,13 @@ def validate(model: str, device_names: list[str], profile_path: str, requests: i
         check_device(profile, profile_path, name, device.info)
     graph = load_for_precision(model, profile.precision)
     cost, memory = cost_model_for(graph, profile_path, device_names, profile.precision)
-    plan = schedule(graph, cost, algorithm=algorithm, memory=memory)
+    plan = schedule(graph, cost, algorithm=algorithm, memory_bytes=memory)
     predicted_latency, predicted_throughput = _simulate(graph, cost, profile_path, device_names, plan, profile.precision, requests, inflight)
     rng = np.random.default_rng(seed)
     spec = graph.inputs[0]
     feeds = [{spec.name: rng.random(spec.shape, dtype=np.float32).astype(spec.dtype)} for _ in range(requests)]
     policy = make_policy("static")
-    runtime = Runtime(graph, devices, policy, PolicyContext(graph, cost, algorithm=algorithm, memory=memory), initial=plan)
+    runtime = Runtime(graph, devices, policy, PolicyContext(graph, cost, algorithm=algorithm, memory_bytes=memory), initial=plan)
     runtime.serve(feeds[: min(3, requests)], inflight=inflight)  # warm-up: kernels compiled, weights prepared
     report = runtime.serve(feeds, inflight=inflight)
     done = [latency for latency in report.latencies_s if latency is not None]

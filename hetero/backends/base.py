@@ -5,23 +5,104 @@ buffers already in its memory (``run``), and times one launch with its own clock
 (``timed_run``: OpenCL event profiling, CUDA events, perf_counter on the host). Kernels are
 registered per op type in the backend's kernel table; an op whose type has no kernel, or
 whose kernel declines the op's dtypes or attributes (``supports``), cannot run there.
+
+Each backend module also has a ``probe()`` returning the devices of its kind usable here
+(:class:`DeviceInfo`) and why the others are absent (:class:`AbsentBackend`); the registry
+(``hetero.backends.registry``) asks them. The options backends share (``throttle``, ``int8_gemm``)
+are checked here, once.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import platform
 import time
 from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hetero.backends.discovery import DeviceInfo
 from hetero.errors import DeviceError
 from hetero.ir.graph import Op
+
+log = logging.getLogger(__name__)
 
 Buffer = Any  # a device-resident array: numpy for host devices, pyopencl/cupy arrays elsewhere
 Kernel = Callable[["Device", Op, Sequence[Buffer]], list[Buffer]]
 Predicate = Callable[[Op], bool]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A device hetero can run on: its name (reference, cpu, opencl:N, cuda:N) and identity."""
+
+    name: str
+    kind: str
+    description: str
+    vendor: str
+    compute_units: int
+    memory_bytes: int
+    platform: str = ""  # OpenCL: the platform's name and version ("" for other kinds)
+    driver: str = ""  # OpenCL: the driver library, and who installed it when known
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AbsentBackend:
+    """A backend (or one device of it) hetero knows but cannot use here, and why."""
+
+    kind: str
+    reason: str
+    device: str = ""  # the unusable device and its platform, when one was found
+
+
+#: what a backend's ``probe()`` returns: its usable devices and its absent ones with their reasons
+Probe = tuple[tuple[DeviceInfo, ...], tuple[AbsentBackend, ...]]
+
+INT8_GEMM_PATHS = ("packed", "tiled")
+
+
+def check_throttle(device: str, factor: object) -> float:
+    """The ``throttle`` option (a slow-down factor, finite and >= 1) as a float, else a DeviceError."""
+    try:
+        value = float(factor)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DeviceError(f"device {device}: throttle must be a number >= 1, got {factor!r}") from None
+    if not math.isfinite(value) or value < 1.0:
+        raise DeviceError(f"device {device}: throttle must be a finite factor >= 1, got {factor}")
+    return value
+
+
+def check_int8_gemm(device: str, path: object) -> str:
+    """The ``int8_gemm`` option (the kernel backends' int8 product path), else a DeviceError."""
+    if path not in INT8_GEMM_PATHS:
+        raise DeviceError(f"device {device}: int8_gemm must be 'packed' or 'tiled', got {path!r}")
+    return str(path)
+
+
+def host_cpu_name() -> str:
+    """The host CPU's model name (/proc/cpuinfo, else what platform knows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError as err:
+        log.debug("cannot read /proc/cpuinfo: %s", err)
+    return platform.processor() or platform.machine()
+
+
+def host_memory_bytes() -> int:
+    """The host's physical memory (0 when the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 class Device(ABC):
@@ -38,6 +119,17 @@ class Device(ABC):
         self.kind = info.kind
         self._prepared: dict[int, Any] = {}
         self._fail_countdown: int | None = None
+        self._throttle = 1.0
+
+    @property
+    def throttle(self) -> float:
+        """Slow-down factor >= 1 (1: full speed); backends that honour it (cpu, opencl, cuda)
+        make each op really take this many times its own time."""
+        return self._throttle
+
+    @throttle.setter
+    def throttle(self, factor: float) -> None:
+        self._throttle = check_throttle(self.name, factor)
 
     def supports(self, op: Op) -> bool:
         """Whether this device has a kernel for the op as it is (type, dtypes, attributes)."""

@@ -16,10 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hetero.backends.base import Buffer
+from hetero.backends.base import AbsentBackend, Buffer, DeviceInfo, Probe
 from hetero.backends.opencl import CONDITIONS, KERNELS
 from hetero.backends.kernels.common import KernelDevice, kernel_source
-from hetero.backends.discovery import DeviceInfo
 from hetero.errors import DeviceError
 from hetero.ir.graph import Op
 from hetero.resources import data_dir
@@ -31,6 +30,32 @@ NVRTC_OPTIONS = ("--std=c++14",)
 CUDA_R_8I, CUDA_R_32I, CUBLAS_COMPUTE_32I, CUBLAS_OP_N, CUBLAS_OP_T, CUBLAS_GEMM_DEFAULT = 3, 10, 72, 0, 1, -1
 #: below this many multiply-adds the dp4a kernel beats cuBLAS plus the separate epilogue
 CUBLAS_MIN_MACS = 1 << 22
+
+
+def probe() -> Probe:
+    """Every GPU the CUDA runtime lists (cuda:N), or why there is none (cupy imported only here)."""
+    try:
+        import cupy
+    except ImportError:
+        return (), (AbsentBackend("cuda", "cupy is not installed; pip install 'hetero[cuda]' on a machine with an NVIDIA GPU"),)
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError as err:
+        return (), (AbsentBackend("cuda", f"no usable NVIDIA GPU: {err}"),)
+    found = []
+    for index in range(count):
+        props = cupy.cuda.runtime.getDeviceProperties(index)
+        found.append(DeviceInfo(
+            name=f"cuda:{index}",
+            kind="cuda",
+            description=f"{props['name'].decode()} (compute capability {props['major']}.{props['minor']})",
+            vendor="NVIDIA",
+            compute_units=int(props["multiProcessorCount"]),
+            memory_bytes=int(props["totalGlobalMem"]),
+        ))
+    if not found:
+        return (), (AbsentBackend("cuda", "the CUDA runtime reports no GPU"),)
+    return tuple(found), ()
 
 
 def cuda_source(file: str) -> str:
@@ -51,13 +76,9 @@ class CudaDevice(KernelDevice):
         except ImportError:
             raise DeviceError(f"device {info.name} needs cupy; pip install 'hetero[cuda]'") from None
         super().__init__(info)
-        if float(throttle) < 1.0:
-            raise DeviceError(f"device {info.name}: throttle must be a factor >= 1, got {throttle}")
-        if int8_gemm not in ("packed", "tiled"):
-            raise DeviceError(f"device {info.name}: int8_gemm must be 'packed' or 'tiled', got {int8_gemm!r}")
-        self.cp = cupy
-        self.throttle = float(throttle)
+        self.throttle = throttle
         self.int8_gemm = int8_gemm
+        self.cp = cupy
         self.cublas = bool(cublas)
         self.device = cupy.cuda.Device(int(info.name.split(":", 1)[1]))
         with self.device:

@@ -1,8 +1,10 @@
 """Device discovery: what is really present on this machine, and why each absent device is absent.
 
-OpenCL devices are usable only when they build and run a kernel: the first discovery in a process
-runs ``backends/opencl_probe.py`` in a child process (a driver whose compiler crashes, as an old
-LLVM does on a CPU newer than it knows, takes down only the child) and caches the verdict for the
+``discover()`` asks every backend's ``probe()`` through the registry (``hetero.backends.registry``).
+This module holds the part of discovery that needs more than an import: OpenCL devices are usable
+only when they build and run a kernel, so the first OpenCL probe in a process runs
+``backends/opencl_probe.py`` in a child process (a driver whose compiler crashes, as an old LLVM
+does on a CPU newer than it knows, takes down only the child) and caches the verdict for the
 process. ``opencl:N`` numbers the usable OpenCL devices only, in platform order, so ``opencl:0``
 is the first device that works on every machine; a device that fails is listed as absent with the
 compiler's first error line and the fix.
@@ -14,76 +16,21 @@ import importlib.util
 import json
 import logging
 import os
-import platform
 import re
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from hetero.backends.base import AbsentBackend, DeviceInfo
+from hetero.backends.registry import discover
 from hetero.errors import DeviceError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """A device hetero can run on: its name (reference, cpu, opencl:N, cuda:N) and identity."""
-
-    name: str
-    kind: str
-    description: str
-    vendor: str
-    compute_units: int
-    memory_bytes: int
-    platform: str = ""  # OpenCL: the platform's name and version ("" for other kinds)
-    driver: str = ""  # OpenCL: the driver library, and who installed it when known
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class AbsentBackend:
-    """A backend (or one device of it) hetero knows but cannot use here, and why."""
-
-    kind: str
-    reason: str
-    device: str = ""  # the unusable device and its platform, when one was found
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError as err:
-        log.debug("cannot read /proc/cpuinfo: %s", err)
-    return platform.processor() or platform.machine()
-
-
-def _host_memory_bytes() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
-def _cpu_devices() -> tuple[list[DeviceInfo], list[AbsentBackend]]:
-    name, memory, cores = _cpu_name(), _host_memory_bytes(), os.cpu_count() or 1
-    found = [DeviceInfo("reference", "reference", f"numpy on {name}", "numpy", 1, memory)]
-    try:
-        import numba
-    except ImportError as err:
-        return found, [AbsentBackend("cpu", f"numba cannot be imported ({err}); pip install numba")]
-    found.append(DeviceInfo("cpu", "cpu", f"{name} (numba {numba.__version__})", "numba", cores, memory))
-    return found, []
-
 
 OPENCL_FIX = "apt-get install pocl-opencl-icd"  # Debian's PoCL builds for every x86-64 CPU
 PROBE_SCRIPT = Path(__file__).resolve().parent / "opencl_probe.py"
@@ -244,62 +191,5 @@ def opencl_address(info: DeviceInfo) -> tuple[int, int]:
     return address
 
 
-@lru_cache(maxsize=1)
-def _cuda_found() -> tuple[tuple[DeviceInfo, ...], tuple[AbsentBackend, ...]]:
-    found, absent = _cuda_devices()
-    return tuple(found), tuple(absent)
-
-
-def _cuda_devices() -> tuple[list[DeviceInfo], list[AbsentBackend]]:
-    try:
-        import cupy
-    except ImportError:
-        return [], [AbsentBackend("cuda", "cupy is not installed; pip install 'hetero[cuda]' on a machine with an NVIDIA GPU")]
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except cupy.cuda.runtime.CUDARuntimeError as err:
-        return [], [AbsentBackend("cuda", f"no usable NVIDIA GPU: {err}")]
-    found = []
-    for index in range(count):
-        props = cupy.cuda.runtime.getDeviceProperties(index)
-        found.append(
-            DeviceInfo(
-                name=f"cuda:{index}",
-                kind="cuda",
-                description=f"{props['name'].decode()} (compute capability {props['major']}.{props['minor']})",
-                vendor="NVIDIA",
-                compute_units=int(props["multiProcessorCount"]),
-                memory_bytes=int(props["totalGlobalMem"]),
-            )
-        )
-    if not found:
-        return [], [AbsentBackend("cuda", "the CUDA runtime reports no GPU")]
-    return found, []
-
-
-@lru_cache(maxsize=1)
-def _cpu_found() -> tuple[tuple[DeviceInfo, ...], tuple[AbsentBackend, ...]]:
-    found, absent = _cpu_devices()
-    return tuple(found), tuple(absent)
-
-
-def _opencl_found() -> tuple[tuple[DeviceInfo, ...], tuple[AbsentBackend, ...]]:
-    probe = opencl_probe()
-    return probe.usable, probe.absent
-
-
-#: device kind -> its discovery, in the order devices are listed (each runs once per process)
-_DISCOVERY = {"reference": _cpu_found, "cpu": _cpu_found, "opencl": _opencl_found, "cuda": _cuda_found}
-
-
-def discover(kinds: Iterable[str] | None = None) -> tuple[list[DeviceInfo], list[AbsentBackend]]:
-    """Every usable device (reference, cpu, opencl:N, cuda:N) and every absent backend or device
-    with its reason; ``kinds`` limits the search (and its cost) to those device kinds."""
-    wanted = list(_DISCOVERY) if kinds is None else [k for k in _DISCOVERY if k in set(kinds)]
-    devices: list[DeviceInfo] = []
-    absent: list[AbsentBackend] = []
-    for probe in dict.fromkeys(_DISCOVERY[k] for k in wanted):
-        found, missing = probe()
-        devices.extend(d for d in found if kinds is None or d.kind in wanted)
-        absent.extend(a for a in missing if kinds is None or a.kind in wanted)
-    return devices, absent
+__all__ = ["AbsentBackend", "DeviceInfo", "OPENCL_FIX", "OpenCLProbe", "discover", "opencl_address", "opencl_probe",
+           "opencl_verdict", "probe_opencl", "short_platform"]

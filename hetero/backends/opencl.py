@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hetero.backends.base import Buffer
+from hetero.backends.base import Buffer, DeviceInfo, Probe
 from hetero.backends.kernels.common import KernelDevice, kernel_source, source_digest
 from hetero.backends.kernels.ops import CONDITIONS as FLOAT_CONDITIONS
 from hetero.backends.kernels.ops import KERNELS as FLOAT_KERNELS
@@ -26,30 +26,44 @@ from hetero.backends.kernels.qops import CONDITIONS as INT_CONDITIONS
 from hetero.backends.kernels.qops import KERNELS as INT_KERNELS
 from hetero.backends.kernels.tensor import CONDITIONS as MOVE_CONDITIONS
 from hetero.backends.kernels.tensor import KERNELS as MOVE_KERNELS
-from hetero.backends.discovery import DeviceInfo, opencl_address
+from hetero.backends.kernels.transformer import CONDITIONS as TRANSFORMER_CONDITIONS
+from hetero.backends.kernels.transformer import KERNELS as TRANSFORMER_KERNELS
+from hetero.backends.discovery import opencl_address, opencl_probe
+from hetero.backends.opencl_probe import list_devices
 from hetero.errors import DeviceError
 from hetero.ir.graph import Op
 
 log = logging.getLogger(__name__)
 
 #: op type -> kernel and op type -> condition, shared with the CUDA backend
-KERNELS = {**FLOAT_KERNELS, **MOVE_KERNELS, **INT_KERNELS}
-CONDITIONS = {**FLOAT_CONDITIONS, **MOVE_CONDITIONS, **INT_CONDITIONS}
+KERNELS = {**FLOAT_KERNELS, **MOVE_KERNELS, **INT_KERNELS, **TRANSFORMER_KERNELS}
+CONDITIONS = {**FLOAT_CONDITIONS, **MOVE_CONDITIONS, **INT_CONDITIONS, **TRANSFORMER_CONDITIONS}
 BASE_OPTIONS = ("-cl-std=CL1.2",)  # also what opencl_probe.py probes with
 EXACT_DIVIDE = "-cl-fp32-correctly-rounded-divide-sqrt"
 EXACT_DIVISION_OPS = ("QuantizeLinear", "QLinearConcat", "QLinearAveragePool")
+
+
+def probe() -> Probe:
+    """The OpenCL devices that build and run a kernel (opencl:N) and the failing ones with their
+    reasons, from the child-process probe of this process (``discovery.opencl_probe``)."""
+    found = opencl_probe()
+    return found.usable, found.absent
 
 
 def cl_device(info: DeviceInfo) -> Any:
     """The pyopencl device that discovery probed and named ``info.name`` (opencl:N)."""
     import pyopencl as cl
 
-    platform_index, device_index = opencl_address(info)
+    address = opencl_address(info)
     try:
-        platform = cl.get_platforms()[platform_index]
-        device = platform.get_devices()[device_index]
-    except (cl.Error, IndexError) as err:
+        listed, _ = list_devices(cl)
+    except cl.Error as err:
         raise DeviceError(f"device {info.name} is no longer listed by OpenCL ({err}); run hetero devices") from None
+    match = [(platform, device) for p, platform, d, device in listed if (p, d) == address]
+    if not match:
+        raise DeviceError(f"device {info.name} is no longer listed by OpenCL (no device {address[1]} on platform "
+                          f"{address[0]}); run hetero devices")
+    platform, device = match[0]
     if f"{platform.name.strip()} {platform.version.strip()}" != info.platform or device.name.strip() not in info.description:
         raise DeviceError(f"device {info.name}: OpenCL lists {device.name.strip()} on {platform.name.strip()} where "
                           f"discovery found {info.description}; run hetero devices")
@@ -68,11 +82,7 @@ class OpenCLDevice(KernelDevice):
         import pyopencl.tools
 
         super().__init__(info)
-        if float(throttle) < 1.0:
-            raise DeviceError(f"device {info.name}: throttle must be a factor >= 1, got {throttle}")
-        if int8_gemm not in ("packed", "tiled"):
-            raise DeviceError(f"device {info.name}: int8_gemm must be 'packed' or 'tiled', got {int8_gemm!r}")
-        self.throttle = float(throttle)
+        self.throttle = throttle  # checked by Device, int8_gemm by KernelDevice
         self.int8_gemm = int8_gemm
         self._cl = cl
         self.device = cl_device(info)

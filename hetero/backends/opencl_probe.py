@@ -13,6 +13,8 @@ one by one so a crash loses only the device being probed:
     {"event": "fatal", "error": why nothing could be listed}
 
 Every device line comes first, then one result line per device from ``start`` on.
+``list_devices`` is the one enumeration of OpenCL devices: the backend imports it to find, in its
+own process, the device a probed address names.
 """
 
 from __future__ import annotations
@@ -132,6 +134,22 @@ def probe(cl: Any, np: Any, device: Any, source: str, options: list[str]) -> str
     return ""
 
 
+def list_devices(cl: Any) -> tuple[list[tuple[int, Any, int, Any]], list[str]]:
+    """Every OpenCL device as (platform index, platform, device index, device), platforms in
+    pyopencl's order, and a line per platform that lists no devices: the one enumeration, used
+    here and by the OpenCL backend to find the device an address names. Raises cl.Error when
+    there is no platform at all."""
+    listed, problems = [], []
+    for platform_index, platform in enumerate(cl.get_platforms()):
+        try:
+            devices = platform.get_devices()
+        except cl.Error as err:
+            problems.append(f"platform {platform.name} lists no devices: {err}")
+            continue
+        listed.extend((platform_index, platform, device_index, device) for device_index, device in enumerate(devices))
+    return listed, problems
+
+
 def emit(record: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()
@@ -150,31 +168,30 @@ def main() -> int:
         emit({"event": "fatal", "error": f"pyopencl cannot be imported ({err})"})
         return 0
     try:
-        platforms = cl.get_platforms()
+        listed, problems = list_devices(cl)
     except cl.Error as err:
         emit({"event": "fatal", "error": f"no OpenCL platform ({first_error_line(str(err))})"})
         return 0
+    for problem in problems:
+        print(f"opencl_probe: {problem}", file=sys.stderr)
     pyopencl_dir = os.path.dirname(os.path.abspath(cl.__file__))
     devices = []
-    for platform_index, platform in enumerate(platforms):
-        try:
-            listed = platform.get_devices()
-        except cl.Error as err:
-            print(f"opencl_probe: platform {platform.name} lists no devices: {err}", file=sys.stderr)
-            continue
-        library = library_of(platform)
-        icd = icd_file(library, pyopencl_dir) if library else ""
-        origin = origin_of(library, icd, pyopencl_dir)
-        for device_index, device in enumerate(listed):
-            emit({
-                "event": "device", "index": len(devices), "platform_index": platform_index,
-                "device_index": device_index, "platform_name": platform.name.strip(),
-                "platform_version": platform.version.strip(), "library": os.path.realpath(library) if library else "",
-                "icd": icd, "origin": origin, "name": device.name.strip(),
-                "vendor": device.vendor.strip(), "compute_units": int(device.max_compute_units),
-                "memory_bytes": int(device.global_mem_size),
-            })
-            devices.append(device)
+    drivers: dict[int, tuple[str, str, str]] = {}  # platform index -> (library, icd, origin)
+    for platform_index, platform, device_index, device in listed:
+        if platform_index not in drivers:
+            library = library_of(platform)
+            icd = icd_file(library, pyopencl_dir) if library else ""
+            drivers[platform_index] = (library, icd, origin_of(library, icd, pyopencl_dir))
+        library, icd, origin = drivers[platform_index]
+        emit({
+            "event": "device", "index": len(devices), "platform_index": platform_index,
+            "device_index": device_index, "platform_name": platform.name.strip(),
+            "platform_version": platform.version.strip(), "library": os.path.realpath(library) if library else "",
+            "icd": icd, "origin": origin, "name": device.name.strip(),
+            "vendor": device.vendor.strip(), "compute_units": int(device.max_compute_units),
+            "memory_bytes": int(device.global_mem_size),
+        })
+        devices.append(device)
     for index in range(start, len(devices)):
         error = probe(cl, np, devices[index], source, options)
         emit({"event": "result", "index": index, "ok": not error, "error": error})

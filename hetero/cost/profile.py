@@ -31,12 +31,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from hetero.backends.discovery import DeviceInfo, short_platform
+from hetero.cost.protocol import HOST, Link  # noqa: F401 (HOST re-exported for hetero.cost.model)
 from hetero.errors import ProfileError
 from hetero.ir.graph import Op
 from hetero.io import write_atomic
 
 SCHEMA_VERSION = 1
-HOST = "host"
 
 
 @dataclass(frozen=True)
@@ -60,21 +60,6 @@ class OpStats:
 
 
 @dataclass(frozen=True)
-class LinkFit:
-    """A transfer path fitted as latency + bytes / bandwidth, with the raw points."""
-
-    src: str
-    dst: str
-    via: str
-    latency_s: float
-    bandwidth_Bps: float
-    points: tuple[tuple[int, float], ...]
-
-    def seconds(self, nbytes: int) -> float:
-        return self.latency_s + nbytes / self.bandwidth_Bps
-
-
-@dataclass(frozen=True)
 class DeviceProfile:
     identity: Mapping[str, Any]
     ops: Mapping[str, OpStats]
@@ -88,11 +73,11 @@ class Profile:
     host: Mapping[str, Any]
     libraries: Mapping[str, str]
     devices: Mapping[str, DeviceProfile]
-    links: tuple[LinkFit, ...] = field(default=())
+    links: tuple[Link, ...] = field(default=())  # measured paths: via and points set, never shared
     schema_version: int = SCHEMA_VERSION
     runtime: Mapping[str, float] = field(default_factory=dict)  # dispatch_s: the runtime's own cost per op
 
-    def link(self, src: str, dst: str) -> LinkFit | None:
+    def link(self, src: str, dst: str) -> Link | None:
         for fit in self.links:
             if fit.src == src and fit.dst == dst:
                 return fit
@@ -131,7 +116,8 @@ def same_device(identity: Mapping[str, Any], info: DeviceInfo) -> bool:
 
 def to_json(profile: Profile) -> dict[str, Any]:
     data = asdict(profile)
-    data["links"] = [asdict(link) for link in profile.links]
+    data["links"] = [{"src": link.src, "dst": link.dst, "via": link.via, "latency_s": link.latency_s,
+                      "bandwidth_Bps": link.bandwidth_Bps, "points": [list(p) for p in link.points]} for link in profile.links]
     return data
 
 
@@ -222,7 +208,7 @@ def _parse(data: Mapping[str, Any], where: str) -> Profile:
         if not bandwidth > 0:
             raise ProfileError(f"{at}.bandwidth_Bps must be positive, got {bandwidth}")
         links.append(
-            LinkFit(
+            Link(
                 src=_need(link, "src", at, str),
                 dst=_need(link, "dst", at, str),
                 via=str(link.get("via", "direct")),

@@ -31,8 +31,10 @@ import numpy as np
 
 from hetero.backends.base import Device
 from hetero.errors import DeviceError, HeteroError
+from hetero.exec.executor import OpTiming, run_on_device
 from hetero.ir.graph import Graph, Op, TensorSpec, make_op
-from hetero.cost.profile import HOST, DeviceProfile, LinkFit, OpStats, Profile, identity_of, op_features, same_device
+from hetero.cost.protocol import HOST, Link
+from hetero.cost.profile import DeviceProfile, OpStats, Profile, identity_of, op_features, same_device
 
 log = logging.getLogger(__name__)
 
@@ -125,23 +127,19 @@ def time_ops_in_graph(device: Device, graph: Graph, budget: Budget, rng: np.rand
     Ops with one signature pool their samples. Stops when every signature is stable or the
     budget (seconds_per_op per signature) is spent."""
     order = list(graph.ops_in_order())
-    feeds = {spec.name: device.upload(random_input(spec, rng)) for spec in graph.inputs}
+    feeds = {spec.name: random_input(spec, rng) for spec in graph.inputs}
     samples: dict[str, list[float]] = {}
     walls: dict[str, list[float]] = {}
     first = {op.signature(): op for op in reversed(order)}
     budget_s = budget.seconds_per_op * len(first)
 
-    def one_run(record: bool) -> None:
-        values = dict(feeds)
-        for op in order:
-            launch = time.perf_counter()
-            outputs, seconds = device.timed_run(op, [values[t] for t in op.activation_inputs])
-            device.synchronize()
-            wall = time.perf_counter() - launch
-            values.update(zip(op.outputs, outputs))
-            if record:
-                samples.setdefault(op.signature(), []).append(seconds)
-                walls.setdefault(op.signature(), []).append(wall)
+    def record(op: Op, outputs: Sequence[object], timing: OpTiming | None) -> None:
+        assert timing is not None  # a timed run times every op
+        samples.setdefault(op.signature(), []).append(timing.device_s)
+        walls.setdefault(op.signature(), []).append(timing.wall_s)
+
+    def one_run(sampled: bool) -> None:
+        run_on_device(graph, device, feeds, observe=record if sampled else None, timed=True)
 
     for _ in range(budget.warmup):
         one_run(False)
@@ -371,7 +369,7 @@ def _median_time(action: Callable[[], object], device: Device, repeat: int) -> f
     return robust_stats(samples)[0]
 
 
-def calibrate_links(devices: Sequence[Device], sizes: Iterable[int] = TRANSFER_SIZES, repeat: int = 5) -> list[LinkFit]:
+def calibrate_links(devices: Sequence[Device], sizes: Iterable[int] = TRANSFER_SIZES, repeat: int = 5) -> list[Link]:
     """Fit host<->device for each device and device->device (through the host) for each pair."""
     sizes = list(sizes)
     host_arrays = {n: np.ones(n, np.uint8) for n in sizes}
@@ -382,7 +380,7 @@ def calibrate_links(devices: Sequence[Device], sizes: Iterable[int] = TRANSFER_S
         down = [(n, _median_time(lambda: device.download(resident[device.name][n]), device, repeat)) for n in sizes]
         for src, dst, points in ((HOST, device.name, up), (device.name, HOST, down)):
             latency, bandwidth = fit_link(points)
-            links.append(LinkFit(src, dst, "direct", latency, bandwidth, tuple(points)))
+            links.append(Link(src, dst, latency, bandwidth, via="direct", points=tuple(points)))
     for src in devices:
         for dst in devices:
             if src is dst:
@@ -391,39 +389,8 @@ def calibrate_links(devices: Sequence[Device], sizes: Iterable[int] = TRANSFER_S
                 (n, _median_time(lambda: dst.upload(src.download(resident[src.name][n])), dst, repeat)) for n in sizes
             ]
             latency, bandwidth = fit_link(points)
-            links.append(LinkFit(src.name, dst.name, HOST, latency, bandwidth, tuple(points)))
+            links.append(Link(src.name, dst.name, latency, bandwidth, via=HOST, points=tuple(points)))
     return links
-
-
-def calibrate_dispatch(device: Device, length: int = 24, requests: int = 60) -> float:
-    """Seconds the runtime adds per op: a chain of tiny Identity ops served on one device,
-    latency minus the ops' own wall time, per op."""
-    from hetero.ir.graph import Graph, TensorSpec, make_op
-    from hetero.policy import PolicyContext, make_policy
-    from hetero.cost.profile import Profile as _Profile
-    from hetero.cost.model import ProfileCostModel
-    from hetero.exec.runtime import Runtime
-    from hetero.schedulers import fixed_schedule
-
-    spec = TensorSpec("t0", (16,), "float32")
-    ops, specs = [], {"t0": spec}
-    for i in range(length):
-        op = make_op(f"id{i}", "Identity", [f"t{i}"], [f"t{i + 1}"], {}, specs, {})
-        specs[f"t{i + 1}"] = op.output_specs[0]
-        ops.append(op)
-    graph = Graph.build(ops, [spec], [f"t{length}"], name="dispatch-calibration")
-    stats = {op.signature() for op in ops}
-    op_stats = time_op(device, ops[0], Budget(warmup=2, min_count=20, max_count=50), np.random.default_rng(0))
-    free = (LinkFit(HOST, device.name, "direct", 0.0, 1e15, ()), LinkFit(device.name, HOST, "direct", 0.0, 1e15, ()))
-    fake = _Profile("dispatch", "fp32", "", {}, {}, {device.name: DeviceProfile(identity_of(device.info), {sig: op_stats for sig in stats})}, free)
-    cost = ProfileCostModel(graph, fake, [device.name])
-    plan = fixed_schedule(graph, cost, {op.name: device.name for op in ops})
-    runtime = Runtime(graph, {device.name: device}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
-    feeds = [{"t0": np.zeros(16, np.float32)}] * requests
-    runtime.serve(feeds[:5])
-    report = runtime.serve(feeds)
-    latency = float(np.median([x for x in report.latencies_s if x is not None]))
-    return max(0.0, (latency - length * op_stats.expected_s) / length)
 
 
 # CPU flags that matter to hetero's figures: the int8 GEMM path (VNNI) and PoCL's compiler
@@ -433,9 +400,9 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_b
 
 def host_identity() -> dict[str, object]:
     """The machine a profile is measured on: CPU model, x86 family/model/stepping, the flags that matter."""
-    from hetero.backends.discovery import _cpu_name
+    from hetero.backends.base import host_cpu_name
 
-    identity: dict[str, object] = {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu": _cpu_name(),
+    identity: dict[str, object] = {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu": host_cpu_name(),
                                    "cores": __import__("os").cpu_count()}
     fields: dict[str, str] = {}
     try:
@@ -478,7 +445,7 @@ def profile_graph(
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
     in_graph: bool = True,
-    calibrate_runtime: bool = True,
+    dispatch_s: float = 0.0,
     sweep: int = 0,
     sweep_budget: Budget = SWEEP_BUDGET,
 ) -> Profile:
@@ -488,7 +455,9 @@ def profile_graph(
 
     With ``in_graph`` (the default) a device that runs every op is timed inside whole-graph runs
     (what a runtime sees); otherwise, and for the rest, each op is timed alone in a loop.
-    With ``sweep`` > 0, each kernel class also gets that many synthetic variants (see the module doc)."""
+    With ``sweep`` > 0, each kernel class also gets that many synthetic variants (see the module doc).
+    ``dispatch_s`` is the runtime's own cost per op, recorded as ``runtime.dispatch_s``: measure it
+    with ``hetero.exec.dispatch.measure_dispatch(devices)`` (0.0: not measured)."""
     rng = np.random.default_rng(seed)
     unique: dict[str, Op] = {}
     for op in graph.ops_in_order():
@@ -529,8 +498,6 @@ def profile_graph(
     if progress:
         progress("links")
     links = calibrate_links(devices, transfer_sizes)
-    host_devices = [d for d in devices if d.kind in ("cpu", "reference")] or list(devices)
-    dispatch_s = calibrate_dispatch(host_devices[0]) if calibrate_runtime and devices else 0.0
     return Profile(
         model=model,
         precision=precision,
@@ -547,5 +514,8 @@ def quick_profile(graph: Graph, devices: list, model: str, precision: str):
     """A fast profile (a few launches per op, small transfers) when the user gave none."""
     log.warning("no --profile given: measuring each op briefly on %s to plan (hetero profile gives better plans)",
                 ", ".join(d.name for d in devices))
+    from hetero.exec.dispatch import measure_dispatch
+
     budget = Budget(warmup=1, min_count=3, max_count=20, target_spread=0.2, seconds_per_op=0.02)
-    return profile_graph(graph, devices, model, precision, budget, transfer_sizes=[4096, 65536, 1 << 20])
+    return profile_graph(graph, devices, model, precision, budget, transfer_sizes=[4096, 65536, 1 << 20],
+                         dispatch_s=measure_dispatch(devices))

@@ -14,11 +14,10 @@ fast paths that schedulers use when present (and fall back to the protocol when 
 once, and ``compute_table(nodes, devices) -> rows of seconds`` to read the whole compute table.
 
 :class:`TableCostModel` holds explicit seconds per node per device (problem files, tests).
-A profile-based model belongs in this module too, next to it: it will answer ``compute`` from a
-measured :class:`Profile` by op signature first, a fitted per-op-type regression for unseen
-shapes second and a roofline from the device spec last, and ``transfer`` from the profile's
-measured links, by implementing the same protocol (devices, host, compute, can_run, transfer and the two
-fast paths), so no scheduler changes when it arrives.
+:class:`hetero.cost.model.ProfileCostModel` implements the same protocol (devices, host, compute,
+can_run, transfer) from a measured profile: ``compute`` by op signature
+first, a fitted per-op-type regression for unseen shapes second and a roofline from the device
+spec last, ``transfer`` from the profile's measured links.
 """
 
 from __future__ import annotations
@@ -47,14 +46,25 @@ class CostModel(Protocol):
     def transfer(self, nbytes: int, src: str, dst: str) -> float: ...
 
 
+HOST = "host"  # the name of the host (the process's own memory) wherever no device is named host
+
+
 @dataclass(frozen=True)
 class Link:
-    """A direct link from ``src`` to ``dst``: a transfer takes latency_s + nbytes / bandwidth_Bps."""
+    """A direct link from ``src`` to ``dst``: a transfer takes latency_s + nbytes / bandwidth_Bps.
+
+    The one link record of every layer: a cost model's links (problem files), a profile's
+    measured paths (``via`` "direct" or the device they go through, ``points`` the measured
+    (bytes, seconds)), and a scenario's links (both directions; ``shared``: transfers contend).
+    """
 
     src: str
     dst: str
     latency_s: float
     bandwidth_Bps: float
+    shared: bool = False
+    via: str = "direct"
+    points: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.src == self.dst:
@@ -78,7 +88,7 @@ def link_table(links: Iterable[Link]) -> dict[tuple[str, str], Link]:
             raise InputError(f"link {link.src} -> {link.dst} is listed twice")
         table[(link.src, link.dst)] = link
     for link in listed:
-        table.setdefault((link.dst, link.src), Link(link.dst, link.src, link.latency_s, link.bandwidth_Bps))
+        table.setdefault((link.dst, link.src), Link(link.dst, link.src, link.latency_s, link.bandwidth_Bps, link.shared, link.via))
     return table
 
 

@@ -26,16 +26,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hetero.backends.base import Buffer, Device
-from hetero.backends.reference import check_feeds
+from hetero.cost.protocol import HOST
 from hetero.errors import DeviceError, HeteroError
-from hetero.ir.graph import Graph, Op
+from hetero.ir.graph import Graph, Op, check_feeds
 from hetero.policy import Policy, PolicyContext
 from hetero.schedule import Schedule
 from hetero.trace import COMPUTE_LANE, TraceEvent
 
 log = logging.getLogger(__name__)
-
-HOST = "host"
 
 
 @dataclass

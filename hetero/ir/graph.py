@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import networkx as nx
 import numpy as np
 
 from hetero.ir import ops
-from hetero.errors import GraphError, HeteroError
+from hetero.errors import GraphError, HeteroError, InputError
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,16 @@ class Op:
     def activation_inputs(self) -> tuple[str, ...]:
         """Names of the non-constant inputs, in order."""
         return tuple(n for n in self.inputs if n and n not in self.weights)
+
+    def arguments(self, activations: Sequence[Any], constant: Callable[[str], Any] | None = None) -> list[Any]:
+        """Every input in ONNX order: ``activations`` (the non-constant inputs, in order) in their
+        slots, each constant from ``weights`` (or ``constant(name)``: a device copy, say), None
+        where an optional input is absent."""
+        given = iter(activations)
+        return [
+            None if not t else next(given) if t not in self.weights else self.weights[t] if constant is None else constant(t)
+            for t in self.inputs
+        ]
 
     def signature(self) -> str:
         """A key that is equal for ops that compute the same thing on the same shapes."""
@@ -262,3 +272,25 @@ class Graph(nx.DiGraph):
             "flops": sum(o.flops for o in all_ops),
             "param_bytes": sum(o.param_bytes for o in all_ops),
         }
+
+
+def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Match user arrays to graph inputs: names, shapes and dtypes, with one-line errors."""
+    unknown = sorted(set(feeds) - {spec.name for spec in graph.inputs})
+    if unknown:
+        raise InputError(f"model {graph.name} has no input named {unknown[0]} (inputs: {[s.name for s in graph.inputs]})")
+    checked = {}
+    for spec in graph.inputs:
+        if spec.name not in feeds:
+            raise InputError(f"model {graph.name} needs input '{spec.name}' of shape {list(spec.shape)} {spec.dtype}")
+        array = np.asarray(feeds[spec.name])
+        if tuple(array.shape) != spec.shape:
+            raise InputError(
+                f"input '{spec.name}' has shape {list(array.shape)}, model {graph.name} expects {list(spec.shape)}"
+            )
+        if array.dtype != np.dtype(spec.dtype):
+            if not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
+                raise InputError(f"input '{spec.name}' is {array.dtype}, model {graph.name} expects {spec.dtype}")
+            array = array.astype(spec.dtype)
+        checked[spec.name] = np.require(array, requirements="C")
+    return checked

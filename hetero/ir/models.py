@@ -7,11 +7,14 @@ No deep-learning framework is needed to build them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from hetero.errors import InputError
 
 OPSET_VERSION = 17
 IR_VERSION = 8
@@ -173,9 +176,9 @@ def _finish_model(graph: onnx.GraphProto) -> onnx.ModelProto:
 
 
 def _check_positive(name: str, value: int) -> None:
-    """Raise ValueError unless ``value`` is a positive int."""
+    """Raise InputError unless ``value`` is a positive int."""
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 # ----------------------------------------------------------------------------- seed CNN
@@ -195,23 +198,23 @@ def seed_cnn_random_weights(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _validated_seed_weights(weights: Mapping[str, object]) -> dict[str, np.ndarray]:
-    """Float32 copies of ``weights``; ValueError naming the first missing, extra or misshapen key."""
+    """Float32 copies of ``weights``; InputError naming the first missing, extra or misshapen key."""
     missing = [k for k in SEED_CNN_SHAPES if k not in weights]
     if missing:
-        raise ValueError(f"seed_cnn weights: missing key {missing[0]!r} (expected keys {list(SEED_CNN_SHAPES)})")
+        raise InputError(f"seed_cnn weights: missing key {missing[0]!r} (expected keys {list(SEED_CNN_SHAPES)})")
     extra = [k for k in weights if k not in SEED_CNN_SHAPES]
     if extra:
-        raise ValueError(f"seed_cnn weights: unexpected key {extra[0]!r} (expected keys {list(SEED_CNN_SHAPES)})")
+        raise InputError(f"seed_cnn weights: unexpected key {extra[0]!r} (expected keys {list(SEED_CNN_SHAPES)})")
     out: dict[str, np.ndarray] = {}
     for name, shape in SEED_CNN_SHAPES.items():
         arr = np.asarray(weights[name])
         if arr.shape != shape:
-            raise ValueError(f"seed_cnn weights: key {name!r} has shape {arr.shape}, expected {shape}")
+            raise InputError(f"seed_cnn weights: key {name!r} has shape {arr.shape}, expected {shape}")
         if not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"seed_cnn weights: key {name!r} has non-numeric dtype {arr.dtype}")
+            raise InputError(f"seed_cnn weights: key {name!r} has non-numeric dtype {arr.dtype}")
         arr32 = arr.astype(np.float32)
         if not np.all(np.isfinite(arr32)):
-            raise ValueError(f"seed_cnn weights: key {name!r} contains NaN or infinity")
+            raise InputError(f"seed_cnn weights: key {name!r} contains NaN or infinity")
         out[name] = arr32
     return out
 
@@ -309,9 +312,26 @@ def mobilenetv2(seed: int = 0, num_classes: int = 1000, image_size: int = 224) -
     return g.model("mobilenetv2", (1, 3, image_size, image_size), num_classes)
 
 
-BUILTINS: dict[str, Callable[[], onnx.ModelProto]] = {
-    "seed-cnn-random": seed_cnn,
-    "resnet18": resnet18,
-    "mobilenetv2": mobilenetv2,
+CALIBRATIONS = ("digits", "random")
+"""The calibration data a builtin names: the digits train split, or seeded standard-normal inputs."""
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A builtin model: its zero-argument builder, and the data that calibrates it for int8
+    (one of CALIBRATIONS; hetero.quant.calibrate.calibration_for reads it). Calling it builds the model."""
+
+    build: Callable[[], onnx.ModelProto]
+    calibration: str = "random"
+
+    def __call__(self) -> onnx.ModelProto:
+        return self.build()
+
+
+BUILTINS: dict[str, Builtin] = {
+    "seed-cnn-random": Builtin(seed_cnn, calibration="digits"),  # the seed CNN's architecture: digit images
+    "resnet18": Builtin(resnet18),
+    "mobilenetv2": Builtin(mobilenetv2),
 }
-"""Builtin model names mapped to zero-argument builders (default seed and sizes)."""
+"""Builtin model names mapped to their entries (default seed and sizes); ``builtin:seed-cnn``, the
+trained seed model shipped as a file, is hetero.ir.source's."""

@@ -77,6 +77,8 @@ def _convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
     """An opset < MIN_OPSET model converted to MIN_OPSET, or ModelError saying why not."""
     from onnx import version_converter
 
+    if version < 7:
+        model = _channel_prelu_slopes(model)
     try:
         converted = version_converter.convert_version(model, MIN_OPSET)
     except Exception as err:  # the converter raises RuntimeError or ConvertError per adapter
@@ -87,6 +89,33 @@ def _convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
         ) from None
     log.info("converted the model from opset %d to %d", version, MIN_OPSET)
     return converted
+
+
+def _channel_prelu_slopes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Before opset 7 a 1-D PRelu slope of C values applied per channel (axis 1); the converter keeps
+    it 1-D, which numpy broadcasting would apply to the last axis: reshape it to (C, 1, ..., 1)."""
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*model.graph.input, *model.graph.value_info]
+             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+    slopes = {init.name: init for init in model.graph.initializer}
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for node in fixed.graph.node:
+        if node.op_type != "PRelu" or len(node.input) < 2 or node.input[1] not in slopes:
+            continue
+        slope = numpy_helper.to_array(slopes[node.input[1]])
+        rank = ranks.get(node.input[0], 0)
+        if slope.ndim == 1 and slope.size > 1 and rank > 2:
+            reshaped = numpy_helper.from_array(slope.reshape((-1,) + (1,) * (rank - 2)), node.input[1])
+            for init in fixed.graph.initializer:
+                if init.name == node.input[1]:
+                    init.CopyFrom(reshaped)
+            for value in fixed.graph.input:  # opset-6 models list initializers as inputs too
+                if value.name == node.input[1] and value.type.HasField("tensor_type"):
+                    dims = value.type.tensor_type.shape.dim
+                    del dims[:]
+                    for size in reshaped.dims:
+                        dims.add().dim_value = size
+    return fixed
 
 
 def _attribute(attr: onnx.AttributeProto) -> Any:
@@ -146,7 +175,12 @@ class _Importer:
             if name in self.consts:
                 raise UnsupportedOpError(f"graph output '{original.name}' is a constant; nothing computes it")
         self._fold_batch_norms(outputs)
-        return Graph.build(self.ops, inputs, outputs, name=graph.name or Path(self.where).stem)
+        built = Graph.build(self.ops, inputs, outputs, name=graph.name or Path(self.where).stem)
+        # the opset the ops' attributes follow (after any conversion) and the file's IR version:
+        # what a writer of the graph back to ONNX (hetero.quant.qdq) declares
+        built.graph["opset"] = next(o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx"))
+        built.graph["ir_version"] = int(self.model.ir_version)
+        return built
 
     def _check_opset(self) -> None:
         version = None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import onnx
 
 from hetero.ir import models
-from hetero.errors import ModelError
+from hetero.errors import HeteroError, ModelError
 from hetero.ir.graph import Graph
 from hetero.ir.onnx_import import import_onnx, load_model
 from hetero.resources import seed_model_path
@@ -18,21 +19,41 @@ INTEGER_OPS = frozenset({"QGemm", "ConvInteger", "MatMulInteger", "DynamicQuanti
 """Integer op types besides QLinear*: a model holding any of them has no float graph."""
 
 
+SEED_CNN = models.Builtin(lambda: load_model(seed_model_path()), calibration="digits")
+"""``builtin:seed-cnn``: the trained seed CNN shipped with hetero, calibrated on the digits."""
+
+
 def builtin_names() -> list[str]:
     """Names accepted after builtin: (seed-cnn is the trained seed model)."""
     return sorted(["seed-cnn", *models.BUILTINS])
 
 
+def builtin(name: str) -> models.Builtin:
+    """The registry entry of builtin:NAME."""
+    if name == "seed-cnn":
+        return SEED_CNN
+    if name not in models.BUILTINS:
+        raise ModelError(f"unknown builtin model '{name}' (available: {', '.join(builtin_names())})")
+    return models.BUILTINS[name]
+
+
 def load_onnx(spec: str) -> onnx.ModelProto:
     """The ONNX model a MODEL argument names."""
     if spec.startswith(BUILTIN_PREFIX):
-        name = spec[len(BUILTIN_PREFIX) :]
-        if name == "seed-cnn":
-            return load_model(seed_model_path())
-        if name not in models.BUILTINS:
-            raise ModelError(f"unknown builtin model '{name}' (available: {', '.join(builtin_names())})")
-        return models.BUILTINS[name]()
+        return builtin(spec[len(BUILTIN_PREFIX) :]).build()
     return load_model(spec)
+
+
+def calibration_of(spec: str) -> str:
+    """The calibration data (one of models.CALIBRATIONS) a MODEL argument uses when none is given:
+    a builtin's own entry's, the seed CNN's for the shipped seed model file, "random" for any other file."""
+    if spec.startswith(BUILTIN_PREFIX):
+        return builtin(spec[len(BUILTIN_PREFIX) :]).calibration
+    try:
+        shipped = Path(spec).resolve() == seed_model_path().resolve()
+    except (OSError, HeteroError):  # no shipped seed model here: the file cannot be it
+        shipped = False
+    return SEED_CNN.calibration if shipped else "random"
 
 
 def quantized_form(model: onnx.ModelProto) -> str | None:

@@ -18,8 +18,11 @@ feeds exactly that Q and is not a graph output.
    A bias is a DQ of an int32 constant, or a 1-D float constant that is quantized first as
    onnxruntime's WeightBiasQuantization does: int32(round(float32(b / float32(sx * sw)))).
 4. DQ(a), DQ(b) -> MatMul -> one Q  =>  QLinearMatMul.
-5. DQ(a), DQ(b) -> Add -> one Q  =>  QLinearAdd (a, b, y of one type).
-6. DQ(x) -> AveragePool | GlobalAveragePool -> one Q  =>  QLinearAveragePool | QLinearGlobalAveragePool.
+5. DQ(a), DQ(b) -> Add | Mul -> one Q  =>  QLinearAdd | QLinearMul (a, b, y of one type,
+   per tensor; either may be a constant DQ, as onnxruntime's quantizer writes a Mul's scalar).
+6. DQ(x) -> AveragePool | GlobalAveragePool -> one Q  =>  QLinearAveragePool | QLinearGlobalAveragePool;
+   DQ(x) -> Softmax -> one Q  =>  QLinearSoftmax (x and y of one type; opset >= 13 on any axis,
+   older opsets on the last axis only, where the two definitions agree).
 7. DQ(x)... -> Concat -> one Q  =>  QLinearConcat (all of one type).
 8. DQ(x) -> MaxPool | Reshape | Flatten | Transpose | Squeeze | Unsqueeze | Slice | Gather |
    Identity -> one Q with the same scale, zero point and type (MaxPool: positive scale)  =>
@@ -32,7 +35,15 @@ EnsureUniqueDQForNodeUnit makes it). Everything else is left as it was: the grap
 (fp32 -> int), the graph output's DQ, and DQ -> fp32 op -> Q around any op not matched above
 (for example a Conv with float weights). onnxruntime also fuses some groups hetero has no
 integer op for, which therefore stay DQ -> fp32 op -> Q here and may round differently:
-Mul, Sigmoid, LeakyRelu and Softmax, and a Gemm or MatMul with no Q after it.
+Sigmoid and LeakyRelu, and a Gemm or MatMul with no Q after it (onnxruntime's
+MatMulIntegerToFloat). LayerNormalization, Erf, Div, Gelu, ReduceMean and the rest stay in
+float between DQ and Q in onnxruntime as here. MatMul of two activations (attention's Q K^T
+and A V) fuses like MatMul with a weight: batched and broadcasting, both inputs per tensor.
+
+A ``quantize_dynamic`` model (DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul by
+a_scale * b_scale [-> Add bias]) needs no lowering: its integer ops run as they are, and
+onnxruntime's fusion of it into DynamicQuantizeMatMul / MatMulIntegerToFloat computes the
+same float32 products (float32(acc) * float32(sa * sb[c]), then the bias).
 
 With int8 activations, x86 onnxruntime by default fuses Conv and MatMul only where its
 QDQS8ToU8Transformer retypes their int8 Q/DQ pairs to uint8; ``lower_qdq(int8_allowed=False)``
@@ -52,7 +63,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hetero.ir.graph import Graph, Op, TensorSpec, make_op
-from hetero.ir.ops.elementwise import clip_bounds
+from hetero.quant.math import activation_bounds
 
 log = logging.getLogger(__name__)
 
@@ -281,27 +292,6 @@ class _Lowering:
         return lowered
 
 
-def activation_bounds(op: Op, scale: float, zero_point: int, dtype: str) -> tuple[int, int] | None:
-    """A Relu/Clip's bounds in the quantized domain of (scale, zero point, dtype), clipped to the
-    type's range; None for a Clip with non-constant bounds. The activation is redundant before
-    such a Q when they are the type's whole range (onnxruntime's IsClipMadeRedundantByQ)."""
-    if op.type == "Relu":
-        low, high = 0.0, np.inf
-    elif any(t and t not in op.weights for t in op.inputs[1:]):
-        return None
-    else:
-        low, high = clip_bounds([None, *[op.weights.get(t) if t else None for t in op.inputs[1:]]], op.attrs)
-    info = np.iinfo(dtype)
-
-    def bound(value: float, default: int) -> int:
-        if np.isinf(value):
-            return default
-        q = np.rint(np.float32(value) / np.float32(scale)) + zero_point
-        return int(np.clip(q, info.min, info.max))
-
-    return bound(low, info.min), bound(high, info.max)
-
-
 # ----------------------------------------------------------------------------- the rules
 
 _INT8_TYPES = ("int8", "uint8")
@@ -406,6 +396,30 @@ def _add(low: _Lowering, op: Op) -> _Rewrite | None:
     return _Rewrite(op.name, "QLinearAdd", inputs, [y.tensor], attrs, _consts(a, b, y), [q_op])
 
 
+def _mul(low: _Lowering, op: Op) -> _Rewrite | None:
+    rewrite = _add(low, op)
+    if rewrite is not None:
+        rewrite.op_type = "QLinearMul"
+    return rewrite
+
+
+def _softmax(low: _Lowering, op: Op) -> _Rewrite | None:
+    group = _group(low, op, 1)
+    if group is None:
+        return None
+    (x,), q_op, y, attrs = group
+    if x.constant or not x.per_tensor or x.kind != y.kind:
+        return None
+    opset = int(low.graph.graph.get("opset", 13))
+    rank = low.rank(x)
+    axis = int(attrs.get("axis", -1 if opset >= 13 else 1)) % rank
+    if opset < 13 and axis != rank - 1:
+        return None
+    attrs = {**{k: v for k, v in attrs.items() if k in ("qmin", "qmax")}, "axis": axis, "opset": max(opset, 13)}
+    inputs = [x.tensor, x.scale, x.zero_point, y.scale, y.zero_point]
+    return _Rewrite(op.name, "QLinearSoftmax", inputs, [y.tensor], attrs, _consts(x, y), [q_op])
+
+
 def _pool(low: _Lowering, op: Op) -> _Rewrite | None:
     group = _group(low, op, 1)
     if group is None:
@@ -448,6 +462,8 @@ _RULES: dict[str, Callable[[_Lowering, Op], _Rewrite | None]] = {
     "Gemm": _gemm,
     "MatMul": _matmul,
     "Add": _add,
+    "Mul": _mul,
+    "Softmax": _softmax,
     "Concat": _concat,
     "Split": _drop,
     **{name: _pool for name in QLINEAR_POOLS},

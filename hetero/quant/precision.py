@@ -3,9 +3,10 @@
 The precision, when not given, is the model's own: int8 for a model that holds
 QuantizeLinear/DequantizeLinear or QLinear* nodes, fp32 otherwise.
 
-int8: a quantized model is lowered as it is; an fp32 model is quantized first (on the digits
-for the seed model, on seeded random inputs otherwise), then its QDQ graph is lowered to the
-integer QLinear ops.
+int8: a quantized model is lowered as it is; an fp32 model is quantized first (on the
+calibration data the model registry names: the digits for the seed model, seeded random inputs
+otherwise), then its QDQ graph is lowered to the integer QLinear ops. The MODEL is imported
+once either way.
 
 fp32 asked of a QDQ model runs its QDQ graph in float: each weight's DequantizeLinear is folded
 into a float constant and every activation still passes through QuantizeLinear ->
@@ -54,32 +55,39 @@ def resolve_precision(spec: str, model: onnx.ModelProto, precision: str | None =
     return precision
 
 
-def quantized_onnx(spec: str, model: onnx.ModelProto | None = None) -> onnx.ModelProto:
-    """The QDQ model for a MODEL argument: as it is if already quantized, else calibrated and quantized."""
-    from hetero.quant.qdq import calibration_for, quantize_model
+def quantized_onnx(spec: str, model: onnx.ModelProto | None = None, graph: Graph | None = None) -> onnx.ModelProto:
+    """The QDQ model for a MODEL argument: as it is if already quantized, else calibrated (on the
+    data the model registry names for it) and quantized. ``model`` and ``graph``, when given, are
+    the MODEL's ONNX and imported graph, so that neither is loaded again."""
+    from hetero.quant.calibrate import calibration_for
+    from hetero.quant.qdq import quantize_model
 
     model = model if model is not None else load_onnx(spec)
     if has_qdq(model):
         return model
-    graph = import_onnx(model, label=spec)
-    calibration = calibration_for(spec, graph)
-    return quantize_model(model, calibration)
+    graph = graph if graph is not None else import_onnx(model, label=spec)
+    return quantize_model(graph, calibration_for(spec, graph))
 
 
 def load_with_precision(spec: str, precision: str | None = None) -> tuple[Graph, str]:
     """The graph to run and its precision (the model's own when ``precision`` is None): fp32 as
-    imported (a QDQ graph with its weights dequantized), or int8 lowered to integer ops."""
+    imported (a QDQ graph with its weights dequantized), or int8 lowered to integer ops. The
+    MODEL is loaded and imported once; an fp32 model asked at int8 is quantized from that graph,
+    and its QDQ model imported to be lowered."""
     model = load_onnx(spec)
     precision = resolve_precision(spec, model, precision)
     from hetero.quant.lowering import fold_constant_dequantize, lower_qdq
 
-    if precision == "fp32":
+    if has_qdq(model):
         graph = import_onnx(model, label=spec)
-        if has_qdq(model):
-            log.info("%s is quantized; running its QDQ graph in float semantics", spec)
-            graph = fold_constant_dequantize(graph)
-        return graph, precision
-    return lower_qdq(import_onnx(quantized_onnx(spec, model), label=spec)), precision
+        if precision == "int8":
+            return lower_qdq(graph), precision
+        log.info("%s is quantized; running its QDQ graph in float semantics", spec)
+        return fold_constant_dequantize(graph), precision
+    if precision == "fp32":
+        return import_onnx(model, label=spec), precision
+    qdq = quantized_onnx(spec, model, import_onnx(model, label=spec))
+    return lower_qdq(import_onnx(qdq, label=spec)), precision
 
 
 def load_for_precision(spec: str, precision: str | None = None) -> Graph:

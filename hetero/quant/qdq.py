@@ -1,296 +1,53 @@
-"""Post-training static quantization: calibrate with the reference executor, write a QDQ ONNX model.
+"""Post-training static quantization: a QDQ ONNX model from a Graph and a calibration set.
 
-The math (the seed article's), for a signed or unsigned 8-bit type with range [qmin, qmax]:
-
-- Activations: asymmetric, one scale and zero point per tensor. The calibrated range is
-  first widened to include 0 (min <= 0 <= max), then
-  ``s = (max - min) / (qmax - qmin)`` and ``z = qmin - round(min / s)``
-  (uint8: z = -round(min / s); int8: z = -128 - round(min / s)); an all-zero range gets s = 1,
-  and no scale is below ``SCALE_FLOOR`` (2^-60), so that every product of an activation and a
-  weight scale (a bias scale, a requantization multiplier's numerator) is a normal float32.
-  Quantize: ``q = saturate(round_half_even(x / s) + z)``; dequantize: ``x = (q - z) * s``,
-  both in float32 as onnxruntime computes them. 0 is exactly representable (q = z).
-- Weights: symmetric int8 per output channel c: ``s[c] = max|w[c]| / 127``, z = 0 (channel
-  axis 0 for Conv and for Gemm with transB, axis 1 for Gemm without it and for MatMul).
-- Bias: int32 with ``s[c] = s_x * s_w[c]`` and z = 0, so it adds straight into the int32
-  accumulator of the integer op. Where ``|b[c]| / s[c]`` plus the largest sum of K products
-  (K x 255 x 127) would not fit int32, ``s_w[c]`` is raised to the least scale at which it
-  fits (onnxruntime's quantizer raises it likewise), with a warning naming the bias. That
-  happens only where the bias outweighs the channel's largest possible input contribution
-  about 2^31 / (K x 255 x 127) times over, so the coarser weights cost little. Without it, a
-  model whose activations shrink layer by layer (torchvision's GoogLeNet with its random init
-  reaches ranges of 1e-11 before its classifier) saturates the classifier's bias and outputs
-  one constant.
-
-Calibration runs the fp32 graph op by op and records, per float tensor, its min/max over the
-calibration set ("minmax"), or that range clipped to [-t, t] where t is the given percentile
-of |x| read from a 2048-bin histogram over [0, max|x|] ("percentile"). NaN or Inf in the
-calibration data, or produced by the model on it, is refused. A tensor that is 0 on every
-calibration input, or whose range is below the scale floor, is quantized with a warning
-naming it.
-
-:func:`quantize_model` imports the model with hetero's importer (BN folded, constants folded)
-and writes a standard QDQ graph from the Graph: a QuantizeLinear -> DequantizeLinear pair on
-every float tensor that a quantizable op reads or writes (graph inputs included), int8
-per-channel weights and int32 biases behind DequantizeLinear, and float I/O with the original
-names. A Relu, or a Clip whose bounds the output range implies, right after a quantized
-Conv/Gemm/MatMul/Add/pool/Concat is removed: the producer's output takes the activation's
-calibrated range, whose quantization saturates exactly as the activation would
+:func:`quantize_model` takes the Graph it is given (imported once by the caller, with hetero's
+importer: BN folded, constants folded), calibrates it (:mod:`hetero.quant.calibrate`) and writes
+a standard QDQ graph with the math of :mod:`hetero.quant.math`: a QuantizeLinear ->
+DequantizeLinear pair on every float tensor that a quantizable op reads or writes (graph inputs
+included), int8 per-channel weights and int32 biases behind DequantizeLinear, and float I/O
+with the original names. A Relu, or a Clip whose bounds the output range implies, right after
+a quantized Conv/Gemm/MatMul/Add/pool/Concat is removed: the producer's output takes the
+activation's calibrated range, whose quantization saturates exactly as the activation would
 (onnxruntime's quantizer does the same). Data-movement ops (MaxPool, Reshape, Flatten, ...)
 reuse their input's scale and zero point so the integer lowering can drop their QDQ pair.
-Every other op stays in float between DQ and Q.
+Every other op stays in float between DQ and Q: in a transformer, LayerNormalization,
+Softmax, GELU (Erf or Gelu), the attention scale Mul, Where; MatMul of two activations
+(attention's Q K^T and A V) gets per-tensor QDQ on both inputs. A tensor that holds an
+attention mask's infinities (see :mod:`hetero.quant.calibrate`) is never quantized, and the
+ops on it stay float. A tensor that is 0 on every calibration input, or whose range is below
+the scale floor, is quantized with a warning naming it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
-from pathlib import Path
+from collections import Counter
 from typing import Any, Mapping
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from hetero.backends.reference import check_feeds, run_op
 from hetero.errors import InputError, UnsupportedOpError
 from hetero.ir.graph import Graph, Op
-from hetero.ir.onnx_import import import_onnx, load_model
-from hetero.quant.lowering import activation_bounds
-from hetero.ir.ops.quantize import dequantize_linear, quantize_linear
+from hetero.ir.models import IR_VERSION, OPSET_VERSION
+from hetero.quant.calibrate import Range, calibrate
+from hetero.quant.math import (
+    SCALE_FLOOR,
+    activation_bounds,
+    activation_params,
+    bias_weight_scales,
+    check_activation_dtype,
+    quantize_array,
+    quantize_bias,
+    range_problem,
+    weight_params,
+)
 
 log = logging.getLogger(__name__)
 
-ACTIVATION_DTYPES = ("uint8", "int8")
-METHODS = ("minmax", "percentile")
-HISTOGRAM_BINS = 2048
-SCALE_FLOOR = np.float32(2.0**-60)
-"""The smallest activation or weight scale: a product of two stays a normal float32 (>= 2^-120)."""
-INT32_MAX = int(np.iinfo(np.int32).max)
-ACCUMULATOR_TERM = 255 * 127
-"""The largest |(q_x - z_x) * q_w| an 8-bit activation times an int8 weight adds to the accumulator."""
 COMPUTE_OPS = {"Conv", "Gemm", "MatMul", "Add", "AveragePool", "GlobalAveragePool", "Concat"}
 MOVE_OPS = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Split", "Identity"}
-Feeds = dict[str, np.ndarray]
-Range = tuple[float, float]
-
-
-# ----------------------------------------------------------------------------- the math
-
-
-def _check_dtype(dtype: str) -> np.iinfo:
-    if dtype not in ACTIVATION_DTYPES:
-        raise InputError(f"activation dtype {dtype!r} is not supported (use {' or '.join(ACTIVATION_DTYPES)})")
-    return np.iinfo(dtype)
-
-
-def activation_params(minimum: float, maximum: float, dtype: str = "uint8") -> tuple[np.float32, np.integer]:
-    """Asymmetric per-tensor (scale, zero point) for values in [minimum, maximum]."""
-    info = _check_dtype(dtype)
-    low, high = min(float(minimum), 0.0), max(float(maximum), 0.0)
-    if not (np.isfinite(low) and np.isfinite(high)):
-        raise InputError(f"cannot quantize the range [{minimum}, {maximum}]: it is not finite")
-    scale = np.float32((high - low) / (info.max - info.min))
-    if high == low:
-        scale = np.float32(1.0)
-    scale = max(scale, SCALE_FLOOR)
-    zero_point = np.clip(info.min - np.round(low / np.float64(scale)), info.min, info.max)
-    return scale, np.dtype(dtype).type(zero_point)
-
-
-def weight_params(w: np.ndarray, axis: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 (scales, zero points) per slice along ``axis`` (per tensor when None)."""
-    w = np.asarray(w, np.float32)
-    reduce = None if axis is None else tuple(i for i in range(w.ndim) if i != axis % w.ndim)
-    amax = np.abs(w).max(axis=reduce) if w.size else np.zeros(())
-    scales = np.asarray(amax / np.float32(127.0), np.float32)
-    scales[amax == 0] = 1.0
-    scales = np.maximum(scales, SCALE_FLOOR)
-    return scales, np.zeros(scales.shape, np.int8)
-
-
-def range_problem(minimum: float, maximum: float, dtype: str = "uint8") -> str | None:
-    """"zero" for a range that is all 0, "tiny" for one whose scale is below the floor, else None."""
-    info = _check_dtype(dtype)
-    span = max(float(maximum), 0.0) - min(float(minimum), 0.0)
-    if span == 0.0:
-        return "zero"
-    if span / (info.max - info.min) < SCALE_FLOOR:
-        return "tiny"
-    return None
-
-
-def bias_weight_scales(bias: np.ndarray, x_scale: float, w_scales: np.ndarray, reduction: int) -> np.ndarray:
-    """Weight scales per output channel, each raised to the least value at which the int32 bias
-    ``round(b / (s_x * s_w))`` plus ``reduction`` accumulated products still fits int32."""
-    scales = np.asarray(w_scales, np.float32).reshape(-1)
-    headroom = min(int(reduction) * ACCUMULATOR_TERM, INT32_MAX // 2)
-    budget = float(INT32_MAX - headroom)
-    need = np.abs(np.asarray(bias, np.float64).reshape(-1)) / (budget * float(np.float32(x_scale)))
-    need = need * (1.0 + 2.0**-20)  # covers float32 rounding of the scale and of s_x * s_w
-    return np.where(need > scales, need, scales).astype(np.float32)
-
-
-def quantize_array(
-    x: np.ndarray, scale: np.ndarray | float, zero_point: np.ndarray | np.integer, axis: int = 1
-) -> np.ndarray:
-    """q = saturate(round_half_even(x / s) + z), in the zero point's integer type."""
-    zp = np.asarray(zero_point)
-    return quantize_linear(np.asarray(x, np.float32), np.asarray(scale, np.float32), zp, axis, str(zp.dtype))
-
-
-def dequantize_array(
-    q: np.ndarray, scale: np.ndarray | float, zero_point: np.ndarray | np.integer | None = None, axis: int = 1
-) -> np.ndarray:
-    """x = (q - z) * s in float32."""
-    zp = None if zero_point is None else np.asarray(zero_point)
-    return dequantize_linear(np.asarray(q), np.asarray(scale, np.float32), zp, axis)
-
-
-def quantize_bias(bias: np.ndarray, x_scale: float, w_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int32 bias and its scales s_x * s_w[c] (zero point 0)."""
-    scales = (np.float32(x_scale) * np.asarray(w_scales, np.float32).reshape(-1)).astype(np.float32)
-    flat = np.asarray(bias, np.float64).reshape(-1)
-    info = np.iinfo(np.int32)
-    q = np.clip(np.rint(flat / scales.astype(np.float64)), info.min, info.max).astype(np.int32)
-    return q.reshape(np.shape(bias)), scales
-
-
-# ----------------------------------------------------------------------------- calibration
-
-
-def calibration_feeds(graph: Graph, calibration: Any, source: str = "calibration data") -> list[Feeds]:
-    """Checked feed dicts from samples (an N x input shape array or a list of arrays) or feed dicts.
-
-    ``source`` names the data in errors (the file it came from, say). Non-finite values are refused.
-    """
-    if isinstance(calibration, Mapping):
-        calibration = [calibration]
-    elif isinstance(calibration, (list, tuple)) and calibration:
-        if all(isinstance(c, np.ndarray) for c in calibration):
-            calibration = np.stack(calibration)
-    if isinstance(calibration, np.ndarray):
-        if len(graph.inputs) != 1:
-            raise InputError(
-                f"model {graph.name} has {len(graph.inputs)} inputs; pass calibration as a list of feed dicts"
-            )
-        spec = graph.inputs[0]
-        samples = np.asarray(calibration)
-        if samples.shape[1:] != spec.shape:
-            if spec.shape[:1] != (1,) or samples.shape[1:] != spec.shape[1:]:
-                raise InputError(
-                    f"{source}: calibration array has shape {list(samples.shape)}; model {graph.name} input "
-                    f"'{spec.name}' needs N x {list(spec.shape)} (samples stacked along a first axis)"
-                )
-            samples = samples[:, None]
-        calibration = [{spec.name: sample} for sample in samples]
-    feeds = []
-    for index, feed in enumerate(calibration):
-        try:
-            feeds.append(check_feeds(graph, feed))
-        except InputError as err:
-            raise InputError(f"{source}: calibration sample {index}: {err}") from None
-    if not feeds:
-        raise InputError(f"{source}: the calibration set for model {graph.name} is empty")
-    _check_finite(feeds, source)
-    return feeds
-
-
-def _check_finite(feeds: list[Feeds], source: str) -> None:
-    """Refuse NaN/Inf in calibration feeds with their count: they would make every range meaningless."""
-    bad: Counter[str] = Counter()
-    samples: Counter[str] = Counter()
-    for feed in feeds:
-        for name, array in feed.items():
-            if np.issubdtype(array.dtype, np.floating):
-                count = int(array.size - np.count_nonzero(np.isfinite(array)))
-                bad[name] += count
-                samples[name] += count > 0
-    for name, count in bad.items():
-        if count:
-            raise InputError(
-                f"{source}: {count} NaN/Inf values in input '{name}' (in {samples[name]} of {len(feeds)} "
-                f"calibration samples); calibration needs finite data: drop or replace those samples"
-            )
-
-
-def _visit_tensors(graph: Graph, feeds: Feeds, visit: Any) -> None:
-    """Run the graph in numpy and call visit(name, array) on every float32 tensor."""
-    values = dict(feeds)
-    remaining = Counter(t for op in graph.ops_in_order() for t in op.activation_inputs)
-    for name, array in feeds.items():
-        if array.dtype == np.float32:
-            visit(name, array)
-    for op in graph.ops_in_order():
-        for tensor, result in zip(op.outputs, run_op(op, values)):
-            values[tensor] = result
-            if result.dtype == np.float32:
-                visit(tensor, result)
-        for tensor in op.activation_inputs:
-            remaining[tensor] -= 1
-            if remaining[tensor] == 0:
-                del values[tensor]
-
-
-def calibrate(
-    graph: Graph, calibration: Any, method: str = "minmax", percentile: float = 99.99, source: str = "calibration data"
-) -> dict[str, Range]:
-    """Per float tensor, its calibrated (min, max) over the calibration set (named ``source`` in errors)."""
-    if method not in METHODS:
-        raise InputError(f"unknown calibration method {method!r} (use {' or '.join(METHODS)})")
-    if method == "percentile" and not 0.0 < percentile <= 100.0:
-        raise InputError(f"percentile must be in (0, 100], got {percentile}")
-    feeds = calibration_feeds(graph, calibration, source)
-    ranges: dict[str, Range] = {}
-    sample = 0
-
-    def record(name: str, array: np.ndarray) -> None:
-        if not np.isfinite(array).all():
-            count = int(array.size - np.count_nonzero(np.isfinite(array)))
-            raise InputError(
-                f"model {graph.name}: tensor '{name}' holds {count} NaN/Inf values on calibration sample "
-                f"{sample}: the fp32 model overflows on this data; check the calibration inputs' scale"
-            )
-        low, high = float(array.min(initial=np.inf)), float(array.max(initial=-np.inf))
-        old = ranges.get(name, (np.inf, -np.inf))
-        ranges[name] = (min(old[0], low), max(old[1], high))
-
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are refused above
-        for sample, feed in enumerate(feeds):
-            _visit_tensors(graph, feed, record)
-    if method == "minmax":
-        return ranges
-    histograms: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(HISTOGRAM_BINS, np.int64))
-
-    def count(name: str, array: np.ndarray) -> None:
-        top = max(abs(ranges[name][0]), abs(ranges[name][1]))
-        if top > 0:
-            histograms[name] += np.histogram(np.abs(array), bins=HISTOGRAM_BINS, range=(0.0, top))[0]
-
-    for feed in feeds:
-        _visit_tensors(graph, feed, count)
-    clipped = dict(ranges)
-    for name, histogram in histograms.items():
-        low, high = ranges[name]
-        top = max(abs(low), abs(high))
-        cumulative = np.cumsum(histogram) / max(int(histogram.sum()), 1)
-        index = int(np.searchsorted(cumulative, percentile / 100.0))
-        threshold = top * min(index + 1, HISTOGRAM_BINS) / HISTOGRAM_BINS
-        clipped[name] = (max(low, -threshold), min(high, threshold))
-    return clipped
-
-
-def calibration_for(model: str | Path, graph: Graph, n: int = 32, seed: int = 0) -> list[Feeds]:
-    """A calibration set: the digits for the seed CNN, seeded standard-normal inputs otherwise."""
-    name = str(model)
-    shapes = [spec.shape for spec in graph.inputs]
-    if "seed" in Path(name).name.replace("_", "-") and shapes == [(1, 1, 28, 28)]:
-        from hetero.ir.datasets import calibration_digits
-
-        return calibration_feeds(graph, calibration_digits(n))
-    log.warning("calibrating %s on %d seeded random standard-normal inputs (seed %d), not real data; pass --calibration for real accuracy", name, n, seed)
-    rng = np.random.default_rng(seed)
-    return [{s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in graph.inputs} for _ in range(n)]
 
 
 # ----------------------------------------------------------------------------- what to quantize
@@ -341,7 +98,14 @@ class _Plan:
 
     def __init__(self, graph: Graph, ranges: Mapping[str, Range], dtype: str) -> None:
         self.ops = list(graph.ops_in_order())
-        self.quantizable = {op.name for op in self.ops if _quantizable(op)}
+        infinite = {t for t, (low, high) in ranges.items() if not (np.isfinite(low) and np.isfinite(high))}
+        self.quantizable = {
+            op.name for op in self.ops
+            if _quantizable(op) and not infinite.intersection([*quantized_inputs(op), *op.outputs])
+        }
+        if infinite:
+            log.info("quantizing %s: %d tensors hold a mask's infinities; the ops on them stay float: %s",
+                     graph.name, len(infinite), ", ".join(sorted(infinite)[:5]))
         self.rename: dict[str, str] = {}
         self.fused: set[str] = set()
         self.params: dict[str, tuple[np.float32, np.integer]] = {}
@@ -568,23 +332,23 @@ class _Writer:
 
 
 def quantize_model(
-    model: onnx.ModelProto | str | Path,
+    graph: Graph,
     calibration: Any,
     method: str = "minmax",
     percentile: float = 99.99,
     activation_dtype: str = "uint8",
     source: str = "calibration data",
 ) -> onnx.ModelProto:
-    """A QDQ ONNX model of ``model``: int8 per-channel weights, activations calibrated on ``calibration``.
+    """A QDQ ONNX model of ``graph`` (an imported fp32 model): int8 per-channel weights,
+    activations calibrated on ``calibration``.
 
     ``calibration`` is an array of samples (N x input shape) or a list of feed dicts; ``source``
-    names it in errors (the file it was read from, say).
+    names it in errors (the file it was read from, say). The model declares the opset and IR
+    version the graph was imported from (hetero's builders' for a graph built by hand).
     """
-    _check_dtype(activation_dtype)
-    model = model if isinstance(model, onnx.ModelProto) else load_model(model)
-    graph = import_onnx(model)
+    check_activation_dtype(activation_dtype)
     plan = _Plan(graph, calibrate(graph, calibration, method, percentile, source), activation_dtype)
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    opset = int(graph.graph.get("opset", OPSET_VERSION))
     writer = _Writer(graph, plan, opset, activation_dtype)
     writer.write()
     io = [
@@ -594,7 +358,7 @@ def quantize_model(
     ]
     qdq_graph = helper.make_graph(writer.nodes, graph.name, *io, initializer=list(writer.initializers.values()))
     result = helper.make_model(qdq_graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="hetero.quant.qdq")
-    result.ir_version = model.ir_version
+    result.ir_version = int(graph.graph.get("ir_version", IR_VERSION))
     log.info(
         "quantized %s: %d of %d ops quantized, %d activations fused, %d tensors with QDQ (%s, %s)",
         graph.name, len(plan.quantizable), len(plan.ops), len(plan.fused), len(plan.params), activation_dtype, method,

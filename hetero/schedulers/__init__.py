@@ -1,4 +1,4 @@
-"""Schedulers by name: ``schedule(graph, cost, algorithm, objective, memory) -> Schedule``.
+"""Schedulers by name: ``schedule(graph, cost, algorithm, objective, memory_bytes) -> Schedule``.
 
 One algorithm per module, each citing its source: single, greedy, dp (series-segment DP after
 Neurosurgeon), heft (Topcuoglu et al. 2002), peft (Arabnejad and Barbosa 2014), ilp (HiGHS MILP),
@@ -47,14 +47,14 @@ def schedule(
     cost: CostModel,
     algorithm: str = "auto",
     objective: str = "latency",
-    memory: Mapping[str, int] | None = None,
+    memory_bytes: Mapping[str, int] | None = None,
     *,
     time_limit_s: float = ilp.DEFAULT_TIME_LIMIT_S,
     validate: bool = True,
 ) -> Schedule:
     """Schedule a model Graph or task graph on the cost model's devices; the result is validated.
 
-    ``memory`` maps device names to capacities in bytes. With ``objective="throughput"``,
+    ``memory_bytes`` maps device names to capacities in bytes. With ``objective="throughput"``,
     auto and dp use the pipeline-stage DP; other algorithms keep their latency schedule and report
     the steady-state period of its placement. ``solve_s`` on the result is the time the algorithm
     took (compiling the graph included, validation excluded).
@@ -64,7 +64,7 @@ def schedule(
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective '{objective}' (choose from {', '.join(OBJECTIVES)})")
     started = time.perf_counter()
-    tasks = compile_tasks(graph, cost, memory)
+    tasks = compile_tasks(graph, cost, memory_bytes)
     if algorithm == "auto":
         result = auto.auto(tasks, objective)
     elif objective == "throughput" and algorithm == "dp":
@@ -80,7 +80,7 @@ def schedule(
     result = dataclasses.replace(result, solve_s=time.perf_counter() - started)
     log.info("%s: makespan %.6g s in %.3f s", result.algorithm, result.makespan_s, result.solve_s)
     if validate:
-        result.validate(tasks.tasks, cost, memory)
+        result.validate(tasks.tasks, cost, memory_bytes)
     return result
 
 

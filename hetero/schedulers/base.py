@@ -46,7 +46,7 @@ class TaskArrays:
     result_bytes: np.ndarray
     input_s: np.ndarray
     result_s: np.ndarray
-    capacity: np.ndarray
+    capacity_bytes: np.ndarray
 
     @property
     def n(self) -> int:
@@ -103,7 +103,7 @@ def transfer_table(cost: CostModel, nbytes: np.ndarray, devices: Sequence[str]) 
     return table
 
 
-def compile_tasks(graph: nx.DiGraph, cost: CostModel, memory: Mapping[str, int] | None = None) -> TaskArrays:
+def compile_tasks(graph: nx.DiGraph, cost: CostModel, memory_bytes: Mapping[str, int] | None = None) -> TaskArrays:
     """Compile a graph and cost model; raises ScheduleError when a node can run on no device."""
     tasks = as_task_graph(graph)
     names = tuple(topological_order(tasks))
@@ -146,7 +146,7 @@ def compile_tasks(graph: nx.DiGraph, cost: CostModel, memory: Mapping[str, int] 
             if result_bytes[i]:
                 result_s[i, d] = cost.transfer(int(result_bytes[i]), device, cost.host)
     capacity = np.full(k, math.inf)
-    for device, limit in (memory or {}).items():
+    for device, limit in (memory_bytes or {}).items():
         if device not in devices:
             raise InputError(f"memory capacity given for '{device}', which is not a device ({', '.join(devices)})")
         capacity[devices.index(device)] = float(limit)
@@ -169,7 +169,7 @@ def compile_tasks(graph: nx.DiGraph, cost: CostModel, memory: Mapping[str, int] 
         result_bytes=result_bytes,
         input_s=input_s,
         result_s=result_s,
-        capacity=capacity,
+        capacity_bytes=capacity,
     )
 
 
@@ -228,18 +228,15 @@ def list_times(
     return start, end
 
 
+def successor_lists(tasks: TaskArrays) -> list[list[int]]:
+    """Per node, the indices of the nodes that read its output (for :func:`hetero.problem.ready_order`)."""
+    return [[int(tasks.edge_dst[e]) for e in tasks.succ_edges[i].tolist()] for i in range(tasks.n)]
+
+
 def placement_indices(tasks: TaskArrays, schedule: Schedule) -> np.ndarray:
     """A schedule's placement as device indices in the compiled node order."""
     index = {device: d for d, device in enumerate(tasks.devices)}
     return np.array([index[schedule.placement[name]] for name in tasks.names], dtype=np.int64)
-
-
-def makespan_of(tasks: TaskArrays, placement: np.ndarray, end_s: np.ndarray) -> float:
-    """Latest slot end or graph-output arrival on the host."""
-    if tasks.n == 0:
-        return 0.0
-    arrival = end_s + tasks.result_s[np.arange(tasks.n), placement]
-    return float(max(end_s.max(), arrival.max()))
 
 
 def make_schedule(

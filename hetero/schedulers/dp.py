@@ -74,7 +74,7 @@ class SegmentDP:
     def __init__(self, tasks: TaskArrays) -> None:
         self.tasks = tasks
         self.segments = segments(tasks)
-        self.capped = [d for d in range(tasks.k) if math.isfinite(tasks.capacity[d])]
+        self.capped = [d for d in range(tasks.k) if math.isfinite(tasks.capacity_bytes[d])]
         self.truncated = False
 
     def simulate(self, segment: int, device: int, previous: Label | None) -> tuple[list[float], list[float]]:
@@ -125,7 +125,7 @@ class SegmentDP:
             elif previous is not None:
                 working += float(tasks.edge_bytes[tasks.succ_edges[first - 1]].sum())
             peak[slot] = max(peak[slot], working)
-            if fixed[slot] + peak[slot] > tasks.capacity[device]:
+            if fixed[slot] + peak[slot] > tasks.capacity_bytes[device]:
                 return None
         return Label(ends[-1], output_s, tuple(fixed), tuple(peak), device, previous)
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import heapq
 import logging
 import math
 import os
@@ -43,8 +42,9 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from scipy.sparse import coo_matrix
 
+from hetero.problem import ready_order
 from hetero.schedule import Schedule, ScheduleError
-from hetero.schedulers.base import TaskArrays, list_times, make_schedule
+from hetero.schedulers.base import TaskArrays, list_times, make_schedule, successor_lists
 from hetero.schedulers.dp import dp
 from hetero.schedulers.greedy import greedy
 from hetero.schedulers.heft import heft
@@ -108,7 +108,7 @@ def _upper_bound(tasks: TaskArrays, heuristics: list[Schedule]) -> float:
     if heuristics:
         best = min(s.makespan_s for s in heuristics)
         # slack: the heuristic's own schedule must stay feasible (with memory, up to the start separation)
-        slack = 1e-3 if np.isfinite(tasks.capacity).any() else 1e-6
+        slack = 1e-3 if np.isfinite(tasks.capacity_bytes).any() else 1e-6
         return best * (1 + slack) + 1e-9
     finite = np.where(np.isfinite(tasks.compute_s), tasks.compute_s, 0.0)
     total = finite.max(axis=1).sum() + tasks.input_s.max(initial=0.0) + tasks.result_s.max(initial=0.0)
@@ -286,7 +286,7 @@ def _solution(tasks: TaskArrays, model: _Model, result: OptimizeResult, time_lim
     else:
         start, end = list_times(tasks, placement, order=order)
     solved = make_schedule(tasks, placement, start, end, "ilp", notes=[note])
-    over = [d for d in tasks.devices if solved.memory_bytes[d] > tasks.capacity[tasks.devices.index(d)]]
+    over = [d for d in tasks.devices if solved.memory_bytes[d] > tasks.capacity_bytes[tasks.devices.index(d)]]
     if over:
         return None, f"the MILP's schedule needs {solved.memory_bytes[over[0]]} bytes on {over[0]} (a model error)"
     return solved, note
@@ -323,7 +323,7 @@ def _solver_order(tasks: TaskArrays, model: _Model, solution: np.ndarray, placem
     Start times alone cannot say it: a zero-second node and another starting at the same instant
     are tied up to HiGHS's tolerance. Ties between unordered nodes follow the solver's starts.
     """
-    successors: list[list[int]] = [[int(tasks.edge_dst[e]) for e in tasks.succ_edges[i].tolist()] for i in range(tasks.n)]
+    successors = successor_lists(tasks)
     waiting = [len(p) for p in tasks.pred_edges]
     for p, (i, j) in enumerate(model.pairs):
         if placement[i] == placement[j]:
@@ -331,16 +331,7 @@ def _solver_order(tasks: TaskArrays, model: _Model, solution: np.ndarray, placem
             successors[first].append(second)
             waiting[second] += 1
     ends = starts + tasks.compute_s[np.arange(tasks.n), placement]
-    heap = [(float(starts[i]), float(ends[i]), i) for i in range(tasks.n) if waiting[i] == 0]
-    heapq.heapify(heap)
-    order = []
-    while heap:
-        _, _, i = heapq.heappop(heap)
-        order.append(i)
-        for j in successors[i]:
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                heapq.heappush(heap, (float(starts[j]), float(ends[j]), j))
+    order = ready_order(successors, waiting, lambda i: (float(starts[i]), float(ends[i])))
     if len(order) < tasks.n:  # a cycle of zero-second nodes tied in time: any topological order by start does
         return _start_order(tasks, starts)
     return order
@@ -348,16 +339,4 @@ def _solver_order(tasks: TaskArrays, model: _Model, solution: np.ndarray, placem
 
 def _start_order(tasks: TaskArrays, starts: np.ndarray) -> list[int]:
     """A topological order that follows the solver's start times (ties: topological index)."""
-    waiting = [len(p) for p in tasks.pred_edges]
-    heap = [(float(starts[i]), i) for i in range(tasks.n) if waiting[i] == 0]
-    heapq.heapify(heap)
-    order = []
-    while heap:
-        _, i = heapq.heappop(heap)
-        order.append(i)
-        for e in tasks.succ_edges[i].tolist():
-            j = int(tasks.edge_dst[e])
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                heapq.heappush(heap, (float(starts[j]), j))
-    return order
+    return ready_order(successor_lists(tasks), [len(p) for p in tasks.pred_edges], lambda i: float(starts[i]))

@@ -184,7 +184,7 @@ def add_memory_rows(
     unit_s: float, upper: float,
 ) -> MemoryModel:
     """Add the exact memory-capacity rows (see the module docstring); times are in units of unit_s."""
-    capped = [d for d in range(tasks.k) if math.isfinite(tasks.capacity[d])]
+    capped = [d for d in range(tasks.k) if math.isfinite(tasks.capacity_bytes[d])]
     intervals = _intervals(tasks, capped) if capped else []
     separation = SEPARATION * upper
     big_m = max(upper, 1e-9)
@@ -196,7 +196,7 @@ def add_memory_rows(
     scale = 1.0 / max(total, 1.0)  # bytes in units of everything there is: coefficients <= 1
     for d in capped:
         if tasks.weight_bytes.any():
-            add_row({x(i, d): float(tasks.weight_bytes[i]) * scale for i in range(tasks.n)}, upper=float(tasks.capacity[d]) * scale)
+            add_row({x(i, d): float(tasks.weight_bytes[i]) * scale for i in range(tasks.n)}, upper=float(tasks.capacity_bytes[d]) * scale)
     for iv in intervals:
         if iv.kind == "copy":
             u, v = int(tasks.edge_src[iv.edge]), iv.node
@@ -254,7 +254,7 @@ def add_memory_rows(
             terms[ip.on[d]] = terms.get(ip.on[d], 0.0) + switch
             if ip.nonempty >= 0:
                 terms[ip.nonempty] = switch
-            add_row(terms, upper=(float(tasks.capacity[d]) - ip.nbytes) * scale + activation)
+            add_row(terms, upper=(float(tasks.capacity_bytes[d]) - ip.nbytes) * scale + activation)
     return MemoryModel(intervals, pairs, separation)
 
 

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from hetero.schedule import peak_bytes
 from hetero.schedulers.base import TaskArrays
 
 
@@ -22,7 +23,7 @@ class MemoryTracker:
 
     def __init__(self, tasks: TaskArrays) -> None:
         self.tasks = tasks
-        self.active = bool(np.isfinite(tasks.capacity).any())
+        self.active = bool(np.isfinite(tasks.capacity_bytes).any())
         self.weights = np.zeros(tasks.k)
         self.intervals: list[list[list[float]]] = [[] for _ in range(tasks.k)]
         self.open_output: dict[int, list[float]] = {}
@@ -46,14 +47,14 @@ class MemoryTracker:
         self, node: int, device: int, start_s: float, end_s: float, placement: np.ndarray, ends: np.ndarray
     ) -> bool:
         """Whether placing node on device over [start_s, end_s) stays within the device's capacity."""
-        capacity = self.tasks.capacity[device]
+        capacity = self.tasks.capacity_bytes[device]
         if not math.isfinite(capacity):
             return True
         weights = self.weights[device] + self.tasks.weight_bytes[node]
         if weights > capacity:
             return False
         everything = self.intervals[device] + self._new_intervals(node, device, start_s, end_s, placement, ends)
-        return weights + _peak(everything) <= capacity
+        return weights + peak_bytes(everything) <= capacity
 
     def commit(self, node: int, device: int, start_s: float, end_s: float, placement: np.ndarray, ends: np.ndarray) -> None:
         """Record a placement (placement[node] and ends[node] already set) and close finished outputs."""
@@ -81,18 +82,3 @@ class MemoryTracker:
     def _close(self, node: int) -> None:
         interval = self.open_output.pop(node)
         interval[1] = max(float(self.release[node]), interval[0])
-
-
-def _peak(intervals: list[list[float]]) -> float:
-    """Largest total bytes of half-open intervals alive at one time."""
-    if not intervals:
-        return 0.0
-    table = np.array(intervals, dtype=np.float64)
-    table = table[(table[:, 1] > table[:, 0]) & (table[:, 2] > 0)]
-    if len(table) == 0:
-        return 0.0
-    times = np.concatenate([table[:, 0], table[:, 1]])
-    kinds = np.concatenate([np.ones(len(table)), np.zeros(len(table))])
-    deltas = np.concatenate([table[:, 2], -table[:, 2]])
-    order = np.lexsort((kinds, times))
-    return float(np.cumsum(deltas[order]).max())

@@ -11,12 +11,11 @@ the device minimising EFT + OCT (insertion policy as in HEFT).
 
 from __future__ import annotations
 
-import heapq
-
 import numpy as np
 
+from hetero.problem import ready_order
 from hetero.schedule import Schedule
-from hetero.schedulers.base import TaskArrays, make_schedule
+from hetero.schedulers.base import TaskArrays, make_schedule, successor_lists
 from hetero.schedulers.heft import mean_transfer, place_in_order
 
 
@@ -46,18 +45,7 @@ def oct_ranks(table: np.ndarray, tasks: TaskArrays) -> np.ndarray:
 
 def ready_list_order(tasks: TaskArrays, rank: np.ndarray) -> np.ndarray:
     """Nodes as PEFT takes them: always the ready node of highest rank (ties: topological)."""
-    waiting = np.array([len(p) for p in tasks.pred_edges], dtype=np.int64)
-    heap = [(-rank[i], i) for i in range(tasks.n) if waiting[i] == 0]
-    heapq.heapify(heap)
-    order: list[int] = []
-    while heap:
-        _, i = heapq.heappop(heap)
-        order.append(i)
-        for e in tasks.succ_edges[i].tolist():
-            j = int(tasks.edge_dst[e])
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                heapq.heappush(heap, (-rank[j], j))
+    order = ready_order(successor_lists(tasks), [len(p) for p in tasks.pred_edges], lambda i: -rank[i])
     return np.array(order, dtype=np.int64)
 
 

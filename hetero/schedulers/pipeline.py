@@ -99,11 +99,11 @@ def _stage_costs(tasks: TaskArrays, cuts: np.ndarray) -> np.ndarray:
     for e in range(k):
         stage = np.maximum(_span(compute[:, e]), np.maximum(_span(inputs[:, e]), _span(results[:, e])))
         ok = upper & (_span(missing[:, e]) == 0)
-        if math.isfinite(tasks.capacity[e]):
+        if math.isfinite(tasks.capacity_bytes[e]):
             memory = resident + received
             if tasks.devices[e] != tasks.host:
                 memory = memory + graph_input
-            ok &= memory <= tasks.capacity[e]
+            ok &= memory <= tasks.capacity_bytes[e]
         costs[e][ok] = stage[ok]
     return costs
 

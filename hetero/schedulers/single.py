@@ -20,18 +20,9 @@ def on_device(tasks: TaskArrays, device: int) -> Schedule | None:
     placement = np.full(tasks.n, device, dtype=np.int64)
     start, end = list_times(tasks, placement)
     schedule = make_schedule(tasks, placement, start, end, "single", notes=(f"single: all on {tasks.devices[device]}",))
-    if schedule.memory_bytes[tasks.devices[device]] > tasks.capacity[device]:
+    if schedule.memory_bytes[tasks.devices[device]] > tasks.capacity_bytes[device]:
         return None
     return schedule
-
-
-def single_device_makespans(tasks: TaskArrays) -> dict[str, float | None]:
-    """Per device, the makespan with everything on it (None where that is impossible)."""
-    result: dict[str, float | None] = {}
-    for d, device in enumerate(tasks.devices):
-        schedule = on_device(tasks, d)
-        result[device] = None if schedule is None else schedule.makespan_s
-    return result
 
 
 def single(tasks: TaskArrays) -> Schedule:

@@ -140,7 +140,7 @@ class Simulator:
         if self.recorder.plans:
             raise SimulationError("a Simulator runs once; make a new one for another run")
         scenario, world = self.scenario, self.world
-        context = PolicyContext(world.graph, world.cost, scenario.algorithm, scenario.objective, world.memory)
+        context = PolicyContext(world.graph, world.cost, scenario.algorithm, scenario.objective, world.memory_bytes)
         initial = list(self.policy.start(context, self.initial))
         if not initial:
             raise SimulationError(f"policy {self.policy.name} returned no initial plan")

@@ -15,9 +15,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import simpy
 
+from hetero.cost.protocol import Link
 from hetero.errors import InputError
 from hetero.sim.rates import RateProfile
-from hetero.sim.scenario import LinkSpec
 
 Arrive = Callable[[], None]
 Valid = Callable[[], bool]
@@ -28,13 +28,13 @@ Observer = Callable[[str, str, int, float, float], None]  # src, dst, bytes, sec
 class Channel:
     """One link, both directions; bytes moved are counted per direction."""
 
-    def __init__(self, env: simpy.Environment, spec: LinkSpec, bandwidth: RateProfile) -> None:
+    def __init__(self, env: simpy.Environment, spec: Link, bandwidth: RateProfile) -> None:
         self.env = env
         self.spec = spec
         self.latency_s = spec.latency_s
         self.bandwidth = bandwidth
         self.shared = spec.shared
-        self.bytes_moved: dict[tuple[str, str], int] = {(spec.a, spec.b): 0, (spec.b, spec.a): 0}
+        self.bytes_moved: dict[tuple[str, str], int] = {(spec.src, spec.dst): 0, (spec.dst, spec.src): 0}
         self._active: dict[simpy.Event, list[float]] = {}  # transfer -> [bytes left, bytes] (shared links)
         self._changed: simpy.Event | None = None
         if self.shared:
@@ -101,7 +101,7 @@ class Network:
     def __init__(
         self,
         env: simpy.Environment,
-        links: Iterable[LinkSpec],
+        links: Iterable[Link],
         host: str,
         factors: Mapping[frozenset[str], Sequence[tuple[float, float, float]]] | None = None,
         log: TransferLog | None = None,
@@ -114,10 +114,10 @@ class Network:
         self.channels: dict[tuple[str, str], Channel] = {}
         factors = factors or {}
         for spec in links:
-            if (spec.a, spec.b) in self.channels:
-                raise InputError(f"link {spec.a} - {spec.b} is listed twice")
-            channel = Channel(env, spec, RateProfile(spec.bandwidth_Bps, factors.get(frozenset((spec.a, spec.b)), ())))
-            self.channels[(spec.a, spec.b)] = self.channels[(spec.b, spec.a)] = channel
+            if (spec.src, spec.dst) in self.channels:
+                raise InputError(f"link {spec.src} - {spec.dst} is listed twice")
+            channel = Channel(env, spec, RateProfile(spec.bandwidth_Bps, factors.get(frozenset((spec.src, spec.dst)), ())))
+            self.channels[(spec.src, spec.dst)] = self.channels[(spec.dst, spec.src)] = channel
         self._routes: dict[tuple[str, str], Route] = {}
 
     def route(self, src: str, dst: str) -> Route:
@@ -211,5 +211,5 @@ class Network:
         return {f"{a} -> {b}": n for channel in seen for (a, b), n in channel.bytes_moved.items()}
 
     def shared_links(self) -> list[str]:
-        return sorted({f"{c.spec.a} - {c.spec.b}" for c in self.channels.values() if c.shared})
+        return sorted({f"{c.spec.src} - {c.spec.dst}" for c in self.channels.values() if c.shared})
 

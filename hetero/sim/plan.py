@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import networkx as nx
 
 from hetero.cost.protocol import CostModel
+from hetero.errors import SimulationError
 from hetero.schedule import Schedule
 
 RESULT = -1  # destination node of a graph output's transfer to the host
@@ -64,7 +65,16 @@ def compile_plan(
     device_index = {name: d for d, name in enumerate(devices)}
     missing = [n for n in names if n not in schedule.placement]
     if missing:
-        raise ValueError(f"schedule ({schedule.algorithm}) places no device for {missing[0]}")
+        raise SimulationError(f"schedule ({schedule.algorithm}) places no device for node {missing[0]}; "
+                              "plan the scenario's own model (a plan of another model does not fit)")
+    unknown = sorted({schedule.placement[n] for n in names} - set(device_index))
+    if unknown:
+        raise SimulationError(f"schedule ({schedule.algorithm}) places ops on '{unknown[0]}', which is not a device "
+                              f"of the scenario ({', '.join(devices)})")
+    strangers = [slot.node for slot in schedule.slots if slot.node not in index]
+    if strangers:
+        raise SimulationError(f"schedule ({schedule.algorithm}) has a slot for node {strangers[0]}, which the "
+                              "scenario's model does not have; plan the scenario's own model")
     device_of = tuple(device_index[schedule.placement[n]] for n in names)
     k = len(devices)
     order: list[list[tuple[float, float, int]]] = [[] for _ in range(k)]

@@ -83,6 +83,9 @@ def device_speeds(events: Sequence[DynamicEvent], devices: Sequence[str]) -> dic
     """Per device, the speed multiplier (1 = as the cost model predicts) under slowdowns and load."""
     changes: dict[str, list[tuple[float, float, float]]] = {d: [] for d in devices}
     for event in events:
+        if event.kind in ("slowdown", "load") and event.device is not None and event.device not in changes:
+            raise InputError(f"{event.kind} event at {event.at_s:g} s names device '{event.device}', which is not "
+                             f"simulated (devices: {', '.join(devices)}); name one of those")
         if event.kind == "slowdown" and event.device is not None:
             changes[event.device].append((event.at_s, event.end_s, 1.0 / event.factor))
         elif event.kind == "load" and event.device is not None:

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from hetero.cost.protocol import HOST, Link
 from hetero.io import did_you_mean
 from hetero.errors import ScenarioError
 from hetero.sim.fields import TIME_UNITS, Field, load_yaml, parse_yaml
 
 TOP_KEYS = ("name", "description", "model", "precision", "host", "devices", "links", "workload", "scheduler",
             "noise", "events", "policy", "duration", "seed")
-DEFAULT_HOST = "host"
 MAX_DEVICES = 1024
 WORKLOAD_KEYS = {
     "closed": ("kind", "clients", "think", "requests"),
@@ -58,17 +58,6 @@ class DeviceEntry:
     def names(self) -> tuple[str, ...]:
         """The simulated device names: the name itself, or name0, name1, ... when count > 1."""
         return (self.name,) if self.count == 1 else tuple(f"{self.name}{i}" for i in range(self.count))
-
-
-@dataclass(frozen=True)
-class LinkSpec:
-    """A link between two devices (or a device and the host), both directions; shared = contended."""
-
-    a: str
-    b: str
-    latency_s: float
-    bandwidth_Bps: float
-    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,9 +117,9 @@ class Scenario:
     devices: tuple[DeviceEntry, ...]
     workload: Workload
     duration_s: float
-    links: tuple[LinkSpec, ...] = ()
-    host: str = DEFAULT_HOST
-    precision: str = "fp32"
+    links: tuple[Link, ...] = ()
+    host: str = HOST
+    precision: str | None = None  # None: the model's own (int8 for a QDQ model), resolved by build_world
     algorithm: str = "auto"
     objective: str = "latency"
     noise: Noise = Noise()
@@ -180,20 +169,20 @@ def _parse(top: Field, path: Path) -> Scenario:
             if other is not None and other is not entry:
                 raise ScenarioError(f"{top.where}:{entry.line}: device name '{name}' is used twice")
             names[name] = entry
-    host = fields["host"].string() if "host" in fields else DEFAULT_HOST
-    if host not in names and host != DEFAULT_HOST:
+    host = fields["host"].string() if "host" in fields else HOST
+    if host not in names and host != HOST:
         listed = tuple(names)
         raise fields["host"].fail(f"'{host}' is not a device: name one of the devices ({', '.join(listed)}), or "
-                                  f"leave host out for a separate host called '{DEFAULT_HOST}'{did_you_mean(host, listed)}")
+                                  f"leave host out for a separate host called '{HOST}'{did_you_mean(host, listed)}")
     if host in names and names[host].count != 1:
         raise fields["host"].fail(f"'{host}' names {names[host].count} devices; the host is one device or a name of its own")
     endpoints = {name: entry.names if name == entry.name else (name,) for name, entry in names.items()}
     endpoints.setdefault(host, (host,))
-    links: list[LinkSpec] = []
+    links: list[Link] = []
     for f in fields["links"].sequence(True) if "links" in fields else []:
         for link in _links(f, endpoints):
-            if any({link.a, link.b} == {other.a, other.b} for other in links):
-                raise f.fail(f"joins {link.a} and {link.b}, which an earlier link already joins")
+            if any({link.src, link.dst} == {other.src, other.dst} for other in links):
+                raise f.fail(f"joins {link.src} and {link.dst}, which an earlier link already joins")
             links.append(link)
     device_names = tuple(n for entry in devices for n in entry.names)
     scheduler = fields["scheduler"].mapping(("algorithm", "objective")) if "scheduler" in fields else {}
@@ -206,7 +195,7 @@ def _parse(top: Field, path: Path) -> Scenario:
         duration_s=fields["duration"].seconds(positive=True),
         links=tuple(links),
         host=host,
-        precision=fields["precision"].string(PRECISIONS) if "precision" in fields else "fp32",
+        precision=fields["precision"].string(PRECISIONS) if "precision" in fields else None,
         algorithm=scheduler["algorithm"].string(algorithm_names()) if "algorithm" in scheduler else "auto",
         objective=scheduler["objective"].string(OBJECTIVES) if "objective" in scheduler else "latency",
         noise=_noise(fields["noise"]) if "noise" in fields else Noise(),
@@ -255,7 +244,7 @@ def _endpoint(at: Field, endpoints: Mapping[str, tuple[str, ...]]) -> tuple[str,
     return endpoints[name]
 
 
-def _links(at: Field, endpoints: Mapping[str, tuple[str, ...]]) -> list[LinkSpec]:
+def _links(at: Field, endpoints: Mapping[str, tuple[str, ...]]) -> list[Link]:
     fields = at.mapping(("between", "latency", "bandwidth", "shared"), required=("between", "latency", "bandwidth"))
     ends = fields["between"].sequence()
     if len(ends) != 2:
@@ -263,7 +252,7 @@ def _links(at: Field, endpoints: Mapping[str, tuple[str, ...]]) -> list[LinkSpec
     firsts, seconds = _endpoint(ends[0], endpoints), _endpoint(ends[1], endpoints)
     latency, bandwidth = fields["latency"].seconds(), fields["bandwidth"].bandwidth()
     shared = fields["shared"].boolean() if "shared" in fields else False
-    links = [LinkSpec(a, b, latency, bandwidth, shared) for a in firsts for b in seconds if a != b]
+    links = [Link(a, b, latency, bandwidth, shared) for a in firsts for b in seconds if a != b]
     if not links:
         raise fields["between"].fail("joins a device to itself")
     return links
@@ -326,7 +315,7 @@ def _noise(at: Field) -> Noise:
     return Noise(distribution, cv, fields["per"].string(("op", "request")) if "per" in fields else "op")
 
 
-def _event(at: Field, devices: tuple[str, ...], links: tuple[LinkSpec, ...], host: str) -> DynamicEvent:
+def _event(at: Field, devices: tuple[str, ...], links: tuple[Link, ...], host: str) -> DynamicEvent:
     kind = at.choice("kind", tuple(EVENT_KEYS))
     keys = EVENT_KEYS[kind]
     fields = at.mapping(keys, required=tuple(k for k in keys if k != "duration"))
@@ -337,7 +326,7 @@ def _event(at: Field, devices: tuple[str, ...], links: tuple[LinkSpec, ...], hos
             raise fields["device"].fail(f"'{device}' is not a device (devices: {', '.join(devices)})")
     if "link" in fields:
         ends = tuple(f.string() for f in fields["link"].sequence())
-        known = {(l.a, l.b) for l in links} | {(l.b, l.a) for l in links} | {(d, host) for d in devices} | {(host, d) for d in devices}
+        known = {(l.src, l.dst) for l in links} | {(l.dst, l.src) for l in links} | {(d, host) for d in devices} | {(host, d) for d in devices}
         if len(ends) != 2 or ends not in known:
             raise fields["link"].fail(f"{list(ends)} is not a link (give the two ends of a listed link, or a device and the host)")
         link = (ends[0], ends[1])

@@ -9,6 +9,7 @@ profile gives. :func:`world_from_problem` wraps a scheduling problem file the sa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -16,10 +17,10 @@ from typing import Iterable, Mapping
 
 import networkx as nx
 
-from hetero.cost.protocol import CostModel, Link, TableCostModel
+from hetero.cost.protocol import HOST, CostModel, Link, TableCostModel
 from hetero.errors import HeteroError, ScenarioError
 from hetero.problem import Problem, as_task_graph
-from hetero.sim.scenario import DeviceEntry, LinkSpec, Scenario
+from hetero.sim.scenario import DeviceEntry, Scenario
 
 log = logging.getLogger(__name__)
 Z90 = 1.2815515655446004  # the standard normal's 90th percentile
@@ -36,8 +37,8 @@ class World:
 
     graph: nx.DiGraph
     cost: CostModel
-    links: tuple[LinkSpec, ...]
-    memory: Mapping[str, int] = field(default_factory=dict)
+    links: tuple[Link, ...]
+    memory_bytes: Mapping[str, int] = field(default_factory=dict)
     spread: Mapping[tuple[str, str], float] = field(default_factory=dict)
     name: str = "world"
     preloaded: tuple[str, ...] = ()
@@ -54,35 +55,36 @@ class World:
 def world_from_problem(problem: Problem, shared: Iterable[frozenset[str]] = ()) -> World:
     """A problem file's graph and cost model; links listed in ``shared`` contend."""
     shared_pairs = set(shared)
-    links: list[LinkSpec] = []
+    links: list[Link] = []
     seen: set[frozenset[str]] = set()
     for link in problem.cost.links:
         pair = frozenset((link.src, link.dst))
         if pair in seen:
             continue
         seen.add(pair)
-        links.append(LinkSpec(link.src, link.dst, link.latency_s, link.bandwidth_Bps, pair in shared_pairs))
-    return World(as_task_graph(problem.graph), problem.cost, tuple(links), dict(problem.memory), name=problem.name)
+        links.append(Link(link.src, link.dst, link.latency_s, link.bandwidth_Bps, pair in shared_pairs))
+    return World(as_task_graph(problem.graph), problem.cost, tuple(links), dict(problem.memory_bytes), name=problem.name)
 
 
-def table_world(graph: nx.DiGraph, compute_s: Mapping[str, Mapping[str, float]], links: Iterable[LinkSpec],
+def table_world(graph: nx.DiGraph, compute_s: Mapping[str, Mapping[str, float]], links: Iterable[Link],
                 host: str, devices: Iterable[str] | None = None, name: str = "world") -> World:
     """A world from explicit seconds per node per device and links (tests, benchmarks)."""
     links = tuple(links)
     names = tuple(devices) if devices is not None else tuple(dict.fromkeys(d for row in compute_s.values() for d in row))
-    cost = TableCostModel(names, compute_s, [Link(l.a, l.b, l.latency_s, l.bandwidth_Bps) for l in links], host=host)
+    cost = TableCostModel(names, compute_s, links, host=host)
     return World(as_task_graph(graph), cost, links, name=name)
 
 
 def build_world(scenario: Scenario) -> World:
     """Load the scenario's model, devices and links (errors name the scenario file and line)."""
-    from hetero.quant.precision import load_for_precision
+    from hetero.quant.precision import load_with_precision
 
     where = scenario.where
     try:
-        graph = load_for_precision(scenario.model, scenario.precision)
+        graph, precision = load_with_precision(scenario.model, scenario.precision)
     except HeteroError as err:
         raise ScenarioError(f"{where}: model {scenario.model}: {err}") from None
+    scenario = dataclasses.replace(scenario, precision=precision)  # the model's own when the file names none
     bases = _device_costs(scenario, graph)
     nodes = list(graph.nodes)
     compute: dict[str, dict[str, float]] = {node: {} for node in nodes}
@@ -104,8 +106,7 @@ def build_world(scenario: Scenario) -> World:
             memory.update({name: capacity for name in entry.names})
     links = list(scenario.links) + _default_links(scenario, bases)
     try:
-        cost = TableCostModel(scenario.device_names, compute,
-                              [Link(l.a, l.b, l.latency_s, l.bandwidth_Bps) for l in links], host=scenario.host)
+        cost = TableCostModel(scenario.device_names, compute, links, host=scenario.host)
     except HeteroError as err:
         raise ScenarioError(f"{where}: links: {err}") from None
     preloaded = tuple(name for entry in scenario.devices if entry.preload for name in entry.names)
@@ -152,11 +153,11 @@ def _device_costs(scenario: Scenario, graph: nx.DiGraph) -> dict[str, tuple]:
     return bases
 
 
-def _default_links(scenario: Scenario, bases: Mapping[str, tuple]) -> list[LinkSpec]:
+def _default_links(scenario: Scenario, bases: Mapping[str, tuple]) -> list[Link]:
     """A link to the host for each device that has none, from its catalog entry or profile."""
     host = scenario.host
-    linked = {frozenset((l.a, l.b)) for l in scenario.links}
-    defaults: list[LinkSpec] = []
+    linked = {frozenset((l.src, l.dst)) for l in scenario.links}
+    defaults: list[Link] = []
     for entry in scenario.devices:
         for name in entry.names:
             if name == host or frozenset((name, host)) in linked:
@@ -164,7 +165,7 @@ def _default_links(scenario: Scenario, bases: Mapping[str, tuple]) -> list[LinkS
             link = _entry_link(scenario, entry, bases[entry.name])
             log.info("%s: no link given between %s and the host %s; using %.3g s, %.3g B/s from its %s",
                      scenario.where, name, host, link[0], link[1], "catalog entry" if entry.spec else "profile")
-            defaults.append(LinkSpec(name, host, link[0], link[1], False))
+            defaults.append(Link(name, host, link[0], link[1], False))
     return defaults
 
 
@@ -173,7 +174,7 @@ def _entry_link(scenario: Scenario, entry: DeviceEntry, base: tuple) -> tuple[fl
     if entry.spec is not None:
         spec = model.specs[entry.spec]
         return spec.link_latency_s, spec.link_bandwidth_Bps
-    fit = model.profile.link(entry.device, "host") or model.profile.link("host", entry.device)
+    fit = model.profile.link(entry.device, HOST) or model.profile.link(HOST, entry.device)
     if fit is None:
         raise ScenarioError(f"{scenario.where}:{entry.line}: devices: {entry.name} has no link to the host "
                             f"{scenario.host} and its profile measured none; add one under links")

@@ -6,6 +6,8 @@ truthful. Data-movement ops (Reshape, Transpose, Concat, Slice, ...) are numpy v
 copies of host arrays, which is what a CPU does for them. ``threads`` caps numba's worker
 threads during each op (BLAS runs single-threaded inside them); ``throttle`` >= 1 slows the
 device down for real by sleeping (throttle - 1) times each op's measured time after it.
+Opening the first CpuDevice runs one start-up step, ``start_threads_passive`` (OpenMP workers
+sleep between kernels instead of spinning); importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numba
 import numpy as np
 
-from hetero.backends.base import Buffer, HostDevice, Kernel, Predicate
+from hetero.backends.base import Buffer, DeviceInfo, HostDevice, Kernel, Predicate
 from hetero.backends.cpu.kernels_float import FLOAT_KERNELS, reference
 from hetero.backends.cpu.kernels_quant import QUANT_KERNELS
-from hetero.backends.discovery import DeviceInfo
+from hetero.backends.cpu.kernels_transformer import TRANSFORMER_CONDITIONS, TRANSFORMER_KERNELS
 from hetero.errors import DeviceError
 from hetero.ir.graph import Op, TensorSpec
 
@@ -37,22 +39,31 @@ except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
 log = logging.getLogger(__name__)
 
 
-def _prefer_passive_openmp() -> None:
-    """Make numba's OpenMP workers sleep rather than spin between kernels (unless the user chose).
+_openmp_checked = False
+
+
+def start_threads_passive() -> None:
+    """Start-up step of the cpu device, run when the first CpuDevice is created: make numba's
+    OpenMP workers sleep rather than spin between kernels, unless the user set OMP_WAIT_POLICY.
 
     Spinning workers cost each parallel kernel milliseconds on virtual machines (pause-loop
-    exits) and starve BLAS; libgomp reads OMP_WAIT_POLICY once, when numba first starts it.
+    exits; ~8 ms per kernel on a 2-core VM) and starve BLAS. libgomp reads OMP_WAIT_POLICY once,
+    when numba starts its threading layer at the first parallel kernel, so this must run before
+    that; a process that ran numba's parallel kernels earlier (e.g. the cpu GEMM called directly)
+    keeps its spinning workers, which is logged.
     """
+    global _openmp_checked
+    if _openmp_checked:
+        return
+    _openmp_checked = True
     try:
         numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet: the setting still takes effect
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         return
     if "OMP_WAIT_POLICY" not in os.environ:
-        log.info("numba's threads started before hetero.backends.cpu.device was imported; OpenMP workers spin")
+        log.info("numba's threads started before the first cpu device was opened; OpenMP workers spin")
 
-
-_prefer_passive_openmp()
 
 INT8 = ("int8", "uint8")
 BLAS_OPS = frozenset({"Conv", "Gemm", "MatMul"})
@@ -161,26 +172,26 @@ def _same_dtypes(op: Op) -> bool:
 
 
 FLOAT = _dtype_is(0, "float32")
+NOT_BLOCKED = lambda op: _rank(op, 1) <= 1  # noqa: E731  - per-tensor or per-axis scales, not blocked
+PLANAR = lambda op: _rank(op, 0) == 4  # noqa: E731  - windowed kernels handle 2-D windows (4-D input) only
 CONDITIONS: dict[str, Predicate] = {
-    "Conv": _all(FLOAT, _dtype_is(1, "float32"), lambda op: _constant(op, 1) and _absent_or_constant(op, 2)),
+    "Conv": _all(FLOAT, PLANAR, _dtype_is(1, "float32"), lambda op: _constant(op, 1) and _absent_or_constant(op, 2)),
     "Gemm": _all(FLOAT, _dtype_is(1, "float32")),
     "MatMul": _all(FLOAT, _dtype_is(1, "float32")),
     **{name: _same_dtypes for name in ("Add", "Sub", "Mul", "Div")},
-    **{
-        name: FLOAT
-        for name in ("Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softmax", "GlobalAveragePool", "ReduceMean",
-                     "AveragePool", "QuantizeLinear")
-    },
+    **{name: FLOAT for name in ("Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softmax", "GlobalAveragePool", "ReduceMean")},
     "BatchNormalization": _all(FLOAT, lambda op: all(_constant(op, i) for i in range(1, 5))),
-    "MaxPool": _dtype_is(0, "float32", *INT8),
-    "QLinearConv": _all(_dtype_is(0, *INT8), _per_tensor(1, 2, 6, 7), _qconv_ok),
+    "AveragePool": _all(FLOAT, PLANAR),
+    "MaxPool": _all(PLANAR, _dtype_is(0, "float32", *INT8), lambda op: len(op.outputs) == 1),  # no Indices
+    "QLinearConv": _all(PLANAR, _dtype_is(0, *INT8), _per_tensor(1, 2, 6, 7), _qconv_ok),
     "QGemm": _qmatmul_ok(gemm=True),
     "QLinearMatMul": _qmatmul_ok(gemm=False),
     "QLinearAdd": _all(_dtype_is(0, *INT8), _dtype_is(3, *INT8), _per_tensor(1, 2, 4, 5, 6, 7)),
-    "QLinearAveragePool": _all(_dtype_is(0, *INT8), _per_tensor(1, 2, 3, 4)),
+    "QLinearAveragePool": _all(PLANAR, _dtype_is(0, *INT8), _per_tensor(1, 2, 3, 4)),
     "QLinearGlobalAveragePool": _all(_dtype_is(0, *INT8), _per_tensor(1, 2, 3, 4), lambda op: _rank(op, 0) == 4),
     "QLinearConcat": _qconcat_ok,
-    "DequantizeLinear": _dtype_is(0, "int8", "uint8", "int32"),
+    "QuantizeLinear": _all(FLOAT, NOT_BLOCKED),
+    "DequantizeLinear": _all(NOT_BLOCKED, _dtype_is(0, "int8", "uint8", "int32")),
 }
 
 
@@ -196,17 +207,17 @@ THREAD_TRIALS = 2
 class CpuDevice(HostDevice):
     """numba kernels on the host CPU (numpy buffers)."""
 
-    kernels: Mapping[str, Kernel] = {**FLOAT_KERNELS, **QUANT_KERNELS, **MOVEMENT_KERNELS}
-    conditions: Mapping[str, Predicate] = CONDITIONS
+    kernels: Mapping[str, Kernel] = {**FLOAT_KERNELS, **QUANT_KERNELS, **MOVEMENT_KERNELS, **TRANSFORMER_KERNELS}
+    conditions: Mapping[str, Predicate] = {**CONDITIONS, **TRANSFORMER_CONDITIONS}
 
     def __init__(self, info: DeviceInfo, threads: int | None = None, throttle: float = 1.0) -> None:
+        start_threads_passive()
         super().__init__(info)
         limit = numba.config.NUMBA_NUM_THREADS
         if threads is not None and not 1 <= int(threads) <= limit:
             raise DeviceError(f"device {info.name}: threads must be between 1 and {limit}, got {threads}")
         self.threads = None if threads is None else int(threads)
-        self._throttle = 1.0
-        self.throttle = throttle
+        self.throttle = throttle  # checked by Device
         self._preparing = 0.0
         self._supports: dict[int, tuple[Op, bool]] = {}
         self._thread_trials: dict[int, tuple[Op, dict]] = {}
@@ -224,21 +235,6 @@ class CpuDevice(HostDevice):
         """Drop prepared weights and cached decisions."""
         super().close()
         self._supports.clear()
-
-    @property
-    def throttle(self) -> float:
-        """Slow-down factor >= 1: each op takes this many times its measured time."""
-        return self._throttle
-
-    @throttle.setter
-    def throttle(self, factor: float) -> None:
-        try:
-            factor = float(factor)
-        except (TypeError, ValueError):
-            raise DeviceError(f"device {self.name}: throttle must be a number >= 1, got {factor!r}") from None
-        if not np.isfinite(factor) or factor < 1.0:
-            raise DeviceError(f"device {self.name}: throttle must be a finite factor >= 1, got {factor}")
-        self._throttle = factor
 
     def prepared(self, op: Op, make: Callable[[], Any]) -> Any:
         """Per-op state built once; the time spent building it is not counted by throttle."""
@@ -291,7 +287,7 @@ class CpuDevice(HostDevice):
             outputs = super().run(op, inputs)
         elapsed = time.perf_counter() - start - self._preparing
         self._learn_threads(op, threads, elapsed)
-        if self._throttle > 1.0:
+        if self.throttle > 1.0:
             busy = time.perf_counter() - start - self._preparing
-            time.sleep(max(0.0, (self._throttle - 1.0) * busy))
+            time.sleep(max(0.0, (self.throttle - 1.0) * busy))
         return outputs

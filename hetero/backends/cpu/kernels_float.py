@@ -11,7 +11,7 @@ are built once through ``device.prepared``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numba
 import numpy as np
@@ -28,12 +28,6 @@ F32 = np.float32
 Kernel = Callable[[Device, Op, Sequence[np.ndarray]], list[np.ndarray]]
 
 
-def arguments(op: Op, activations: Sequence[np.ndarray]) -> list[Any]:
-    """All inputs of an op in ONNX order: constants from its weights, None where absent."""
-    it = iter(activations)
-    return [None if not t else (op.weights[t] if t in op.weights else next(it)) for t in op.inputs]
-
-
 def geometry(win: Window) -> tuple[int, ...]:
     """kh, kw, sh, sw, dh, dw, pad_top, pad_left: the window as the kernels take it."""
     return (*win.kernel, *win.strides, *win.dilations, win.pads[0], win.pads[1])
@@ -41,7 +35,7 @@ def geometry(win: Window) -> tuple[int, ...]:
 
 def reference(op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The numpy definition of an op (the host's own arithmetic, for uncommon forms)."""
-    return ops.get(op.type).reference(arguments(op, activations), op.attrs)
+    return ops.get(op.type).reference(op.arguments(activations), op.attrs)
 
 
 # --- Conv ---------------------------------------------------------------------------------
@@ -121,7 +115,7 @@ def conv(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.n
 
 def gemm(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Gemm: alpha * A' B' + beta * C through float32 BLAS (B' prepared once when constant)."""
-    a, b, c = (arguments(op, activations) + [None])[:3]
+    a, b, c = (op.arguments(activations) + [None])[:3]
     if op.attrs.get("transA", 0):
         a = a.T
     if op.inputs[1] in op.weights:
@@ -139,8 +133,8 @@ def gemm(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.n
 
 def matmul(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """MatMul through float32 BLAS with numpy's batching rules."""
-    a, b = arguments(op, activations)
-    return [np.ascontiguousarray(np.matmul(a, b))]
+    a, b = op.arguments(activations)
+    return [np.ascontiguousarray(np.matmul(a, b)).reshape(op.output_specs[0].shape)]  # 1-D x 1-D is 0-D
 
 
 # --- elementwise --------------------------------------------------------------------------
@@ -150,7 +144,7 @@ def binary(code: int) -> Kernel:
     """A broadcasting Add/Sub/Mul/Div kernel: numba for float32, numpy for other dtypes."""
 
     def kernel(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
-        a, b = arguments(op, activations)
+        a, b = op.arguments(activations)
         spec = op.output_specs[0]
         shapes = (tuple(a.shape), tuple(b.shape), spec.shape)
         plan = device.prepared(op, lambda: k.broadcast_plan(*shapes))
@@ -168,7 +162,7 @@ def unary(code: int) -> Kernel:
     """An activation kernel: numba for float32, numpy (Relu and Clip on integers) otherwise."""
 
     def kernel(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
-        args = arguments(op, activations)
+        args = op.arguments(activations)
         x = args[0]
         if x.dtype != F32:
             return reference(op, activations)
@@ -188,7 +182,7 @@ def unary(code: int) -> Kernel:
 
 def batch_norm(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """BatchNormalization (inference) as a per-channel affine map."""
-    scale, shift = device.prepared(op, lambda: batch_norm_affine(arguments(op, activations), op.attrs))
+    scale, shift = device.prepared(op, lambda: batch_norm_affine(op.arguments(activations), op.attrs))
     x = np.ascontiguousarray(activations[0])
     shape3 = (x.shape[0], x.shape[1], -1)
     out = np.empty_like(x)
@@ -223,7 +217,7 @@ def global_average_pool(device: Device, op: Op, activations: Sequence[np.ndarray
 
 def reduce_mean(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """ReduceMean over constant axes (all reduced axes moved last)."""
-    args = arguments(op, activations)
+    args = op.arguments(activations)
     x = args[0]
     axes = reduce_axes(args, op.attrs, x.ndim)
     if not axes:

@@ -17,7 +17,7 @@ from hetero.backends.cpu import gemm as cpu_gemm
 from hetero.backends.cpu import kernels as k
 from hetero.backends.cpu import kernels_int8 as q
 from hetero.backends.base import Device
-from hetero.backends.cpu.kernels_float import Kernel, arguments, geometry, is_depthwise, reference
+from hetero.backends.cpu.kernels_float import Kernel, geometry, is_depthwise, reference
 from hetero.ir.graph import Op
 from hetero.ir.ops.nn import Window, window
 from hetero.ir.ops.pool import average_divisor
@@ -102,7 +102,7 @@ def _qconv_plan(op: Op, args: Sequence[Any]) -> QConvPlan:
 
 def qlinear_conv(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """QLinearConv: im2row + exact int8 GEMM + transposing requantizer; depthwise direct."""
-    args = arguments(op, activations)
+    args = op.arguments(activations)
     plan: QConvPlan = device.prepared(op, lambda: _qconv_plan(op, args))
     x = np.ascontiguousarray(args[0])
     n, c = x.shape[:2]
@@ -148,7 +148,7 @@ def qmatmul(gemm: bool) -> Kernel:
     """QGemm (gemm=True) or QLinearMatMul: exact int8 GEMM (per batch when b is batched), rules 2-3."""
 
     def kernel(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
-        a, sa, za, b, sb, zb, c, sy, zy = _matmul_parts(arguments(op, activations), gemm)
+        a, sa, za, b, sb, zb, c, sy, zy = _matmul_parts(op.arguments(activations), gemm)
         if gemm and op.attrs.get("transA", 0):
             a = a.T
         if gemm and op.attrs.get("transB", 0):
@@ -204,7 +204,7 @@ def _ratio(scale: np.ndarray, y_scale: np.ndarray) -> np.float32:
 
 def qlinear_add(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """QLinearAdd by rule 4 (fused multiply-adds) over a broadcast of the two inputs."""
-    a, sa, za, b, sb, zb, sy, zy = arguments(op, activations)[:8]
+    a, sa, za, b, sb, zb, sy, zy = op.arguments(activations)[:8]
     spec = op.output_specs[0]
 
     def make() -> tuple[Any, int, tuple[np.float32, ...], Requant]:
@@ -237,14 +237,14 @@ def _integer_pool(x: np.ndarray, sx: np.ndarray, zx: np.ndarray | None, sy: np.n
 
 def qlinear_global_average_pool(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """QLinearGlobalAveragePool by rule 5 (integer sums)."""
-    x, sx, zx, sy, zy = arguments(op, activations)[:5]
+    x, sx, zx, sy, zy = op.arguments(activations)[:5]
     rq = device.prepared(op, lambda: Requant.of(op, np.ones(1, F32), 1, zy))
     return [_integer_pool(x, sx, zx, sy, rq, op.output_specs[0].shape)]
 
 
 def qlinear_average_pool(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """QLinearAveragePool by rule 5: integer sums when one window covers the image, else float32."""
-    x, sx, zx, sy, zy = arguments(op, activations)[:5]
+    x, sx, zx, sy, zy = op.arguments(activations)[:5]
 
     def make() -> tuple[Window, bool, np.ndarray, Requant]:
         win = window(op.attrs, x.shape[2:])
@@ -266,7 +266,7 @@ def qlinear_average_pool(device: Device, op: Op, activations: Sequence[np.ndarra
 
 def qlinear_concat(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """QLinearConcat by rule 6: each input copied or requantized into its slice of the output."""
-    args = arguments(op, activations)
+    args = op.arguments(activations)
     sy, zy = args[0], args[1]
     spec = op.output_specs[0]
     dtype = np.dtype(spec.dtype)
@@ -305,7 +305,7 @@ def _per_axis(x: np.ndarray, scale: np.ndarray, axis: int) -> tuple[np.ndarray, 
 
 def quantize_linear(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """QuantizeLinear: saturate(rint(x / s) + z) in float32."""
-    args = arguments(op, activations) + [None]
+    args = op.arguments(activations) + [None]
     x, scale, zp = np.ascontiguousarray(args[0], F32), args[1], args[2]
     view, ch = _per_axis(x, scale, int(op.attrs.get("axis", 1)))
     dtype = np.dtype(op.output_specs[0].dtype)
@@ -318,7 +318,7 @@ def quantize_linear(device: Device, op: Op, activations: Sequence[np.ndarray]) -
 
 def dequantize_linear(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """DequantizeLinear: float32(q - z) * s."""
-    args = arguments(op, activations) + [None]
+    args = op.arguments(activations) + [None]
     x, scale, zp = np.ascontiguousarray(args[0]), args[1], args[2]
     view, ch = _per_axis(x, scale, int(op.attrs.get("axis", 1)))
     out = np.empty(x.shape, F32)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from hetero.backends.base import Buffer, Device
+from hetero.backends.base import Buffer, Device, check_int8_gemm
 from hetero.ir.graph import Op
 from hetero.resources import data_dir
 
@@ -127,8 +127,16 @@ def walk_table(shape: Sequence[int], *strides: Sequence[int], extra: Sequence[in
 class KernelDevice(Device):
     """A Device whose kernels are the kernels/*.cl sources; subclasses supply the runtime."""
 
-    #: "packed" runs int8 products on packed bytes (DOT4, CUDA dp4a); "tiled" on plain bytes
-    int8_gemm: str = "packed"
+    _int8_gemm = "packed"
+
+    @property
+    def int8_gemm(self) -> str:
+        """The int8 product path: "packed" runs on packed bytes (DOT4, CUDA dp4a), "tiled" on plain bytes."""
+        return self._int8_gemm
+
+    @int8_gemm.setter
+    def int8_gemm(self, path: str) -> None:
+        self._int8_gemm = check_int8_gemm(self.name, path)
 
     @abstractmethod
     def launch(self, file: str, name: str, global_size: Sequence[int], local_size: Sequence[int], *args: Any) -> None:
@@ -169,16 +177,7 @@ class KernelDevice(Device):
     def operands(self, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
         """Every input of the op in ONNX order (None where absent): activations as given,
         constants uploaded once."""
-        it = iter(inputs)
-        result: list[Buffer] = []
-        for name in op.inputs:
-            if not name:
-                result.append(None)
-            elif name in op.weights:
-                result.append(self.constant(op, f"w:{name}", lambda n=name: op.weights[n]))
-            else:
-                result.append(next(it))
-        return result
+        return op.arguments(inputs, lambda name: self.constant(op, f"w:{name}", lambda: op.weights[name]))
 
     def int8_gemm_raw(self, left: Buffer, right: Buffer, rows: int, cols: int, k4: int) -> Buffer | None:
         """raw[rows][cols] = left[rows][4*k4] . right[cols][4*k4]^T on signed bytes, by a vendor

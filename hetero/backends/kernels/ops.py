@@ -306,7 +306,8 @@ def _constants(op: Op, first: int) -> bool:
 
 
 CONDITIONS: dict[str, Callable[[Op], bool]] = {
-    **{t: _float_only for t in ("Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "AveragePool")},
+    **{t: _float_only for t in ("Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh")},
+    "AveragePool": lambda op: _float_only(op) and len(input_shape(op, 0)) == 4,  # 2-D windows only
     **{t: _float_only for t in ("GlobalAveragePool", "Softmax")},
     "Clip": lambda op: _float_only(op) and _constants(op, 1),
     **{t: lambda op: _all_float(op) and _binary_table(op) is not None for t in ("Add", "Sub", "Mul", "Div")},
@@ -314,6 +315,7 @@ CONDITIONS: dict[str, Callable[[Op], bool]] = {
     "Conv": lambda op: _all_float(op) and len(input_shape(op, 0)) == 4,
     "Gemm": lambda op: _all_float(op) and (input_dtype(op, 2) == "" or len(input_shape(op, 2)) <= 2),
     "MatMul": _all_float,
-    "MaxPool": lambda op: input_dtype(op) in (F32, "int8", "uint8") and len(op.outputs) == 1 and fits_int32(op),
+    "MaxPool": lambda op: input_dtype(op) in (F32, "int8", "uint8") and len(op.outputs) == 1 and fits_int32(op)
+    and len(input_shape(op, 0)) == 4,
     "ReduceMean": lambda op: _float_only(op) and _reduce_tables(op)[0] is not None,
 }

@@ -242,7 +242,7 @@ def _qmatmul_ok(op: Op, gemm: bool) -> bool:
 
 KERNELS: dict[str, Fn] = {"QLinearConv": qconv, "QGemm": _qmatmul(True), "QLinearMatMul": _qmatmul(False)}
 CONDITIONS: dict[str, Callable[[Op], bool]] = {
-    "QLinearConv": lambda op: int8_io(op, 0, 3) and params_constant(op, (0, 3, 8)),
+    "QLinearConv": lambda op: int8_io(op, 0, 3) and params_constant(op, (0, 3, 8)) and len(op.input_specs[0].shape) == 4,
     "QGemm": lambda op: _qmatmul_ok(op, True),
     "QLinearMatMul": lambda op: _qmatmul_ok(op, False),
 }

@@ -207,7 +207,7 @@ CONDITIONS: dict[str, Callable[[Op], bool]] = {
     "QuantizeLinear": lambda op: _input_is(op, ("float32",)) and params_constant(op, (0,)),
     "DequantizeLinear": lambda op: _input_is(op, ("int8", "uint8", "int32")) and params_constant(op, (0,)),
     "QLinearAdd": lambda op: int8_io(op, 0, 3) and params_constant(op, (0, 3)) and _qadd_ok(op),
-    "QLinearAveragePool": lambda op: int8_io(op, 0) and params_constant(op, (0,)),
+    "QLinearAveragePool": lambda op: int8_io(op, 0) and params_constant(op, (0,)) and len(op.input_specs[0].shape) == 4,
     "QLinearGlobalAveragePool": lambda op: int8_io(op, 0) and params_constant(op, (0,))
     and len(op.output_specs[0].shape) == 4,
     "QLinearConcat": lambda op: int8_io(op, *range(2, len(op.inputs), 3))

@@ -137,3 +137,57 @@ def _attention_flops(inputs: Sequence[Value | None], outputs: Sequence[Shape], a
 
 register("Attention", infer=_attention_infer, reference=_attention, flops=_attention_flops, inputs=(3, 7),
          optional_outputs=True)
+
+
+# --- RotaryEmbedding (opset 23) ---------------------------------------------------------------
+
+def _rotary_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
+    x, cos, sin = inputs[0], inputs[1], inputs[2]
+    assert x is not None and cos is not None and sin is not None
+    if len(x.shape) not in (3, 4):
+        raise GraphError(f"RotaryEmbedding input must be 3-D or 4-D, got {list(x.shape)}")
+    if len(x.shape) == 3 and int(attrs.get("num_heads", 0)) <= 0:
+        raise GraphError("RotaryEmbedding with a 3-D input needs the num_heads attribute")
+    if cos.shape != sin.shape:
+        raise GraphError(f"RotaryEmbedding cos_cache {list(cos.shape)} and sin_cache {list(sin.shape)} differ")
+    return [(x.shape, x.dtype)]
+
+
+def rotary_embedding(
+    x: np.ndarray, cos: np.ndarray, sin: np.ndarray, position_ids: np.ndarray | None, attrs: Attrs
+) -> np.ndarray:
+    """Rotate pairs of each head's first ``rotary_embedding_dim`` features by the cached angles:
+    halves (x1, x2) of that slice, or even/odd features when ``interleaved``, become
+    (cos x1 - sin x2, sin x1 + cos x2). Input (B, H, S, D) or (B, S, H*D)."""
+    if x.ndim == 4:
+        heads = np.transpose(x, (0, 2, 1, 3))  # B, S, H, D
+    else:
+        n = int(attrs["num_heads"])
+        heads = x.reshape(x.shape[0], x.shape[1], n, x.shape[2] // n)
+    dim = int(attrs.get("rotary_embedding_dim", 0)) or heads.shape[3]
+    half = dim // 2
+    if position_ids is not None:
+        cos, sin = cos[position_ids], sin[position_ids]  # B, S, dim/2
+    cos = cos[:, :, np.newaxis, :half]
+    sin = sin[:, :, np.newaxis, :half]
+    rotate = heads[..., :dim]
+    if attrs.get("interleaved", 0):
+        x1, x2 = rotate[..., 0::2], rotate[..., 1::2]
+    else:
+        x1, x2 = rotate[..., :half], rotate[..., half:]
+    real, imag = cos * x1 - sin * x2, sin * x1 + cos * x2
+    if attrs.get("interleaved", 0):
+        rotated = np.stack((real, imag), axis=-1).reshape(rotate.shape)
+    else:
+        rotated = np.concatenate((real, imag), axis=-1)
+    out = np.concatenate((rotated, heads[..., dim:]), axis=-1).astype(x.dtype)
+    return out.reshape(x.shape) if x.ndim == 3 else np.ascontiguousarray(np.transpose(out, (0, 2, 1, 3)))
+
+
+register(
+    "RotaryEmbedding",
+    infer=_rotary_infer,
+    reference=lambda ins, a: [rotary_embedding(ins[0], ins[1], ins[2], ins[3] if len(ins) > 3 else None, a)],
+    flops=lambda i, o, a: 6 * int(np.prod(o[0])),
+    inputs=(3, 4),
+)

@@ -111,3 +111,24 @@ def _where_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Sha
 
 register("Where", infer=_where_infer, inputs=(3, 3),
          reference=lambda ins, a: [np.where(ins[0].astype(bool), ins[1], ins[2]).astype(ins[1].dtype)])
+
+
+def _swiglu_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
+    a, b = inputs[0], inputs[1]
+    assert a is not None and b is not None
+    if a.shape != b.shape or a.dtype != b.dtype:
+        raise GraphError(f"SwiGLU gate {list(a.shape)} {a.dtype} and value {list(b.shape)} {b.dtype} must match "
+                         "(SwiGLU does not broadcast)")
+    if a.dtype not in ("float16", "float32", "float64"):
+        raise UnsupportedOpError(f"SwiGLU on {a.dtype} tensors is not supported")
+    return [(a.shape, a.dtype)]
+
+
+def _swiglu(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    """Y = A * sigmoid(alpha * A) * B (opset 28), computed in float64."""
+    a, b = ins[0].astype(np.float64), ins[1].astype(np.float64)
+    alpha = float(attrs.get("alpha", 1.0))
+    return [(a / (1.0 + np.exp(-alpha * a)) * b).astype(ins[0].dtype)]
+
+
+register("SwiGLU", infer=_swiglu_infer, reference=_swiglu, flops=lambda i, o, a: 6 * int(np.prod(o[0])), inputs=(2, 2))

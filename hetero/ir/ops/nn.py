@@ -10,6 +10,7 @@ import numpy as np
 
 from hetero.errors import GraphError, UnsupportedOpError
 from hetero.ir.ops import Attrs, Shape, Value, register
+from hetero.ir.ops.window_nd import conv_nd, window_nd
 
 
 @dataclass(frozen=True)
@@ -90,13 +91,15 @@ def patches(x: np.ndarray, win: Window, pad_value: float = 0.0) -> np.ndarray:
 def _conv_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
     x, w = inputs[0], inputs[1]
     assert x is not None and w is not None
-    if len(x.shape) != 4:
-        raise UnsupportedOpError(f"only 2-D Conv (4-D input) is supported, got input {list(x.shape)}")
+    if len(x.shape) not in (3, 4, 5):
+        raise UnsupportedOpError(f"only 1-D, 2-D and 3-D Conv (3-D to 5-D input) are supported, got input {list(x.shape)}")
     group = int(attrs.get("group", 1))
     if x.shape[1] != w.shape[1] * group or w.shape[0] % group:
         raise GraphError(
             f"Conv input channels {x.shape[1]} do not match weight {list(w.shape)} with group {group}"
         )
+    if len(x.shape) != 4:
+        return [((x.shape[0], w.shape[0], *window_nd(attrs, x.shape[2:], w.shape[2:]).out_shape), x.dtype)]
     win = window(attrs, x.shape[2:], w.shape[2:])
     return [((x.shape[0], w.shape[0], *win.out_hw), x.dtype)]
 
@@ -132,6 +135,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: Attrs) -> 
 
 def _conv_reference(inputs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
     b = inputs[2] if len(inputs) > 2 else None
+    if inputs[0].ndim != 4:
+        return [conv_nd(inputs[0], inputs[1], b, attrs)]
     return [conv2d(inputs[0], inputs[1], b, attrs)]
 
 

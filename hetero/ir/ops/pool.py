@@ -9,15 +9,30 @@ import numpy as np
 from hetero.errors import GraphError, UnsupportedOpError
 from hetero.ir.ops import Attrs, Shape, Value, register
 from hetero.ir.ops.nn import Window, patches, window
+from hetero.ir.ops.window_nd import average_pool_nd, lp_pool_nd, max_pool_indices, max_pool_nd, window_nd
 
 
 def _pool_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
     x = inputs[0]
     assert x is not None
+    if len(x.shape) not in (3, 4, 5):
+        raise UnsupportedOpError(f"only 1-D, 2-D and 3-D pooling (3-D to 5-D input) are supported, got {list(x.shape)}")
     if len(x.shape) != 4:
-        raise UnsupportedOpError(f"only 2-D pooling (4-D input) is supported, got {list(x.shape)}")
+        return [((x.shape[0], x.shape[1], *window_nd(attrs, x.shape[2:]).out_shape), x.dtype)]
     win = window(attrs, x.shape[2:])
     return [((x.shape[0], x.shape[1], *win.out_hw), x.dtype)]
+
+
+def _max_pool_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
+    """MaxPool's values and, when a node asks for it, its Indices (int64)."""
+    values = _pool_infer(inputs, attrs)[0]
+    return [values, (values[0], "int64")]
+
+
+def _max_pool(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x = ins[0]
+    values = max_pool(x, attrs) if x.ndim == 4 else max_pool_nd(x, attrs)
+    return [values, max_pool_indices(x, attrs)]
 
 
 def _pool_flops(inputs: Sequence[Value | None], outputs: Sequence[Shape], attrs: Attrs) -> int:
@@ -57,16 +72,20 @@ def average_pool(x: np.ndarray, attrs: Attrs) -> np.ndarray:
 
 register(
     "MaxPool",
-    infer=_pool_infer,
-    reference=lambda ins, attrs: [max_pool(ins[0], attrs)],
+    infer=_max_pool_infer,
+    reference=_max_pool,
     flops=_pool_flops,
+    optional_outputs=True,
 )
 register(
     "AveragePool",
     infer=_pool_infer,
-    reference=lambda ins, attrs: [average_pool(ins[0], attrs)],
+    reference=lambda ins, attrs: [
+        average_pool(ins[0], attrs) if ins[0].ndim == 4 else average_pool_nd(ins[0], attrs)
+    ],
     flops=_pool_flops,
 )
+register("LpPool", infer=_pool_infer, reference=lambda ins, attrs: [lp_pool_nd(ins[0], attrs)], flops=_pool_flops)
 
 
 def _gap_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
@@ -89,6 +108,23 @@ register(
     ],
     flops=_input_flops,
 )
+
+
+register(
+    "GlobalMaxPool",
+    infer=_gap_infer,
+    reference=lambda ins, attrs: [ins[0].max(axis=tuple(range(2, ins[0].ndim)), keepdims=True)],
+    flops=_input_flops,
+)
+
+
+def _global_lp_pool(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x, p = ins[0], float(attrs.get("p", 2))
+    sums = (np.abs(x.astype(np.float64)) ** p).sum(axis=tuple(range(2, x.ndim)), keepdims=True)
+    return [(sums ** (1.0 / p)).astype(x.dtype)]
+
+
+register("GlobalLpPool", infer=_gap_infer, reference=_global_lp_pool, flops=_input_flops)
 
 
 def reduce_axes(inputs: Sequence[object], attrs: Attrs, rank: int) -> tuple[int, ...]:

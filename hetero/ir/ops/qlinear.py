@@ -27,6 +27,19 @@ The integer rules, which every backend must reproduce bit for bit:
    round_half_even(float32(avg / sy) + zy).
 6. QLinearConcat: each input is requantized as y = round_half_even(float32((q - zi) * si) / sy) + zy,
    unless its scale and zero point equal the output's (then copied).
+7. QLinearMul, in float32 as onnxruntime's kernel computes it: va = float32(sa * (a - za)),
+   vb = float32(sb * (b - zb)); y = round_half_even(float32(float32(va * vb) / sy)) + zy,
+   saturated. The product is commutative in float32, so a broadcast side changes nothing
+   (checked against onnxruntime on all 256 x 256 operand pairs, both types).
+8. QLinearSoftmax (onnxruntime's lookup-table kernel, along ``axis``; a reduction of D
+   elements): a table of 256 uint32 T[j] = trunc(exp((j - 255 + k / sx) * sx)) computed in
+   float64 with k = ln(4294967295 / D) - 3 (k = ln(4294967295 / D) when that is <= 3), so
+   that the sum of D entries fits uint32. With u = x (uint8) or x + 128 (int8) and m the
+   row's max u: e_i = T[u_i - m + 255], S = sum e_i (exact, uint32);
+   y = round_half_even(float32(float32(e_i) * c) / float32(S)) + zy, saturated, where
+   c = floor(float32(1 / sy)) (onnxruntime's kernel takes the reciprocal scale's integer part;
+   that is why a value just above n + 0.5 can round to n). The input's zero point cancels.
+   uint8 matches onnxruntime bit for bit; int8 differs in about 1 of 10^4 elements by one step.
 """
 
 from __future__ import annotations
@@ -35,7 +48,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hetero.errors import GraphError
+from hetero.errors import GraphError, UnsupportedOpError
 from hetero.ir.ops import Attrs, Shape, Value, register
 from hetero.ir.ops.nn import _conv_infer, patches, window
 from hetero.ir.ops.pool import average_divisor
@@ -82,6 +95,8 @@ def _zero_points(w_zero_point: np.ndarray | None, channels: int) -> np.ndarray:
 def _qconv_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
     x, w, zy = inputs[0], inputs[3], inputs[7]
     assert x is not None and w is not None
+    if len(x.shape) != 4:
+        raise UnsupportedOpError(f"only 2-D QLinearConv (4-D input) is supported, got input {list(x.shape)}")
     shape = _conv_infer([x, w], attrs)[0][0]
     return [(shape, zy.dtype if zy is not None else x.dtype)]
 
@@ -348,4 +363,69 @@ register(
     reference=lambda ins, a: [qlinear_concat(ins, a)],
     flops=lambda i, o, a: 0,
     inputs=(5, 1 << 16),
+)
+
+
+# --- QLinearMul: a, sa, za, b, sb, zb, sy, zy -------------------------------------------------
+
+def qlinear_mul(ins: Sequence[np.ndarray | None], attrs: Attrs) -> np.ndarray:
+    """QLinearMul by rule 7."""
+    a, sa, za, b, sb, zb, sy, zy = ins[:8]
+    va = (F32(np.asarray(sa, F32).reshape(())) * (a.astype(np.int32) - _scalar(za)).astype(F32)).astype(F32)
+    vb = (F32(np.asarray(sb, F32).reshape(())) * (b.astype(np.int32) - _scalar(zb)).astype(F32)).astype(F32)
+    v = ((va * vb).astype(F32) / F32(np.asarray(sy, F32).reshape(()))).astype(F32)
+    dtype = zy.dtype if zy is not None else a.dtype
+    low, high = qrange(dtype, attrs)
+    return np.clip(np.rint(v) + F32(_scalar(zy)), low, high).astype(dtype)
+
+
+register("QLinearMul", infer=_qadd_infer, reference=lambda ins, a: [qlinear_mul(ins, a)], inputs=(8, 8))
+
+
+# --- QLinearSoftmax: x, sx, zx, sy, zy (attributes axis, opset) ------------------------------
+
+UINT32_MAX = float(np.iinfo(np.uint32).max)
+
+
+def softmax_table(x_scale: float, reduction: int) -> np.ndarray:
+    """Rule 8's 256 uint32 entries T[j] for an input scale and a reduction of ``reduction`` elements."""
+    shift = np.log(UINT32_MAX / reduction)
+    if shift > 3.0:
+        shift -= 3.0
+    scale = np.float64(np.float32(x_scale))
+    j = np.arange(256, dtype=np.float64)
+    return np.exp((j - 255.0 + shift / scale) * scale).astype(np.uint32)
+
+
+def _qsoftmax_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
+    x, zy = inputs[0], inputs[4]
+    assert x is not None
+    if int(attrs.get("opset", 13)) < 13 and int(attrs.get("axis", 1)) % max(len(x.shape), 1) != len(x.shape) - 1:
+        raise UnsupportedOpError("QLinearSoftmax of opset < 13 is supported on the last axis only")
+    return [(x.shape, zy.dtype if zy is not None else x.dtype)]
+
+
+def qlinear_softmax(ins: Sequence[np.ndarray | None], attrs: Attrs) -> np.ndarray:
+    """QLinearSoftmax by rule 8."""
+    x, sx, _, sy, zy = (list(ins) + [None] * 5)[:5]
+    axis = int(attrs.get("axis", -1)) % x.ndim
+    moved = np.moveaxis(x, axis, -1)
+    table = softmax_table(float(np.asarray(sx).reshape(())), moved.shape[-1])
+    u = moved.astype(np.int32) + (128 if moved.dtype == np.int8 else 0)
+    e = table[u - u.max(axis=-1, keepdims=True) + 255]
+    total = e.sum(axis=-1, keepdims=True, dtype=np.uint32)
+    multiplier = F32(np.floor(F32(1.0) / F32(np.asarray(sy, F32).reshape(()))))
+    v = ((e.astype(F32) * multiplier).astype(F32) / total.astype(F32)).astype(F32)
+    dtype = zy.dtype if zy is not None else x.dtype
+    low, high = qrange(dtype, attrs)
+    y = np.clip(np.rint(v) + F32(_scalar(zy)), low, high).astype(dtype)
+    return np.moveaxis(y, -1, axis)
+
+
+register(
+    "QLinearSoftmax",
+    infer=_qsoftmax_infer,
+    reference=lambda ins, a: [qlinear_softmax(ins, a)],
+    flops=lambda i, o, a: 4 * int(np.prod(o[0])),
+    inputs=(5, 5),
 )

@@ -143,3 +143,42 @@ def _conv_transpose(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.n
 
 
 register("ConvTranspose", infer=_conv_t_infer, reference=_conv_transpose, flops=_conv_t_flops, inputs=(2, 3))
+
+
+# --- CenterCropPad (opset 18) -------------------------------------------------------------------
+
+def _crop_pad_plan(shape: Shape, target: np.ndarray, attrs: Attrs) -> list[tuple[int, int, int]]:
+    """Per axis (crop start, pad before, new size); axes not named keep their size."""
+    rank = len(shape)
+    axes = [int(a) % rank for a in attrs.get("axes", range(rank))]
+    target = [int(t) for t in np.asarray(target).reshape(-1)]
+    if len(target) != len(axes):
+        raise GraphError(f"CenterCropPad shape has {len(target)} values for {len(axes)} axes")
+    plan = [(0, 0, d) for d in shape]
+    for axis, size in zip(axes, target):
+        if size < 0:
+            raise GraphError(f"CenterCropPad target size {size} for axis {axis} is negative")
+        have = shape[axis]
+        plan[axis] = ((have - size) // 2, 0, size) if have >= size else (0, (size - have) // 2, size)
+    return plan
+
+
+def _center_crop_pad_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
+    x = inputs[0]
+    assert x is not None
+    plan = _crop_pad_plan(x.shape, const(inputs[1], "CenterCropPad shape"), attrs)
+    return [(tuple(size for _, _, size in plan), x.dtype)]
+
+
+def _center_crop_pad(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    """Centred crop where the input is larger, centred zero padding where it is smaller (start rounded down)."""
+    x = ins[0]
+    plan = _crop_pad_plan(x.shape, ins[1], attrs)
+    out = np.zeros(tuple(size for _, _, size in plan), x.dtype)
+    source = tuple(slice(start, start + min(size, have)) for (start, _, size), have in zip(plan, x.shape))
+    target = tuple(slice(before, before + min(size, have)) for (_, before, size), have in zip(plan, x.shape))
+    out[target] = x[source]
+    return [out]
+
+
+register("CenterCropPad", infer=_center_crop_pad_infer, reference=_center_crop_pad, inputs=(2, 2))

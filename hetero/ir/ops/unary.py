@@ -105,6 +105,7 @@ for _name, _fn, _flops in (
     ("Softplus", lambda x, a: np.logaddexp(0, x), 4),
     ("Softsign", lambda x, a: x / (1 + np.abs(x)), 3),
     ("Mish", lambda x, a: x * np.tanh(np.logaddexp(0, x)), 8),
+    ("Swish", lambda x, a: x * special.expit(_f(a, "alpha", 1.0) * x), 5),
     ("Elu", lambda x, a: np.where(x > 0, x, _f(a, "alpha", 1.0) * np.expm1(x)), 4),
     ("Celu", lambda x, a: np.maximum(0, x) + np.minimum(0, _f(a, "alpha", 1.0) * np.expm1(x / _f(a, "alpha", 1.0))), 5),
     ("Selu", lambda x, a: _f(a, "gamma", 1.0507009873554805) * np.where(x > 0, x, _f(a, "alpha", 1.6732632423543772) * np.expm1(x)), 5),

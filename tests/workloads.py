@@ -1,4 +1,4 @@
-"""Seeded random scheduling problems for tests and benchmarks: chains, layered DAGs, fork-join.
+"""Seeded random scheduling problems for the tests and bench/schedulers.py: chains, layered DAGs, fork-join.
 
 Costs follow the usual generator of the HEFT paper (Topcuoglu et al. 2002, section 5.1): each
 node has a mean cost drawn uniformly, each device's cost is that mean times a factor uniform in
@@ -121,7 +121,7 @@ def random_problem(
         for j in range(1, devices):
             memory[device_names[j]] = int(total * memory_fraction)
     cost = TableCostModel(device_names, compute, links, host="d0")
-    return Problem(name=str(graph.graph.get("name", "random")), graph=graph, cost=cost, memory=memory)
+    return Problem(name=str(graph.graph.get("name", "random")), graph=graph, cost=cost, memory_bytes=memory)
 
 
 # name, FLOP/s, bytes/s of memory, launch seconds, op types without a kernel
@@ -132,7 +132,7 @@ SYNTHETIC_DEVICES = (
 )
 
 
-def roofline_problem(graph: nx.DiGraph, devices: int = 3, memory: Mapping[str, int] | None = None) -> Problem:
+def roofline_problem(graph: nx.DiGraph, devices: int = 3, memory_bytes: Mapping[str, int] | None = None) -> Problem:
     """A model Graph with made-up roofline costs on a CPU host, a GPU and an NPU (for benchmarks)."""
     chosen = SYNTHETIC_DEVICES[:devices]
     compute: dict[str, dict[str, float]] = {}
@@ -145,4 +145,4 @@ def roofline_problem(graph: nx.DiGraph, devices: int = 3, memory: Mapping[str, i
         }
     links = [Link("cpu", device, 2e-5, 8e9) for device, *_ in chosen[1:]]
     cost = TableCostModel([d for d, *_ in chosen], compute, links, host="cpu")
-    return Problem(name=str(graph.graph.get("name", "model")), graph=graph, cost=cost, memory=dict(memory or {}))
+    return Problem(name=str(graph.graph.get("name", "model")), graph=graph, cost=cost, memory_bytes=dict(memory_bytes or {}))

@@ -1,0 +1,74 @@
+"""The runtime's own cost per op: thread hand-offs, queueing and bookkeeping around each kernel.
+
+Measured by serving a chain of tiny Identity ops on one device through the real Runtime and
+subtracting the ops' own wall time; a profile records it (``runtime.dispatch_s``) and the
+profile cost model adds it to every op, so plans price what the runtime really costs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from hetero.backends.base import Device
+from hetero.cost.protocol import TableCostModel
+from hetero.exec.runtime import Runtime
+from hetero.ir.graph import Graph, TensorSpec, make_op
+from hetero.policy import PolicyContext, make_policy
+from hetero.schedulers import fixed_schedule
+
+HOST_KINDS = ("cpu", "reference")
+
+
+def op_wall_s(device: Device, graph: Graph, warmup: int = 2, count: int = 30) -> float:
+    """Median host wall time of one launch of the graph's first op on the device (synchronised)."""
+    op = next(iter(graph.ops_in_order()))
+    spec = graph.inputs[0]
+    buffers = [device.upload(np.zeros(spec.shape, spec.dtype))]
+    for _ in range(warmup):
+        device.run(op, buffers)
+    device.synchronize()
+    walls = []
+    for _ in range(count):
+        start = time.perf_counter()
+        device.run(op, buffers)
+        device.synchronize()
+        walls.append(time.perf_counter() - start)
+    return float(np.median(walls))
+
+
+def identity_chain(length: int) -> Graph:
+    """``length`` Identity ops on a 16-float tensor, one after the other."""
+    spec = TensorSpec("t0", (16,), "float32")
+    ops, specs = [], {"t0": spec}
+    for i in range(length):
+        op = make_op(f"id{i}", "Identity", [f"t{i}"], [f"t{i + 1}"], {}, specs, {})
+        specs[f"t{i + 1}"] = op.output_specs[0]
+        ops.append(op)
+    return Graph.build(ops, [spec], [f"t{length}"], name="dispatch-calibration")
+
+
+def calibrate_dispatch(device: Device, length: int = 24, requests: int = 60) -> float:
+    """Seconds the runtime adds per op: a chain of tiny Identity ops served on one device,
+    latency minus the ops' own wall time, per op."""
+    graph = identity_chain(length)
+    op_s = op_wall_s(device, graph)
+    cost = TableCostModel([device.name], {name: {device.name: op_s} for name in graph.nodes}, [])
+    plan = fixed_schedule(graph, cost, {name: device.name for name in graph.nodes})
+    runtime = Runtime(graph, {device.name: device}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
+    feeds = [{"t0": np.zeros(16, np.float32)}] * requests
+    runtime.serve(feeds[:5])
+    report = runtime.serve(feeds)
+    latency = float(np.median([x for x in report.latencies_s if x is not None]))
+    return max(0.0, (latency - length * op_s) / length)
+
+
+def measure_dispatch(devices: Sequence[Device]) -> float:
+    """The runtime's per-op cost, calibrated on the first host device among ``devices`` (else the
+    first device); 0.0 for no devices. What ``profile_graph`` records as ``runtime.dispatch_s``."""
+    if not devices:
+        return 0.0
+    host = [d for d in devices if d.kind in HOST_KINDS] or list(devices)
+    return calibrate_dispatch(host[0])
