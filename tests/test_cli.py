@@ -206,3 +206,20 @@ def test_simulate_writes_result_and_an_svg_plot_together(tmp_path, capsys):
     assert f"wrote {plot}" in capsys.readouterr().out
     assert json.loads(result.read_text())["requests"]["completed"] > 0
     assert b"<svg" in plot.read_bytes()[:400]
+
+
+def test_ops_lists_every_registered_operator_with_the_kinds_that_have_kernels(capsys):
+    from hetero.backends.registry import device_class
+    from hetero.ir import ops
+
+    assert main(["ops", "--json"]) == 0
+    coverage = json.loads(capsys.readouterr().out)
+    assert sorted(coverage) == sorted(ops.supported_ops())
+    for kind in ("reference", "cpu", "opencl"):
+        table = device_class(kind).kernels
+        assert {op for op, row in coverage.items() if row[kind]} == set(table) & set(coverage)
+    assert all(row["reference"] for row in coverage.values())
+    assert main(["ops", "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| operator | reference | cpu | opencl | cuda |")
+    assert len(lines) == len(coverage) + 3

@@ -41,6 +41,28 @@ def _human_flops(n: float) -> str:
     return f"{n:.2f} T"
 
 
+def cmd_ops(args: argparse.Namespace) -> int:
+    from hetero.backends.registry import kernel_coverage
+
+    coverage = kernel_coverage()
+    kinds = list(next(iter(coverage.values())))
+    if args.json:
+        print(json.dumps(coverage, indent=2))
+        return 0
+    if args.markdown:
+        counts = {k: sum(row[k] for row in coverage.values()) for k in kinds}
+        print(f"| operator | {' | '.join(kinds)} |")
+        print(f"|---|{'|'.join(':---:' for _ in kinds)}|")
+        for op, row in coverage.items():
+            print(f"| {op} | {' | '.join('yes' if row[k] else '' for k in kinds)} |")
+        print(f"| **{len(coverage)} operators** | {' | '.join(str(counts[k]) for k in kinds)} |")
+        return 0
+    print(f"{'operator':<28} " + " ".join(f"{k:>9}" for k in kinds))
+    for op, row in coverage.items():
+        print(f"{op:<28} " + " ".join(f"{'yes' if row[k] else '-':>9}" for k in kinds))
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from hetero.backends.discovery import discover
 
@@ -334,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list the devices present and why absent backends are absent")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("ops", help="every supported ONNX operator and which device kinds have a kernel for it")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (the README's)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_ops)
 
     p = sub.add_parser("inspect", help="ops, shapes, FLOPs and parameter bytes of a model")
     p.add_argument("model", help="an .onnx path or builtin:NAME (seed-cnn, resnet18, mobilenetv2, ...)")

@@ -91,3 +91,20 @@ def open_device(name: str, **options: object) -> Device:
     if unknown:
         raise DeviceError(f"device {name} has no option '{unknown[0]}' (its options: {', '.join(accepted) or 'none'})")
     return cls(info, **options)
+
+
+def kernel_coverage() -> dict[str, dict[str, bool]]:
+    """For every op type in the registry, whether each device kind has a kernel for it.
+
+    Read from the Device classes' kernel tables, so it needs no device present; a kind whose
+    backend cannot be imported here (e.g. numba missing) has no kernels. A kernel may still decline
+    particular forms of its op (dtype, rank, attributes): ``Device.supports`` says, per node."""
+    from hetero.ir import ops
+
+    tables: dict[str, frozenset[str]] = {}
+    for backend in BACKENDS:
+        try:
+            tables[backend.kind] = frozenset(device_class(backend.kind).kernels)
+        except ImportError:
+            tables[backend.kind] = frozenset()
+    return {op: {kind: op in table for kind, table in tables.items()} for op in sorted(ops.supported_ops())}
