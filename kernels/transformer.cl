@@ -1,7 +1,8 @@
 /* Transformer ops: float32 math unaries (Erf, Gelu exact and tanh, Exp, Log, Sqrt, Reciprocal,
- * Neg), broadcasting Pow / Mod / comparisons / logic / Where through a walk table, Not,
+ * Neg, Abs, Sin, Cos, Softplus, Floor, Ceil), broadcasting Pow / Mod / comparisons / logic / Where through a walk table, Not,
  * LayerNormalization and InstanceNormalization (one work-group per row), LogSoftmax along an
- * axis, ReduceSum / ReduceMax over any axes, and Trilu.
+ * axis, ReduceSum / ReduceMax over any axes, Trilu, CumSum, IsNaN, and integer Add / Sub /
+ * Mul / Clip (the position-id arithmetic of exported language models).
  *
  * Walk tables (kernels/common.py walk_table): meta = [rank, out shape[MAX_RANK],
  * strides[MAX_RANK] of each operand in turn], stride 0 where an operand is broadcast.
@@ -12,6 +13,11 @@
 #define log logf
 #define pow powf
 #define fmod fmodf
+#define log1p log1pf
+#define sin sinf
+#define cos cosf
+#define floor floorf
+#define ceil ceilf
 #endif
 
 /* element offset of output index i in operand ``op`` of a walk table */
@@ -43,6 +49,12 @@ UNARY_F32(log_f32, log(v))
 UNARY_F32(sqrt_f32, sqrt(v))
 UNARY_F32(reciprocal_f32, 1.0f / v)
 UNARY_F32(neg_f32, -v)
+UNARY_F32(abs_f32, fabs(v))
+UNARY_F32(sin_f32, sin(v))
+UNARY_F32(cos_f32, cos(v))
+UNARY_F32(softplus_f32, v > 0.0f ? v + log1p(exp(-v)) : log1p(exp(v)))
+UNARY_F32(floor_f32, floor(v))
+UNARY_F32(ceil_f32, ceil(v))
 
 #define NEG_INT(name, T)                                                   \
 __kernel void name(__global const T* x, __global T* y, int n)             \
@@ -220,3 +232,60 @@ __kernel void name(__global const T* x, __global T* y, int rows, int cols, int k
 TRILU(trilu_b1, u8)
 TRILU(trilu_b4, uint)
 TRILU(trilu_b8, i64)
+
+/* integer Add / Sub / Mul (numpy wrap-around), operands through a walk table */
+BINARY_WALK(add_i32, int, int, u + v)
+BINARY_WALK(sub_i32, int, int, u - v)
+BINARY_WALK(mul_i32, int, int, u * v)
+BINARY_WALK(add_i64, i64, i64, u + v)
+BINARY_WALK(sub_i64, i64, i64, u - v)
+BINARY_WALK(mul_i64, i64, i64, u * v)
+
+/* integer Clip with bounds already clamped to the type's range */
+#define CLIP_INT(name, T)                                                                   \
+__kernel void name(__global const T* x, __global T* y, T lo, T hi, int n)                  \
+{                                                                                           \
+    int i = GID(0);                                                                         \
+    if (i >= n) return;                                                                     \
+    T v = x[i];                                                                             \
+    y[i] = v < lo ? lo : (v > hi ? hi : v);                                                 \
+}
+
+CLIP_INT(clip_i32, int)
+CLIP_INT(clip_i64, i64)
+
+/* IsNaN: a NaN is the one value unequal to itself */
+__kernel void isnan_f32(__global const float* x, __global u8* y, int n)
+{
+    int i = GID(0);
+    if (i < n) y[i] = x[i] != x[i] ? (u8)1 : (u8)0;
+}
+
+/* CumSum along an axis of length dim, one work item per line; element (o, k, r) sits at
+ * (o * dim + k) * inner + r; exclusive writes the sum before each element, reverse runs from
+ * the end; float32 accumulates in float32 */
+#define CUMSUM(name, T)                                                                     \
+__kernel void name(__global const T* x, __global T* y, int dim, int inner, int exclusive,  \
+                   int reverse, int n)                                                      \
+{                                                                                           \
+    int i = GID(0);                                                                         \
+    if (i >= n) return;                                                                     \
+    int r = i % inner, o = i / inner;                                                       \
+    int base = o * dim * inner + r;                                                         \
+    T acc = (T)0;                                                                           \
+    for (int s = 0; s < dim; ++s) {                                                         \
+        int at = base + (reverse ? dim - 1 - s : s) * inner;                                \
+        T v = x[at];                                                                        \
+        if (exclusive) {                                                                    \
+            y[at] = acc;                                                                    \
+            acc += v;                                                                       \
+        } else {                                                                            \
+            acc += v;                                                                       \
+            y[at] = acc;                                                                    \
+        }                                                                                   \
+    }                                                                                       \
+}
+
+CUMSUM(cumsum_f32, float)
+CUMSUM(cumsum_i32, int)
+CUMSUM(cumsum_i64, i64)

@@ -24,7 +24,7 @@ from hetero.exec.executor import run_reference
 from hetero.backends.discovery import DeviceInfo, discover
 from hetero.errors import DeviceError
 from hetero.ir.graph import Op, TensorSpec, make_op
-from transformer_cases import Case, cases_by_kind, check_case
+from transformer_cases import Case, cases_by_kind, check_case, large_cases
 
 # as conftest.usable_opencl, which this module does not import: test_cuda.py collects it again
 # with --noconftest on machines without onnxruntime
@@ -569,7 +569,7 @@ def test_conditions_are_truthful(dev: OpenCLDevice) -> None:
     x = rng.standard_normal((2, 3)).astype(np.float32)
     assert dev.supports(build("Relu", {"x": x})[0])
     assert not dev.supports(build("Relu", {"x": x.astype(np.int32)})[0])
-    assert not dev.supports(build("Add", {"a": x.astype(np.int32), "b": x.astype(np.int32)})[0])
+    assert not dev.supports(build("Add", {"a": x.astype(np.uint8), "b": x.astype(np.uint8)})[0])
     assert not dev.supports(build("Cast", {"x": x}, to=11)[0])  # float64 is not kept on the device
     clip_input = build("Clip", {"x": x, "lo": np.zeros((), np.float32)})[0]
     assert not dev.supports(clip_input) and "Clip" in dev.why_not(clip_input)
@@ -590,6 +590,11 @@ def test_transformer_ops(dev: OpenCLDevice, kind: str) -> None:
         check_case(dev, case)
 
     run()
+
+
+def test_transformer_ops_large(dev: OpenCLDevice) -> None:
+    for case in large_cases():
+        check_case(dev, case)
 
 
 def test_transformer_ops_unclaimed_forms_are_capability_gaps(dev: OpenCLDevice) -> None:

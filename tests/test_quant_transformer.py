@@ -26,6 +26,10 @@ from hetero.exec.executor import run_reference
 from hetero.ir.graph import Graph
 from hetero.ir.onnx_import import import_onnx
 from hetero.ir.ops import get as get_op
+from hetero.exec.executor import run_on_device
+from hetero.backends.reference import ReferenceDevice
+from hetero.ir.source import load_onnx
+from hetero.quant.calibrate import integer_input_bound
 from hetero.quant.lowering import lower_qdq
 from hetero.quant.qdq import quantize_model
 
@@ -209,13 +213,22 @@ def test_hetero_quantized_attention_runs_in_onnxruntime_and_tracks_fp32(gelu: st
     assert np.mean(same) >= 0.9, f"top-1 agrees with fp32 on {np.mean(same):.0%} of 64 inputs"
 
 
-def test_hetero_quantized_attention_lowered_equals_onnxruntime() -> None:
-    qdq = quantize_model(import_onnx(attention_block(layers=2)), samples(8, 0))
-    lowered = lower_qdq(import_onnx(qdq))
+FUSIBLE = ("QLinearMatMul", "QLinearMul", "QLinearSoftmax", "QLinearAdd", "MatMul", "Mul", "Softmax", "Add")
+
+
+@pytest.mark.parametrize("dtype,int8_allowed", [("uint8", True), ("int8", True), ("int8", False)],
+                         ids=["u8", "s8-arm", "s8-x86"])
+def test_hetero_quantized_attention_lowered_equals_onnxruntime(tmp_path: Path, dtype: str, int8_allowed: bool) -> None:
+    qdq = quantize_model(import_onnx(attention_block(layers=2)), samples(8, 0), activation_dtype=dtype)
+    lowered = lower_qdq(import_onnx(qdq), int8_allowed=int8_allowed)
     types = Counter(op.type for op in lowered.ops_in_order())
-    assert types["QLinearMatMul"] == 16 and not {"MatMul", "Gemm"} & set(types), types
-    stats = agreement(lowered, session(qdq), [{"input": x} for x in samples(4, 9)], output_step(lowered))
-    assert_equals_onnxruntime(stats, "hetero's QDQ attention block")
+    if int8_allowed:
+        assert types["QLinearMatMul"] == 16 and not {"MatMul", "Gemm"} & set(types), types
+    theirs = session(qdq, int8_allowed=int8_allowed, save_to=tmp_path / "optimized.onnx")
+    fused = Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert {k: types[k] for k in FUSIBLE} == {k: fused[k] for k in FUSIBLE}
+    stats = agreement(lowered, theirs, [{"input": x} for x in samples(4, 9)], output_step(lowered))
+    assert_equals_onnxruntime(stats, f"hetero's QDQ attention block, {dtype}, int8_allowed={int8_allowed}")
 
 
 # ----------------------------------------------------------------------------- onnxruntime's quantize_static
@@ -232,7 +245,7 @@ def test_onnxruntime_static_attention_lowered_equals_onnxruntime(tmp_path: Path,
     theirs = session(qdq, save_to=tmp_path / "optimized.onnx")
     fused = Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
     ours = Counter(op.type for op in lowered.ops_in_order())
-    for op_type in ("QLinearMatMul", "QLinearMul", "QLinearSoftmax", "QLinearAdd", "MatMul", "Mul", "Softmax", "Add"):
+    for op_type in FUSIBLE:
         assert ours[op_type] == fused[op_type], f"{op_type}: hetero {ours[op_type]}, onnxruntime {fused[op_type]}"
     if int8_allowed:
         assert ours["QLinearSoftmax"] == 2 and ours["QLinearMatMul"] == 16
@@ -249,7 +262,7 @@ def export_feeds(graph: Graph, count: int, seed: int) -> list[dict[str, np.ndarr
             if spec.name == "attention_mask":
                 feed[spec.name] = (np.arange(spec.shape[-1]) < rng.integers(spec.shape[-1] // 2, spec.shape[-1] + 1)).astype(np.int64)[None]
             elif spec.dtype == "int64":
-                feed[spec.name] = rng.integers(0, 64, spec.shape).astype(np.int64)
+                feed[spec.name] = rng.integers(0, integer_input_bound(graph, spec.name), spec.shape).astype(np.int64)
             else:
                 feed[spec.name] = rng.standard_normal(spec.shape).astype(np.float32)
         feeds.append(feed)
@@ -301,6 +314,70 @@ def test_exported_transformers_quantized_by_hetero_track_fp32_and_lower_exactly(
     lowered = lower_qdq(import_onnx(qdq))
     stats = agreement(lowered, int8, feeds[:3], output_step(lowered))
     assert_float_output_equals_onnxruntime(lowered, stats, name)
+
+
+def builtin_transformer(name: str) -> onnx.ModelProto:
+    """builtin:NAME, or its builder in hetero.ir.transformers while the registry lacks it."""
+    try:
+        return load_onnx(f"builtin:{name}")
+    except Exception:  # not registered yet: the builder itself
+        builders = pytest.importorskip("hetero.ir.transformers")
+        return getattr(builders, name.replace("-", "_"))()
+
+
+MS_DOMAIN = {"QLinearAdd", "QLinearMul", "QLinearSoftmax", "QGemm", "QLinearConcat", "QLinearAveragePool", "QLinearGlobalAveragePool"}
+
+
+def ort_node(op, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    """One lowered op run alone in onnxruntime on the given inputs (as constants)."""
+    attrs = {k: v for k, v in op.attrs.items() if k not in ("qmin", "qmax")}
+    node = helper.make_node(op.type, list(op.inputs), list(op.outputs), domain="com.microsoft" if op.type in MS_DOMAIN else "", **attrs)
+    inits = [numpy_helper.from_array(np.asarray(a), t) for t, a in zip(op.inputs, inputs) if t]
+    graph = helper.make_graph([node], "node", [], [helper.make_empty_tensor_value_info(o) for o in op.outputs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=8)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {})
+
+
+@pytest.mark.parametrize("name", ["tiny-lm", "tiny-vit"])
+def test_every_integer_op_of_a_lowered_builtin_transformer_equals_onnxruntime_kernel(name: str) -> None:
+    """Each QLinear op, Q and DQ of hetero's lowered int8 model, fed the inputs hetero's own run
+    gives it, against onnxruntime's kernel: bit for bit. (The float ops between DQ and Q,
+    LayerNormalization, Softmax, Erf, differ from onnxruntime's in the last float32 bits.)"""
+    model = builtin_transformer(name)
+    graph = import_onnx(model)
+    lowered = lower_qdq(import_onnx(quantize_model(graph, export_feeds(graph, 8, 0))))
+    feed = export_feeds(graph, 1, 9)[0]
+    values: dict[str, np.ndarray] = dict(feed)
+    run_on_device(lowered, ReferenceDevice(), feed, observe=lambda op, outs, _: values.update(zip(op.outputs, outs)))
+    checked: Counter[str] = Counter()
+    for op in lowered.ops_in_order():
+        if op.type.startswith("QLinear") or op.type in ("QuantizeLinear", "DequantizeLinear"):
+            want = ort_node(op, [values.get(t, op.weights.get(t)) if t else None for t in op.inputs])
+            for tensor, expected in zip(op.outputs, want):
+                np.testing.assert_array_equal(values[tensor], expected, err_msg=f"{name}: {op.type} {op.name}")
+            checked[op.type] += 1
+    assert checked["QLinearMatMul"] >= 12 and checked["QLinearAdd"] >= 8, checked
+
+
+@pytest.mark.parametrize("name", ["tiny-lm", "tiny-vit"])
+def test_builtin_transformers_quantized_by_hetero_track_fp32_and_onnxruntime(name: str) -> None:
+    model = builtin_transformer(name)
+    graph = import_onnx(model)
+    qdq = quantize_model(graph, export_feeds(graph, 16, 0))
+    int8, fp32 = session(qdq), session(model)
+    feeds = export_feeds(graph, 8, 9)
+    cosines = [cosine(int8.run(None, feed)[0], fp32.run(None, feed)[0]) for feed in feeds]
+    assert min(cosines) >= 0.85 and np.mean(cosines) >= 0.95, f"{name}: cosine to fp32 {cosines}"
+    lowered = lower_qdq(import_onnx(qdq))
+    stats = agreement(lowered, int8, feeds[:3], output_step(lowered))
+    # The float LayerNormalization/Softmax/Erf differ from onnxruntime's in the last bits, which
+    # can flip the Q after them, and the flip travels on: 100% identical on these seeds, but
+    # tiny-lm fed token ids below 64 gives 99.0% identical, at most 2 steps. (The integer ops
+    # are exact: the test above.) onnxruntime's own quantizer is no closer to fp32 here
+    # (tiny-vit mean cosine 0.956 against hetero's 0.963).
+    assert stats["identical"] >= 0.98 and stats["max_steps"] <= 3 and stats["argmax"] >= 0.99, f"{name}: {stats}"
 
 
 # ----------------------------------------------------------------------------- onnxruntime's quantize_dynamic
@@ -407,3 +484,111 @@ def test_qlinear_softmax_matches_onnxruntime(dtype: np.dtype) -> None:
         same += int(np.sum(got == want))
         total += got.size
     assert same / total >= 0.9999
+
+
+@pytest.mark.parametrize("name", [*EXPORTED, "tiny-lm", "tiny-vit"])
+def test_transformers_quantized_dynamically_by_onnxruntime(tmp_path: Path, name: str) -> None:
+    """quantize_dynamic's DynamicQuantizeLinear, MatMulInteger, Cast and Mul, node by node, equal
+    onnxruntime's kernels bit for bit; the whole model (fused by onnxruntime into
+    DynamicQuantizeMatMul / MatMulIntegerToFloat) within float32 rounding of its float ops."""
+    model = builtin_transformer(name) if name.startswith("tiny") else onnx.load(str(exported(name)))
+    feeds = export_feeds(import_onnx(model), 3, 9)
+    quantized = dynamic(model, tmp_path)
+    graph = import_onnx(quantized)
+    theirs = session(quantized)
+    for feed in feeds:
+        got, want = run_reference(graph, feed)[graph.outputs[0].name], theirs.run(None, feed)[0]
+        assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max(), name
+        assert np.array_equal(got.argmax(axis=-1), want.argmax(axis=-1)), name
+    values: dict[str, np.ndarray] = dict(feeds[0])
+    run_on_device(graph, ReferenceDevice(), feeds[0], observe=lambda op, outs, _: values.update(zip(op.outputs, outs)))
+    checked: Counter[str] = Counter()
+    for op in graph.ops_in_order():
+        if op.type in ("DynamicQuantizeLinear", "MatMulInteger", "Cast") or (op.type == "Mul" and "_quant_" in op.name):
+            want = ort_node(op, [values.get(t, op.weights.get(t)) if t else None for t in op.inputs])
+            for tensor, expected in zip(op.outputs, want):
+                np.testing.assert_array_equal(values[tensor], expected, err_msg=f"{name}: {op.type} {op.name}")
+            checked[op.type] += 1
+    assert checked["MatMulInteger"] >= 4 and checked["DynamicQuantizeLinear"] >= 1 and checked["Mul"] >= checked["MatMulInteger"], checked
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def test_integer_transformer_ops_run_exactly_on_cpu_or_are_capability_gaps(tmp_path: Path) -> None:
+    """On the cpu device every integer op of a lowered int8 attention block (onnxruntime's QDQ:
+    QLinearMatMul, QLinearAdd, QLinearMul, QLinearSoftmax) either runs and gives the reference's
+    integers bit for bit, or is a gap ``supports`` reports and ``why_not`` names."""
+    from hetero.backends.cpu.device import CpuDevice
+    from hetero.backends.discovery import DeviceInfo
+    from hetero.backends.reference import reference_op
+
+    source = tmp_path / "attention.onnx"
+    onnx.save(attention_block(), str(source))
+    qdq = ort_static(source, tmp_path / "qdq.onnx", [{"input": x} for x in samples(4, 0)], QuantType.QUInt8, True)
+    lowered = lower_qdq(import_onnx(onnx.load(str(qdq))))
+    feed = {"input": samples(1, 9)[0]}
+    values: dict[str, np.ndarray] = dict(feed)
+    run_on_device(lowered, ReferenceDevice(), feed, observe=lambda op, outs, _: values.update(zip(op.outputs, outs)))
+    device = CpuDevice(DeviceInfo("cpu", "cpu", "test cpu", "numba", 2, 0))
+    ran, gaps = Counter(), Counter()
+    try:
+        for op in lowered.ops_in_order():
+            if not op.type.startswith("QLinear"):
+                continue
+            if not device.supports(op):
+                assert op.type in device.why_not(op) and op.name in device.why_not(op)
+                gaps[op.type] += 1
+                continue
+            inputs = [values[t] for t in op.activation_inputs]
+            got = [device.download(g) for g in device.run(op, [device.upload(v) for v in inputs])]
+            for g, w in zip(got, reference_op(op, inputs)):
+                np.testing.assert_array_equal(g, w, err_msg=f"cpu {op.type} {op.name}")
+            ran[op.type] += 1
+    finally:
+        device.close()
+    logging.getLogger(__name__).info("cpu ran %s; gaps %s", dict(ran), dict(gaps))
+    assert {op: ran[op] + gaps[op] for op in ("QLinearMatMul", "QLinearMul", "QLinearSoftmax")} == {
+        "QLinearMatMul": 8, "QLinearMul": 3, "QLinearSoftmax": 1}
+
+
+@pytest.mark.parametrize("name", ["gpt_ts", "gpt_dynamo"])
+def test_onnxruntime_static_model_with_an_infinite_scale_is_refused(tmp_path: Path, name: str) -> None:
+    """onnxruntime calibrates the causal mask's -inf into scale inf; hetero names the node, not garbage."""
+    from hetero.errors import InputError
+
+    source = exported(name)
+    graph = import_onnx(onnx.load(str(source)))
+    qdq = ort_static(source, tmp_path / "qdq.onnx", export_feeds(graph, 4, 0), QuantType.QUInt8, True)
+    with pytest.raises(InputError, match=r"node \S+ has scale \[inf\] for tensor '\S+': not finite"):
+        lower_qdq(import_onnx(onnx.load(str(qdq))))
+
+
+@pytest.mark.parametrize(
+    "a_shape,b_shape,per_column",
+    [((1, 4, 16, 8), (1, 4, 8, 16), False), ((2, 1, 16, 8), (1, 4, 8, 5), False), ((3, 16, 32), (32, 24), True),
+     ((16, 32), (2, 32, 7), False)],
+    ids=["attention", "broadcast-batch", "weight-per-column", "rank-2-by-3"],
+)
+@pytest.mark.parametrize("dtype", [np.dtype("uint8"), np.dtype("int8")])
+def test_qlinear_matmul_batched_matches_onnxruntime(a_shape: tuple, b_shape: tuple, per_column: bool, dtype: np.dtype) -> None:
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    a = rng.integers(info.min, info.max + 1, a_shape).astype(dtype)
+    b_type = np.dtype("int8") if per_column else dtype
+    b_info = np.iinfo(b_type)
+    b = rng.integers(b_info.min, b_info.max + 1, b_shape).astype(b_type)
+    (sa, za), (sy, zy) = q_params(rng, dtype), q_params(rng, dtype)
+    columns = b_shape[-1]
+    sb = np.asarray(rng.uniform(0.001, 0.02, columns) if per_column else rng.uniform(0.001, 0.02), np.float32)
+    zb = np.zeros(columns, np.int8) if per_column else np.asarray(rng.integers(b_info.min, b_info.max), b_type)
+    names = ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"]
+    consts = {"sa": sa, "za": za, "b": b, "sb": sb, "zb": zb, "sy": sy, "zy": zy}
+    node = helper.make_node("QLinearMatMul", names, ["y"])
+    graph = helper.make_graph([node], "qmm", [helper.make_tensor_value_info("a", _TYPES[dtype], list(a_shape))],
+                              [helper.make_tensor_value_info("y", _TYPES[dtype], None)],
+                              [numpy_helper.from_array(np.asarray(v), n) for n, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
+    got = get_op("QLinearMatMul").reference([{"a": a, **consts}[n] for n in names], {})[0]
+    np.testing.assert_array_equal(got, want)

@@ -19,7 +19,8 @@ from hetero.ir.graph import Op, TensorSpec, make_op
 RTOL = 1e-5
 UNARY = [("Erf", {}), ("Gelu", {}), ("Gelu", {"approximate": "tanh"}), ("Exp", {}), ("Log", {}), ("Sqrt", {}),
          ("Reciprocal", {}), ("Neg", {}), ("Tanh", {}), ("Sigmoid", {}), ("HardSigmoid", {"alpha": 0.3}),
-         ("HardSwish", {}), ("Softmax", {}), ("LogSoftmax", {})]
+         ("HardSwish", {}), ("Softmax", {}), ("LogSoftmax", {}), ("Abs", {}), ("Sin", {}), ("Cos", {}),
+         ("Softplus", {}), ("Floor", {}), ("Ceil", {})]
 COMPARISONS = ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual")
 
 
@@ -76,6 +77,8 @@ def unary_cases(draw: st.DrawFn) -> Case:
     op_type, attrs = draw(st.sampled_from(UNARY))
     rng, shape = _rng(draw), draw(shapes)
     x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    if op_type == "Softplus":  # both tails: e^x overflows float32 past 88
+        x = (rng.standard_normal(shape) * 40).astype(np.float32)
     if op_type in ("Log", "Sqrt", "Reciprocal"):
         x = rng.uniform(0.05, 20, shape).astype(np.float32)
     if op_type in ("Softmax", "LogSoftmax"):
@@ -103,7 +106,8 @@ def binary_cases(draw: st.DrawFn) -> Case:
         if draw(st.booleans()):
             dtype = draw(st.sampled_from(["int32", "int64"]))
             b = rng.integers(1, 9, other) * rng.choice([-1, 1], other)
-            return Case("Mod", {"a": rng.integers(-50, 50, shape).astype(dtype), "b": b.astype(dtype)}, attrs={"fmod": fmod})
+            a = rng.integers(-50, 50, shape).astype(dtype)
+            return Case("Mod", {"a": a, "b": b.astype(dtype)}, attrs={"fmod": fmod})
         b = (rng.uniform(0.5, 3, other) * rng.choice([-1, 1], other)).astype(np.float32)
         return Case("Mod", {"a": (rng.standard_normal(shape) * 5).astype(np.float32), "b": b}, attrs={"fmod": fmod})
     if kind == "Compare":
@@ -116,7 +120,8 @@ def binary_cases(draw: st.DrawFn) -> Case:
     dtype = draw(st.sampled_from(["float32", "int64", "bool", "uint8"]))
     x = rng.integers(-100, 100, shape).astype(dtype)
     if draw(st.booleans()):  # an attention mask: a constant fill where the condition holds
-        return Case("Where", {"c": rng.random(other) < 0.5, "y": x}, {"x": np.asarray(-1e9 if dtype == "float32" else 0, dtype)},
+        fill = np.asarray(-1e9 if dtype == "float32" else 0, dtype)
+        return Case("Where", {"c": rng.random(other) < 0.5, "y": x}, {"x": fill},
                     order=("c", "x", "y"))
     third = partner(draw, shape)
     return Case("Where", {"c": rng.random(other) < 0.5, "x": x, "y": rng.integers(-9, 9, third).astype(dtype)})
@@ -195,9 +200,55 @@ def matmul_cases(draw: st.DrawFn) -> Case:
     return Case("MatMul", {"a": a, "b": rng.standard_normal((*b_batch, k, n)).astype(np.float32)})
 
 
+@st.composite
+def position_cases(draw: st.DrawFn) -> Case:
+    """What exported language models compute position ids and masks with: CumSum, integer
+    Add/Sub/Mul/Clip, IsNaN."""
+    kind = draw(st.sampled_from(["CumSum", "IsNaN", "Arith", "Clip"]))
+    rng, shape = _rng(draw), draw(shapes)
+    dtype = draw(st.sampled_from(["int32", "int64"]))
+    if kind == "CumSum":
+        dtype = draw(st.sampled_from(["float32", "int32", "int64"]))
+        x = rng.integers(-9, 9, shape).astype(dtype) if dtype != "float32" else rng.standard_normal(shape).astype(dtype)
+        axis = np.asarray(draw(st.integers(-len(shape), len(shape) - 1)), draw(st.sampled_from(["int32", "int64"])))
+        return Case("CumSum", {"x": x}, {"axis": axis},
+                    attrs={"exclusive": draw(st.integers(0, 1)), "reverse": draw(st.integers(0, 1))})
+    if kind == "IsNaN":
+        x = rng.standard_normal(shape).astype(np.float32)
+        x[rng.random(shape) < 0.3] = np.nan
+        return Case("IsNaN", {"x": x})
+    if kind == "Arith":
+        other = partner(draw, shape)
+        a, b = rng.integers(-1000, 1000, shape).astype(dtype), rng.integers(-1000, 1000, other).astype(dtype)
+        return Case(draw(st.sampled_from(["Add", "Sub", "Mul"])), {"a": a, "b": b})
+    x = rng.integers(-100, 100, shape).astype(dtype)
+    low, high = sorted(int(v) for v in rng.integers(-120, 120, 2))
+    bounds = draw(st.sampled_from([("lo", "hi"), ("lo", ""), ("", "hi")]))
+    weights = {"lo": np.asarray(low, dtype), "hi": np.asarray(high, dtype)}
+    return Case("Clip", {"x": x}, {n: weights[n] for n in bounds if n}, order=("x", *bounds))
+
+
+def large_cases(seed: int = 0) -> list[Case]:
+    """One case per kernel family over 77k elements: past the cpu kernels' serial cut-off
+    (SERIAL_MAX), so their parallel drivers run too."""
+    rng = np.random.default_rng(seed)
+    shape = (300, 257)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    ints = rng.integers(-50, 50, shape)
+    return [
+        Case("Gelu", {"x": x}), Case("Erf", {"x": x}), Case("Sqrt", {"x": np.abs(x)}),
+        Case("Neg", {"x": ints.astype(np.int32)}),
+        Case("Not", {"x": x > 0}), Case("Pow", {"a": np.abs(x) + 0.1, "b": x[:1] / 3}),
+        Case("Mod", {"a": ints, "b": rng.integers(1, 7, (300, 1)) * rng.choice([-1, 1], (300, 1))}, attrs={"fmod": 1}),
+        Case("Less", {"a": x, "b": x[0]}), Case("Where", {"c": x[:, :1] > 0, "x": x, "y": -x}),
+        Case("LayerNormalization", {"x": x}, {"s": x[0], "b": x[1]}, outputs=3),
+        Case("LogSoftmax", {"x": x}, attrs={"axis": 0}),
+    ]
+
+
 def cases_by_kind() -> dict[str, Any]:
     return {"unary": unary_cases(), "binary": binary_cases(), "norm": norm_cases(), "reduce": reduce_cases(),
-            "movement": movement_cases(), "matmul": matmul_cases()}
+            "movement": movement_cases(), "matmul": matmul_cases(), "position": position_cases()}
 
 
-__all__: Sequence[str] = ["Case", "check_case", "cases_by_kind"]
+__all__: Sequence[str] = ["Case", "check_case", "cases_by_kind", "large_cases"]

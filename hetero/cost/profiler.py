@@ -75,6 +75,8 @@ def random_input(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
     dtype = np.dtype(spec.dtype)
     if dtype.kind == "f":
         return rng.standard_normal(spec.shape).astype(dtype)
+    if dtype.kind == "b":  # masks (And, Where's condition)
+        return rng.integers(0, 2, spec.shape).astype(dtype)
     if dtype.itemsize == 1:
         info = np.iinfo(dtype)
         return rng.integers(info.min, info.max + 1, spec.shape).astype(dtype)

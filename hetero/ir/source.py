@@ -7,7 +7,7 @@ from typing import Mapping
 
 import onnx
 
-from hetero.ir import models
+from hetero.ir import models, transformers
 from hetero.errors import HeteroError, ModelError
 from hetero.ir.graph import Graph
 from hetero.ir.onnx_import import import_onnx, load_model
@@ -23,18 +23,22 @@ SEED_CNN = models.Builtin(lambda: load_model(seed_model_path()), calibration="di
 """``builtin:seed-cnn``: the trained seed CNN shipped with hetero, calibrated on the digits."""
 
 
+BUILTINS: dict[str, models.Builtin] = {**models.BUILTINS, **transformers.BUILTINS}
+"""Every builtin built node by node: the CNNs of hetero.ir.models and the transformers of hetero.ir.transformers."""
+
+
 def builtin_names() -> list[str]:
     """Names accepted after builtin: (seed-cnn is the trained seed model)."""
-    return sorted(["seed-cnn", *models.BUILTINS])
+    return sorted(["seed-cnn", *BUILTINS])
 
 
 def builtin(name: str) -> models.Builtin:
     """The registry entry of builtin:NAME."""
     if name == "seed-cnn":
         return SEED_CNN
-    if name not in models.BUILTINS:
+    if name not in BUILTINS:
         raise ModelError(f"unknown builtin model '{name}' (available: {', '.join(builtin_names())})")
-    return models.BUILTINS[name]
+    return BUILTINS[name]
 
 
 def load_onnx(spec: str) -> onnx.ModelProto:

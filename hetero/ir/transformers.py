@@ -28,6 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hetero.errors import InputError
+from hetero.ir.models import Builtin
 
 OPSET_VERSION = 17
 IR_VERSION = 8
@@ -207,5 +208,10 @@ def tiny_lm(
     )
 
 
-TRANSFORMER_BUILTINS = {"tiny-vit": tiny_vit, "tiny-lm": tiny_lm}
-"""Builtin names mapped to zero-argument builders (default seed and sizes)."""
+BUILTINS: dict[str, Builtin] = {
+    "tiny-vit": Builtin(tiny_vit, calibration="digits"),  # a digit image in, 10 classes out
+    "tiny-lm": Builtin(tiny_lm),
+}
+"""Transformer builtin names mapped to their entries (default seed and sizes); hetero.ir.source
+lists them with models.BUILTINS. They are kept apart because models.BUILTINS are all CNNs on one
+float image named ``input`` (tests check that convention), and tiny-lm reads int64 ``input_ids``."""

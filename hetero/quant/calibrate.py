@@ -11,7 +11,7 @@ otherwise, and the quantizer leaves the ops that read or write it in float.
 
 :func:`calibration_for` gives the calibration set a MODEL argument uses when none is given:
 the data its builtin entry names (``hetero.ir.source.calibration_of``: the digits for the
-seed CNN), seeded standard-normal inputs otherwise.
+seed CNN), seeded random inputs otherwise (standard normal; token ids below their embedding's size).
 """
 
 from __future__ import annotations
@@ -168,12 +168,32 @@ def calibrate(
 
 def calibration_for(model: str | Path, graph: Graph, n: int = 32, seed: int = 0) -> list[Feeds]:
     """A calibration set for a MODEL argument: the data the model registry names for it (the
-    digits for the seed CNN), seeded standard-normal inputs otherwise."""
+    digits for the seed CNN), seeded random inputs otherwise: standard normal, and integer inputs
+    (token ids, masks) uniform in [0, :func:`integer_input_bound`)."""
     name = str(model)
     if calibration_of(name) == "digits":
         from hetero.ir.datasets import calibration_digits
 
         return calibration_feeds(graph, calibration_digits(n))
-    log.warning("calibrating %s on %d seeded random standard-normal inputs (seed %d), not real data; pass --calibration for real accuracy", name, n, seed)
+    log.warning(
+        "calibrating %s on %d seeded random inputs (seed %d; standard normal, integer ids below their embedding's "
+        "size), not real data; pass --calibration for real accuracy", name, n, seed,
+    )
     rng = np.random.default_rng(seed)
-    return [{s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in graph.inputs} for _ in range(n)]
+    bounds = {s.name: integer_input_bound(graph, s.name) for s in graph.inputs if not np.issubdtype(np.dtype(s.dtype), np.floating)}
+    return [
+        {s.name: rng.integers(0, bounds[s.name], s.shape).astype(s.dtype) if s.name in bounds
+         else rng.standard_normal(s.shape).astype(s.dtype) for s in graph.inputs}
+        for _ in range(n)
+    ]
+
+
+def integer_input_bound(graph: Graph, name: str) -> int:
+    """Random integer inputs are drawn from [0, bound): token ids below the size of the smallest
+    constant table a Gather indexes with them (an embedding), 0/1 for any other integer input."""
+    sizes = [
+        int(op.weights[op.inputs[0]].shape[int(op.attrs.get("axis", 0))])
+        for op in graph.ops_in_order()
+        if op.type == "Gather" and len(op.inputs) > 1 and op.inputs[1] == name and op.inputs[0] in op.weights
+    ]
+    return min(sizes) if sizes else 2

@@ -45,6 +45,11 @@ a_scale * b_scale [-> Add bias]) needs no lowering: its integer ops run as they 
 onnxruntime's fusion of it into DynamicQuantizeMatMul / MatMulIntegerToFloat computes the
 same float32 products (float32(acc) * float32(sa * sb[c]), then the bias).
 
+A Q or DQ whose constant scale is not finite is refused with the node's name: onnxruntime's
+quantize_static writes scale inf for a causal mask's -inf, and no run of that model means
+anything. (Patterns and kernels checked against onnxruntime 1.32's CPU EP:
+tests/test_lowering.py, tests/test_quant_transformer.py.)
+
 With int8 activations, x86 onnxruntime by default fuses Conv and MatMul only where its
 QDQS8ToU8Transformer retypes their int8 Q/DQ pairs to uint8; ``lower_qdq(int8_allowed=False)``
 reproduces those decisions (see :func:`lower_qdq`).
@@ -62,6 +67,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hetero.errors import InputError
 from hetero.ir.graph import Graph, Op, TensorSpec, make_op
 from hetero.quant.math import activation_bounds
 
@@ -479,7 +485,25 @@ def lower_qdq(graph: Graph, int8_allowed: bool = True) -> Graph:
     default) reproduces which groups x86 onnxruntime fuses: Conv and MatMul only with uint8
     activations, after retyping to uint8 the int8 QDQ pairs it retypes.
     """
+    _check_scales(graph)
     return _Lowering(graph, int8_allowed).run()
+
+
+def _check_scales(graph: Graph) -> None:
+    """Refuse a Q/DQ whose constant scale is not finite: its integers mean
+    nothing (onnxruntime's quantize_static writes scale inf for a tensor that holds a causal
+    mask's -inf, and its own run of such a model is garbage too)."""
+    for op in graph.ops_in_order():
+        if op.type not in ("QuantizeLinear", "DequantizeLinear") or op.inputs[1] not in op.weights:
+            continue
+        scale = np.asarray(op.weights[op.inputs[1]], np.float32)
+        if not np.isfinite(scale).all():
+            raise InputError(
+                f"model {graph.name}: node {op.name} has scale {scale.reshape(-1)[:3].tolist()} for tensor "
+                f"'{op.inputs[0]}': not finite (a calibrated range that held an infinity, "
+                f"such as an attention mask's -inf?); quantize that tensor's ops in float (onnxruntime: "
+                f"nodes_to_exclude) or quantize the fp32 model with hetero quantize"
+            )
 
 
 def fold_constant_dequantize(graph: Graph) -> Graph:

@@ -40,6 +40,21 @@ log = logging.getLogger(__name__)
 
 
 _openmp_checked = False
+_blas_limit = None  # the process-wide one-thread BLAS limit, held while the process lives
+
+
+def limit_blas_to_one_thread() -> None:
+    """Start-up step of the cpu device: BLAS runs on one thread in the whole process.
+
+    The cpu device runs its BLAS calls (Conv, Gemm, MatMul) single-threaded and parallelises across
+    numba's threads instead. A limit per op would be process-wide all the same (threadpoolctl
+    changes the library's setting, not a thread's), so an op on another device running at that
+    moment, e.g. a reference MatMul in a partitioned run, would flip between 1 and N BLAS threads
+    and its float32 results between two roundings; one limit for the process keeps every run of
+    the same placement bit-identical."""
+    global _blas_limit
+    if _blas_limit is None and ThreadpoolController is not None:
+        _blas_limit = ThreadpoolController().limit(limits=1, user_api="blas")
 
 
 def start_threads_passive() -> None:
@@ -66,8 +81,6 @@ def start_threads_passive() -> None:
 
 
 INT8 = ("int8", "uint8")
-BLAS_OPS = frozenset({"Conv", "Gemm", "MatMul"})
-"""Op types whose kernels call BLAS; it runs single-threaded in them (see cpu_kernels_float)."""
 
 
 # --- data movement ------------------------------------------------------------------------
@@ -221,7 +234,7 @@ class CpuDevice(HostDevice):
         self._preparing = 0.0
         self._supports: dict[int, tuple[Op, bool]] = {}
         self._thread_trials: dict[int, tuple[Op, dict]] = {}
-        self._blas = ThreadpoolController() if ThreadpoolController is not None else None
+        limit_blas_to_one_thread()
         log.debug("opened %s with threads=%s throttle=%s", info.name, self.threads, self.throttle)
 
     def supports(self, op: Op) -> bool:
@@ -282,8 +295,6 @@ class CpuDevice(HostDevice):
                 previous = numba.get_num_threads()
                 numba.set_num_threads(threads)
                 stack.callback(numba.set_num_threads, previous)
-            if self._blas is not None and op.type in BLAS_OPS:  # parallel across numba's threads instead
-                stack.enter_context(self._blas.limit(limits=1, user_api="blas"))
             outputs = super().run(op, inputs)
         elapsed = time.perf_counter() - start - self._preparing
         self._learn_threads(op, threads, elapsed)

@@ -14,6 +14,9 @@ from numba import njit, prange
 
 CHUNK = 16384
 """Elements per parallel work item of the flat kernels."""
+SERIAL_MAX = 32768
+"""binary_f32, unary_f32 and softmax_rows run on the calling thread up to this many elements:
+starting numba's parallel region costs more than the work there (~12 us on a 2-core VM)."""
 
 # binary op codes
 ADD, SUB, MUL, DIV = 0, 1, 2, 3
@@ -67,62 +70,93 @@ def _offsets(r, dims, sa, sb):  # pragma: no cover - compiled
     return i0 * sa[0] + i1 * sa[1] + i2 * sa[2], i0 * sb[0] + i1 * sb[1] + i2 * sb[2]
 
 
-@njit(parallel=True, cache=True)
-def binary_f32(code, a, b, dims, sa, sb, out):  # pragma: no cover - compiled
-    """out = a (op) b over a collapsed 4-D broadcast of flat float32 arrays."""
+@njit(cache=True)
+def _binary_f32_task(t, code, a, b, dims, sa, sb, out):  # pragma: no cover - compiled
     n = dims[3]
-    rows = dims[0] * dims[1] * dims[2]
     nch = (n + CHUNK - 1) // CHUNK
+    r = t // nch
+    lo = (t - r * nch) * CHUNK
+    hi = min(n, lo + CHUNK)
     s3a, s3b = sa[3], sb[3]
-    for t in prange(rows * nch):
-        r = t // nch
-        lo = (t - r * nch) * CHUNK
-        hi = min(n, lo + CHUNK)
-        ao, bo = _offsets(r, dims, sa, sb)
-        oo = r * n
-        if code == ADD:
-            for i in range(lo, hi):
-                out[oo + i] = a[ao + i * s3a] + b[bo + i * s3b]
-        elif code == SUB:
-            for i in range(lo, hi):
-                out[oo + i] = a[ao + i * s3a] - b[bo + i * s3b]
-        elif code == MUL:
-            for i in range(lo, hi):
-                out[oo + i] = a[ao + i * s3a] * b[bo + i * s3b]
-        else:
-            for i in range(lo, hi):
-                out[oo + i] = a[ao + i * s3a] / b[bo + i * s3b]
+    ao, bo = _offsets(r, dims, sa, sb)
+    oo = r * n
+    if code == ADD:
+        for i in range(lo, hi):
+            out[oo + i] = a[ao + i * s3a] + b[bo + i * s3b]
+    elif code == SUB:
+        for i in range(lo, hi):
+            out[oo + i] = a[ao + i * s3a] - b[bo + i * s3b]
+    elif code == MUL:
+        for i in range(lo, hi):
+            out[oo + i] = a[ao + i * s3a] * b[bo + i * s3b]
+    else:
+        for i in range(lo, hi):
+            out[oo + i] = a[ao + i * s3a] / b[bo + i * s3b]
 
 
 @njit(parallel=True, cache=True)
-def unary_f32(code, x, out, p0, p1):  # pragma: no cover - compiled
-    """Activations on flat float32 arrays; p0/p1 are Clip's bounds or HardSigmoid's alpha/beta."""
+def binary_f32_parallel(code, a, b, dims, sa, sb, out):  # pragma: no cover - compiled
+    """out = a (op) b over a collapsed 4-D broadcast of flat float32 arrays."""
+    for t in prange(dims[0] * dims[1] * dims[2] * ((dims[3] + CHUNK - 1) // CHUNK)):
+        _binary_f32_task(t, code, a, b, dims, sa, sb, out)
+
+
+@njit(cache=True)
+def binary_f32_serial(code, a, b, dims, sa, sb, out):  # pragma: no cover - compiled
+    for t in range(dims[0] * dims[1] * dims[2] * ((dims[3] + CHUNK - 1) // CHUNK)):
+        _binary_f32_task(t, code, a, b, dims, sa, sb, out)
+
+
+def binary_f32(code, a, b, dims, sa, sb, out) -> None:
+    """out = a (op) b over a collapsed 4-D broadcast of flat float32 arrays (serial when small)."""
+    (binary_f32_serial if out.size <= SERIAL_MAX else binary_f32_parallel)(code, a, b, dims, sa, sb, out)
+
+
+@njit(cache=True)
+def _unary_f32_task(c, code, x, out, p0, p1):  # pragma: no cover - compiled
     n = x.size
     one, zero = np.float32(1.0), np.float32(0.0)
-    for c in prange((n + CHUNK - 1) // CHUNK):
-        lo = c * CHUNK
-        hi = min(n, lo + CHUNK)
-        if code == RELU:
-            for i in range(lo, hi):
-                out[i] = zero if x[i] < zero else x[i]
-        elif code == CLIP:  # selects, not min/max, so that the loop vectorises
-            for i in range(lo, hi):
-                v = x[i]
-                v = p0 if v < p0 else v
-                out[i] = p1 if v > p1 else v
-        elif code == SIGMOID:
-            for i in range(lo, hi):
-                out[i] = one / (one + np.exp(-x[i]))
-        elif code == HARD_SIGMOID:
-            for i in range(lo, hi):
-                out[i] = min(max(p0 * x[i] + p1, zero), one)
-        elif code == HARD_SWISH:
-            sixth, half = np.float32(1.0 / 6.0), np.float32(0.5)
-            for i in range(lo, hi):
-                out[i] = x[i] * min(max(x[i] * sixth + half, zero), one)
-        else:
-            for i in range(lo, hi):
-                out[i] = np.tanh(x[i])
+    lo = c * CHUNK
+    hi = min(n, lo + CHUNK)
+    if code == RELU:
+        for i in range(lo, hi):
+            out[i] = zero if x[i] < zero else x[i]
+    elif code == CLIP:  # selects, not min/max, so that the loop vectorises
+        for i in range(lo, hi):
+            v = x[i]
+            v = p0 if v < p0 else v
+            out[i] = p1 if v > p1 else v
+    elif code == SIGMOID:
+        for i in range(lo, hi):
+            out[i] = one / (one + np.exp(-x[i]))
+    elif code == HARD_SIGMOID:
+        for i in range(lo, hi):
+            out[i] = min(max(p0 * x[i] + p1, zero), one)
+    elif code == HARD_SWISH:
+        sixth, half = np.float32(1.0 / 6.0), np.float32(0.5)
+        for i in range(lo, hi):
+            out[i] = x[i] * min(max(x[i] * sixth + half, zero), one)
+    else:
+        for i in range(lo, hi):
+            out[i] = np.tanh(x[i])
+
+
+@njit(parallel=True, cache=True)
+def unary_f32_parallel(code, x, out, p0, p1):  # pragma: no cover - compiled
+    """Activations on flat float32 arrays; p0/p1 are Clip's bounds or HardSigmoid's alpha/beta."""
+    for c in prange((x.size + CHUNK - 1) // CHUNK):
+        _unary_f32_task(c, code, x, out, p0, p1)
+
+
+@njit(cache=True)
+def unary_f32_serial(code, x, out, p0, p1):  # pragma: no cover - compiled
+    for c in range((x.size + CHUNK - 1) // CHUNK):
+        _unary_f32_task(c, code, x, out, p0, p1)
+
+
+def unary_f32(code, x, out, p0, p1) -> None:
+    """Activations on flat float32 arrays (serial when small)."""
+    (unary_f32_serial if x.size <= SERIAL_MAX else unary_f32_parallel)(code, x, out, p0, p1)
 
 
 @njit(parallel=True, cache=True)
@@ -147,21 +181,37 @@ def row_mean(x, out):  # pragma: no cover - compiled
         out[r] = acc / n
 
 
+@njit(cache=True)
+def _softmax_row(r, x, out):  # pragma: no cover - compiled
+    n = x.shape[1]
+    top = x[r, 0]
+    for i in range(1, n):
+        top = max(top, x[r, i])
+    total = np.float32(0.0)
+    for i in range(n):
+        e = np.exp(x[r, i] - top)
+        out[r, i] = e
+        total += e
+    for i in range(n):
+        out[r, i] = out[r, i] / total
+
+
 @njit(parallel=True, cache=True)
-def softmax_rows(x, out):  # pragma: no cover - compiled
+def softmax_rows_parallel(x, out):  # pragma: no cover - compiled
     """Softmax of each row of a 2-D float32 array."""
-    rows, n = x.shape
-    for r in prange(rows):
-        top = x[r, 0]
-        for i in range(1, n):
-            top = max(top, x[r, i])
-        total = np.float32(0.0)
-        for i in range(n):
-            e = np.exp(x[r, i] - top)
-            out[r, i] = e
-            total += e
-        for i in range(n):
-            out[r, i] = out[r, i] / total
+    for r in prange(x.shape[0]):
+        _softmax_row(r, x, out)
+
+
+@njit(cache=True)
+def softmax_rows_serial(x, out):  # pragma: no cover - compiled
+    for r in range(x.shape[0]):
+        _softmax_row(r, x, out)
+
+
+def softmax_rows(x, out) -> None:
+    """Softmax of each row of a 2-D float32 array (serial when small)."""
+    (softmax_rows_serial if x.size <= SERIAL_MAX else softmax_rows_parallel)(x, out)
 
 
 @njit(parallel=True, cache=True)

@@ -1,6 +1,7 @@
 """CPU kernels of the ops transformers add: LayerNormalization, InstanceNormalization,
-LogSoftmax, Erf/Gelu and the float math unaries, Pow, Mod, comparisons and logic, Where,
-ReduceSum/ReduceMax, Trilu (numba, kernels_transformer_nb.py), and Expand/Tile (numpy copies,
+LogSoftmax, Erf/Gelu and the float math unaries (Exp, Log, Sqrt, Reciprocal, Neg, Abs,
+Sin, Cos, Softplus, Floor, Ceil), Pow, Mod, comparisons and logic, Where,
+ReduceSum/ReduceMax, Trilu, CumSum, IsNaN (numba, kernels_transformer_nb.py), and Expand/Tile (numpy copies,
 as the other data-movement ops of this device).
 
 ``TRANSFORMER_KERNELS`` and ``TRANSFORMER_CONDITIONS`` are merged into the CpuDevice tables;
@@ -229,13 +230,40 @@ def tile(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.n
     return [np.tile(x, tuple(int(r) for r in np.asarray(repeats).reshape(-1)))]
 
 
+def cumsum(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
+    x = np.ascontiguousarray(activations[0])
+    axis = int(np.asarray(op.weights[op.inputs[1]]).reshape(-1)[0]) % x.ndim
+    shape3 = (math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1 :]))
+    zero = np.float64(0) if x.dtype.kind == "f" else np.int64(0)
+    out = np.empty_like(x)
+    if x.size:
+        t.cumsum(x.reshape(shape3), zero, bool(op.attrs.get("exclusive", 0)), bool(op.attrs.get("reverse", 0)),
+                 out.reshape(shape3))
+    return [out]
+
+
+def is_nan(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
+    x = np.ascontiguousarray(activations[0])
+    out = np.empty(x.shape, np.bool_)
+    t.is_nan(x.reshape(-1), out.reshape(-1))
+    return [out]
+
+
 TRANSFORMER_KERNELS: dict[str, Kernel] = {
+    "CumSum": cumsum,
+    "IsNaN": is_nan,
     "Erf": unary(t.ERF),
     "Gelu": gelu,
     "Exp": unary(t.EXP),
     "Log": unary(t.LOG),
     "Sqrt": unary(t.SQRT),
     "Reciprocal": unary(t.RECIPROCAL),
+    "Abs": unary(t.ABS),
+    "Sin": unary(t.SIN),
+    "Cos": unary(t.COS),
+    "Softplus": unary(t.SOFTPLUS),
+    "Floor": unary(t.FLOOR),
+    "Ceil": unary(t.CEIL),
     "Neg": unary(None),
     "Not": logical_not,
     "Pow": power,
@@ -312,9 +340,10 @@ def _layer_norm_ok(op: Op) -> bool:
 
 
 def _instance_norm_ok(op: Op) -> bool:
-    x = _spec(op, 0)
-    return (x is not None and x.dtype == "float32" and len(x.shape) >= 2
-            and all(_dtypes(i, "float32")(op) and _spec(op, i).shape == (x.shape[1],) for i in (1, 2)))  # type: ignore[union-attr]
+    x, scale, bias = _spec(op, 0), _spec(op, 1), _spec(op, 2)
+    if x is None or x.dtype != "float32" or len(x.shape) < 2:
+        return False
+    return all(p is not None and p.dtype == "float32" and p.shape == (x.shape[1],) for p in (scale, bias))
 
 
 def _reduce_ok(op: Op) -> bool:
@@ -338,7 +367,11 @@ FLOAT = _dtypes(0, "float32")
 COMPARISON = _all(_dtypes(0, *COMPARABLE), _same_dtype(0, 1), _broadcasts)
 LOGIC = _all(_dtypes(0, "bool"), _dtypes(1, "bool"), _broadcasts)
 TRANSFORMER_CONDITIONS: dict[str, Predicate] = {
-    **{name: FLOAT for name in ("Erf", "Exp", "Log", "Sqrt", "Reciprocal", "LogSoftmax")},
+    "CumSum": _all(_dtypes(0, "float32", "int32", "int64"), lambda op: _constant(op, 1)),
+    "IsNaN": FLOAT,
+    **{name: FLOAT for name in ("Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Abs", "Sin", "Cos", "Softplus", "Floor",
+                                "Ceil")},
+    "LogSoftmax": _all(FLOAT, lambda op: len(op.input_specs[0].shape) >= 1),  # type: ignore[union-attr]
     "Gelu": _all(FLOAT, lambda op: op.attrs.get("approximate", "none") in ("none", "tanh")),
     "Neg": _dtypes(0, "float32", "int32", "int64"),
     "Not": _dtypes(0, "bool"),

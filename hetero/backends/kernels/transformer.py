@@ -1,7 +1,9 @@
 """Transformer op kernels of the kernel backends (OpenCL and CUDA share them): kernels/transformer.cl
-for the math unaries, broadcasting Pow/Mod/comparisons/logic/Where, Layer- and
-InstanceNormalization, LogSoftmax, ReduceSum/ReduceMax and Trilu; Expand and Tile as strided
-copies (kernels/copy.cl).
+for the math unaries (Erf, Gelu, Exp, Log, Sqrt, Reciprocal, Neg, Abs, Sin, Cos, Softplus,
+Floor, Ceil), broadcasting Pow/Mod/comparisons/logic/Where, Layer- and
+InstanceNormalization, LogSoftmax, ReduceSum/ReduceMax, Trilu, CumSum and IsNaN; Expand and
+Tile as strided copies (kernels/copy.cl). Add/Sub/Mul and Clip keep the float32 kernels of
+kernels/ops.py and gain int32/int64 ones here (position ids in exported language models).
 
 ``CONDITIONS`` admits exactly the dtypes, ranks and attributes these kernels handle.
 """
@@ -14,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from hetero.backends.base import Buffer
+from hetero.backends.kernels import ops as float_ops
 from hetero.backends.kernels.common import (
     KernelDevice,
     broadcast_strides,
@@ -41,7 +44,7 @@ MOVABLE = ("float32", "int8", "uint8", "int32", "int64", "bool")
 def _unary(name: str) -> Fn:
     def run(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
         x = inputs[0]
-        y = dev.empty(x.shape, x.dtype)
+        y = dev.empty(x.shape, op.output_specs[0].dtype)
         dev.launch_1d(FILE, name, x.size, x, y, i32(x.size))
         return [y]
 
@@ -220,13 +223,62 @@ def _copy(make: Callable[[Op], np.ndarray | None]) -> Fn:
     return run
 
 
+def cumsum(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+    x = inputs[0]
+    axis = int(np.asarray(op.weights[op.inputs[1]]).reshape(-1)[0]) % x.ndim
+    dim, inner = int(x.shape[axis]), math.prod(x.shape[axis + 1 :])
+    y = dev.empty(x.shape, x.dtype)
+    lines = x.size // max(dim, 1)
+    flags = (i32(dim), i32(inner), i32(bool(op.attrs.get("exclusive", 0))), i32(bool(op.attrs.get("reverse", 0))))
+    dev.launch_1d(FILE, f"cumsum_{SUFFIX[str(x.dtype)]}", lines, x, y, *flags, i32(lines))
+    return [y]
+
+
+def _clip_bounds_int(op: Op) -> tuple[int, int]:
+    """Clip's integer bounds from its constant inputs (or the old attributes), clamped to the type."""
+    info = np.iinfo(input_dtype(op))
+    bounds = [info.min, info.max]
+    for slot, (key, limit) in enumerate((("min", info.min), ("max", info.max))):
+        name = op.inputs[slot + 1] if len(op.inputs) > slot + 1 else ""
+        value = op.weights[name] if name else op.attrs.get(key)
+        if value is not None:
+            bounds[slot] = int(min(max(int(np.asarray(value).reshape(())), info.min), info.max))
+    return bounds[0], bounds[1]
+
+
+def clip_int(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+    x = inputs[0]
+    y = dev.empty(x.shape, x.dtype)
+    lo, hi = (np.dtype(x.dtype).type(v) for v in dev.host_value(op, "bounds", lambda: _clip_bounds_int(op)))
+    dev.launch_1d(FILE, f"clip_{SUFFIX[str(x.dtype)]}", x.size, x, y, lo, hi, i32(x.size))
+    return [y]
+
+
+INTEGER = ("int32", "int64")
+
+
+def _or_integer(op_type: str, integer: Fn) -> Fn:
+    """kernels/ops.py's float kernel for op_type, or ``integer`` for int32/int64 inputs."""
+
+    def run(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+        kernel = integer if input_dtype(op) in INTEGER else float_ops.KERNELS[op_type]
+        return kernel(dev, op, inputs)
+
+    return run
+
+
 KERNELS: dict[str, Fn] = {
+    **{name: _or_integer(name, _binary(name.lower())) for name in ("Add", "Sub", "Mul")},
+    "Clip": _or_integer("Clip", clip_int),
+    "CumSum": cumsum,
+    "IsNaN": _unary("isnan_f32"),
     "Erf": _unary("erf_f32"),
     "Gelu": gelu,
     "Exp": _unary("exp_f32"),
     "Log": _unary("log_f32"),
     "Sqrt": _unary("sqrt_f32"),
     "Reciprocal": _unary("reciprocal_f32"),
+    **{name: _unary(f"{name.lower()}_f32") for name in ("Abs", "Sin", "Cos", "Softplus", "Floor", "Ceil")},
     "Neg": neg,
     "Not": _unary("not_b8"),
     "Pow": _binary("pow", float_b=True),
@@ -310,8 +362,29 @@ def _reduce_ok(op: Op) -> bool:
 FLOAT = _dtypes(0, "float32")
 COMPARISON = _all(_dtypes(0, "float32", "int32", "int64"), _same(0, 1), _walks(2))
 LOGIC = _all(_dtypes(0, "bool"), _dtypes(1, "bool"), _walks(2))
+def _or_integer_ok(op_type: str, integer_ok: Callable[[Op], bool]) -> Callable[[Op], bool]:
+    def ok(op: Op) -> bool:
+        return integer_ok(op) if input_dtype(op) in INTEGER else float_ops.CONDITIONS[op_type](op)
+
+    return ok
+
+
+def _clip_int_ok(op: Op) -> bool:
+    return all(_absent_or_constant(op, i) for i in (1, 2)) and all(
+        input_dtype(op, i) in ("", input_dtype(op)) for i in (1, 2))
+
+
+def _cumsum_ok(op: Op) -> bool:
+    return input_dtype(op) in ("float32", *INTEGER) and _constant(op, 1) and len(input_shape(op, 0)) >= 1
+
+
 CONDITIONS: dict[str, Callable[[Op], bool]] = {
-    **{name: _all(FLOAT) for name in ("Erf", "Exp", "Log", "Sqrt", "Reciprocal", "LogSoftmax")},
+    **{name: _or_integer_ok(name, _all(_same(0, 1), _walks(2))) for name in ("Add", "Sub", "Mul")},
+    "Clip": _or_integer_ok("Clip", _all(_clip_int_ok)),
+    "CumSum": _all(_cumsum_ok),
+    "IsNaN": _all(FLOAT),
+    **{name: _all(FLOAT) for name in ("Erf", "Exp", "Log", "Sqrt", "Reciprocal", "LogSoftmax", "Abs", "Sin", "Cos",
+                                      "Softplus", "Floor", "Ceil")},
     "Neg": _all(_dtypes(0, "float32", "int32", "int64")),
     "Gelu": _all(FLOAT, lambda op: op.attrs.get("approximate", "none") in ("none", "tanh")),
     "Not": _all(_dtypes(0, "bool")),

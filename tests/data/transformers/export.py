@@ -21,6 +21,9 @@ Models:
 - gpt_dynamic (TorchScript only): the gpt with a second int64 input ``attention_mask`` [1, 16]
   (1 = token, 0 = padding) and symbolic batch and sequence axes, so its positions come from a
   Shape subgraph that folds only once the input shapes are fixed.
+- padded_lm (dynamo only): one causal attention layer as Hugging Face decoders write it
+  (positions = cumsum(attention_mask) - 1, scaled_dot_product_attention under a bool padding
+  and causal mask, SiLU), two int64 inputs [1, 16], output [1, 16]; its CumSum runs at run time.
 """
 
 from __future__ import annotations
@@ -98,6 +101,26 @@ class PaddedGPT(GPT):
         return self.head(self.ln(self.blocks(x * keep)))
 
 
+class PaddedLM(nn.Module):
+    """One causal attention layer in the style of Hugging Face decoders: positions from the
+    cumulative sum of attention_mask, scaled_dot_product_attention under a padding-and-causal
+    bool mask, SiLU, mean over features: output [1, 16]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(64, 32), nn.Embedding(16, 32)
+        self.ln, self.qkv = nn.LayerNorm(32), nn.Linear(32, 96)
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        x = self.tok(ids) + self.pos(positions)
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.ln(x)).view(b, t, 3, 4, c // 4).permute(2, 0, 3, 1, 4)
+        mask = attention_mask[:, None, None, :].to(torch.bool) & torch.ones(t, t, dtype=torch.bool).tril()
+        y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return nn.functional.silu(y.transpose(1, 2).reshape(b, t, c)).mean(-1)
+
+
 class ViT(nn.Module):
     def __init__(self, dim: int = 32, heads: int = 4, blocks: int = 2, patch: int = 7, classes: int = 10) -> None:
         super().__init__()
@@ -141,6 +164,12 @@ def export_all() -> None:
                       output_names=["output"], dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
                                                              "attention_mask": {0: "batch", 1: "seq"}})
     _print_sizes("gpt_dynamic", ("ts",))
+    torch.manual_seed(0)
+    model = PaddedLM().eval()
+    program = torch.onnx.export(model, (ids, torch.ones(1, 16, dtype=torch.long)), dynamo=True, opset_version=DYNAMO_OPSET,
+                                input_names=["input_ids", "attention_mask"], output_names=["output"])
+    program.save(str(HERE / "padded_lm_dynamo.onnx"), external_data=False)
+    _print_sizes("padded_lm", ("dynamo",))
 
 
 def _print_sizes(name: str, suffixes: tuple[str, ...]) -> None:
