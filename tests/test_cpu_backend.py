@@ -595,3 +595,50 @@ def test_blas_runs_on_one_thread_in_the_whole_process_once_a_cpu_device_opens():
     blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert blas, "no BLAS library loaded"
     assert all(pool["num_threads"] == 1 for pool in blas)
+
+
+MUL_ORDER = ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"]
+
+
+@CASES
+@given(shapes=st.sampled_from([((2, 5, 7, 3), (2, 5, 7, 3)), ((1, 6, 4, 4), (1, 6, 1, 1)), ((3, 1, 5), (4, 1)),
+                               ((1, 16, 32), (32,)), ((4, 1), (1, 9)), ((1,), (9, 9))]),
+       dtypes=st.tuples(*[st.sampled_from(Q8)] * 3), fused=st.booleans(), seed=st.integers(0, 2**31))
+def test_qlinear_mul(dev: CpuDevice, shapes: tuple[tuple[int, ...], ...], dtypes: tuple[str, str, str],
+                     fused: bool, seed: int) -> None:
+    """Rule 7 on random shapes, scales and zero points, bit for bit."""
+    rng = np.random.default_rng(seed)
+    ad, bd, yd = dtypes
+    weights = {"sa": scale(rng, 0.001, 0.5), "za": zero_point(rng, ad), "sb": scale(rng, 0.001, 0.5),
+               "zb": zero_point(rng, bd), "sy": scale(rng, 1e-5, 0.05), "zy": zero_point(rng, yd)}
+    activations = {"a": qtensor(rng, shapes[0], ad), "b": qtensor(rng, shapes[1], bd)}
+    check(dev, *build("QLinearMul", activations, weights, MUL_ORDER, **clamp(rng, yd, fused)))
+
+
+@pytest.mark.parametrize("dtype", Q8)
+def test_qlinear_mul_every_operand_pair(dev: CpuDevice, dtype: str) -> None:
+    """All 256 x 256 operand pairs at scales whose products land on many half-way points."""
+    info = np.iinfo(dtype)
+    values = np.arange(info.min, info.max + 1).astype(dtype)
+    rng = np.random.default_rng(5)
+    for sy in (np.float32(0.5), np.float32(rng.uniform(0.001, 0.02))):
+        weights = {"sa": np.float32(0.5), "za": np.asarray(3, dtype), "sb": np.float32(0.25),
+                   "zb": np.asarray(1, dtype), "sy": sy, "zy": np.asarray(7, dtype)}
+        activations = {"a": values.reshape(256, 1), "b": values.reshape(1, 256)}
+        check(dev, *build("QLinearMul", activations, weights, MUL_ORDER))
+
+
+@CASES
+@given(shape=st.sampled_from([(1, 7), (3, 4, 17), (2, 64, 64), (5,), (1, 2, 3, 200), (4, 1)]), axis=st.integers(-4, 3),
+       dtypes=st.tuples(*[st.sampled_from(Q8)] * 2), fused=st.booleans(), seed=st.integers(0, 2**31))
+def test_qlinear_softmax(dev: CpuDevice, shape: tuple[int, ...], axis: int, dtypes: tuple[str, str], fused: bool,
+                         seed: int) -> None:
+    """Rule 8 along any axis on random shapes and scales, bit for bit."""
+    assume(-len(shape) <= axis < len(shape))
+    rng = np.random.default_rng(seed)
+    xd, yd = dtypes
+    sy = np.float32(1.0 / 256.0) if rng.random() < 0.3 else scale(rng, 0.0005, 0.05)
+    weights = {"sx": scale(rng, 0.005, 0.5), "zx": zero_point(rng, xd), "sy": sy, "zy": zero_point(rng, yd)}
+    activations = {"x": qtensor(rng, shape, xd)}
+    check(dev, *build("QLinearSoftmax", activations, weights, ["x", "sx", "zx", "sy", "zy"], axis=axis, opset=13,
+                      **clamp(rng, yd, fused)))

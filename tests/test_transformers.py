@@ -299,3 +299,43 @@ def test_cli_partitioned_run_of_tiny_lm_is_bit_identical_to_its_placement(tmp_pa
     for i in range(2):
         want = _placed(graph, devices, placement, {"input_ids": ids[i]})["logits"]
         assert np.array_equal(got[i : i + 1], want)
+
+
+@pytest.mark.opencl
+def test_partitioned_int8_tiny_vit_on_cpu_and_opencl_is_bit_identical_to_reference(tmp_path):
+    """int8 tiny-vit (hetero quantize, then lowered to integer ops) placed at random over cpu,
+    every usable OpenCL device and reference (where neither has a kernel for an op), served with
+    two requests in flight: every output equals the single-device int8 reference run bit for bit."""
+    from conftest import usable_opencl
+
+    from hetero.quant.precision import load_with_precision
+
+    opencl = usable_opencl()[0]
+    path = tmp_path / "tiny_vit_qdq.onnx"
+    assert main(["quantize", "builtin:tiny-vit", "-o", str(path)]) == 0
+    graph, precision = load_with_precision(str(path))
+    assert precision == "int8"
+    assert "QLinearMatMul" in {op.type for op in graph.ops_in_order()}
+    devices = {n: open_device(n) for n in ("cpu", *(info.name for info in opencl), "reference")}
+    profile = quick_profile(graph, list(devices.values()), graph.name, "int8")
+    cost = ProfileCostModel(graph, profile, list(devices), precision="int8", can_run=lambda op, n: devices[n].supports(op))
+    model = onnx.load(str(path))
+    shapes = {s.name: s.shape for s in graph.inputs}
+    accelerated = [n for n in devices if n != "reference"]
+    for seed in (1, 2, 3):
+        rng = np.random.default_rng(seed)
+        placement = {}
+        for op in graph.ops_in_order():
+            able = [n for n in accelerated if devices[n].supports(op)] or ["reference"]
+            placement[op.name] = able[int(rng.integers(len(able)))]
+        assert len(set(placement.values()) - {"reference"}) == len(accelerated)  # every device is used
+        requests = [_random_feeds(model, shapes, seed * 100 + i) for i in range(3)]
+        initial = fixed_schedule(graph, cost, placement)
+        report = Runtime(graph, devices, make_policy("static", {}), PolicyContext(graph, cost), initial=initial).serve(requests, inflight=2)
+        assert report.failed_requests == 0
+        assert dict(report.placements[0]) == placement
+        for request, got in zip(requests, report.outputs):
+            want = run_reference(graph, request)
+            assert set(got) == set(want)
+            for name, expected in want.items():
+                assert got[name].dtype == expected.dtype and np.array_equal(got[name], expected), name

@@ -24,6 +24,7 @@ import numpy as np
 
 from hetero.backends.base import Buffer, DeviceInfo, HostDevice, Kernel, Predicate
 from hetero.backends.cpu.kernels_float import FLOAT_KERNELS, reference
+from hetero.backends.cpu.kernels_qtransformer import QTRANSFORMER_KERNELS
 from hetero.backends.cpu.kernels_quant import QUANT_KERNELS
 from hetero.backends.cpu.kernels_transformer import TRANSFORMER_CONDITIONS, TRANSFORMER_KERNELS
 from hetero.errors import DeviceError
@@ -203,6 +204,8 @@ CONDITIONS: dict[str, Predicate] = {
     "QLinearAveragePool": _all(PLANAR, _dtype_is(0, *INT8), _per_tensor(1, 2, 3, 4)),
     "QLinearGlobalAveragePool": _all(_dtype_is(0, *INT8), _per_tensor(1, 2, 3, 4), lambda op: _rank(op, 0) == 4),
     "QLinearConcat": _qconcat_ok,
+    "QLinearMul": _all(_dtype_is(0, *INT8), _dtype_is(3, *INT8), _per_tensor(1, 2, 4, 5, 6, 7)),
+    "QLinearSoftmax": _all(_dtype_is(0, *INT8), _per_tensor(1, 2, 3, 4)),
     "QuantizeLinear": _all(FLOAT, NOT_BLOCKED),
     "DequantizeLinear": _all(NOT_BLOCKED, _dtype_is(0, "int8", "uint8", "int32")),
 }
@@ -220,7 +223,7 @@ THREAD_TRIALS = 2
 class CpuDevice(HostDevice):
     """numba kernels on the host CPU (numpy buffers)."""
 
-    kernels: Mapping[str, Kernel] = {**FLOAT_KERNELS, **QUANT_KERNELS, **MOVEMENT_KERNELS, **TRANSFORMER_KERNELS}
+    kernels: Mapping[str, Kernel] = {**FLOAT_KERNELS, **QUANT_KERNELS, **QTRANSFORMER_KERNELS, **MOVEMENT_KERNELS, **TRANSFORMER_KERNELS}
     conditions: Mapping[str, Predicate] = {**CONDITIONS, **TRANSFORMER_CONDITIONS}
 
     def __init__(self, info: DeviceInfo, threads: int | None = None, throttle: float = 1.0) -> None:
