@@ -96,11 +96,17 @@ def zero_point(rng: np.random.Generator, dtype: str, size: int | None = None) ->
     return np.asarray(rng.integers(info.min, info.max + 1, size=size), dtype)
 
 
-def test_every_registered_op_has_a_kernel() -> None:
+# int8 transformer ops with a cpu kernel and no OpenCL kernel yet (README, "Where we fall short")
+CPU_ONLY = {"QLinearMul", "QLinearSoftmax"}
+
+
+def test_every_op_with_a_cpu_kernel_has_an_opencl_kernel() -> None:
     # ops with only the numpy reference (no cpu kernel either) are a capability gap on opencl
     from hetero.backends.cpu.device import CpuDevice
 
-    assert set(ops.supported_ops()) & set(CpuDevice.kernels) <= set(OpenCLDevice.kernels)
+    with_cpu = set(ops.supported_ops()) & set(CpuDevice.kernels)
+    assert CPU_ONLY <= with_cpu and not CPU_ONLY & set(OpenCLDevice.kernels), "update CPU_ONLY"
+    assert with_cpu - CPU_ONLY <= set(OpenCLDevice.kernels)
 
 
 # --- integer ops, bit for bit ---------------------------------------------------------------------
