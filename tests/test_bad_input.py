@@ -379,7 +379,7 @@ def test_ctrl_c_is_one_line_and_leaves_no_file(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hetero", "-v", "simulate", str(scenario), "-o", str(result)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
-    while not any("no link given" in line for line in seen):  # -v logs this as the world is built
+    while not any("simulating" in line for line in seen):  # -v logs this as the simulation starts
         line = proc.stderr.readline()
         assert line, f"hetero ended before the simulation started: {seen}"
         seen.append(line)

@@ -154,6 +154,7 @@ class Simulator:
         self.recorder.planned(0.0, "initial", initial[0])
         start_workload(self)
         start_script(self)
+        log.info("simulating %s: %s on %s", scenario.name, self.policy.name, ", ".join(self.device_names))
         self.env.run()
         return self.recorder.result(self, initial[0].makespan_s)
 
