@@ -376,8 +376,11 @@ def test_ctrl_c_is_one_line_and_leaves_no_file(tmp_path):
     scenario = tmp_path / "long.yaml"
     scenario.write_text(SCENARIO.replace("rate: 200/s", "rate: 20000/s").replace("duration: 1 s", "duration: 100 s"))
     result = tmp_path / "r.json"
+    # a job started in the background by a non-interactive shell (CI, `make test &`) inherits an
+    # ignored SIGINT, as background jobs should; the child gets the default disposition back
     proc = subprocess.Popen([sys.executable, "-m", "hetero", "-v", "simulate", str(scenario), "-o", str(result)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     while not any("simulating" in line for line in seen):  # -v logs this as the simulation starts
         line = proc.stderr.readline()
