@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
@@ -22,9 +22,11 @@ FEW = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck
 seeds = st.integers(0, 2**32 - 1)
 
 
-def check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float = 1e-6) -> None:
+def check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float = 1e-6, of_max: bool = False) -> None:
     """hetero's reference equals onnxruntime: same outputs, shapes, dtypes; 1e-5 relative
-    (plus ``atol``: onnxruntime accumulates in float32, hetero in float64)."""
+    (plus ``atol``: onnxruntime accumulates in float32, hetero in float64; with ``of_max`` at least
+    1e-5 of the output's largest magnitude, for normalisations whose small outputs come from
+    cancelling large terms)."""
     got = run_reference(import_onnx(model), feeds)
     want = ort_run(model, feeds)
     assert set(got) == set(want)
@@ -33,7 +35,8 @@ def check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float = 1e
         assert actual.shape == expected.shape, f"{name}: {actual.shape} != {expected.shape}"
         assert actual.dtype == expected.dtype, f"{name}: {actual.dtype} != {expected.dtype}"
         if expected.dtype.kind == "f":
-            np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=atol, err_msg=name)
+            bound = max(atol, 1e-5 * float(np.abs(expected).max(initial=0.0))) if of_max else atol
+            np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=bound, err_msg=name)
         else:
             np.testing.assert_array_equal(actual, expected, err_msg=name)
 
@@ -214,6 +217,7 @@ def test_softmax_family(op_type: str, seed: int) -> None:
 
 @FEW
 @given(seed=seeds, outputs=st.integers(1, 3))
+@example(seed=23129, outputs=1)  # a small output from cancelling large terms (seen in CI)
 def test_layer_normalization(seed: int, outputs: int) -> None:
     x = rnd(seed, shapes(seed, 3))
     axis = int(np.random.default_rng(seed).integers(-3, 3))
@@ -222,7 +226,7 @@ def test_layer_normalization(seed: int, outputs: int) -> None:
     names = ["y", "mean", "inv_std"][:outputs]
     model = make_model([node("LayerNormalization", ["x", "scale", "bias"], names, axis=axis, epsilon=1e-3)], {"x": x}, names,
                        initializers=inits)
-    check(model, {"x": x})
+    check(model, {"x": x}, of_max=True)
 
 
 @FEW
