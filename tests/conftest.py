@@ -183,3 +183,9 @@ def resnet_roofline_world():
                          for d, flops, bandwidth, launch in devices}
     links = [Link("cpu", d, 2e-5, 8e9) for d, *_ in devices[1:]] + [Link("gpu0", "gpu1", 1e-5, 2.5e10)]
     return table_world(graph, compute, links, host="cpu", devices=[d for d, *_ in devices])
+
+
+def q_params(rng: np.random.Generator, dtype: np.dtype) -> tuple[np.float32, np.ndarray]:
+    """A random activation scale and a zero point of ``dtype``, for the integer-op tests."""
+    info = np.iinfo(dtype)
+    return np.float32(rng.uniform(0.001, 0.2)), np.asarray(rng.integers(info.min, info.max), dtype)

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
-from conftest import SHARED_MODELS
+from conftest import SHARED_MODELS, q_params
 from hetero.exec.executor import run_reference
 from hetero.ir.datasets import calibration_digits, load_digits_28
 from hetero.ir.graph import Graph
@@ -371,11 +371,6 @@ def ort_kernel(op_type: str, domain: str, names: list[str], acts: dict, consts: 
 def hetero_kernel(op_type: str, names: list[str], acts: dict, consts: dict, attrs: dict | None = None) -> np.ndarray:
     values = {**acts, **consts}
     return get_op(op_type).reference([values[n] for n in names], attrs or {})[0]
-
-
-def q_params(rng: np.random.Generator, dtype: np.dtype) -> tuple[np.float32, np.ndarray]:
-    info = np.iinfo(dtype)
-    return np.float32(rng.uniform(0.001, 0.2)), np.asarray(rng.integers(info.min, info.max), dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.dtype("uint8"), np.dtype("int8")])

@@ -21,7 +21,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-from conftest import make_model
+from conftest import make_model, q_params
 from hetero.exec.executor import run_reference
 from hetero.ir.graph import Graph
 from hetero.ir.onnx_import import import_onnx
@@ -438,11 +438,6 @@ def ort_kernel(op_type: str, names: list[str], acts: dict, consts: dict, out: np
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, acts)[0]
-
-
-def q_params(rng: np.random.Generator, dtype: np.dtype) -> tuple[np.float32, np.ndarray]:
-    info = np.iinfo(dtype)
-    return np.float32(rng.uniform(0.001, 0.2)), np.asarray(rng.integers(info.min, info.max), dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.dtype("uint8"), np.dtype("int8")])
