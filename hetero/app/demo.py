@@ -327,6 +327,11 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print) -> Path:
               f"| throughput | {check['predicted_throughput_rps']:.0f}/s | {check['measured_throughput_rps']:.0f}/s | {check['throughput_rel_error']:+.1%} |"]
     write_atomic(out / "validation.json", json.dumps(check, indent=1).encode())
 
+    section("9. Compress, adapt to a new domain, update live (pruning, int8, incremental learning)")
+    from hetero.app.demo_compress import compress_chapter
+
+    lines += compress_chapter(out, names, opened, say)
+
     lines += ["", f"Total demo time: {time.perf_counter() - started:.1f} s."]
     report_path = out / "report.md"
     write_atomic(report_path, ("\n".join(lines) + "\n").encode())

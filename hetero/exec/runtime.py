@@ -12,6 +12,12 @@ The same Policy objects as the simulator decide: ``observe`` gets every op's dev
 ``rebalance`` is asked between requests, and when a device raises, ``device_failed`` gives the
 plan the request is retried on. Every op runs a kernel that is bit-exact with the numpy
 reference, so the outputs are identical for every placement.
+
+A live update (``serve(..., update=LiveUpdate(new_graph, after_request=K))``) queues, when request K
+starts, a load of the new version's weights on every device's worker, between the ops of the
+requests in flight. Each request takes the version current when it starts and runs every op of
+that version, so no request mixes old weights on one device with new on another; the switch comes
+when the last device has loaded.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import numpy as np
 
 from hetero.backends.base import Buffer, Device
 from hetero.cost.protocol import HOST
-from hetero.errors import DeviceError, HeteroError
+from hetero.errors import DeviceError, HeteroError, InputError
+from hetero.exec.live_update import LiveUpdate, check_same_structure, load_weights
 from hetero.ir.graph import Graph, Op, check_feeds
 from hetero.policy import Policy, PolicyContext
 from hetero.schedule import Schedule
@@ -51,6 +58,14 @@ class _Request:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     failed: bool = False
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class _Load:
+    """A worker task: prepare model version ``version``'s ops placed on this device."""
+
+    version: int
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class RunReport:
     events: tuple[TraceEvent, ...]
     op_seconds: Mapping[str, list[float]]  # by the device's clock
     op_wall_s: Mapping[str, list[float]] = field(default_factory=dict)  # launch to result, host clock
+    model_versions: list[int | None] = field(default_factory=list)  # per request: 0 old, 1 new (None: failed)
+    update: Mapping[str, Any] | None = None  # a live update's loads per device and switch time
 
     @property
     def completed(self) -> int:
@@ -85,6 +102,7 @@ class RunReport:
             "retries": self.retries,
             "failed_requests": self.failed_requests,
             "failed_devices": list(self.failed_devices),
+            **({"model_versions": list(self.model_versions), "update": dict(self.update)} if self.update is not None else {}),
         }
 
 
@@ -110,6 +128,8 @@ class Runtime:
         self._policy_lock = threading.Lock()
         self._queues: dict[str, queue.Queue] = {}
         self._clock0 = time.perf_counter()
+        self._versions: list[dict[str, Op]] = [self.ops]
+        self._current_version = 0
 
     # --- the policy, behind one lock (workers call it concurrently) ---------------------------------
 
@@ -123,13 +143,25 @@ class Runtime:
     # --- serving ----------------------------------------------------------------------------------
 
     def serve(self, requests: Sequence[Mapping[str, np.ndarray]], inflight: int = 1,
-              faults: Mapping[int, Sequence[str]] | None = None) -> RunReport:
+              faults: Mapping[int, Sequence[str]] | None = None, update: LiveUpdate | None = None) -> RunReport:
         """Run every request (feeds by input name) with at most ``inflight`` at a time.
 
         ``faults``: request index -> devices that break (``Device.inject_failure``) just before
-        that request starts; they are repaired when the run ends.
+        that request starts; they are repaired when the run ends. ``update``: load a new version's
+        weights while serving and switch to it between requests (see the module's docstring).
         """
         feeds = [check_feeds(self.graph, r) for r in requests]
+        self._versions, self._current_version = [self.ops], 0
+        self._update: dict[str, Any] | None = None
+        if update is not None:
+            if not 0 <= update.after_request < len(feeds):
+                raise InputError(f"live update after request {update.after_request}: the run has {len(feeds)} requests, "
+                                 f"numbered 0 to {len(feeds) - 1}; pick one of those")
+            check_same_structure(self.graph, update.graph, new_label=update.label)
+            self._versions.append({op.name: op for op in update.graph.ops_in_order()})
+            self._update = {"after_request": update.after_request, "started_s": None, "switch_s": None,
+                            "loaded_bytes": {}, "load_s": {}, "first_request": None}
+            self._loads_pending = len(self.devices)
         faults = dict(faults or {})
         unknown = sorted({d for names in faults.values() for d in names} - set(self.devices))
         if unknown:
@@ -141,6 +173,7 @@ class Runtime:
         self._op_seconds: dict[str, list[float]] = {}
         self._op_wall: dict[str, list[float]] = {}
         self._results: list[dict[str, np.ndarray] | None] = [None] * len(feeds)
+        self._model_versions: list[int | None] = [None] * len(feeds)
         self._latencies: list[float | None] = [None] * len(feeds)
         self._slots = threading.Semaphore(max(1, inflight))
         self._done = threading.Event()
@@ -172,7 +205,9 @@ class Runtime:
                 new = self._policy("rebalance", self._now())
                 if new is not None:
                     self._adopt(new)
-                self._submit(index, request_feeds, attempt=1)
+                if update is not None and index == update.after_request:
+                    self._start_update()
+                self._submit(index, request_feeds, attempt=1, version=self._current_version)
             if feeds:
                 self._done.wait()
         finally:
@@ -185,6 +220,9 @@ class Runtime:
         wall = time.perf_counter() - started
         if self._fatal is not None and not any(self._latencies):
             raise self._fatal
+        if self._update is not None and self._update["switch_s"] is None:
+            log.warning("live update: every request had started before the new weights were loaded on every device; "
+                        "none ran on the new version (update earlier, or serve more requests)")
         return RunReport(
             outputs=self._results,
             latencies_s=self._latencies,
@@ -197,6 +235,8 @@ class Runtime:
             events=tuple(sorted(self._events, key=lambda e: e.start_s)),
             op_seconds=self._op_seconds,
             op_wall_s=self._op_wall,
+            model_versions=self._model_versions,
+            update=self._update,
         )
 
     def _adopt(self, plan: Schedule) -> None:
@@ -205,18 +245,49 @@ class Runtime:
             self._placements.append(dict(plan.placement))
             log.info("re-partitioned: %s", _moves(self._placements[-2], self._placements[-1]))
 
-    def _submit(self, index: int, feeds: Mapping[str, np.ndarray], attempt: int) -> None:
+    def _start_update(self) -> None:
+        """Queue the new version's weight load on every device's worker (it runs between their ops)."""
+        assert self._update is not None
+        self._update["started_s"] = self._now()
+        log.info("live update: loading the new weights on %s", ", ".join(self.devices))
+        for name in self.devices:
+            self._queues[name].put(_Load(len(self._versions) - 1))
+
+    def _load(self, device_name: str, device: Device, task: _Load) -> None:
+        """Prepare the version's ops the current placement puts here; the last device to finish switches."""
+        assert self._update is not None
+        ops = self._versions[task.version]
+        mine = [ops[n] for n, d in self._placements[-1].items() if d == device_name]
+        start = self._now()
+        loaded = load_weights(device, mine)
+        end = self._now()
+        self._record(TraceEvent(f"load weights v{task.version}", "transfer", device_name, "link from host", start, end,
+                                {"bytes": loaded, "ops": len(mine)}))
+        with self._counter_lock:
+            self._update["loaded_bytes"][device_name] = loaded
+            self._update["load_s"][device_name] = end - start
+            self._loads_pending -= 1
+            last = self._loads_pending == 0
+        if last:
+            self._update["switch_s"] = end
+            self._current_version = task.version
+            log.info("live update: every device holds version %d; requests starting from now run on it", task.version)
+
+    def _submit(self, index: int, feeds: Mapping[str, np.ndarray], attempt: int, version: int = 0) -> None:
         plan = self._policy("route", index, self._now())
         missing = [n for n, d in plan.placement.items() if d not in self.devices]
         if missing:
             raise DeviceError(f"the plan places {missing[0]} on {plan.placement[missing[0]]}, which this runtime has no worker for")
         pending = {op.name: len({self.producer[t] for t in op.activation_inputs if t in self.producer}) for op in self.order}
-        request = _Request(index, feeds, plan, attempt, self._now(), pending)
+        request = _Request(index, feeds, plan, attempt, self._now(), pending, version=version)
+        if version and self._update is not None and self._update["first_request"] is None:
+            self._update["first_request"] = index
         for name, array in feeds.items():
             request.host_copies[name] = (array, HOST, 0.0)
+        ops = self._versions[version]
         for op in self.order:
             if pending[op.name] == 0:
-                self._queues[plan.placement[op.name]].put((request, op))
+                self._queues[plan.placement[op.name]].put((request, ops[op.name]))
 
     # --- one device's worker ---------------------------------------------------------------------
 
@@ -227,6 +298,9 @@ class Runtime:
             item = tasks.get()
             if item is None:
                 return
+            if isinstance(item, _Load):
+                self._load(device_name, device, item)
+                continue
             local = [item]
             while local:  # ops made ready for this same device run here at once, without a queue hop
                 request, op = local.pop()
@@ -237,12 +311,13 @@ class Runtime:
                 except Exception as err:  # a device fault of any kind fails this request, which is retried
                     self._fail(request, device_name, err)
                     continue
+                ops = self._versions[request.version]
                 for consumer in ready:
                     target = request.plan.placement[consumer]
                     if target == device_name:
-                        local.append((request, self.ops[consumer]))
+                        local.append((request, ops[consumer]))
                     else:
-                        self._queues[target].put((request, self.ops[consumer]))
+                        self._queues[target].put((request, ops[consumer]))
 
     def _input_buffer(self, device_name: str, device: Device, request: _Request, tensor: str) -> Buffer:
         with request.lock:
@@ -309,6 +384,7 @@ class Runtime:
     def _complete(self, request: _Request) -> None:
         latency = self._now() - request.start_s
         self._results[request.index] = {name: request.outputs[name] for name in self.output_names}
+        self._model_versions[request.index] = request.version
         self._latencies[request.index] = latency
         self._policy("finished", request.index, latency, self._now())
         self._finish_one()
@@ -346,7 +422,7 @@ class Runtime:
             with self._counter_lock:
                 self._retries += 1
             try:
-                self._submit(request.index, request.feeds, request.attempt + 1)
+                self._submit(request.index, request.feeds, request.attempt + 1, version=request.version)
                 return
             except HeteroError as err2:
                 log.warning("request %d cannot be retried: %s", request.index, err2)

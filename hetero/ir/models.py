@@ -249,6 +249,39 @@ def seed_cnn(weights: Mapping[str, np.ndarray] | None = None, seed: int = 0) -> 
     return _finish_model(graph)
 
 
+# ----------------------------------------------------------------------------- seed CNN, tiny
+
+
+SEED_CNN_TINY_SHAPES: dict[str, tuple[int, ...]] = {
+    "conv.weight": (8, 1, 3, 3),
+    "conv.bias": (8,),
+    "fc1.weight": (16, 8 * 13 * 13),
+    "fc1.bias": (16,),
+    "fc2.weight": (10, 16),
+    "fc2.bias": (10,),
+}
+"""The tiny seed CNN: a quarter of the seed CNN's width (8 filters, 16 hidden units), same layers."""
+
+
+def seed_cnn_tiny(seed: int = 0) -> onnx.ModelProto:
+    """Conv3x3(8)-Relu-MaxPool2-Flatten-Gemm(16)-Relu-Gemm(10) on 1x1x28x28 with seeded random
+    weights (He normal, zero biases): the student that ``hetero distill`` trains."""
+    rng = np.random.default_rng(seed)
+    g = _GraphBuilder(seed)
+    weights: dict[str, np.ndarray] = {}
+    for name, shape in SEED_CNN_TINY_SHAPES.items():
+        if name.endswith(".bias"):
+            weights[name] = np.zeros(shape, dtype=np.float32)
+        else:
+            weights[name] = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[1:])), size=shape).astype(np.float32)
+        g.const(name, weights[name])
+    x = g.node("Conv", [INPUT_NAME, "conv.weight", "conv.bias"], "conv", kernel_shape=[3, 3], strides=[1, 1], pads=[0, 0, 0, 0])
+    x = g.node("MaxPool", [g.relu(x)], "pool", kernel_shape=[2, 2], strides=[2, 2])
+    x = g.relu(g.node("Gemm", [g.node("Flatten", [x], "flatten", axis=1), "fc1.weight", "fc1.bias"], "fc1", transB=1))
+    g.nodes.append(helper.make_node("Gemm", [x, "fc2.weight", "fc2.bias"], [OUTPUT_NAME], name="fc2", transB=1))
+    return g.model("seed_cnn_tiny", SEED_CNN_INPUT_SHAPE, SEED_CNN_TINY_SHAPES["fc2.bias"][0])
+
+
 # ----------------------------------------------------------------------------- ResNet-18
 
 
@@ -330,6 +363,7 @@ class Builtin:
 
 BUILTINS: dict[str, Builtin] = {
     "seed-cnn-random": Builtin(seed_cnn, calibration="digits"),  # the seed CNN's architecture: digit images
+    "seed-cnn-tiny": Builtin(seed_cnn_tiny, calibration="digits"),  # a quarter of its width: the distill student
     "resnet18": Builtin(resnet18),
     "mobilenetv2": Builtin(mobilenetv2),
 }
