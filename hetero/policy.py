@@ -11,6 +11,7 @@ same calls, with simulated or wall-clock seconds:
     new = policy.rebalance(now_s)                 # between requests: a new plan, or None
     new = policy.device_failed(device, now_s)     # a new plan, None (keep), or DeviceError
     new = policy.device_recovered(device, now_s)  # a new plan, or None
+    new = policy.objective_changed(objective, energy_budget_J, now_s)  # optional: a new plan, or None
 
 ``start`` schedules the first plan unless given one (``initial``, e.g. from a plan file).
 ``route`` returns one of the plans the other calls returned; a returned plan's weights must be
@@ -37,6 +38,7 @@ from typing import Callable, Hashable, Iterable, Mapping, Protocol, Sequence
 
 import networkx as nx
 
+from hetero.cost.energy import EnergyModel
 from hetero.cost.protocol import CostModel
 from hetero.errors import DeviceError, InputError, ScheduleError
 from hetero.io import did_you_mean
@@ -54,6 +56,8 @@ class PolicyContext:
     algorithm: str = "auto"
     objective: str = "latency"
     memory_bytes: Mapping[str, int] = field(default_factory=dict)
+    energy: EnergyModel | None = None  # device power and link energy: plans carry energy_J; objective energy
+    energy_budget_J: float | None = None  # per request, under the latency objective
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -165,6 +169,7 @@ class StaticPolicy:
     name = "static"
     learns = False  # whether observations feed the estimates
     replans_on_failure = False
+    moves_queued = True  # route() is one plan for every request: queued requests may follow a new plan
 
     def __init__(self, alpha: float = 0.2, stale_s: float | None = None) -> None:
         self.alpha = alpha
@@ -196,7 +201,9 @@ class StaticPolicy:
         compute, routes = self.ratios(now_s)
         cost = ObservedCost(self.context.cost, compute, self.alive, routes)  # type: ignore[arg-type]
         memory_bytes = {d: m for d, m in self.memory_bytes.items() if d in self.alive}
-        result = schedule(self.context.graph, cost, self.context.algorithm, self.context.objective, memory_bytes)
+        context = self.context
+        result = schedule(context.graph, cost, context.algorithm, context.objective, memory_bytes,
+                          energy=context.energy, energy_budget_J=context.energy_budget_J)
         self.planned, self.planned_at_s = {**compute, **routes}, now_s
         return result
 
@@ -254,6 +261,15 @@ class StaticPolicy:
         log.info("%s at %.6g s: %s failed; re-planned on %s", self.name, now_s, device, ", ".join(self.alive))
         return self.plan
 
+    def objective_changed(self, objective: str, energy_budget_J: float | None, now_s: float) -> Schedule | None:
+        """Plan for another objective from now on (e.g. energy once the battery runs low); static keeps its plan."""
+        import dataclasses
+
+        self.context = dataclasses.replace(self.context, objective=objective, energy_budget_J=energy_budget_J)
+        if not self.replans_on_failure or self.plan is None:
+            return None
+        return self.adopt(self.replan(now_s), now_s, f"objective {objective}")
+
     def device_recovered(self, device: str, now_s: float) -> Schedule | None:
         if device not in self.alive:
             self.alive = [d for d in self.context.devices if d in self.alive or d == device]
@@ -309,6 +325,7 @@ class LeastLoadedPolicy(StaticPolicy):
 
     name = "least-loaded"
     learns = True
+    moves_queued = False  # route() picks per request
 
     def start(self, context: PolicyContext, initial: Schedule | None = None) -> Sequence[Schedule]:
         """One single-device plan per device that can run the whole model (``initial`` is not used)."""
@@ -323,7 +340,8 @@ class LeastLoadedPolicy(StaticPolicy):
             cost = ObservedCost(context.cost, {}, [device])
             try:
                 self.plans[device] = schedule(context.graph, cost, "single", "latency",
-                                              {d: m for d, m in self.memory_bytes.items() if d == device})
+                                              {d: m for d, m in self.memory_bytes.items() if d == device},
+                                              energy=context.energy)
             except ScheduleError as err:  # this device cannot run or hold the whole model
                 reasons.append(f"{device}: {err}")
         if not self.plans:

@@ -19,6 +19,9 @@ host, outputs end there). A problem file has no graph I/O unless it says so::
      "inputs": {"T1": 1024}, "outputs": {"T2": 40},
      "task_memory": {"T1": {"weight_bytes": 4096, "output_bytes": 18}}}
 
+Energy (optional, for ``--objective energy`` and energy budgets): a device may give
+``"power": {"idle_W": 0.5, "busy_W": 4}`` and a link ``"energy_J_per_byte": 2e-6``.
+
 A link serves both directions unless the reverse is listed; absent pairs route through ``host``
 (default: the first device). A missing device under a task means the task cannot run there.
 """
@@ -35,6 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import networkx as nx
 
+from hetero.cost.energy import DevicePower, EnergyModel
 from hetero.cost.protocol import Link, TableCostModel
 from hetero.errors import GraphError, InputError
 from hetero.io import did_you_mean, write_atomic
@@ -43,8 +47,10 @@ NODE_BYTE_FIELDS = ("weight_bytes", "output_bytes", "input_bytes", "result_bytes
 RESERVED_NAMES = ("<input>", "<output>")
 TOP_KEYS = ("name", "description", "host", "devices", "links", "tasks", "edges", "inputs", "outputs", "task_memory")
 REQUIRED_KEYS = ("devices", "tasks")
-DEVICE_KEYS = ("name", "memory_bytes")
-LINK_KEYS = ("src", "dst", "latency_s", "bandwidth_Bps")
+DEVICE_KEYS = ("name", "memory_bytes", "power")
+POWER_KEYS = ("idle_W", "busy_W")
+LINK_KEYS = ("src", "dst", "latency_s", "bandwidth_Bps", "energy_J_per_byte")
+LINK_REQUIRED = ("src", "dst", "latency_s", "bandwidth_Bps")
 EDGE_KEYS = ("src", "dst", "bytes")
 TASK_MEMORY_KEYS = ("weight_bytes", "output_bytes")
 
@@ -57,6 +63,7 @@ class Problem:
     graph: nx.DiGraph
     cost: TableCostModel
     memory_bytes: Mapping[str, int]
+    energy: EnergyModel | None = None  # when some device gives power figures
 
 
 def as_task_graph(graph: nx.DiGraph) -> nx.DiGraph:
@@ -194,6 +201,7 @@ def problem_from_dict(data: Any, where: str = "problem") -> Problem:
     top = check.keys(data, "the top level", TOP_KEYS, REQUIRED_KEYS)
     devices: list[str] = []
     memory: dict[str, int] = {}
+    power: dict[str, DevicePower] = {}
     for i, entry in enumerate(check.listing(top["devices"], "devices")):
         field = f"devices[{i}]"
         if isinstance(entry, str):
@@ -205,6 +213,13 @@ def problem_from_dict(data: Any, where: str = "problem") -> Problem:
         devices.append(name)
         if "memory_bytes" in entry:
             memory[name] = check.byte_count(entry["memory_bytes"], f"{field}.memory_bytes")
+        if "power" in entry:
+            watts = check.keys(entry["power"], f"{field}.power", POWER_KEYS, POWER_KEYS)
+            idle = check.number(watts["idle_W"], f"{field}.power.idle_W")
+            busy = check.number(watts["busy_W"], f"{field}.power.busy_W")
+            if busy < idle:
+                raise check.fail(f"{field}.power.busy_W {busy:g} is below idle_W {idle:g}; busy power includes idle")
+            power[name] = DevicePower(idle, busy, "problem file")
     if not devices:
         raise check.fail("devices is empty; list at least one device")
     host = check.name(top["host"], "host") if "host" in top else devices[0]
@@ -216,7 +231,7 @@ def problem_from_dict(data: Any, where: str = "problem") -> Problem:
     seen_links: dict[tuple[str, str], int] = {}
     for i, entry in enumerate(check.listing(top.get("links", []), "links")):
         field = f"links[{i}]"
-        entry = check.keys(entry, field, LINK_KEYS, LINK_KEYS)
+        entry = check.keys(entry, field, LINK_KEYS, LINK_REQUIRED)
         src, dst = check.name(entry["src"], f"{field}.src"), check.name(entry["dst"], f"{field}.dst")
         for end, value in (("src", src), ("dst", dst)):
             if value not in devices and value != host:
@@ -228,7 +243,8 @@ def problem_from_dict(data: Any, where: str = "problem") -> Problem:
         seen_links[(src, dst)] = i
         latency = check.number(entry["latency_s"], f"{field}.latency_s")
         bandwidth = check.number(entry["bandwidth_Bps"], f"{field}.bandwidth_Bps", positive=True)
-        links.append(Link(src, dst, latency, bandwidth))
+        energy = check.number(entry["energy_J_per_byte"], f"{field}.energy_J_per_byte") if "energy_J_per_byte" in entry else 0.0
+        links.append(Link(src, dst, latency, bandwidth, energy_J_per_byte=energy))
 
     tasks = top["tasks"]
     if not isinstance(tasks, dict) or not tasks:
@@ -292,7 +308,8 @@ def problem_from_dict(data: Any, where: str = "problem") -> Problem:
         cost = TableCostModel(devices, compute, links, host=host)
     except InputError as err:
         raise check.fail(str(err)) from None
-    return Problem(name=graph.graph["name"], graph=graph, cost=cost, memory_bytes=memory)
+    energy_model = EnergyModel(power, links, host) if power else None
+    return Problem(name=graph.graph["name"], graph=graph, cost=cost, memory_bytes=memory, energy=energy_model)
 
 
 def load_problem(path: str | os.PathLike[str]) -> Problem:
@@ -314,20 +331,27 @@ def load_problem(path: str | os.PathLike[str]) -> Problem:
 def problem_to_dict(problem: Problem) -> dict[str, Any]:
     """The problem-file form of a problem (the inverse of :func:`problem_from_dict`)."""
     cost, graph = problem.cost, problem.graph
-    devices: list[Any] = [
-        {"name": d, "memory_bytes": int(problem.memory_bytes[d])} if d in problem.memory_bytes else d for d in cost.devices
-    ]
+    devices: list[Any] = []
+    for d in cost.devices:
+        entry: dict[str, Any] = {"name": d}
+        if d in problem.memory_bytes:
+            entry["memory_bytes"] = int(problem.memory_bytes[d])
+        if problem.energy is not None and d in problem.energy.power:
+            entry["power"] = {"idle_W": problem.energy.power[d].idle_W, "busy_W": problem.energy.power[d].busy_W}
+        devices.append(entry if len(entry) > 1 else d)
     listed = {}
     for link in cost.links:
         reverse = listed.get((link.dst, link.src))
-        if reverse is None or (reverse.latency_s, reverse.bandwidth_Bps) != (link.latency_s, link.bandwidth_Bps):
+        if reverse is None or (reverse.latency_s, reverse.bandwidth_Bps, reverse.energy_J_per_byte) != (
+                link.latency_s, link.bandwidth_Bps, link.energy_J_per_byte):
             listed[(link.src, link.dst)] = link
     result: dict[str, Any] = {
         "name": problem.name,
         "host": cost.host,
         "devices": devices,
         "links": [
-            {"src": l.src, "dst": l.dst, "latency_s": l.latency_s, "bandwidth_Bps": l.bandwidth_Bps}
+            {"src": l.src, "dst": l.dst, "latency_s": l.latency_s, "bandwidth_Bps": l.bandwidth_Bps,
+             **({"energy_J_per_byte": l.energy_J_per_byte} if l.energy_J_per_byte else {})}
             for l in listed.values()
         ],
         "tasks": {t: {d: cost.compute(t, d) for d in cost.devices if cost.can_run(t, d)} for t in graph.nodes},

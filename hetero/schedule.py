@@ -95,6 +95,7 @@ class Schedule:
     period_s: float | None = None
     solve_s: float = 0.0
     notes: tuple[str, ...] = ()
+    energy_J: float | None = None  # one request's energy (hetero.cost.energy), None without power figures
     placement: Mapping[str, str] = field(init=False)
     makespan_s: float = field(init=False)
 
@@ -165,6 +166,7 @@ class Schedule:
             "host": self.host,
             "makespan_s": self.makespan_s,
             "period_s": self.period_s,
+            "energy_J": self.energy_J,
             "solve_s": self.solve_s,
             "placement": dict(self.placement),
             "slots": [dataclasses.asdict(s) for s in self.slots],
@@ -194,6 +196,7 @@ class Schedule:
                 period_s=None if data["period_s"] is None else float(data["period_s"]),
                 solve_s=float(data["solve_s"]),
                 notes=tuple(str(n) for n in data["notes"]),
+                energy_J=None if data.get("energy_J") is None else float(data["energy_J"]),
             )
         except KeyError as err:
             raise InputError(f"{where}: missing field {err}") from None

@@ -27,14 +27,16 @@ LAYERS: list[tuple[str, ...]] = [
     ("hetero.errors", "hetero.io", "hetero.resources"),
     ("hetero.ir", "hetero"),
     ("hetero.backends",),
-    ("hetero.cost.protocol", "hetero.problem", "hetero.schedule"),
+    ("hetero.cost.protocol", "hetero.cost.energy", "hetero.problem", "hetero.schedule"),
     ("hetero.schedulers",),
     ("hetero.policy",),
     ("hetero.trace",),
     ("hetero.exec",),
     ("hetero.quant",),
+    ("hetero.train",),  # training (torch); only hetero.app's training commands and the demo import it
     ("hetero.cost",),
     ("hetero.sim",),
+    ("hetero.sweep",),
     ("hetero.app", "hetero.__main__"),
 ]
 

@@ -111,7 +111,7 @@ ERRORS = [
     (_edit(("devices",), ["P1", "P1"]), "devices[1].name 'P1' duplicates devices[0]"),
     (_edit(("devices",), []), "devices is empty"),
     (_edit(("devices", 1, "memory_bytes"), -1), "devices[1].memory_bytes -1 is negative"),
-    (_edit(("devices", 1, "speed"), 1), "unknown key 'speed' in devices[1] (allowed: name, memory_bytes)"),
+    (_edit(("devices", 1, "speed"), 1), "unknown key 'speed' in devices[1] (allowed: name, memory_bytes, power)"),
     (_edit(("links", 0, "dst"), "P7"), "links[0].dst 'P7' is not a device or the host"),
     (_edit(("links", 0, "bandwidth_Bps"), 0), "links[0].bandwidth_Bps 0 must be > 0"),
     (_edit(("links", 0, "latency_s"), _DELETE), "links[0] has no 'latency_s'"),

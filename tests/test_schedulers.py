@@ -331,7 +331,9 @@ def test_auto_says_which_algorithm_it_picked(paper: Problem) -> None:
 def test_bad_requests_raise_input_errors(paper: Problem) -> None:
     with pytest.raises(InputError, match="unknown scheduling algorithm 'fast'"):
         schedule(paper.graph, paper.cost, "fast")
-    with pytest.raises(InputError, match="unknown objective 'energy'"):
+    with pytest.raises(InputError, match="unknown objective 'power'"):
+        schedule(paper.graph, paper.cost, objective="power")
+    with pytest.raises(InputError, match="objective energy needs device power figures"):
         schedule(paper.graph, paper.cost, objective="energy")
     with pytest.raises(InputError, match="memory capacity given for 'P9'"):
         schedule(paper.graph, paper.cost, memory_bytes={"P9": 5})

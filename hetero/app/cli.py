@@ -17,8 +17,10 @@ import sys
 from typing import NoReturn, Sequence
 
 from hetero import __version__
-from hetero.app.options import device_list, nonnegative_int, open_fraction, percent, positive_float, positive_int
+from hetero.app.options import add_input_shape_option, device_list, nonnegative_int, open_fraction, percent, positive_float, positive_int
 from hetero.app.run import add_run_parser, add_validate_parser
+from hetero.app.train_cli import add_train_parsers
+from hetero.app.sweep import add_sweep_parser
 from hetero.errors import HeteroError, InputError, UsageError
 from hetero.io import OutputSet, json_safe
 
@@ -83,7 +85,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from hetero.ir.source import load_graph
 
-    graph = load_graph(args.model)
+    graph = load_graph(args.model, args.input_shape)
     rows = []
     for op in graph.ops_in_order():
         rows.append(
@@ -172,16 +174,19 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         from hetero.problem import load_problem
 
         problem = load_problem(args.problem)
-        graph, cost, memory = problem.graph, problem.cost, problem.memory_bytes
+        graph, cost, memory, energy = problem.graph, problem.cost, problem.memory_bytes, problem.energy
     else:
+        from hetero.cost.catalog import energy_model_for
         from hetero.cost.model import cost_model_for
         from hetero.quant.precision import load_with_precision
         from hetero.cost.profile import load_profile
 
         precision = args.precision or (load_profile(args.profile).precision if args.profile else None)
-        graph, precision = load_with_precision(args.model, precision)
+        graph, precision = load_with_precision(args.model, precision, getattr(args, "input_shape", None))
         cost, memory = cost_model_for(graph, args.profile, names, precision)
-    plan = schedule(graph, cost, algorithm=args.algorithm, objective=args.objective, memory_bytes=memory)
+        energy = energy_model_for(names, precision, load_profile(args.profile) if args.profile else None)
+    plan = schedule(graph, cost, algorithm=args.algorithm, objective=args.objective, memory_bytes=memory,
+                    energy=energy, energy_budget_J=args.energy_budget)
     if args.output:
         outputs.put("-o", plan_bytes(plan))
     if args.trace:
@@ -197,7 +202,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_safe(json_summary(plan))))
         return 0
-    for line in summary_lines(schedule_summary(plan, graph, cost, memory)):
+    for line in summary_lines(schedule_summary(plan, graph, cost, memory, energy)):
         print(line)
     for path in outputs.paths:
         print(f"wrote {path}")
@@ -246,7 +251,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     names = _device_list(args.devices)
     OutputSet({"-o": args.output})  # checks the path before the measurement starts
     previous = load_profile(args.output) if args.reuse and Path(args.output).exists() else None
-    graph, args.precision = load_with_precision(args.model, args.precision)
+    graph, args.precision = load_with_precision(args.model, args.precision, getattr(args, "input_shape", None))
     devices = [open_device(name) for name in names]
     budget = Budget(target_spread=args.target_spread, seconds_per_op=args.budget_s)
     steps = len({op.signature() for op in graph.ops_in_order()}) * len(devices) + 1
@@ -318,7 +323,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from hetero.app.sim_outputs import run_scenario_file, summary_lines
 
     result = run_scenario_file(args.scenario, output=args.output, trace=args.trace, plot=args.plot, seed=args.seed,
-                               progress=True, max_events=args.max_events)
+                               progress=True, max_events=args.max_events, objective=args.objective)
     for line in summary_lines(result):
         print(line)
     for path in (args.output, args.trace, args.plot):
@@ -365,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="ops, shapes, FLOPs and parameter bytes of a model")
     p.add_argument("model", help="an .onnx path or builtin:NAME (seed-cnn, resnet18, mobilenetv2, ...)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_input_shape_option(p)
     p.set_defaults(func=cmd_inspect)
 
     add_run_parser(sub)
@@ -394,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=open_fraction, default=0.3, help="with --evaluate: share of signatures held out, in (0, 1)")
     p.add_argument("--against", metavar="OTHER", help="with --evaluate: predict OTHER's entries from PROFILE")
     p.add_argument("--json", action="store_true", help="with --evaluate: print JSON")
+    add_input_shape_option(p)
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("schedule", help="partition a model (or a problem file's task graph) across devices")
@@ -402,12 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", help="comma-separated devices: measured (in the profile) or catalog spec names")
     p.add_argument("--precision", default=None, choices=["fp32", "int8"], help="default: the profile's precision, else the model's own")
     p.add_argument("--problem", help="a problem file: devices, links, tasks and edges as JSON")
-    p.add_argument("--objective", default="latency", choices=["latency", "throughput"])
+    p.add_argument("--objective", default="latency", choices=["latency", "throughput", "energy"],
+                   help="energy: the least energy per request (device power and link energy; auto, dp or single)")
+    p.add_argument("--energy-budget", type=positive_float, default=None, metavar="J",
+                   help="with --objective latency: the least latency within J joules per request")
     p.add_argument("--algorithm", default="auto", help="auto, single, greedy, dp, heft, peft, ilp or pipeline")
     p.add_argument("-o", "--output", help="write the plan JSON")
     p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON")
     p.add_argument("--gantt", help="write a Gantt chart: .png, .svg or .pdf")
     p.add_argument("--json", action="store_true", help="print makespan, placement, slots, algorithm, seconds as JSON")
+    add_input_shape_option(p)
     p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("simulate", help="play out a scenario (devices, links, workload, events, policy) in simpy")
@@ -416,9 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", help="write a Chrome/Perfetto trace")
     p.add_argument("--plot", help="write a plot (.png, .svg or .pdf): latency over time with events, utilisation per device")
     p.add_argument("--seed", type=nonnegative_int, help="override the scenario's seed (a whole number >= 0)")
+    p.add_argument("--objective", choices=["latency", "throughput", "energy"], default=None,
+                   help="override the scenario's scheduler objective")
     p.add_argument("--max-events", type=positive_int, default=None, metavar="N",
                    help="refuse a scenario estimated to need more than N op executions (default: 20,000,000)")
     p.set_defaults(func=cmd_simulate)
+
+    add_sweep_parser(sub)
+
+    add_train_parsers(sub)
 
     p = sub.add_parser("demo", help="the end-to-end job on the shipped seed model")
     p.add_argument("-o", "--output", default="out/demo", help="folder for the report, plots, traces and profile (default: out/demo)")

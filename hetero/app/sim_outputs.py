@@ -29,12 +29,13 @@ def run_scenario_file(
     seed: int | None = None,
     progress: bool = True,
     max_events: int | None = None,
+    objective: str | None = None,
 ) -> SimResult:
     """Load, simulate and write the requested files, all or none; ``progress`` shows a bar on stderr.
 
     Output paths (and the plot's format) are checked before the simulation starts; a workload
     estimated to need more than ``max_events`` op executions is refused (see
-    :func:`hetero.sim.engine.check_size`).
+    :func:`hetero.sim.engine.check_size`); ``objective`` overrides the scenario's scheduler objective.
     """
     from hetero.sim import Simulator, build_world, load_scenario
 
@@ -44,6 +45,11 @@ def run_scenario_file(
 
         image_format(plot, "--plot")
     scenario = load_scenario(path)
+    if objective is not None and objective != scenario.objective:
+        import dataclasses
+
+        budget = scenario.energy_budget_J if objective == "latency" else None
+        scenario = dataclasses.replace(scenario, objective=objective, energy_budget_J=budget)
     world = build_world(scenario)
     with _progress_bar(scenario.duration_s, progress, scenario.name) as update:
         result = Simulator(scenario, world, seed=seed, trace=trace is not None, progress=update,
@@ -110,7 +116,8 @@ def summary_lines(result: SimResult) -> list[str]:
         return "n/a" if seconds != seconds else f"{seconds * 1e3:.3f} ms"
 
     lines = [
-        f"scenario {result.scenario}: policy {result.policy}, seed {result.seed}, {result.end_s:.6g} s simulated",
+        f"scenario {result.scenario}: policy {result.policy}, seed {result.seed}, {result.end_s:.6g} s simulated"
+        f" (requests served over {result.served_s:.6g} s)",
         f"requests: {requests['completed']} completed of {requests['arrived']}, {requests['failed']} failed, "
         f"{requests['lost']} lost, {requests['retried']} retried",
         f"latency: p50 {ms(latency['p50'])}, p95 {ms(latency['p95'])}, p99 {ms(latency['p99'])} "
@@ -120,6 +127,15 @@ def summary_lines(result: SimResult) -> list[str]:
         "utilisation: " + ", ".join(f"{d} {u:.1%}" for d, u in result.utilisation.items()),
         "bytes moved: " + (", ".join(f"{link} {n}" for link, n in result.bytes_per_link.items() if n) or "none"),
     ]
+    if result.energy_J is not None:
+        energy = result.energy_J
+        per_request = result.energy_per_request_J
+        parts = [f"{name} {joules:.4g} J" for name, joules in energy["devices"].items()]
+        parts += [f"{link} {joules:.4g} J" for link, joules in energy["links"].items() if joules]
+        lines.append(f"energy: {energy['total']:.4g} J" + (f", {per_request:.4g} J per request" if per_request is not None else "")
+                     + (f" ({', '.join(parts)})" if parts else ""))
+        if energy["without_power"]:
+            lines.append(f"energy: no power figures for {', '.join(energy['without_power'])} (counted as 0 W)")
     lines += [f"error: {error}" for error in result.errors]
     return lines
 

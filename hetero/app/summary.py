@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import networkx as nx
 import numpy as np
 
+from hetero.cost.energy import EnergyModel
 from hetero.cost.protocol import CostModel
 from hetero.problem import as_task_graph
 from hetero.schedule import INPUT_NODE, OUTPUT_NODE, Schedule
@@ -38,9 +39,11 @@ def partitions(schedule: Schedule, names: list[str] | tuple[str, ...]) -> list[d
 
 
 def schedule_summary(
-    schedule: Schedule, graph: nx.DiGraph, cost: CostModel, memory_bytes: Mapping[str, int] | None = None
+    schedule: Schedule, graph: nx.DiGraph, cost: CostModel, memory_bytes: Mapping[str, int] | None = None,
+    energy: EnergyModel | None = None,
 ) -> dict[str, Any]:
-    """Partitions, predicted latency (and throughput), best single device and speedup, bytes moved."""
+    """Partitions, predicted latency (and throughput), best single device and speedup, bytes moved;
+    with ``energy``, the request's energy per device and link next to the latency."""
     tasks = compile_tasks(as_task_graph(graph), cost, memory_bytes)
     throughput = schedule.objective == "throughput" and schedule.period_s is not None
     singles: dict[str, float] = {}
@@ -72,9 +75,18 @@ def schedule_summary(
         "bytes_host_io": sum(t.nbytes for t in schedule.transfers) - sum(t.nbytes for t in between),
         "transfers": len(schedule.transfers),
         "memory_bytes": dict(schedule.memory_bytes),
+        "energy": _energy(schedule, energy),
         "seconds": schedule.solve_s,
         "notes": list(schedule.notes),
     }
+
+
+def _energy(schedule: Schedule, model: EnergyModel | None) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    found = model.schedule_J(schedule)
+    return {"total_J": found.total_J, "devices_J": dict(found.devices_J), "links_J": dict(found.links_J),
+            "without_power": model.missing(schedule.devices)}
 
 
 def summary_lines(summary: Mapping[str, Any]) -> list[str]:
@@ -90,6 +102,12 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
         lines.append(f"predicted throughput: {summary['throughput_per_s']:.6g} /s (period {summary['period_s']:.6g} s, latency {summary['makespan_s']:.6g} s)")
     else:
         lines.append(f"predicted latency: {summary['makespan_s']:.6g} s")
+    energy = summary.get("energy")
+    if energy is not None:
+        parts = [f"{d} {j:.4g} J" for d, j in energy["devices_J"].items()] + [f"{l} {j:.4g} J" for l, j in energy["links_J"].items() if j]
+        lines.append(f"predicted energy: {energy['total_J']:.6g} J per request ({', '.join(parts)})")
+        if energy["without_power"]:
+            lines.append(f"  no power figures for {', '.join(energy['without_power'])} (counted as 0 W)")
     single = summary["single_device"]
     if single is None:
         lines.append("best single device: none can run every node")
@@ -108,4 +126,5 @@ def json_summary(schedule: Schedule) -> dict[str, Any]:
         "slots": [dataclasses.asdict(slot) for slot in schedule.slots],
         "algorithm": schedule.algorithm,
         "seconds": schedule.solve_s,
+        "energy_J": schedule.energy_J,
     }

@@ -9,7 +9,8 @@ Schema (version 1)::
                         "ops": {signature: {op_type, median_s, p10_s, p90_s, count, outliers,
                                             spread, wall_median_s, features: {...}}}}},
      "links": [{"src", "dst", "via", "latency_s", "bandwidth_Bps", "points": [[nbytes, seconds], ...]}],
-     "runtime": {"dispatch_s": seconds the runtime adds per op (thread hand-offs, bookkeeping)}}
+     "runtime": {"dispatch_s": seconds the runtime adds per op (thread hand-offs, bookkeeping)},
+     "power": {name: {"idle_W", "busy_W", "source"} or {"unavailable": why}}}  (optional)
 
 ``median_s``/``p10_s``/``p90_s`` are by the device's own clock (event profiling, CUDA events, the
 host clock for host devices); ``wall_median_s`` is the host wall clock of a synchronous launch,
@@ -76,6 +77,7 @@ class Profile:
     links: tuple[Link, ...] = field(default=())  # measured paths: via and points set, never shared
     schema_version: int = SCHEMA_VERSION
     runtime: Mapping[str, float] = field(default_factory=dict)  # dispatch_s: the runtime's own cost per op
+    power: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per device: watts, or why none (cost.power)
 
     def link(self, src: str, dst: str) -> Link | None:
         for fit in self.links:
@@ -227,7 +229,26 @@ def _parse(data: Mapping[str, Any], where: str) -> Profile:
         links=tuple(links),
         schema_version=version,
         runtime={k: float(v) for k, v in dict(data.get("runtime", {})).items()},
+        power=_power(data.get("power", {})),
     )
+
+
+def _power(data: Any) -> dict[str, dict[str, Any]]:
+    """The optional power section: per device idle_W <= busy_W (watts) with a source, or unavailable: why."""
+    if not isinstance(data, dict):
+        raise ProfileError("power must map device names to {idle_W, busy_W, source} or {unavailable: why}")
+    power: dict[str, dict[str, Any]] = {}
+    for name, entry in data.items():
+        at = f"power.{name}"
+        if isinstance(entry, dict) and "unavailable" in entry:
+            power[name] = {"unavailable": str(entry["unavailable"])}
+            continue
+        idle = float(_need(entry, "idle_W", at, (int, float)))
+        busy = float(_need(entry, "busy_W", at, (int, float)))
+        if not 0 <= idle <= busy:
+            raise ProfileError(f"{at}: 0 <= idle_W <= busy_W does not hold ({idle}, {busy})")
+        power[name] = {"idle_W": idle, "busy_W": busy, "source": str(entry.get("source", "profile"))}
+    return power
 
 
 def check_device(profile: Profile, profile_path: str, name: str, info: DeviceInfo) -> DeviceProfile:

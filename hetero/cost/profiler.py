@@ -497,6 +497,7 @@ def profile_graph(
         if sweep > 0:
             measured.update(sweep_device(device, unique, measured, sweep, rng, sweep_budget, progress))
         device_profiles[device.name] = DeviceProfile(identity=identity_of(device.info), ops=measured)
+    power = {device.name: _device_power(device, unique.values(), rng) for device in devices}
     if progress:
         progress("links")
     links = calibrate_links(devices, transfer_sizes)
@@ -509,7 +510,26 @@ def profile_graph(
         devices=device_profiles,
         links=tuple(links),
         runtime={"dispatch_s": dispatch_s},
+        power=power,
     )
+
+
+def _device_power(device: Device, ops: Iterable[Op], rng: np.random.Generator) -> dict[str, object]:
+    """The device's power entry (hetero.cost.power), busy running its heaviest op."""
+    from hetero.cost.power import measure_power
+
+    supported = [op for op in ops if device.supports(op)]
+    if not supported:
+        return {"unavailable": "the device runs none of the model's ops"}
+    op = max(supported, key=lambda o: o.flops)
+    buffers = [device.upload(random_input(s, rng)) for s in op.input_specs if s is not None and s.name not in op.weights]
+
+    def busy() -> None:
+        device.run(op, buffers)
+        device.synchronize()
+
+    index = int(device.name.split(":")[1]) if device.name.count(":") == 1 and device.name.split(":")[1].isdigit() else 0
+    return measure_power(device.info.kind, index, busy)
 
 
 def quick_profile(graph: Graph, devices: list, model: str, precision: str):

@@ -65,6 +65,7 @@ class Link:
     shared: bool = False
     via: str = "direct"
     points: tuple[tuple[int, float], ...] = ()
+    energy_J_per_byte: float = 0.0
 
     def __post_init__(self) -> None:
         if self.src == self.dst:
@@ -73,6 +74,8 @@ class Link:
             raise InputError(f"link {self.src} -> {self.dst}: latency_s {self.latency_s} must be finite and >= 0")
         if not (self.bandwidth_Bps > 0 and not math.isnan(self.bandwidth_Bps)):
             raise InputError(f"link {self.src} -> {self.dst}: bandwidth_Bps {self.bandwidth_Bps} must be > 0")
+        if not (math.isfinite(self.energy_J_per_byte) and self.energy_J_per_byte >= 0):
+            raise InputError(f"link {self.src} -> {self.dst}: energy_J_per_byte {self.energy_J_per_byte} must be finite and >= 0")
 
     def seconds(self, nbytes: int) -> float:
         """Time to move nbytes over this link."""
@@ -88,7 +91,8 @@ def link_table(links: Iterable[Link]) -> dict[tuple[str, str], Link]:
             raise InputError(f"link {link.src} -> {link.dst} is listed twice")
         table[(link.src, link.dst)] = link
     for link in listed:
-        table.setdefault((link.dst, link.src), Link(link.dst, link.src, link.latency_s, link.bandwidth_Bps, link.shared, link.via))
+        table.setdefault((link.dst, link.src), Link(link.dst, link.src, link.latency_s, link.bandwidth_Bps, link.shared, link.via,
+                                                      energy_J_per_byte=link.energy_J_per_byte))
     return table
 
 

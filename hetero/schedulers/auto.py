@@ -16,7 +16,7 @@ import logging
 from typing import Callable
 
 from hetero.schedule import Schedule, ScheduleError
-from hetero.schedulers.base import TaskArrays, placement_indices
+from hetero.schedulers.base import Goal, TaskArrays, placement_indices
 from hetero.schedulers.dp import dp, segments
 from hetero.schedulers.heft import heft
 from hetero.schedulers.ilp import ilp
@@ -80,3 +80,35 @@ def auto(tasks: TaskArrays, objective: str = "latency") -> Schedule:
     best = min(results, key=lambda s: s.makespan_s)
     tried = ", ".join(f"{s.algorithm} {s.makespan_s:.6g} s" for s in results)
     return _noted(best, f"auto: {tasks.n} nodes, {pieces} series segments -> best of {tried}: {best.algorithm}")
+
+
+def auto_energy(tasks: TaskArrays, goal: Goal) -> Schedule:
+    """Energy goals: ilp on small graphs that are not chains (exact), else the series-segment dp (exact
+    over whole-segment placements, so exact on chains).
+
+    With a budget under the latency objective, heft's and peft's schedules compete too when they
+    fit the budget (wide DAGs run faster spread than in segments).
+    """
+    if not tasks.is_chain() and tasks.n <= ILP_MAX_TASKS and tasks.k <= ILP_MAX_DEVICES:
+        try:
+            result = ilp(tasks, time_limit_s=ILP_TIME_LIMIT_S, goal=goal)
+            return _noted(result, f"auto: small graph ({tasks.n} nodes, {tasks.k} devices), energy goal -> ilp (exact)")
+        except ScheduleError as err:
+            log.info("auto: ilp failed (%s); trying dp", err)
+    result = dp(tasks, goal)
+    if goal.objective == "energy":
+        return _noted(result, f"auto: energy objective -> dp (exact over whole-segment placements; "
+                              f"{len(segments(tasks))} series segments)")
+    results = [result]
+    for algorithm in (heft, peft):
+        try:
+            candidate = algorithm(tasks)
+        except ScheduleError as err:
+            log.info("auto: %s", err)
+            continue
+        if goal.schedule_key(tasks, candidate) is not None:
+            results.append(candidate)
+    keyed = [(goal.schedule_key(tasks, s), s) for s in results]
+    best = min((item for item in keyed if item[0] is not None), key=lambda item: item[0], default=(None, result))[1]
+    tried = ", ".join(f"{s.algorithm} {s.makespan_s:.6g} s" for s in results)
+    return _noted(best, f"auto: least latency within {goal.energy_budget_J:.6g} J per request -> best of {tried}: {best.algorithm}")

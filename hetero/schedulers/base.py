@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 import networkx as nx
 import numpy as np
 
+from hetero.cost.energy import EnergyModel
 from hetero.cost.protocol import CostModel
 from hetero.errors import InputError
 from hetero.problem import as_task_graph, topological_order
@@ -47,6 +48,7 @@ class TaskArrays:
     input_s: np.ndarray
     result_s: np.ndarray
     capacity_bytes: np.ndarray
+    energy: "EnergyTerms | None" = None
 
     @property
     def n(self) -> int:
@@ -79,6 +81,94 @@ class TaskArrays:
         sources = self.edge_src[edges]
         arrival = end_s[sources, None] + self.comm_s[edges, placement[sources], :]
         return np.maximum(arrival.max(axis=0), self.input_s[node])
+
+
+@dataclass(frozen=True, eq=False)
+class EnergyTerms:
+    """A request's energy as arrays: ``idle_W`` x makespan + the dynamic joules of a placement.
+
+    ``extra_J[i, d]`` = (busy_W - idle_W of d) x node i's seconds on d; ``comm_J[e, a, b]`` the
+    joules of edge e from a to b; ``input_J`` / ``result_J`` those of graph I/O to and from the host.
+    """
+
+    model: EnergyModel
+    idle_W: float
+    extra_J: np.ndarray
+    comm_J: np.ndarray
+    input_J: np.ndarray
+    result_J: np.ndarray
+
+    def dynamic_J(self, tasks: "TaskArrays", placement: np.ndarray) -> float:
+        """The joules of a placement beyond the idle draw."""
+        rows = np.arange(tasks.n)
+        total = float((self.extra_J[rows, placement] + self.input_J[rows, placement] + self.result_J[rows, placement]).sum())
+        if len(tasks.edge_src):
+            total += float(self.comm_J[np.arange(len(tasks.edge_src)), placement[tasks.edge_src], placement[tasks.edge_dst]].sum())
+        return total
+
+    def request_J(self, tasks: "TaskArrays", placement: np.ndarray, makespan_s: float) -> float:
+        return self.idle_W * makespan_s + self.dynamic_J(tasks, placement)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What a schedule minimises: ``latency`` (within ``energy_budget_J`` per request when given) or ``energy``."""
+
+    objective: str = "latency"
+    energy_budget_J: float | None = None
+
+    @property
+    def uses_energy(self) -> bool:
+        return self.objective == "energy" or self.energy_budget_J is not None
+
+    def key(self, tasks: "TaskArrays", makespan_s: float, dynamic_J: float) -> tuple[float, float] | None:
+        """What to minimise, as (primary, tie-break); None when over the energy budget."""
+        if not self.uses_energy:
+            return (makespan_s, 0.0)
+        assert tasks.energy is not None, "the goal needs the tasks' energy terms (with_energy)"
+        energy_J = tasks.energy.idle_W * makespan_s + dynamic_J
+        if self.objective == "energy":
+            return (energy_J, makespan_s)
+        assert self.energy_budget_J is not None
+        if energy_J > self.energy_budget_J * (1 + 1e-9):
+            return None
+        return (makespan_s, energy_J)
+
+    def schedule_key(self, tasks: "TaskArrays", schedule: Schedule) -> tuple[float, float] | None:
+        if not self.uses_energy:
+            return (schedule.makespan_s, 0.0)
+        assert tasks.energy is not None
+        placement = np.array([tasks.devices.index(schedule.placement[name]) for name in tasks.names], dtype=np.int64)
+        return self.key(tasks, schedule.makespan_s, tasks.energy.dynamic_J(tasks, placement))
+
+
+LATENCY = Goal()
+
+
+def energy_terms(tasks: "TaskArrays", model: EnergyModel) -> EnergyTerms:
+    """The energy arrays of compiled tasks; InputError names a device without power figures."""
+    missing = model.missing(tasks.devices)
+    if missing:
+        raise InputError(f"device {missing[0]} has no power figures (idle_W, busy_W): give them (a scenario's "
+                         f"devices[].power, a problem file's devices[].power, a catalog entry's power) to plan for energy")
+    extra_W = np.array([model.extra_W(d) for d in tasks.devices])
+    finite = np.where(np.isfinite(tasks.compute_s), tasks.compute_s, 0.0)
+    per_byte = np.array([[model.J_per_byte(a, b) for b in tasks.devices] for a in tasks.devices])
+    comm = tasks.edge_bytes.astype(np.float64)[:, None, None] * per_byte[None, :, :]
+    to_device = np.array([0.0 if d == tasks.host else model.J_per_byte(tasks.host, d) for d in tasks.devices])
+    from_device = np.array([0.0 if d == tasks.host else model.J_per_byte(d, tasks.host) for d in tasks.devices])
+    input_J = tasks.input_bytes.astype(np.float64)[:, None] * to_device[None, :]
+    result_J = tasks.result_bytes.astype(np.float64)[:, None] * from_device[None, :]
+    return EnergyTerms(model, model.idle_W(tasks.devices), finite * extra_W[None, :], comm, input_J, result_J)
+
+
+def with_energy(tasks: "TaskArrays", model: EnergyModel | None) -> "TaskArrays":
+    """The tasks with their energy arrays (unchanged without a model)."""
+    if model is None:
+        return tasks
+    import dataclasses
+
+    return dataclasses.replace(tasks, energy=energy_terms(tasks, model))
 
 
 def transfer_table(cost: CostModel, nbytes: np.ndarray, devices: Sequence[str]) -> np.ndarray:

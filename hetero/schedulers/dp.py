@@ -13,6 +13,11 @@ device its bytes of weights and peak segment activations), so the optimum is exa
 capacities too. A chain has one node per segment, so there the result is the optimal schedule.
 A DAG without cuts is one segment: dp then equals the best single device.
 
+Energy (:class:`~hetero.schedulers.base.Goal`): a label also carries the dynamic joules of its
+prefix (busy power above idle, transfers, graph I/O); a request's energy is the devices' idle watts
+x makespan + those joules, nondecreasing in every label field, so the same Pareto pruning stays
+exact for ``objective="energy"`` and for the least latency within an energy budget per request.
+
 Memory per device is counted conservatively: weights + graph I/O copies + the largest segment
 working set (the cut's data coming in plus every output the segment makes); for a chain of tasks
 that take time, without graph I/O on capped devices, this is exactly the peak the schedule needs.
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hetero.schedule import Schedule, ScheduleError
-from hetero.schedulers.base import TaskArrays, make_schedule
+from hetero.schedulers.base import LATENCY, Goal, TaskArrays, make_schedule
 
 log = logging.getLogger(__name__)
 LABEL_LIMIT = 256
@@ -58,11 +63,13 @@ class Label:
     peak_bytes: tuple[float, ...]
     device: int
     parent: "Label | None"
+    energy_J: float = 0.0
 
     def dominates(self, other: "Label") -> bool:
         return (
             self.finish_s <= other.finish_s
             and self.output_s <= other.output_s
+            and self.energy_J <= other.energy_J
             and all(a <= b for a, b in zip(self.fixed_bytes, other.fixed_bytes))
             and all(a <= b for a, b in zip(self.peak_bytes, other.peak_bytes))
         )
@@ -71,10 +78,14 @@ class Label:
 class SegmentDP:
     """The dynamic program over series segments."""
 
-    def __init__(self, tasks: TaskArrays) -> None:
+    def __init__(self, tasks: TaskArrays, goal: Goal = LATENCY) -> None:
         self.tasks = tasks
+        self.goal = goal
         self.segments = segments(tasks)
-        self.capped = [d for d in range(tasks.k) if math.isfinite(tasks.capacity_bytes[d])]
+        # a capacity above everything the graph could ever hold at once cannot bind: left out of the labels
+        most = float(tasks.weight_bytes.sum() + tasks.output_bytes.sum() + tasks.input_bytes.sum()
+                     + tasks.result_bytes.sum() + tasks.edge_bytes.sum())
+        self.capped = [d for d in range(tasks.k) if math.isfinite(tasks.capacity_bytes[d]) and tasks.capacity_bytes[d] < most]
         self.truncated = False
 
     def simulate(self, segment: int, device: int, previous: Label | None) -> tuple[list[float], list[float]]:
@@ -127,18 +138,55 @@ class SegmentDP:
             peak[slot] = max(peak[slot], working)
             if fixed[slot] + peak[slot] > tasks.capacity_bytes[device]:
                 return None
-        return Label(ends[-1], output_s, tuple(fixed), tuple(peak), device, previous)
+        energy = 0.0
+        if self.goal.uses_energy and tasks.energy is not None:
+            terms = tasks.energy
+            energy = previous.energy_J if previous is not None else 0.0
+            energy += float(terms.extra_J[nodes, device].sum() + terms.input_J[nodes, device].sum()
+                            + terms.result_J[nodes, device].sum())
+            if previous is not None:
+                incoming = tasks.succ_edges[first - 1]
+                energy += float(terms.comm_J[incoming, previous.device, device].sum())
+        return Label(ends[-1], output_s, tuple(fixed), tuple(peak), device, previous, energy)
 
     def prune(self, labels: list[Label]) -> list[Label]:
-        labels.sort(key=lambda l: (l.finish_s, l.output_s))
+        goal, energy = self.goal, self.tasks.energy
+        if goal.uses_energy and energy is not None:
+            idle = energy.idle_W
+            if goal.energy_budget_J is not None:  # what is over the budget already only grows
+                labels = [l for l in labels if idle * max(l.finish_s, l.output_s) + l.energy_J <= goal.energy_budget_J * (1 + 1e-9)]
+            if goal.objective == "energy":
+                labels.sort(key=lambda l: (idle * max(l.finish_s, l.output_s) + l.energy_J, l.finish_s))
+                dominates = self._cheaper
+            else:
+                labels.sort(key=lambda l: (l.finish_s, l.output_s, l.energy_J))
+                dominates = Label.dominates
+        else:
+            labels.sort(key=lambda l: (l.finish_s, l.output_s))
+            dominates = Label.dominates
         kept: list[Label] = []
         for label in labels:
-            if not any(other.dominates(label) for other in kept):
+            if not any(dominates(other, label) for other in kept):
                 kept.append(label)
         if len(kept) > LABEL_LIMIT:
             self.truncated = True
             kept = kept[:LABEL_LIMIT]
         return kept
+
+    def _cheaper(self, one: Label, other: Label) -> bool:
+        """For the energy objective: ``one`` ends no costlier than ``other`` whatever follows.
+
+        Every later time is max(finish + c, d) or max(output, ...): 1-Lipschitz in finish and output,
+        so the makespan grows by at most max(finish - other's, output - other's, 0) and the energy
+        by idle_W times that.
+        """
+        assert self.tasks.energy is not None
+        later = max(one.finish_s - other.finish_s, one.output_s - other.output_s, 0.0)
+        return (
+            one.energy_J + self.tasks.energy.idle_W * later <= other.energy_J
+            and all(a <= b for a, b in zip(one.fixed_bytes, other.fixed_bytes))
+            and all(a <= b for a, b in zip(one.peak_bytes, other.peak_bytes))
+        )
 
     def solve(self) -> Label:
         frontier: list[Label] | None = None
@@ -150,6 +198,11 @@ class SegmentDP:
                     if label is not None:
                         candidates[device].append(label)
             frontier = [label for per_device in candidates for label in self.prune(per_device)]
+            if not frontier and self.goal.energy_budget_J is not None:
+                least = SegmentDP(self.tasks, Goal("energy")).solve()
+                least_J = self.tasks.energy.idle_W * max(least.finish_s, least.output_s) + least.energy_J
+                raise ScheduleError(f"dp: no partition meets the energy budget of {self.goal.energy_budget_J:.6g} J per "
+                                    f"request (the least energy is {least_J:.6g} J); raise energy_budget or plan for energy")
             if not frontier:
                 first, last = self.segments[segment]
                 raise ScheduleError(
@@ -157,14 +210,20 @@ class SegmentDP:
                     "within its capabilities and memory; try heft"
                 )
         assert frontier is not None
-        return min(frontier, key=lambda l: (max(l.finish_s, l.output_s), l.device))
+        keyed = [(self.goal.key(self.tasks, max(l.finish_s, l.output_s), l.energy_J), l) for l in frontier]
+        within = [(key, l) for key, l in keyed if key is not None]
+        if not within:
+            least = min(self.tasks.energy.idle_W * max(l.finish_s, l.output_s) + l.energy_J for l in frontier)
+            raise ScheduleError(f"dp: no partition meets the energy budget of {self.goal.energy_budget_J:.6g} J per request "
+                                f"(the least energy is {least:.6g} J); raise energy_budget or plan for energy")
+        return min(within, key=lambda item: (item[0], item[1].device))[1]
 
 
-def dp(tasks: TaskArrays) -> Schedule:
-    """Exact series-segment partitioning on compiled tasks."""
+def dp(tasks: TaskArrays, goal: Goal = LATENCY) -> Schedule:
+    """Exact series-segment partitioning on compiled tasks, for the goal's objective."""
     if tasks.n == 0:
         return make_schedule(tasks, np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), "dp")
-    program = SegmentDP(tasks)
+    program = SegmentDP(tasks, goal)
     best = program.solve()
     chosen: list[Label] = []
     label: Label | None = best

@@ -25,6 +25,10 @@ is returned with HiGHS's optimality gap in the notes. heft, peft, greedy, single
 first: their best makespan bounds C (and M); when one of them still beats the MILP's schedule (a
 time limit, or the start separation), its schedule is returned under its own algorithm's name,
 with ilp's notes saying why.
+
+Energy goals (:class:`~hetero.schedulers.base.Goal`, rows in :mod:`hetero.schedulers.ilp_energy`):
+``objective="energy"`` minimises a request's energy, a budget adds the row energy <= budget; the
+makespan bound is then the serial one and the safety net dp and single for the same goal.
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ from scipy.sparse import coo_matrix
 
 from hetero.problem import ready_order
 from hetero.schedule import Schedule, ScheduleError
-from hetero.schedulers.base import TaskArrays, list_times, make_schedule, successor_lists
+from hetero.schedulers.base import LATENCY, Goal, TaskArrays, list_times, make_schedule, placement_indices, successor_lists
 from hetero.schedulers.dp import dp
 from hetero.schedulers.greedy import greedy
 from hetero.schedulers.heft import heft
+from hetero.schedulers.ilp_energy import energy_row
 from hetero.schedulers.ilp_memory import SEPARATION, Columns, MemoryModel, add_memory_rows, retime
 from hetero.schedulers.peft import peft
 from hetero.schedulers.single import single
@@ -92,9 +97,17 @@ def _ancestors(tasks: TaskArrays) -> list[int]:
     return above
 
 
-def _heuristics(tasks: TaskArrays) -> list[Schedule]:
-    """The list schedulers' results (those that find one): an upper bound and a safety net."""
+def _heuristics(tasks: TaskArrays, goal: Goal = LATENCY) -> list[Schedule]:
+    """The list schedulers' results (those that find one): an upper bound and a safety net; for an
+    energy goal, dp's and single's for that goal."""
     found = []
+    if goal.uses_energy:
+        for algorithm in (dp, single):
+            try:
+                found.append(algorithm(tasks, goal))
+            except ScheduleError as err:
+                log.info("ilp: %s", err)
+        return found
     for algorithm in (heft, peft, greedy, single, dp):
         try:
             found.append(algorithm(tasks))
@@ -141,8 +154,9 @@ class _Model:
     order_base: int
 
 
-def _build(tasks: TaskArrays, upper_s: float, unit_s: float) -> _Model:
-    """The precedence/disjunctive MILP with every time divided by unit_s (M = the upper bound)."""
+def _build(tasks: TaskArrays, upper_s: float, unit_s: float, goal: Goal = LATENCY, energy_unit_J: float = 1.0) -> _Model:
+    """The precedence/disjunctive MILP with every time divided by unit_s (M = the upper bound) and,
+    for an energy goal, every joule by energy_unit_J."""
     n, k = tasks.n, tasks.k
     upper = upper_s / unit_s
     big_m = max(upper, 1e-9)
@@ -200,8 +214,17 @@ def _build(tasks: TaskArrays, upper_s: float, unit_s: float) -> _Model:
     for d in range(k):  # a valid cut: a device's busy time fits within the makespan
         rows.add({makespan: 1.0, **{x(i, d): -float(w[i, d]) for i in range(n) if capable[i, d]}}, lower=0.0)
     memory = add_memory_rows(tasks, columns, rows.add, x, s, unit_s, upper)
+    energy_terms: dict[int, float] = {}
+    if goal.uses_energy:
+        energy_terms = energy_row(tasks, columns, rows.add, x, makespan, unit_s, energy_unit_J)
+        if goal.energy_budget_J is not None:
+            rows.add(energy_terms, upper=goal.energy_budget_J / energy_unit_J)
     objective = np.zeros(len(columns))
-    objective[makespan] = 1.0
+    if goal.objective == "energy":
+        for col, value in energy_terms.items():
+            objective[col] += value
+    else:
+        objective[makespan] = 1.0
     constraints = [rows.constraint(len(columns))] if rows.lower else []
     bounds = Bounds(np.array(columns.lower), np.array(columns.upper))
     return _Model(objective, constraints, np.array(columns.integer), bounds, unit_s, memory, tuple(pairs), order_base)
@@ -213,8 +236,9 @@ def _solve(model: _Model, time_limit_s: float, presolve: bool) -> OptimizeResult
         return milp(model.objective, constraints=model.constraints, integrality=model.integrality, bounds=model.bounds, options=options)
 
 
-def ilp(tasks: TaskArrays, time_limit_s: float = DEFAULT_TIME_LIMIT_S, safety_net: bool = True) -> Schedule:
-    """Solve the scheduling MILP; see the module docstring.
+def ilp(tasks: TaskArrays, time_limit_s: float = DEFAULT_TIME_LIMIT_S, safety_net: bool = True,
+        goal: Goal = LATENCY) -> Schedule:
+    """Solve the scheduling MILP for the goal; see the module docstring.
 
     With ``safety_net=False`` the MILP's own schedule is returned even when a heuristic's is faster
     (for testing the model), and ScheduleError is raised when the MILP finds none.
@@ -222,26 +246,31 @@ def ilp(tasks: TaskArrays, time_limit_s: float = DEFAULT_TIME_LIMIT_S, safety_ne
     n, k = tasks.n, tasks.k
     if n > MAX_TASKS:
         raise ScheduleError(f"ilp: {n} tasks is too many for the exact ILP (at most {MAX_TASKS}); use heft or peft")
-    heuristics = _heuristics(tasks)
-    upper = _upper_bound(tasks, heuristics)
+    heuristics = _heuristics(tasks, goal)
+    upper = _upper_bound(tasks, [] if goal.uses_energy else heuristics)
+    energy_unit = 1.0
+    if goal.uses_energy and heuristics:
+        energy_unit = max(min(tasks.energy.request_J(tasks, placement_indices(tasks, h), h.makespan_s) for h in heuristics), 1e-12)
     # Times in units of the upper bound keep big-M near 1. HiGHS rejects its own optimum as a "solve
     # error" when integrality slack times M breaks a row by more than its tolerance, and its presolve
     # has called feasible memory models infeasible (scipy 1.17: a heuristic's schedule satisfied
     # every row); then retry without presolve, and with M a hundred times smaller.
     result = model = None
     for unit, presolve in ((upper, True), (upper, False), (100.0 * upper, False)):
-        model = _build(tasks, upper, max(unit, 1e-12))
+        model = _build(tasks, upper, max(unit, 1e-12), goal, energy_unit)
         result = _solve(model, time_limit_s, presolve)
         if result.status not in (2, 4):
             break
         log.info("ilp: HiGHS says %s; retrying", result.message)
     assert result is not None and model is not None
-    fallback = min(heuristics, key=lambda h: h.makespan_s) if heuristics and safety_net else None
+    fallback = min(heuristics, key=lambda h: goal.schedule_key(tasks, h)) if heuristics and safety_net else None
     solved, note = None, ""
     if result.x is not None:
         solved, note = _solution(tasks, model, result, time_limit_s)
     if solved is None:
-        if result.x is None and result.status == 2 and heuristics:
+        if result.x is None and result.status == 2 and goal.energy_budget_J is not None:
+            why = f"no schedule meets the energy budget of {goal.energy_budget_J:.6g} J per request within the devices' memory"
+        elif result.x is None and result.status == 2 and heuristics and not goal.uses_energy:
             why = (f"the MILP has no schedule within {upper:.6g} s, the best heuristic's makespan plus slack "
                    f"(it counts intervals starting within {SEPARATION:g} x that of each other as overlapping)")
         elif result.x is None and result.status == 2:
@@ -253,6 +282,8 @@ def ilp(tasks: TaskArrays, time_limit_s: float = DEFAULT_TIME_LIMIT_S, safety_ne
         if fallback is None:
             raise ScheduleError(f"ilp: {why}")
         return _returned(fallback, [f"ilp: {why}; returned {fallback.algorithm}'s schedule"])
+    if goal.uses_energy:
+        return _better_for(goal, tasks, solved, fallback, note)
     if fallback is not None and fallback.makespan_s < solved.makespan_s * (1 - 1e-9):
         if result.status != 0:
             why = "the solver stopped early"
@@ -262,6 +293,19 @@ def ilp(tasks: TaskArrays, time_limit_s: float = DEFAULT_TIME_LIMIT_S, safety_ne
             why = "the MILP and the schedule's timing disagree: a bug, please report it"
         return _returned(fallback, [note, f"ilp: {fallback.algorithm}'s schedule ({fallback.makespan_s:.6g} s) beats the MILP's "
                                           f"({solved.makespan_s:.6g} s; {why}); returned {fallback.algorithm}'s"])
+    return solved
+
+
+def _better_for(goal: Goal, tasks: TaskArrays, solved: Schedule, fallback: Schedule | None, note: str) -> Schedule:
+    """The MILP's schedule, or the safety net's when that is better for the goal (or the MILP's misses the budget)."""
+    mine = goal.schedule_key(tasks, solved)
+    theirs = goal.schedule_key(tasks, fallback) if fallback is not None else None
+    if theirs is not None and (mine is None or theirs[0] < mine[0] * (1 - 1e-9)):
+        return _returned(fallback, [note, f"ilp: {fallback.algorithm}'s schedule is better for the goal than the MILP's "
+                                          f"(the solver stopped early or within its tolerances); returned {fallback.algorithm}'s"])
+    if mine is None:
+        raise ScheduleError(f"ilp: the MILP's schedule misses the energy budget of {goal.energy_budget_J:.6g} J per request "
+                            "(HiGHS's tolerances); use dp")
     return solved
 
 

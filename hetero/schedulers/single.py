@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from hetero.schedule import Schedule, ScheduleError
-from hetero.schedulers.base import TaskArrays, list_times, make_schedule
+from hetero.schedulers.base import LATENCY, Goal, TaskArrays, list_times, make_schedule
 
 
 def on_device(tasks: TaskArrays, device: int) -> Schedule | None:
@@ -25,8 +25,8 @@ def on_device(tasks: TaskArrays, device: int) -> Schedule | None:
     return schedule
 
 
-def single(tasks: TaskArrays) -> Schedule:
-    """The best single-device schedule."""
+def single(tasks: TaskArrays, goal: Goal = LATENCY) -> Schedule:
+    """The best single-device schedule for the goal (least latency, least energy, or least latency within the budget)."""
     candidates = [s for s in (on_device(tasks, d) for d in range(tasks.k)) if s is not None]
     if not candidates:
         reasons = []
@@ -34,4 +34,9 @@ def single(tasks: TaskArrays) -> Schedule:
             missing = np.flatnonzero(~np.isfinite(tasks.compute_s[:, d]))
             reasons.append(f"{device} cannot run {tasks.names[missing[0]]}" if len(missing) else f"{device} lacks memory")
         raise ScheduleError(f"single: no device can run every task ({'; '.join(reasons)}); use heft or dp")
-    return min(candidates, key=lambda s: s.makespan_s)
+    keyed = [(goal.schedule_key(tasks, s), s) for s in candidates]
+    within = [(key, s) for key, s in keyed if key is not None]
+    if not within:
+        raise ScheduleError(f"single: no device alone meets the energy budget of {goal.energy_budget_J:.6g} J per request; "
+                            "raise energy_budget or use dp")
+    return min(within, key=lambda item: item[0])[1]

@@ -7,7 +7,8 @@ Modules, in the order a request meets them: ``scenario`` (the YAML file, checked
 with ``fields``), ``world`` (model, devices and links as a cost model), ``workload`` (arrivals,
 scripted failures), ``engine`` (the Simulator and a request's life), ``plan`` (a schedule as
 index tables), ``execution`` (a request in flight, device workers), ``network`` (links),
-``rates`` (speed and bandwidth under events), ``metrics`` (the result), ``outputs`` (files).
+``rates`` (speed and bandwidth under events), ``energy`` (power fields and joules), ``metrics``
+(the result), ``outputs`` (files).
 """
 
 from __future__ import annotations

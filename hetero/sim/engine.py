@@ -5,7 +5,10 @@ weights are still being moved to their devices it runs on the last plan used, or
 as an :class:`~hetero.sim.execution.Execution` (true DAG semantics, several requests in flight);
 when a device it needs fails, it is retried on the policy's new plan, or lost when there is none.
 After each completed request the policy may rebalance; a new plan's weights travel over the links
-(from a live device that holds them, else from the host) before requests use it.
+(from a live device that holds them, else from the host) before requests use it. Once they are in
+place, requests still queued on the old plan that have not started an op move to the new one
+(``rerouted``), so a backlog built up on a slow device before the re-plan does not stay there;
+policies whose ``route`` depends on the request (``moves_queued = False``, least-loaded) keep theirs.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from hetero.sim.metrics import Recorder, SimResult
 from hetero.sim.network import Network
 from hetero.sim.plan import CompiledPlan, compile_plan
 from hetero.sim.rates import device_speeds, link_factors
-from hetero.sim.scenario import Scenario
+from hetero.sim.scenario import DynamicEvent, Scenario
 from hetero.sim.workload import start_script, start_workload
 from hetero.sim.world import World
 
@@ -131,6 +134,7 @@ class Simulator:
         self.last_plan: CompiledPlan | None = None
         self.in_flight: dict[int, Execution] = {}
         self.admitted = 0
+        self.latest: CompiledPlan | None = None  # the plan adopted last
         self._change: simpy.Event | None = None
 
     # -- the run ------------------------------------------------------------------------------
@@ -140,7 +144,15 @@ class Simulator:
         if self.recorder.plans:
             raise SimulationError("a Simulator runs once; make a new one for another run")
         scenario, world = self.scenario, self.world
-        context = PolicyContext(world.graph, world.cost, scenario.algorithm, scenario.objective, world.memory_bytes)
+        energy = world.energy if world.energy is not None and not world.energy_missing else None
+        wants_energy = [scenario.objective == "energy" or scenario.energy_budget_J is not None]
+        wants_energy += [e.objective == "energy" or e.energy_budget_J is not None for e in scenario.events if e.kind == "objective"]
+        if energy is None and any(wants_energy):
+            missing = ", ".join(world.energy_missing)
+            raise SimulationError(f"{scenario.where}: the scheduler plans for energy but {missing} has no power figures; "
+                                  "give devices[].power")
+        context = PolicyContext(world.graph, world.cost, scenario.algorithm, scenario.objective, world.memory_bytes,
+                                energy, scenario.energy_budget_J)
         initial = list(self.policy.start(context, self.initial))
         if not initial:
             raise SimulationError(f"policy {self.policy.name} returned no initial plan")
@@ -187,6 +199,9 @@ class Simulator:
             del self.in_flight[request.id]
             if completed:
                 break
+            if execution.moved:  # queued on an old plan, moved to the new one: not a retry
+                recorder.rerouted += 1
+                request.attempts -= 1
         recorder.completed(request, env.now)
         self.policy.finished(request.id, env.now - request.arrival_s, env.now)
         new = self._ask(self.policy.rebalance, env.now)
@@ -291,8 +306,21 @@ class Simulator:
         """A new plan from the policy: record it and start moving its weights."""
         plan = self.compile(schedule)
         self.recorder.planned(self.env.now, why, schedule)
+        self.latest = plan
         if id(plan) not in self.ready:
             self.load(plan)
+        else:
+            self._move_queued(plan)
+
+    def _move_queued(self, plan: CompiledPlan) -> None:
+        """Requests queued on other plans that have not started an op: onto ``plan`` (see the module doc)."""
+        if not getattr(self.policy, "moves_queued", False):
+            return
+        running = {id(w.current.execution) for w in self.workers if w.current is not None}
+        for execution in list(self.in_flight.values()):
+            if execution.plan is not plan and not any(execution.cursor) and id(execution) not in running:
+                if all(self.workers[d].alive for d in plan.devices_used):
+                    execution.move()
 
     def load(self, plan: CompiledPlan) -> simpy.Event:
         """An event that fires when the plan's weights are on its devices (moving them if needed)."""
@@ -317,6 +345,8 @@ class Simulator:
         if all((node, device) in self.resident for node, device in enumerate(plan.device_of)):
             self.ready[id(plan)] = plan
         self.recorder.migrated(started, self.env.now, sum(moves.values()))
+        if plan is self.latest and id(plan) in self.ready:
+            self._move_queued(plan)
         done.succeed()
         self._changed()
 
@@ -357,6 +387,16 @@ class Simulator:
 
     def _preload(self, device: int) -> None:
         self.resident.update((node, device) for node in range(len(self.node_names)))
+
+    def change_objective(self, event: DynamicEvent) -> None:
+        """An objective event: the policy may re-plan for the new goal (policies without objective_changed keep theirs)."""
+        call = getattr(self.policy, "objective_changed", None)
+        if call is None or event.objective is None:
+            return
+        new = self._ask(call, event.objective, event.energy_budget_J, self.env.now)
+        if new is not None:
+            budget = f" within {event.energy_budget_J:g} J" if event.energy_budget_J is not None else ""
+            self.adopt(new, f"objective {event.objective}{budget}")
 
     def recover_device(self, name: str) -> None:
         device = self.device_names.index(name)

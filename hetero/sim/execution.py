@@ -70,6 +70,7 @@ class Execution:
         self.active = [False] * len(sim.workers)
         self.pending = plan.pending
         self.aborted = False
+        self.moved = False  # aborted to follow a newer plan (Simulator._move_queued)
         self.finished = sim.env.event()
         self.start_s = sim.env.now
 
@@ -169,6 +170,11 @@ class Execution:
         if run is not None and run.execution is self:
             left -= bisect_right(run.ends, now, 0, run.valid)
         return left > 0
+
+    def move(self) -> None:
+        """Give up this attempt before any op ran, to be routed again (onto a newer plan)."""
+        self.moved = True
+        self.abort()
 
     def abort(self) -> None:
         """Give up this attempt (a device it needs failed): cut its runs, drop its queued work."""

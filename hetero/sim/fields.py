@@ -4,7 +4,8 @@ The file is composed to YAML nodes (not constructed to Python objects), so each 
 line it came from. A :class:`Field` is one value plus its dotted path (``events[1].factor``);
 its accessors check the type and range and raise :class:`ScenarioError` with a one-line message
 such as ``scenario.yaml:14: events[1].factor must be > 0``. Quantities may carry a unit
-(``5 ms``, ``50 Mbit/s``, ``20/s``); a bare number is in seconds, bytes per second or per second.
+(``5 ms``, ``50 Mbit/s``, ``20/s``, ``4.5 W``, ``0.5 J``, ``300 nJ/bit``); a bare number is in
+seconds, bytes per second, per second, watts, joules or joules per byte.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ BANDWIDTH_UNITS = {
     "GiB/s": 1024.0**3, "bit/s": 1 / 8, "kbit/s": 1e3 / 8, "Mbit/s": 1e6 / 8, "Gbit/s": 1e9 / 8,
 }
 RATE_UNITS = {"/s": 1.0, "/min": 1 / 60.0, "/h": 1 / 3600.0}
+POWER_UNITS = {"W": 1.0, "mW": 1e-3, "kW": 1e3}
+ENERGY_UNITS = {"J": 1.0, "mJ": 1e-3, "uJ": 1e-6, "µJ": 1e-6, "kJ": 1e3, "Wh": 3600.0, "mWh": 3.6}
+LINK_ENERGY_UNITS = {  # joules per byte
+    "J/byte": 1.0, "J/B": 1.0, "mJ/byte": 1e-3, "uJ/byte": 1e-6, "nJ/byte": 1e-9, "pJ/byte": 1e-12,
+    "J/bit": 8.0, "mJ/bit": 8e-3, "uJ/bit": 8e-6, "µJ/bit": 8e-6, "nJ/bit": 8e-9, "pJ/bit": 8e-12,
+}
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
@@ -196,13 +203,16 @@ class Field:
                  positive: bool = False) -> float:
         """A number in base units, or a text 'NUMBER UNIT' with one of ``units``."""
         value = self.value()
+        article = "an" if what[0] in "aeiou" else "a"
         if isinstance(value, bool):
-            raise self.fail(f"must be a {what}, e.g. {example}")
+            raise self.fail(f"must be {article} {what}, e.g. {example}")
         if isinstance(value, (int, float)):
             return self._bounded(float(value), minimum, positive, None, None)
         match = _QUANTITY.match(str(value)) if isinstance(value, str) else None
+        if match is not None and not match.group(2):  # YAML 1.1 reads 2e-6 as text: a bare number, in base units
+            return self._bounded(float(match.group(1)), minimum, positive, None, None)
         if match is None or match.group(2) not in units:
-            raise self.fail(f"'{value}' is not a {what} (e.g. {example}; units: {', '.join(units)})")
+            raise self.fail(f"'{value}' is not {article} {what} (e.g. {example}; units: {', '.join(units)})")
         return self._bounded(float(match.group(1)) * units[match.group(2)], minimum, positive, None, None)
 
     def seconds(self, positive: bool = False) -> float:
@@ -210,6 +220,15 @@ class Field:
 
     def bandwidth(self) -> float:
         return self.quantity(BANDWIDTH_UNITS, "bandwidth", "'50 Mbit/s' or 6.25e6 bytes/s", positive=True)
+
+    def watts(self) -> float:
+        return self.quantity(POWER_UNITS, "power", "'4.5 W' or '400 mW'", minimum=0.0)
+
+    def joules(self) -> float:
+        return self.quantity(ENERGY_UNITS, "energy", "'0.5 J' or '20 mJ'", positive=True)
+
+    def joules_per_byte(self) -> float:
+        return self.quantity(LINK_ENERGY_UNITS, "link energy", "'300 nJ/bit' or '2.4e-6 J/byte'", minimum=0.0)
 
     def rate(self) -> float:
         return self.quantity(RATE_UNITS, "rate", "'20/s' or 20", positive=True)

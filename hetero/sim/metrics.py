@@ -3,10 +3,17 @@
 :class:`Recorder` collects during the run; :class:`SimResult` is the frozen record afterwards,
 with :meth:`SimResult.to_dict` for RESULT.json (no wall-clock figures in it, so the same scenario
 and seed give the same file) and the raw series the plot draws.
+
+``end_s`` is the duration, or when the workload's ``requests`` ran out, the moment the last one
+finished; ``served_s`` is the span from the first arrival to the last completion and throughput is
+completed / served_s. Energy (:mod:`hetero.cost.energy`) is each device's idle_W x end_s +
+(busy_W - idle_W) x busy seconds plus each link direction's bytes x J/byte; ``energy_per_request_J``
+is the total over the completed requests.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
@@ -16,6 +23,7 @@ import numpy as np
 from hetero.io import json_safe
 
 from hetero.schedule import Schedule
+from hetero.sim.energy import energy_used
 from hetero.sim.scenario import DynamicEvent
 from hetero.trace import COMPUTE_LANE, TraceEvent
 
@@ -39,8 +47,10 @@ class Recorder:
         self.arrivals = 0
         self.arrival_s: list[float] = []
         self.done_s: list[float] = []
+        self.last_s = 0.0  # when the last request completed or was given up
         self.outcomes = {"failed": 0, "lost": 0}
         self.retried = 0
+        self.rerouted = 0
         self.failures: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
         self.migrations: list[tuple[float, float, int]] = []
@@ -56,9 +66,11 @@ class Recorder:
     def completed(self, request: "Request", now: float) -> None:
         self.arrival_s.append(request.arrival_s)
         self.done_s.append(now)
+        self.last_s = max(self.last_s, now)
 
     def gave_up(self, request: "Request", outcome: str, reason: str, now: float) -> None:
         self.outcomes[outcome] += 1
+        self.last_s = max(self.last_s, now)
         if len(self.failures) < MAX_LISTED:
             self.failures.append({"request": request.id, "outcome": outcome, "at_s": now, "reason": reason})
 
@@ -67,7 +79,8 @@ class Recorder:
         for device in schedule.placement.values():
             ops[device] = ops.get(device, 0) + 1
         self.plans.append({"at_s": now, "why": why, "algorithm": schedule.algorithm,
-                           "predicted_makespan_s": schedule.makespan_s, "ops_per_device": ops})
+                           "predicted_makespan_s": schedule.makespan_s, "predicted_energy_J": schedule.energy_J,
+                           "ops_per_device": ops})
 
     def migrated(self, start_s: float, end_s: float, nbytes: int) -> None:
         self.migrations.append((start_s, end_s, nbytes))
@@ -82,6 +95,9 @@ class Recorder:
             entry["factor"] = event.factor
         if event.kind == "load":
             entry["utilisation"] = event.utilisation
+        if event.kind == "objective":
+            entry["objective"] = event.objective
+            entry["energy_budget_J"] = event.energy_budget_J
         self.marks.append(entry)
 
     def run(self, run: "Run", sim: "Simulator") -> None:
@@ -107,7 +123,9 @@ class Recorder:
 
     def result(self, sim: "Simulator", predicted_makespan_s: float) -> "SimResult":
         scenario = sim.scenario
-        end_s = max(sim.env.now, scenario.duration_s)
+        limit = scenario.workload.requests
+        ran_out = limit is not None and sim.admitted >= limit  # the workload stopped before the duration
+        end_s = self.last_s if ran_out else max(scenario.duration_s, self.last_s)
         arrival = np.array(self.arrival_s)
         done = np.array(self.done_s)
         latency = done - arrival
@@ -117,7 +135,10 @@ class Recorder:
         for q in (50, 95, 99):
             stats[f"p{q}"] = float(np.percentile(latency, q)) if completed else math.nan
         stats["max"] = float(latency.max()) if completed else math.nan
+        served_s = float(done.max() - arrival.min()) if completed else 0.0
         edges = np.linspace(0.0, end_s, TIMELINE_BINS + 1)
+        busy_s = {name: float((b[:, 1] - b[:, 0]).sum()) for name, b in busy.items()}
+        energy = energy_used(sim, end_s, busy_s)
         return SimResult(
             scenario=scenario.name,
             seed=sim.seed,
@@ -129,10 +150,12 @@ class Recorder:
             end_s=end_s,
             predicted_makespan_s=predicted_makespan_s,
             latency_s=stats,
-            throughput_per_s=completed / end_s if end_s > 0 else 0.0,
+            served_s=served_s,
+            throughput_per_s=completed / served_s if served_s > 0 else 0.0,
             requests={"arrived": self.arrivals, "completed": completed, "failed": self.outcomes["failed"],
-                      "lost": self.outcomes["lost"], "retried": self.retried},
-            utilisation={name: float((b[:, 1] - b[:, 0]).sum() / end_s) if end_s > 0 else 0.0 for name, b in busy.items()},
+                      "lost": self.outcomes["lost"], "retried": self.retried,
+                      "rerouted": self.rerouted},
+            utilisation={name: seconds / end_s if end_s > 0 else 0.0 for name, seconds in busy_s.items()},
             bytes_per_link=sim.network.bytes_moved(),
             plans=tuple(self.plans),
             rebalances=len(self.plans) - 1,
@@ -141,6 +164,10 @@ class Recorder:
             errors=tuple(self.errors),
             events=tuple(self.marks),
             op_executions=self.op_executions,
+            energy_J=energy,
+            energy_per_request_J=energy["total"] / completed if completed and energy is not None else None,
+            power_W={name: {"idle": p.idle_W, "busy": p.busy_W} for name, p in sim.world.energy.power.items()}
+            if sim.world.energy is not None else {},
             timeline=_timeline(edges, done, latency, busy),
             request_arrival_s=arrival,
             request_latency_s=latency,
@@ -190,6 +217,7 @@ class SimResult:
     end_s: float
     predicted_makespan_s: float
     latency_s: Mapping[str, float]
+    served_s: float
     throughput_per_s: float
     requests: Mapping[str, int]
     utilisation: Mapping[str, float]
@@ -201,6 +229,9 @@ class SimResult:
     errors: tuple[str, ...]
     events: tuple[Mapping[str, Any], ...]
     op_executions: int
+    energy_J: Mapping[str, Any] | None
+    energy_per_request_J: float | None
+    power_W: Mapping[str, Mapping[str, float]]
     timeline: tuple[Mapping[str, Any], ...]
     request_arrival_s: np.ndarray = field(repr=False)
     request_latency_s: np.ndarray = field(repr=False)
@@ -222,7 +253,11 @@ class SimResult:
             "end_s": self.end_s,
             "predicted_makespan_s": self.predicted_makespan_s,
             "latency_s": dict(self.latency_s),
+            "served_s": self.served_s,
             "throughput_per_s": self.throughput_per_s,
+            "energy_J": None if self.energy_J is None else json.loads(json.dumps(self.energy_J)),
+            "energy_per_request_J": self.energy_per_request_J,
+            "power_W": {name: dict(p) for name, p in self.power_W.items()},
             "requests": dict(self.requests),
             "utilisation": dict(self.utilisation),
             "bytes_per_link": dict(self.bytes_per_link),

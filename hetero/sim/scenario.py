@@ -6,6 +6,11 @@ shared or not), the host where requests arrive, the workload (closed loop, Poiss
 trace of arrival times), the initial scheduler and objective, timing noise, dynamic events,
 the rebalancing policy, the duration and the seed. ``examples/scenarios/*.yaml`` are annotated
 examples. Every field is checked here; an error names the file, line and field.
+
+Energy: a device may override its power (``power: {idle: 0.4 W, busy: 4.5 W}``; catalog devices
+have figures of their own), a link may cost energy per byte (``energy: 300 nJ/bit``, or a link
+class of the catalog's links.json such as ``energy: wifi``), and the scheduler may minimise energy
+(``objective: energy``) or bound it per request (``energy_budget: 0.5 J``).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from hetero.cost.energy import DevicePower
 from hetero.cost.protocol import HOST, Link
 from hetero.io import did_you_mean
 from hetero.errors import ScenarioError
+from hetero.sim.energy import device_power, link_energy
 from hetero.sim.fields import TIME_UNITS, Field, load_yaml, parse_yaml
 
 TOP_KEYS = ("name", "description", "model", "precision", "host", "devices", "links", "workload", "scheduler",
@@ -34,6 +41,8 @@ EVENT_KEYS = {
     "bandwidth": ("at", "kind", "link", "factor", "duration"),
     "fail": ("at", "kind", "device", "duration"),
     "recover": ("at", "kind", "device"),
+    "update": ("at", "kind", "switch"),  # a live model update (hetero.sim.update)
+    "objective": ("at", "kind", "objective", "energy_budget"),  # re-plan for another goal (say, the battery runs low)
 }
 NOISE_DISTRIBUTIONS = ("none", "lognormal", "exponential", "profile")
 
@@ -52,6 +61,7 @@ class DeviceEntry:
     profile: str | None = None
     device: str | None = None
     preload: bool = False
+    power: DevicePower | None = None  # overrides the catalog's or the profile's figures
     line: int = 0
 
     @property
@@ -97,6 +107,9 @@ class DynamicEvent:
     factor: float = 1.0
     utilisation: float = 0.0
     line: int = 0
+    switch_s: float = 0.0  # an update's switch time
+    objective: str | None = None  # an objective event's new scheduler objective
+    energy_budget_J: float | None = None  # and its energy budget per request (latency objective)
 
     @property
     def end_s(self) -> float:
@@ -122,6 +135,7 @@ class Scenario:
     precision: str | None = None  # None: the model's own (int8 for a QDQ model), resolved by build_world
     algorithm: str = "auto"
     objective: str = "latency"
+    energy_budget_J: float | None = None  # per request, under the latency objective
     noise: Noise = Noise()
     events: tuple[DynamicEvent, ...] = ()
     policy: PolicySpec = PolicySpec()
@@ -179,25 +193,38 @@ def _parse(top: Field, path: Path) -> Scenario:
     endpoints = {name: entry.names if name == entry.name else (name,) for name, entry in names.items()}
     endpoints.setdefault(host, (host,))
     links: list[Link] = []
+    link_classes: dict[str, float] = {}
     for f in fields["links"].sequence(True) if "links" in fields else []:
-        for link in _links(f, endpoints):
+        for link in _links(f, endpoints, link_classes):
             if any({link.src, link.dst} == {other.src, other.dst} for other in links):
                 raise f.fail(f"joins {link.src} and {link.dst}, which an earlier link already joins")
             links.append(link)
     device_names = tuple(n for entry in devices for n in entry.names)
-    scheduler = fields["scheduler"].mapping(("algorithm", "objective")) if "scheduler" in fields else {}
-    events = tuple(_event(f, device_names, tuple(links), host) for f in (fields["events"].sequence(True) if "events" in fields else []))
+    scheduler = fields["scheduler"].mapping(("algorithm", "objective", "energy_budget")) if "scheduler" in fields else {}
+    objective = scheduler["objective"].string(OBJECTIVES) if "objective" in scheduler else "latency"
+    budget = None
+    if "energy_budget" in scheduler:
+        budget = scheduler["energy_budget"].joules()
+        if objective != "latency":
+            raise scheduler["energy_budget"].fail(f"bounds the latency objective's energy per request; with objective "
+                                                  f"{objective} leave it out")
+    algorithm = scheduler["algorithm"].string(algorithm_names()) if "algorithm" in scheduler else "auto"
+    duration_s = fields["duration"].seconds(positive=True)
+    events = tuple(_event(f, device_names, tuple(links), host, duration_s)
+                   for f in (fields["events"].sequence(True) if "events" in fields else []))
+    _check_energy_algorithm(scheduler, algorithm, objective, budget, events, top.where)
     _check_failures(events, top.where)
     return Scenario(
         model=fields["model"].string(),
         devices=devices,
         workload=_workload(fields["workload"], path),
-        duration_s=fields["duration"].seconds(positive=True),
+        duration_s=duration_s,
         links=tuple(links),
         host=host,
         precision=fields["precision"].string(PRECISIONS) if "precision" in fields else None,
-        algorithm=scheduler["algorithm"].string(algorithm_names()) if "algorithm" in scheduler else "auto",
-        objective=scheduler["objective"].string(OBJECTIVES) if "objective" in scheduler else "latency",
+        algorithm=algorithm,
+        objective=objective,
+        energy_budget_J=budget,
         noise=_noise(fields["noise"]) if "noise" in fields else Noise(),
         events=tuple(sorted(events, key=lambda e: (e.at_s, e.line))),
         policy=_policy(fields["policy"]) if "policy" in fields else PolicySpec(),
@@ -216,7 +243,7 @@ def _count(at: Field) -> int:
 
 
 def _device(at: Field, path: Path) -> DeviceEntry:
-    fields = at.mapping(("name", "spec", "profile", "device", "count", "preload"), required=("name",))
+    fields = at.mapping(("name", "spec", "profile", "device", "count", "preload", "power"), required=("name",))
     name = fields["name"].string()
     if not name.replace("-", "").replace("_", "").replace(":", "").isalnum():  # ':' as in opencl:0
         raise fields["name"].fail(f"'{name}' must be letters, digits, '-', '_' or ':'")
@@ -233,6 +260,7 @@ def _device(at: Field, path: Path) -> DeviceEntry:
         profile=str(resolve_path(fields["profile"], fields["profile"].string(), path)) if "profile" in fields else None,
         device=fields["device"].string() if "device" in fields else None,
         preload=fields["preload"].boolean() if "preload" in fields else False,
+        power=device_power(fields["power"]) if "power" in fields else None,
         line=at.line,
     )
 
@@ -244,15 +272,16 @@ def _endpoint(at: Field, endpoints: Mapping[str, tuple[str, ...]]) -> tuple[str,
     return endpoints[name]
 
 
-def _links(at: Field, endpoints: Mapping[str, tuple[str, ...]]) -> list[Link]:
-    fields = at.mapping(("between", "latency", "bandwidth", "shared"), required=("between", "latency", "bandwidth"))
+def _links(at: Field, endpoints: Mapping[str, tuple[str, ...]], classes: dict[str, float]) -> list[Link]:
+    fields = at.mapping(("between", "latency", "bandwidth", "shared", "energy"), required=("between", "latency", "bandwidth"))
     ends = fields["between"].sequence()
     if len(ends) != 2:
         raise fields["between"].fail(f"must name two ends, got {len(ends)}")
     firsts, seconds = _endpoint(ends[0], endpoints), _endpoint(ends[1], endpoints)
     latency, bandwidth = fields["latency"].seconds(), fields["bandwidth"].bandwidth()
     shared = fields["shared"].boolean() if "shared" in fields else False
-    links = [Link(a, b, latency, bandwidth, shared) for a in firsts for b in seconds if a != b]
+    energy = link_energy(fields["energy"], classes) if "energy" in fields else 0.0
+    links = [Link(a, b, latency, bandwidth, shared, energy_J_per_byte=energy) for a in firsts for b in seconds if a != b]
     if not links:
         raise fields["between"].fail("joins a device to itself")
     return links
@@ -315,10 +344,10 @@ def _noise(at: Field) -> Noise:
     return Noise(distribution, cv, fields["per"].string(("op", "request")) if "per" in fields else "op")
 
 
-def _event(at: Field, devices: tuple[str, ...], links: tuple[Link, ...], host: str) -> DynamicEvent:
+def _event(at: Field, devices: tuple[str, ...], links: tuple[Link, ...], host: str, duration_s: float) -> DynamicEvent:
     kind = at.choice("kind", tuple(EVENT_KEYS))
     keys = EVENT_KEYS[kind]
-    fields = at.mapping(keys, required=tuple(k for k in keys if k != "duration"))
+    fields = at.mapping(keys, required=tuple(k for k in keys if k not in ("duration", "energy_budget")))
     device = link = None
     if "device" in fields:
         device = fields["device"].string()
@@ -335,16 +364,54 @@ def _event(at: Field, devices: tuple[str, ...], links: tuple[Link, ...], host: s
         factor = fields["factor"].number(positive=True)
         if kind == "slowdown" and factor < 1:
             raise fields["factor"].fail(f"must be >= 1 (2 means twice as slow), got {factor:g}")
+    at_s = fields["at"].seconds()
+    if at_s >= duration_s:
+        raise fields["at"].fail(f"{at_s:g} s is not before the end of the scenario (duration {duration_s:g} s); move the "
+                                "event earlier or lengthen duration")
     return DynamicEvent(
         kind=kind,
-        at_s=fields["at"].seconds(),
+        at_s=at_s,
         duration_s=fields["duration"].seconds(positive=True) if "duration" in fields else None,
         device=device,
         link=link,
         factor=factor,
         utilisation=fields["utilisation"].number(minimum=0.0, below=1.0) if "utilisation" in fields else 0.0,
         line=at.line,
+        switch_s=fields["switch"].seconds() if "switch" in fields else 0.0,
+        objective=_event_objective(fields),
+        energy_budget_J=fields["energy_budget"].joules() if "energy_budget" in fields else None,
     )
+
+
+def _check_energy_algorithm(scheduler: Mapping[str, Field], algorithm: str, objective: str, budget: float | None,
+                            events: tuple[DynamicEvent, ...], where: str) -> None:
+    """Planning for energy (the scheduler's objective, or an objective event) needs an algorithm that can."""
+    from hetero.schedulers import ENERGY_ALGORITHMS
+
+    if algorithm in ENERGY_ALGORITHMS:
+        return
+    allowed = ", ".join(ENERGY_ALGORITHMS)
+    if objective == "energy" or budget is not None:
+        at = scheduler.get("algorithm")
+        assert at is not None  # auto, the default, plans for energy
+        raise at.fail(f"'{algorithm}' does not plan for energy (objective {objective}"
+                      f"{', energy_budget' if budget is not None else ''}); use one of {allowed}")
+    for event in events:
+        if event.kind == "objective" and (event.objective == "energy" or event.energy_budget_J is not None):
+            raise ScenarioError(f"{where}:{event.line}: events: the objective event plans for energy, which scheduler."
+                                f"algorithm {algorithm} does not; use one of {allowed}")
+
+
+def _event_objective(fields: Mapping[str, Field]) -> str | None:
+    from hetero.schedulers import OBJECTIVES
+
+    if "objective" not in fields:
+        return None
+    objective = fields["objective"].string(OBJECTIVES)
+    if "energy_budget" in fields and objective != "latency":
+        raise fields["energy_budget"].fail(f"bounds the latency objective's energy per request; with objective "
+                                           f"{objective} leave it out")
+    return objective
 
 
 def _check_failures(events: tuple[DynamicEvent, ...], where: str) -> None:

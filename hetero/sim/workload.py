@@ -14,6 +14,7 @@ import simpy
 
 if TYPE_CHECKING:
     from hetero.sim.engine import Simulator
+    from hetero.sim.scenario import DynamicEvent
 
 CHUNK = 4096
 
@@ -72,6 +73,12 @@ def start_script(sim: "Simulator") -> None:
     changes: list[tuple[float, int, str, str]] = []
     for event in sim.scenario.events:
         sim.recorder.mark(event)
+        if event.kind == "update":
+            from hetero.sim.update import live_update
+
+            sim.env.process(live_update(sim, event, sim.recorder.marks[-1]))
+        if event.kind == "objective":
+            sim.env.process(_objective_change(sim, event))
         if event.kind == "fail" and event.device is not None:
             changes.append((event.at_s, 1, "fail", event.device))
             if event.duration_s is not None:
@@ -83,11 +90,21 @@ def start_script(sim: "Simulator") -> None:
 
 
 def _failures(sim: "Simulator", changes: list[tuple[float, int, str, str]]) -> Generator[simpy.Event, object, None]:
+    """Fail and recover devices on time; a recovery after the duration is left out (it would extend the run)."""
     env = sim.env
     for at, _, kind, device in changes:
+        if at >= sim.scenario.duration_s:
+            return
         if at > env.now:
             yield env.timeout(at - env.now)
         if kind == "fail":
             sim.fail_device(device)
         else:
             sim.recover_device(device)
+
+
+def _objective_change(sim: "Simulator", event: "DynamicEvent") -> Generator[simpy.Event, object, None]:
+    """At the event's time the policy plans for the new objective (an energy budget, say, as the battery runs low)."""
+    if event.at_s > sim.env.now:
+        yield sim.env.timeout(event.at_s - sim.env.now)
+    sim.change_objective(event)

@@ -5,6 +5,8 @@ spec devices by roofline, measured devices from their profile, through
 :class:`~hetero.cost.model.ProfileCostModel`) and its links into both the cost model's links and
 the simulated network's. A device with no link to the host gets the link its catalog entry or
 profile gives. :func:`world_from_problem` wraps a scheduling problem file the same way (tests).
+Power per device comes from the scenario's ``power:``, else the catalog entry, else the measured
+profile; devices with none are named in ``World.energy_missing`` and draw nothing in the result.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Iterable, Mapping
 
 import networkx as nx
 
+from hetero.cost.energy import DevicePower, EnergyModel
 from hetero.cost.protocol import HOST, CostModel, Link, TableCostModel
 from hetero.errors import HeteroError, ScenarioError
 from hetero.problem import Problem, as_task_graph
@@ -42,10 +45,16 @@ class World:
     spread: Mapping[tuple[str, str], float] = field(default_factory=dict)
     name: str = "world"
     preloaded: tuple[str, ...] = ()
+    energy: EnergyModel | None = None
 
     @property
     def devices(self) -> tuple[str, ...]:
         return tuple(self.cost.devices)
+
+    @property
+    def energy_missing(self) -> tuple[str, ...]:
+        """Devices without power figures (all of them when the world has no energy model)."""
+        return self.devices if self.energy is None else tuple(self.energy.missing(self.devices))
 
     @property
     def host(self) -> str:
@@ -63,16 +72,23 @@ def world_from_problem(problem: Problem, shared: Iterable[frozenset[str]] = ()) 
             continue
         seen.add(pair)
         links.append(Link(link.src, link.dst, link.latency_s, link.bandwidth_Bps, pair in shared_pairs))
-    return World(as_task_graph(problem.graph), problem.cost, tuple(links), dict(problem.memory_bytes), name=problem.name)
+    energy = problem.energy
+    if energy is not None:
+        links = [dataclasses.replace(link, energy_J_per_byte=energy.J_per_byte(link.src, link.dst)) for link in links]
+        energy = EnergyModel(energy.power, links, problem.cost.host)
+    return World(as_task_graph(problem.graph), problem.cost, tuple(links), dict(problem.memory_bytes), name=problem.name,
+                 energy=energy)
 
 
 def table_world(graph: nx.DiGraph, compute_s: Mapping[str, Mapping[str, float]], links: Iterable[Link],
-                host: str, devices: Iterable[str] | None = None, name: str = "world") -> World:
+                host: str, devices: Iterable[str] | None = None, name: str = "world",
+                power: Mapping[str, DevicePower] | None = None) -> World:
     """A world from explicit seconds per node per device and links (tests, benchmarks)."""
     links = tuple(links)
     names = tuple(devices) if devices is not None else tuple(dict.fromkeys(d for row in compute_s.values() for d in row))
     cost = TableCostModel(names, compute_s, links, host=host)
-    return World(as_task_graph(graph), cost, links, name=name)
+    energy = EnergyModel(power, links, host) if power is not None else None
+    return World(as_task_graph(graph), cost, links, name=name, energy=energy)
 
 
 def build_world(scenario: Scenario) -> World:
@@ -110,7 +126,33 @@ def build_world(scenario: Scenario) -> World:
     except HeteroError as err:
         raise ScenarioError(f"{where}: links: {err}") from None
     preloaded = tuple(name for entry in scenario.devices if entry.preload for name in entry.names)
-    return World(as_task_graph(graph), cost, tuple(links), memory, spread, name=scenario.name, preloaded=preloaded)
+    power = {name: watts for entry in scenario.devices for name in entry.names
+             for watts in [_entry_power(entry, bases[entry.name], precision)] if watts is not None}
+    energy = EnergyModel(power, links, scenario.host)
+    return World(as_task_graph(graph), cost, tuple(links), memory, spread, name=scenario.name, preloaded=preloaded,
+                 energy=energy)
+
+
+def _entry_power(entry: DeviceEntry, base: tuple, precision: str) -> DevicePower | None:
+    """The scenario's power figures, else the catalog entry's, else the measured profile's (None: none)."""
+    if entry.power is not None:
+        return entry.power
+    if entry.spec is not None:
+        from hetero.cost.catalog import load_catalog_energy
+
+        energy = load_catalog_energy().get(entry.spec)
+        return None if energy is None else energy.power(precision)
+    return _profile_power(base[0].profile, entry.device)
+
+
+def _profile_power(profile, device: str | None) -> DevicePower | None:
+    """The profile's measured watts of the device (None where it says why it has none)."""
+    figures = profile.power.get(device, {}) if profile is not None else {}
+    if "idle_W" not in figures:
+        if figures.get("unavailable"):
+            log.info("no measured power for %s: %s", device, figures["unavailable"])
+        return None
+    return DevicePower(float(figures["idle_W"]), float(figures["busy_W"]), str(figures.get("source", "profile")))
 
 
 def _device_costs(scenario: Scenario, graph: nx.DiGraph) -> dict[str, tuple]:
@@ -165,17 +207,21 @@ def _default_links(scenario: Scenario, bases: Mapping[str, tuple]) -> list[Link]
             link = _entry_link(scenario, entry, bases[entry.name])
             log.info("%s: no link given between %s and the host %s; using %.3g s, %.3g B/s from its %s",
                      scenario.where, name, host, link[0], link[1], "catalog entry" if entry.spec else "profile")
-            defaults.append(Link(name, host, link[0], link[1], False))
+            defaults.append(Link(name, host, link[0], link[1], False, energy_J_per_byte=link[2]))
     return defaults
 
 
-def _entry_link(scenario: Scenario, entry: DeviceEntry, base: tuple) -> tuple[float, float]:
+def _entry_link(scenario: Scenario, entry: DeviceEntry, base: tuple) -> tuple[float, float, float]:
+    """(latency_s, bandwidth_Bps, energy_J_per_byte) of a device's default link to the host."""
     model = base[0]
     if entry.spec is not None:
+        from hetero.cost.catalog import load_catalog_energy
+
         spec = model.specs[entry.spec]
-        return spec.link_latency_s, spec.link_bandwidth_Bps
+        energy = load_catalog_energy().get(entry.spec)
+        return spec.link_latency_s, spec.link_bandwidth_Bps, 0.0 if energy is None else energy.link_J_per_byte
     fit = model.profile.link(entry.device, HOST) or model.profile.link(HOST, entry.device)
     if fit is None:
         raise ScenarioError(f"{scenario.where}:{entry.line}: devices: {entry.name} has no link to the host "
                             f"{scenario.host} and its profile measured none; add one under links")
-    return fit.latency_s, fit.bandwidth_Bps
+    return fit.latency_s, fit.bandwidth_Bps, 0.0
