@@ -72,3 +72,30 @@ def device_list(text: str, option: str = "--devices") -> list[str]:
     if repeated:
         raise InputError(f"{option} {text}: lists {repeated[0]} twice; name each device once")
     return names
+
+
+def input_shapes(text: str) -> dict[str, tuple[int, ...]]:
+    """--input-shape NAME=1x16[,NAME2=...]: the shape of each named model input (fixes its symbolic
+    dimensions). Names and ranks are checked against the model when it is imported."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, dims = item.partition("=")
+        if not sep or not name.strip() or not dims.strip():
+            raise argparse.ArgumentTypeError(f"{item!r}: write NAME=DIMS, e.g. input_ids=1x16")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: dimensions are whole numbers joined by x, e.g. 1x16") from None
+        if any(d <= 0 for d in shape):
+            raise argparse.ArgumentTypeError(f"{item!r}: every dimension must be > 0")
+        if name.strip() in shapes:
+            raise argparse.ArgumentTypeError(f"input {name.strip()!r} is given twice")
+        shapes[name.strip()] = shape
+    return shapes
+
+
+def add_input_shape_option(parser: argparse.ArgumentParser) -> None:
+    """The --input-shape option of every command that loads a model."""
+    parser.add_argument("--input-shape", type=input_shapes, default=None, metavar="NAME=DIMS[,NAME=DIMS]",
+                        help="shape of a model input with symbolic dimensions, e.g. input_ids=1x16 "
+                             "(default: the --input data's shape where given, else 1 for each symbolic dimension)")

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hetero.app.options import device_list, positive_int
+from hetero.app.options import add_input_shape_option, device_list, positive_int
 from hetero.errors import DeviceError, InputError
 from hetero.ir.graph import Graph
 
@@ -53,12 +53,18 @@ def add_run_parser(sub: Any) -> None:
                         "as in the trace); every later op on it fails, as a device that hangs or loses its "
                         "context does; repeatable, one per device. Try failover with --policy failover")
     p.add_argument("--trace", help="with --devices: write the run's Chrome/Perfetto trace")
+    p.add_argument("--update", metavar="NEW", help="with --devices: load NEW's weights (same graph, new weights: an .onnx or "
+                   "builtin:NAME) on every device while serving, and switch to them between requests")
+    p.add_argument("--update-after", type=int, metavar="K", help="with --update: start loading NEW when request K starts "
+                   "(requests count from 0; default: half way)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_input_shape_option(p)
     p.set_defaults(func=cmd_run)
 
 
 MAX_REQUESTS = 1_000_000
-PARTITIONED_ONLY = ("placement", "profile", "algorithm", "requests", "inflight", "policy", "policy_param", "fault", "trace")
+PARTITIONED_ONLY = ("placement", "profile", "algorithm", "requests", "inflight", "policy", "policy_param", "fault", "trace",
+                    "update", "update_after")
 
 
 def _policy_params(pairs: list[str]) -> dict[str, float]:
@@ -154,7 +160,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     outputs = OutputSet({"-o": args.output, "--trace": args.trace})
     if args.output is not None and not str(args.output).endswith((".npy", ".npz")):
         raise InputError(f"-o {args.output}: outputs are written as .npy (one output) or .npz (by name); end the name in one of those")
-    graph, args.precision = load_with_precision(args.model, args.precision)
+    from hetero.io import read_arrays
+    from hetero.quant.precision import shapes_from_data
+
+    shapes = shapes_from_data(args.model, read_arrays(args.input), args.input_shape)
+    graph, args.precision = load_with_precision(args.model, args.precision, shapes)
     requests = feeds_from(graph, args.input, args.allow_nonfinite)
     if setup is not None:
         summary, results, trace = run_partitioned(graph, requests, args, setup)
@@ -183,6 +193,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key in ("seconds", "throughput_rps", "rebalances", "retries", "failed_requests", "failed_devices", "faults"):
         if summary.get(key) not in (None, []):
             print(f"{key}: {summary[key]}")
+    if "model_versions" in summary:
+        versions = summary["model_versions"]
+        switch = versions.index(1) if 1 in versions else None
+        print(f"live update: {versions.count(0)} requests on the old weights, {versions.count(1)} on --update's"
+              + (f" (from request {switch})" if switch is not None else " (the load finished after the last request started)"))
     if "placement" in summary:
         devices = sorted(set(summary["placement"].values()))
         counts = {d: sum(1 for v in summary["placement"].values() if v == d) for d in devices}
@@ -261,7 +276,7 @@ def run_partitioned(graph: Graph, requests: list[dict[str, np.ndarray]], args: a
     faults: dict[int, list[str]] = {}
     for fault in setup.faults:
         faults.setdefault(fault.request, []).append(fault.device)
-    report = runtime.serve(work, inflight=args.inflight or 1, faults=faults)
+    report = runtime.serve(work, inflight=args.inflight or 1, faults=faults, update=live_update(graph, args, count))
     for fault in setup.faults:
         if fault.device not in report.failed_devices:
             log.warning("--fault %s@%d: no op ran on %s after request %d, so the fault was never met",
@@ -282,6 +297,23 @@ def run_partitioned(graph: Graph, requests: list[dict[str, np.ndarray]], args: a
         summary["faults"] = [f"{f.device}@{f.request}" for f in setup.faults]
     outputs = [o for o in report.outputs if o is not None]
     return summary, outputs, trace
+
+
+def live_update(graph: Graph, args: argparse.Namespace, count: int) -> Any:
+    """--update NEW [--update-after K]: the LiveUpdate to serve with (NEW at the run's precision), or None."""
+    from hetero.exec.live_update import LiveUpdate, check_same_structure
+    from hetero.quant.precision import load_with_precision
+
+    if args.update is None:
+        if args.update_after is not None:
+            raise InputError("--update-after K needs --update NEW (the model to switch to)")
+        return None
+    after = count // 2 if args.update_after is None else args.update_after
+    if not 0 <= after < count:
+        raise InputError(f"--update-after {after}: the run has {count} requests, numbered 0 to {count - 1}; pick one of those")
+    new, _ = load_with_precision(args.update, args.precision)
+    check_same_structure(graph, new, args.model, f"--update {args.update}")
+    return LiveUpdate(new, after, f"--update {args.update}")
 
 
 def _check_plan_fits(path: str, plan: Any, graph: Graph, names: Sequence[str]) -> None:
@@ -364,6 +396,7 @@ def add_validate_parser(sub: Any) -> None:
     p.add_argument("--inflight", type=positive_int, default=1, help="requests in flight at once (1: latency; more: throughput)")
     p.add_argument("--algorithm", default="auto", help="the scheduling algorithm")
     p.add_argument("--json", action="store_true", help="print predicted_s, measured_s, latency_rel_error, per-op rows as JSON")
+    add_input_shape_option(p)
     p.set_defaults(func=cmd_validate)
 
 
@@ -371,7 +404,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from hetero.app.validate import validate
 
     names = device_list(args.devices)
-    result = validate(args.model, names, args.profile, requests=args.requests, inflight=args.inflight, algorithm=args.algorithm).to_dict()
+    result = validate(args.model, names, args.profile, requests=args.requests, inflight=args.inflight, algorithm=args.algorithm,
+                      input_shapes=args.input_shape).to_dict()
     if args.json:
         print(json.dumps(result))
         return 0

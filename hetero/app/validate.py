@@ -89,13 +89,13 @@ def _simulate(graph: Graph, cost: Any, profile_path: str, devices: list[str], pl
 
 
 def validate(model: str, device_names: list[str], profile_path: str, requests: int = 30, inflight: int = 1,
-             algorithm: str = "auto", seed: int = 0) -> Validation:
+             algorithm: str = "auto", seed: int = 0, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Validation:
     """Schedule, simulate and run one plan; measured devices must be the profiled hardware."""
     profile = load_profile(profile_path)
     devices = {name: open_device(name) for name in device_names}
     for name, device in devices.items():
         check_device(profile, profile_path, name, device.info)
-    graph = load_for_precision(model, profile.precision)
+    graph = load_for_precision(model, profile.precision, input_shapes)
     cost, memory = cost_model_for(graph, profile_path, device_names, profile.precision)
     plan = schedule(graph, cost, algorithm=algorithm, memory_bytes=memory)
     predicted_latency, predicted_throughput = _simulate(graph, cost, profile_path, device_names, plan, profile.precision, requests, inflight)

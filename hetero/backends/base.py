@@ -27,6 +27,7 @@ import numpy as np
 
 from hetero.errors import DeviceError
 from hetero.ir.graph import Op
+from hetero.ir.ops.mlas import feeds_quantize
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class Device(ABC):
     kernels: Mapping[str, Kernel] = {}
     #: op type -> extra condition on the op (dtype, attributes) beyond having a kernel
     conditions: Mapping[str, Predicate] = {}
+    same_bits_as_reference: frozenset[str] = frozenset()  # float op types whose kernels round as the reference
 
     def __init__(self, info: DeviceInfo) -> None:
         self.info = info
@@ -132,8 +134,12 @@ class Device(ABC):
         self._throttle = check_throttle(self.name, factor)
 
     def supports(self, op: Op) -> bool:
-        """Whether this device has a kernel for the op as it is (type, dtypes, attributes)."""
+        """Whether this device has a kernel for the op as it is (type, dtypes, attributes). A float
+        op whose output an int8 graph quantizes (``mlas.feeds_quantize``) runs only where the
+        kernel gives the reference's float32 bits (``same_bits_as_reference``)."""
         if op.type not in self.kernels:
+            return False
+        if feeds_quantize(op) and op.type not in self.same_bits_as_reference:
             return False
         condition = self.conditions.get(op.type)
         return condition is None or bool(condition(op))
@@ -142,6 +148,9 @@ class Device(ABC):
         """One line saying why an op cannot run here."""
         if op.type not in self.kernels:
             return f"device {self.name} has no kernel for {op.type} (node {op.name})"
+        if feeds_quantize(op) and op.type not in self.same_bits_as_reference:
+            return (f"device {self.name}: node {op.name} ({op.type}) feeds a QuantizeLinear and this device's "
+                    f"{op.type} does not give the reference's float32 bits; run it on another device")
         return f"device {self.name} has no {op.type} kernel for node {op.name} as configured ({op.signature()})"
 
     def prepared(self, op: Op, make: Callable[[], Any]) -> Any:

@@ -29,6 +29,7 @@ class ReferenceDevice(HostDevice):
     """numpy on the host: every registered op type, the oracle for the others."""
 
     kernels = {name: _reference_kernel for name in ops.supported_ops()}
+    same_bits_as_reference = frozenset(ops.supported_ops())
 
     def __init__(self, info: DeviceInfo | None = None) -> None:
         super().__init__(info or DeviceInfo("reference", "reference", "numpy on the host", "numpy", 1, 0))

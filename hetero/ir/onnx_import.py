@@ -37,6 +37,28 @@ REMOVED = {"Identity", "Dropout"}
 CEIL_POOLS = {"MaxPool", "AveragePool"}
 
 
+def _check_requested_shape(name: str, declared: Any, dims: tuple[int, ...]) -> None:
+    """A shape asked for an input (--input-shape) fits its declaration: rank, dims > 0, fixed dims kept."""
+    if len(declared) != len(dims):
+        raise ModelError(f"input '{name}' has rank {len(declared)}, not {len(dims)} as requested "
+                         f"(declared {'x'.join(d.dim_param or str(d.dim_value) if d.HasField('dim_value') or d.dim_param else '?' for d in declared)})")
+    for axis, (proto_dim, dim) in enumerate(zip(declared, dims)):
+        if dim <= 0:
+            raise ModelError(f"input '{name}': dimension {axis} must be > 0, got {dim}")
+
+
+def check_fixed_dims(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]], label: str = "model") -> None:
+    """Refuse a requested input shape (--input-shape) that changes a dimension the model fixes
+    (the import API itself may override a fixed batch)."""
+    for value in model.graph.input:
+        if value.name not in input_shapes:
+            continue
+        for axis, (proto_dim, dim) in enumerate(zip(value.type.tensor_type.shape.dim, input_shapes[value.name])):
+            if proto_dim.HasField("dim_value") and proto_dim.dim_value > 0 and proto_dim.dim_value != int(dim):
+                raise ModelError(f"{label}: input '{value.name}': dimension {axis} is fixed at {proto_dim.dim_value} by the model, "
+                                 f"not {dim} as requested; change only its symbolic dimensions")
+
+
 def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Read an ONNX file, with a one-line ModelError naming the file on any failure."""
     path = Path(path)
@@ -207,7 +229,7 @@ class _Importer:
         names = [v.name for v in self.model.graph.input if v.name not in self.consts]
         unknown = sorted(set(self.input_shapes) - set(names))
         if unknown:
-            raise ModelError(f"input_shapes names '{unknown[0]}', which is not a model input (inputs: {', '.join(names)})")
+            raise ModelError(f"an input shape is given for '{unknown[0]}', which is not a model input (inputs: {', '.join(names)})")
         inputs = []
         for value in self.model.graph.input:
             if value.name in self.consts:
@@ -217,6 +239,7 @@ class _Importer:
                 raise ModelError(f"graph input '{value.name}' is not a tensor")
             if value.name in self.input_shapes:
                 dims = tuple(int(d) for d in self.input_shapes[value.name])
+                _check_requested_shape(value.name, tensor_type.shape.dim, dims)
             else:
                 dims = tuple(
                     int(d.dim_value) if d.HasField("dim_value") else 1 for d in tensor_type.shape.dim

@@ -10,7 +10,7 @@ import onnx
 from hetero.ir import models, transformers
 from hetero.errors import HeteroError, ModelError
 from hetero.ir.graph import Graph
-from hetero.ir.onnx_import import import_onnx, load_model
+from hetero.ir.onnx_import import check_fixed_dims, import_onnx, load_model
 from hetero.resources import seed_model_path
 
 BUILTIN_PREFIX = "builtin:"
@@ -71,4 +71,7 @@ def quantized_form(model: onnx.ModelProto) -> str | None:
 
 def load_graph(spec: str, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
     """The validated Graph a MODEL argument names."""
-    return import_onnx(load_onnx(spec), input_shapes=input_shapes, label=spec)
+    model = load_onnx(spec)
+    if input_shapes:
+        check_fixed_dims(model, input_shapes, spec)
+    return import_onnx(model, input_shapes=input_shapes, label=spec)

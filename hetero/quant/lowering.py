@@ -60,7 +60,9 @@ DequantizeLinear folded into the float constant it computes (hetero's fp32 of a 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import types
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -69,6 +71,7 @@ import numpy as np
 
 from hetero.errors import InputError
 from hetero.ir.graph import Graph, Op, TensorSpec, make_op
+from hetero.ir.ops import mlas
 from hetero.quant.math import activation_bounds
 
 log = logging.getLogger(__name__)
@@ -293,9 +296,26 @@ class _Lowering:
                 continue
             d = draft
             built.append(make_op(d.name, d.op_type, d.inputs, d.outputs, d.attrs, self.specs, d.weights))
+        built = _mark_float_ops_before_quantize(built)
         lowered = Graph.build(built, self.graph.inputs, [s.name for s in self.graph.outputs], name=self.graph.name)
         log.info("lowered %s: %d ops fused into integer ops, %d ops in all", self.graph.name, len(rewrites), len(built))
         return lowered
+
+
+def _mark_float_ops_before_quantize(ops: list[Op]) -> list[Op]:
+    """Tag (attribute ``mlas.FEEDS_QUANTIZE``) each float op whose output a QuantizeLinear reads
+    and whose float32 bits may differ between devices (reductions, transcendentals, division):
+    a device that cannot give the reference's bits for it must treat it as a capability gap, or
+    partitioned int8 runs would round differently from single-device ones."""
+    quantized = {op.inputs[0] for op in ops if op.type == "QuantizeLinear"}
+    marked: list[Op] = []
+    for op in ops:
+        floats = [s for s in op.output_specs if s.dtype in ("float32", "float16", "float64")]
+        if (floats and op.type not in mlas.SAME_BITS_EVERYWHERE and op.type not in ("QuantizeLinear", "DequantizeLinear")
+                and any(t in quantized for t in op.outputs)):
+            op = dataclasses.replace(op, attrs=types.MappingProxyType({**op.attrs, mlas.FEEDS_QUANTIZE: 1}))
+        marked.append(op)
+    return marked
 
 
 # ----------------------------------------------------------------------------- the rules

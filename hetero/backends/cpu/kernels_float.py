@@ -20,6 +20,7 @@ from hetero.ir import ops
 from hetero.backends.cpu import kernels as k
 from hetero.backends.base import Device
 from hetero.ir.graph import Op
+from hetero.backends.cpu import kernels_mlas as m
 from hetero.ir.ops.elementwise import clip_bounds
 from hetero.ir.ops.nn import Window, window
 from hetero.ir.ops.pool import average_divisor, batch_norm_affine, reduce_axes
@@ -191,9 +192,16 @@ def batch_norm(device: Device, op: Op, activations: Sequence[np.ndarray]) -> lis
 
 
 def softmax(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Softmax along one axis (moved last for the row kernel)."""
+    """Softmax along one axis: float32 as the reference (onnxruntime's rounding, hetero.ir.ops.mlas),
+    bit for bit, so that a QuantizeLinear after it agrees on every device placement."""
     x = activations[0]
     axis = int(op.attrs.get("axis", -1)) % max(x.ndim, 1)
+    if x.dtype == F32:
+        moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+        out = np.empty_like(moved)
+        if moved.size:
+            m.softmax_rows(moved.reshape(-1, moved.shape[-1]), out.reshape(-1, moved.shape[-1]))
+        return [np.ascontiguousarray(np.moveaxis(out, -1, axis))]
     moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
     out = np.empty_like(moved)
     k.softmax_rows(moved.reshape(-1, moved.shape[-1]), out.reshape(-1, moved.shape[-1]))
@@ -266,7 +274,7 @@ FLOAT_KERNELS: dict[str, Kernel] = {
     "Sigmoid": unary(k.SIGMOID),
     "HardSigmoid": unary(k.HARD_SIGMOID),
     "HardSwish": unary(k.HARD_SWISH),
-    "Tanh": unary(k.TANH),
+    "Tanh": lambda device, op, activations: [m.mlas_unary(m.TANH, activations[0])],  # the reference's float32 bits
     "BatchNormalization": batch_norm,
     "Softmax": softmax,
     "GlobalAveragePool": global_average_pool,

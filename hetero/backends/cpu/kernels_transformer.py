@@ -19,6 +19,7 @@ import numpy as np
 from hetero.backends.base import Device, Predicate
 from hetero.backends.cpu import kernels_transformer_nb as t
 from hetero.ir.graph import Op, TensorSpec
+from hetero.backends.cpu import kernels_mlas as m
 from hetero.ir.ops.pool import reduce_axes
 
 Kernel = Callable[[Device, Op, Sequence[np.ndarray]], list[np.ndarray]]
@@ -81,8 +82,14 @@ def unary(code: int | None) -> Kernel:
 
 
 def gelu(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
-    code = t.GELU_TANH if op.attrs.get("approximate", "none") == "tanh" else t.GELU
-    return unary(code)(device, op, activations)
+    """Gelu (float32): the reference's arithmetic (onnxruntime's, hetero.ir.ops.mlas), bit for bit."""
+    code = m.GELU_TANH if op.attrs.get("approximate", "none") == "tanh" else m.GELU
+    return [m.mlas_unary(code, activations[0])]
+
+
+def erf(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Erf (float32): the reference's arithmetic (onnxruntime's, hetero.ir.ops.mlas), bit for bit."""
+    return [m.mlas_unary(m.ERF, activations[0])]
 
 
 def logical_not(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -144,6 +151,8 @@ def layer_norm(device: Device, op: Op, activations: Sequence[np.ndarray]) -> lis
     args = op.arguments(activations) + [None]
     x, scale, bias = np.ascontiguousarray(args[0]), args[1], args[2]
     axis = _norm_axis(op)
+    if x.dtype == F32 and int(op.attrs.get("stash_type", 1)) == 1:  # the reference's float32 bits (onnxruntime's)
+        return m.layer_norm(x, scale, bias, axis, float(op.attrs.get("epsilon", 1e-5)))[: len(op.outputs)]
     norm_shape = x.shape[axis:]
     rows, n = math.prod(x.shape[:axis]), math.prod(norm_shape)
 
@@ -252,7 +261,7 @@ def is_nan(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np
 TRANSFORMER_KERNELS: dict[str, Kernel] = {
     "CumSum": cumsum,
     "IsNaN": is_nan,
-    "Erf": unary(t.ERF),
+    "Erf": erf,
     "Gelu": gelu,
     "Exp": unary(t.EXP),
     "Log": unary(t.LOG),

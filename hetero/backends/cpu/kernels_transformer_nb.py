@@ -22,12 +22,10 @@ SERIAL_MAX = 32768
 """Outputs up to this many elements run on the calling thread."""
 
 # unary codes (float math in float64)
-ERF, GELU, GELU_TANH, EXP, LOG, SQRT, RECIPROCAL, ABS, SIN, COS, SOFTPLUS, FLOOR, CEIL = range(13)
+EXP, LOG, SQRT, RECIPROCAL, ABS, SIN, COS, SOFTPLUS, FLOOR, CEIL = range(10)  # Erf and Gelu: kernels_mlas_nb
 # comparison and logic codes
 EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL, AND, OR, XOR = range(8)
 
-SQRT_HALF = 0.7071067811865476
-SQRT_2_OVER_PI = 0.7978845608028654
 
 
 @njit(inline="always")
@@ -63,18 +61,7 @@ def _bcast_span(t, dims):  # pragma: no cover - compiled
 def _unary_task(t, code, x, out):  # pragma: no cover - compiled
     lo = t * CHUNK
     hi = min(x.size, lo + CHUNK)
-    if code == ERF:
-        for i in range(lo, hi):
-            out[i] = math.erf(np.float64(x[i]))
-    elif code == GELU:
-        for i in range(lo, hi):
-            v = np.float64(x[i])
-            out[i] = 0.5 * v * (1.0 + math.erf(v * SQRT_HALF))
-    elif code == GELU_TANH:
-        for i in range(lo, hi):
-            v = np.float64(x[i])
-            out[i] = 0.5 * v * (1.0 + math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)))
-    elif code == EXP:
+    if code == EXP:
         for i in range(lo, hi):
             out[i] = math.exp(np.float64(x[i]))
     elif code == LOG:

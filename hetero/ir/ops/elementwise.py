@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from hetero.ir.ops import Attrs, Shape, Value, register
+from hetero.ir.ops import Attrs, Shape, Value, mlas, register
 from hetero.errors import GraphError
 
 
@@ -98,5 +98,6 @@ register("Clip", infer=_same, reference=_clip, flops=_cost(2), inputs=(1, 3))
 register("Sigmoid", infer=_same, reference=_unary(_sigmoid), flops=_cost(4))
 register("HardSigmoid", infer=_same, reference=_unary(_hard_sigmoid), flops=_cost(3))
 register("HardSwish", infer=_same, reference=_unary(_hard_swish), flops=_cost(4))
-register("Tanh", infer=_same, reference=_unary(lambda x, a: np.tanh(x)), flops=_cost(4))
+register("Tanh", infer=_same, reference=_unary(lambda x, a: mlas.tanh(x) if x.dtype == np.float32 else np.tanh(x)),
+         flops=_cost(4))
 register("Identity", infer=_same, reference=_unary(lambda x, a: x.copy()), flops=_cost(0))

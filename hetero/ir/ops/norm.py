@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from hetero.errors import GraphError, UnsupportedOpError
-from hetero.ir.ops import Attrs, Shape, Value, register
+from hetero.ir.ops import Attrs, Shape, Value, mlas, register
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -34,17 +34,26 @@ def _layer_norm_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tupl
 
 
 def _layer_norm(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    """float32: onnxruntime's arithmetic (``mlas.layer_norm``); other types: float64 statistics
+    summed in index order, ``(x - mean) * inv_std * scale + bias``, rounded once."""
     x = ins[0]
     axis = _axis(int(attrs.get("axis", -1)), x.ndim)
-    axes = tuple(range(axis, x.ndim))
-    wide = x.astype(np.float64)
-    mean = wide.mean(axis=axes, keepdims=True)
-    inv_std = 1.0 / np.sqrt(((wide - mean) ** 2).mean(axis=axes, keepdims=True) + float(attrs.get("epsilon", 1e-5)))
-    y = (wide - mean) * inv_std * ins[1].astype(np.float64)
+    if x.dtype == np.float32 and int(attrs.get("stash_type", 1)) == 1:  # as onnxruntime rounds it
+        bias = ins[2] if len(ins) > 2 else None
+        return list(mlas.layer_norm(x, ins[1], bias, axis, float(attrs.get("epsilon", 1e-5))))
+    n = int(np.prod(x.shape[axis:]))
+    rows = x.reshape(-1, n).astype(np.float64)
+    mean = (np.add.accumulate(rows, axis=1)[:, -1:] if n else np.zeros((rows.shape[0], 1))) / n
+    d = rows - mean
+    square = np.add.accumulate(d * d, axis=1)[:, -1:] if n else np.zeros_like(mean)
+    inv_std = 1.0 / np.sqrt(square / n + float(attrs.get("epsilon", 1e-5)))
+    norm_shape = x.shape[axis:]
+    y = d * inv_std * np.broadcast_to(ins[1], norm_shape).reshape(1, n).astype(np.float64)
     if len(ins) > 2 and ins[2] is not None:
-        y = y + ins[2].astype(np.float64)
+        y = y + np.broadcast_to(ins[2], norm_shape).reshape(1, n).astype(np.float64)
     stash = np.float32 if int(attrs.get("stash_type", 1)) == 1 else x.dtype
-    return [y.astype(x.dtype), mean.astype(stash), inv_std.astype(stash)]
+    stats = (*x.shape[:axis], *([1] * (x.ndim - axis)))
+    return [y.astype(x.dtype).reshape(x.shape), mean.astype(stash).reshape(stats), inv_std.astype(stash).reshape(stats)]
 
 
 register("LayerNormalization", infer=_layer_norm_infer, reference=_layer_norm, flops=_flops(8),

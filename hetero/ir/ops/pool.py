@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from hetero.errors import GraphError, UnsupportedOpError
+from hetero.ir.ops import mlas
 from hetero.ir.ops import Attrs, Shape, Value, register
 from hetero.ir.ops.nn import Window, patches, window
 from hetero.ir.ops.window_nd import average_pool_nd, lp_pool_nd, max_pool_indices, max_pool_nd, window_nd
@@ -174,6 +175,8 @@ def _same(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str
 def _softmax(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
     x = ins[0]
     axis = int(attrs.get("axis", -1))
+    if x.dtype == np.float32:  # as onnxruntime's CPU kernel rounds, so that a QuantizeLinear after it agrees
+        return [mlas.softmax(x, axis)]
     shifted = x - x.max(axis=axis, keepdims=True)
     e = np.exp(shifted)
     return [(e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)]

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import special
 
 from hetero.errors import UnsupportedOpError
-from hetero.ir.ops import Attrs, Shape, Value, register
+from hetero.ir.ops import Attrs, Shape, Value, mlas, register
 
 FLOAT = ("float16", "float32", "float64")
 
@@ -39,11 +39,14 @@ def _float_only(name: str):
 
 
 def unary(name: str, fn: Callable[[np.ndarray, Attrs], np.ndarray], flops: int = 1, float_only: bool = True,
-          out_dtype: str | None = None) -> None:
-    """Register an elementwise op ``fn`` (numpy, float64 for float inputs)."""
+          out_dtype: str | None = None, float32: Callable[[np.ndarray, Attrs], np.ndarray] | None = None) -> None:
+    """Register an elementwise op ``fn`` (numpy, float64 for float inputs); ``float32``, where
+    given, computes float32 inputs instead (as onnxruntime rounds them)."""
 
     def reference(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
         x = ins[0]
+        if float32 is not None and x.dtype == np.float32:
+            return [float32(x, attrs)]
         wide = x.astype(np.float64) if x.dtype.kind == "f" else x
         dtype = out_dtype or x.dtype
         return [np.asarray(fn(wide, attrs)).astype(dtype)]
@@ -87,7 +90,6 @@ for _name, _fn, _flops in (
     ("Log", lambda x, a: np.log(x), 4),
     ("Sqrt", lambda x, a: np.sqrt(x), 2),
     ("Reciprocal", lambda x, a: 1.0 / x, 1),
-    ("Erf", lambda x, a: special.erf(x), 8),
     ("Floor", lambda x, a: np.floor(x), 1),
     ("Ceil", lambda x, a: np.ceil(x), 1),
     ("Round", lambda x, a: np.round(x), 1),
@@ -116,8 +118,18 @@ for _name, _fn, _flops in (
 ):
     unary(_name, _fn, _flops)
 
-register("Gelu", infer=_gelu_infer,
-         reference=lambda ins, a: [_gelu(ins[0].astype(np.float64), a).astype(ins[0].dtype)], flops=_cost(10))
+# float32 Erf and Gelu as onnxruntime's MLAS computes them (a QuantizeLinear after them then agrees)
+unary("Erf", lambda x, a: special.erf(x), 8, float32=lambda x, a: mlas.erf(x))
+
+
+def _gelu_reference(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x = ins[0]
+    if x.dtype == np.float32:
+        return [mlas.gelu(x, str(attrs.get("approximate", "none")))]
+    return [_gelu(x.astype(np.float64), attrs).astype(x.dtype)]
+
+
+register("Gelu", infer=_gelu_infer, reference=_gelu_reference, flops=_cost(10))
 
 # any numeric type
 unary("Neg", _signed("Neg", np.negative), float_only=False)
