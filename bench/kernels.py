@@ -1,43 +1,76 @@
 """int8 kernels and end-to-end int8 latency on every device, against onnxruntime in the same run.
 
-Run: ``.venv/bin/python bench/kernels.py [--threads 2] [--repeat 20] [--models seed-cnn,resnet18]``
+Run: ``.venv/bin/python bench/kernels.py [--threads 2] [--repeat 20] [--devices cpu]
+[--models seed-cnn,resnet18,mobilenet_v2,squeezenet1_1] [--convs resnet18,mobilenet_v2]``
+(a model is a builtin name, a name under ../shared/models, or an .onnx path; fp32 models are
+quantized first, with hetero's calibration).
 
 1. int8 GEMM 1024x1024x1024 (QGemm op: uint8 activations, int8 per-channel weights, requantized
    output) on each device, timed by the device's own clock; onnxruntime's MatMulInteger on the
    same matrices and numpy float32 matmul as peers. Prints GOPS (2*M*N*K/s) and ratios.
 2. End-to-end int8 latency (host input to host output, median of --repeat runs after warm-up)
-   of the seed CNN and resnet18 QDQ models on each device, and onnxruntime on the same QDQ model
-   with the same thread count. Prints the ratio onnxruntime/hetero (above 1: hetero is faster).
-Runs alternate between implementations so background load hits all alike.
+   of each model's QDQ form on each device, and onnxruntime on the same QDQ model with the same
+   thread count, with its default spinning worker threads and with spinning off (as the cpu
+   device's threads: spinning threads hold the second core into the next implementation's run).
+   Prints the ratio onnxruntime/hetero (above 1: hetero is faster).
+3. Where the cpu device's time goes on each model: its compiled plan's kernels, layout
+   conversions and dispatch (the plan's Python per op), median of --repeat runs.
+4. Op level: every distinct QLinearConv of the --convs models (from their QDQ lowering) as a
+   one-op graph on the cpu device and as a one-node QLinearConv model in onnxruntime, both NCHW
+   in and out: GOPS (2*MACs/s) and the ratio; and the cpu plan's step alone on an NHWC input
+   (what the op costs inside a compiled plan, where no layout changes around it).
+Runs alternate between implementations so background load hits all alike; the load average
+is printed with each table (the machine may be shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
+import numba
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from hetero.backends import open_device
+from hetero.backends.cpu.plan import to_nhwc
 from hetero.backends.discovery import discover
 from hetero.errors import HeteroError
 from hetero.exec.executor import run_on_device
-from hetero.ir.graph import TensorSpec, make_op
+from hetero.ir.graph import Graph, TensorSpec, make_op
 from hetero.quant.lowering import lower_qdq
 from hetero.ir.onnx_import import import_onnx
 from hetero.quant.precision import quantized_onnx
 
 SIZE = 1024
+SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 
 
-def session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
+def model_spec(name: str) -> str:
+    """A MODEL argument for a bench name: an .onnx path, a shared test model, or a builtin."""
+    if name.endswith(".onnx"):
+        return name
+    shared = SHARED_MODELS / f"{name}.onnx"
+    return str(shared) if shared.exists() else f"builtin:{name}"
+
+
+def load_text() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
+def session(model_bytes: bytes, threads: int, spinning: bool = True) -> ort.InferenceSession:
+    """onnxruntime on the CPU; ``spinning=False``: its worker threads sleep between runs, as the
+    cpu device's do (by default they spin and hold the other core right after each run)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
@@ -90,17 +123,8 @@ def gemm_bench(devices: list[str], threads: int, repeat: int) -> None:
         print(f"  {name:<28} {1e3 * seconds:>9.2f} {ops / seconds / 1e9:>9.1f} {ort_s / seconds:>14.2f}x")
 
 
-def model_bench(model: str, devices: list[str], threads: int, repeat: int) -> None:
-    qdq = quantized_onnx(f"builtin:{model}")
-    graph = lower_qdq(import_onnx(qdq, label=model))
-    spec = graph.inputs[0]
-    x = np.random.default_rng(1).random(spec.shape, dtype=np.float32)
-    ort_session = session(qdq.SerializeToString(), threads)
-    reference = ort_session.run(None, {spec.name: x})[0]
-    runners = {"onnxruntime": lambda: ort_session.run(None, {spec.name: x})[0]}
-    for name in devices:
-        device = open_device(name)
-        runners[name] = lambda d=device: run_on_device(graph, d, {spec.name: x})[graph.outputs[0].name]
+def interleaved(runners: dict, repeat: int, reference: np.ndarray) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Seconds of each runner's ``repeat`` runs, taken in turn, and the share of outputs equal to ``reference``."""
     for fn in runners.values():  # warm-up: compile kernels, pack weights, let the cpu device pick thread counts
         for _ in range(6):
             fn()
@@ -112,19 +136,120 @@ def model_bench(model: str, devices: list[str], threads: int, repeat: int) -> No
             out = fn()
             times[name].append(time.perf_counter() - start)
             same[name] = float(np.mean(out == reference))
-    ort_ms = median_ms(times["onnxruntime"])
+    return times, same
+
+
+def model_bench(model: str, devices: list[str], threads: int, repeat: int) -> tuple[str, float, float, float, float] | None:
+    """Two interleaved phases: onnxruntime with its threads not spinning (as the cpu device's),
+    then onnxruntime as it comes (spinning), each against every device."""
+    qdq = quantized_onnx(model_spec(model))
+    graph = lower_qdq(import_onnx(qdq, label=model))
+    spec = graph.inputs[0]
+    x = np.random.default_rng(1).random(spec.shape, dtype=np.float32)
+    quiet_session = session(qdq.SerializeToString(), threads, spinning=False)
+    reference = quiet_session.run(None, {spec.name: x})[0]
+    ours = {}
+    for name in devices:
+        device = open_device(name, threads=threads) if name == "cpu" else open_device(name)
+        ours[name] = lambda d=device: run_on_device(graph, d, {spec.name: x})[graph.outputs[0].name]
     print(f"\n{model} int8 end to end ({threads} threads, median of {repeat}, host input to host output)")
-    print(f"  {'device':<14} {'ms':>9} {'p90 ms':>9} {'onnxruntime/this':>17} {'outputs = ORT':>14}")
-    for name, samples in times.items():
-        ms = median_ms(samples)
-        print(f"  {name:<14} {ms:>9.2f} {1e3 * float(np.percentile(samples, 90)):>9.2f} {ort_ms / ms:>16.2f}x {same[name]:>13.1%}")
+    print(f"  {'device':<26} {'ms':>9} {'p90 ms':>9} {'onnxruntime/this':>17} {'outputs = ORT':>14}")
+    medians = {}
+    for phase in ("ort, not spinning", "ort, spinning"):
+        peer_session = quiet_session if phase == "ort, not spinning" else session(qdq.SerializeToString(), threads)
+
+        def peer(peer_session: ort.InferenceSession = peer_session) -> np.ndarray:
+            return peer_session.run(None, {spec.name: x})[0]
+
+        times, same = interleaved({phase: peer, **ours}, repeat, reference)
+        ort_ms = median_ms(times[phase])
+        print(f"  ({load_text()})")
+        for name, samples in times.items():
+            ms = median_ms(samples)
+            label = name if name == phase else f"{name} (vs {phase})"
+            print(f"  {label:<26} {ms:>9.2f} {1e3 * float(np.percentile(samples, 90)):>9.2f} {ort_ms / ms:>16.2f}x {same[name]:>13.1%}")
+            medians[label] = ms
+    if "cpu" not in devices:
+        return None
+    cpu = open_device("cpu", threads=threads)
+    plan = cpu.plan_for(graph)
+    for _ in range(6):
+        plan.run({spec.name: x})
+    parts = plan.breakdown({spec.name: x}, repeat)
+    ops = sum(1 for i in plan.instrs if i.step is not None)
+    print(f"  cpu plan: {1e3 * parts['total']:.2f} ms = kernels {1e3 * parts['kernels']:.2f} + layout "
+          f"{1e3 * parts['layout']:.2f} + dispatch {1e3 * parts['dispatch']:.2f} ms ({ops} ops, "
+          f"{1e6 * parts['dispatch'] / max(ops, 1):.1f} us dispatch per op)")
+    return (model, medians["ort, not spinning"], medians["cpu (vs ort, not spinning)"], medians["ort, spinning"],
+            medians["cpu (vs ort, spinning)"])
+
+
+def conv_bench(model: str, threads: int, repeat: int) -> None:
+    """Every distinct QLinearConv of a model: the cpu device's one-op graph against onnxruntime's one node."""
+    qdq = quantized_onnx(model_spec(model))
+    graph = lower_qdq(import_onnx(qdq, label=model))
+    cpu = open_device("cpu", threads=threads)
+    seen: dict[str, object] = {}
+    for op in graph.ops_in_order():
+        if op.type == "QLinearConv":
+            seen.setdefault(op.signature(), op)
+    rng = np.random.default_rng(0)
+    print(f"\n{model}: QLinearConv shapes ({threads} threads, median of {repeat}; one op, NCHW in and out; {load_text()})")
+    print(f"  {'input -> output':<30} {'k':>3} {'s':>2} {'g':>4} {'hetero us':>10} {'GOPS':>7} {'ORT us':>9} {'GOPS':>7} {'ORT/this':>9} "
+          f"{'step us':>9} {'GOPS':>7} {'ORT/step':>9}")
+    for op in seen.values():
+        spec = op.input_specs[0]
+        one = Graph.build([op], [spec], [op.outputs[0]], name=op.name)
+        x = rng.integers(0, 256, spec.shape).astype(spec.dtype) if spec.dtype == "uint8" else \
+            rng.integers(-128, 128, spec.shape).astype(spec.dtype)
+        node = helper.make_node("QLinearConv", [n if n else "" for n in op.inputs], [op.outputs[0]],
+                                **{k: list(v) if isinstance(v, tuple) else v for k, v in op.attrs.items() if k not in ("qmin", "qmax")})
+        inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in op.weights.items()]
+        dtype = TensorProto.UINT8 if spec.dtype == "uint8" else TensorProto.INT8
+        onnx_graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info(spec.name, dtype, list(spec.shape))],
+                                       [helper.make_tensor_value_info(op.outputs[0], dtype, None)], inits)
+        model_proto = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", 13)])
+        model_proto.ir_version = 8
+        ort_session = session(model_proto.SerializeToString(), threads)
+        step = next(i.step for i in cpu.plan_for(one).instrs if i.step is not None)
+        x_nhwc = to_nhwc(x)
+
+        def step_alone(step=step, x_nhwc=x_nhwc) -> None:
+            """The step with the thread count the device learned for it (as a plan runs it)."""
+            chosen = cpu._threads_for(step.op)
+            previous = numba.get_num_threads()
+            numba.set_num_threads(previous if chosen is None else chosen)
+            try:
+                step.run([x_nhwc])
+            finally:
+                numba.set_num_threads(previous)
+
+        runners = {"hetero": lambda: run_on_device(one, cpu, {spec.name: x}), "ort": lambda: ort_session.run(None, {spec.name: x}),
+                   "step": step_alone}
+        for fn in runners.values():
+            for _ in range(5):
+                fn()
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(repeat):
+            for name, fn in runners.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        ours, theirs, inner = (statistics.median(times[name]) for name in ("hetero", "ort", "step"))
+        w = op.weights[op.inputs[3]]
+        ops = 2.0 * np.prod(op.output_specs[0].shape) * np.prod(w.shape[1:])
+        shapes = f"{'x'.join(map(str, spec.shape[1:]))} -> {'x'.join(map(str, op.output_specs[0].shape[1:]))}"
+        print(f"  {shapes:<30} {w.shape[2]:>3} {op.attrs.get('strides', (1, 1))[0]:>2} {op.attrs.get('group', 1):>4} "
+              f"{1e6 * ours:>10.1f} {ops / ours / 1e9:>7.1f} {1e6 * theirs:>9.1f} {ops / theirs / 1e9:>7.1f} {theirs / ours:>8.2f}x "
+              f"{1e6 * inner:>9.1f} {ops / inner / 1e9:>7.1f} {theirs / inner:>8.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--models", default="seed-cnn,resnet18")
+    parser.add_argument("--models", default="seed-cnn,resnet18,mobilenet_v2,squeezenet1_1")
+    parser.add_argument("--convs", default="resnet18,mobilenet_v2", help="models whose conv shapes to time ('' for none)")
     parser.add_argument("--devices", help="default: every usable device but reference")
     args = parser.parse_args()
     usable, absent = discover()
@@ -136,8 +261,20 @@ def main() -> None:
         for name in devices:  # every device named must be usable before anything is timed
             open_device(name).close()
         gemm_bench(devices, args.threads, max(5, args.repeat // 2))
+        summary = []
         for model in args.models.split(","):
-            model_bench(model, devices, args.threads, args.repeat)
+            row = model_bench(model, devices, args.threads, args.repeat)
+            if row is not None:
+                summary.append(row)
+        for model in filter(None, args.convs.split(",")):
+            conv_bench(model, args.threads, args.repeat)
+        if summary:
+            print(f"\nsummary: cpu device against onnxruntime, {args.threads} threads ({load_text()})")
+            print("  | model | ORT not spinning ms | hetero cpu ms | ratio | ORT spinning ms | hetero cpu ms | ratio |")
+            print("  | --- | --- | --- | --- | --- | --- | --- |")
+            for model, quiet_ms, cpu_quiet_ms, spin_ms, cpu_spin_ms in summary:
+                print(f"  | {model} | {quiet_ms:.2f} | {cpu_quiet_ms:.2f} | {quiet_ms / cpu_quiet_ms:.2f}x | {spin_ms:.2f} | "
+                      f"{cpu_spin_ms:.2f} | {spin_ms / cpu_spin_ms:.2f}x |")
     except HeteroError as err:
         sys.exit(f"bench/kernels.py: error: {err}")
 

@@ -75,7 +75,15 @@ def run_on_device(
 
     ``observe(op, outputs, timing)`` is called after each op with its device buffers. ``timed``
     launches each op with the device's ``timed_run`` and synchronizes after it, and gives the
-    hook the op's :class:`OpTiming`."""
+    hook the op's :class:`OpTiming`. A device that compiles whole graphs (``plan_for``: the cpu
+    device) runs its compiled plan, which calls the hook the same way."""
+    plan_for = getattr(device, "plan_for", None)
+    plan = plan_for(graph) if plan_for is not None else None
+    if plan is not None:
+        hook = None
+        if observe is not None:
+            hook = lambda op, outputs, timing: observe(op, outputs, None if timing is None else OpTiming(*timing))  # noqa: E731
+        return plan.run(check_feeds(graph, feeds), hook, timed)
     check_capability(graph, device)
     inputs = {name: device.upload(a) for name, a in check_feeds(graph, feeds).items()}
 

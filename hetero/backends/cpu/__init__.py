@@ -1,5 +1,7 @@
 """The cpu backend: numba kernels on the host (``device.CpuDevice``), an exact int8 GEMM
-(``gemm``), float / int8 / quantization kernels. ``probe()`` imports only numba, so discovery
+(``gemm``, and ``gemm_fused`` with the requantizer in its epilogue), float / int8 /
+quantization kernels, and graphs compiled into channels-last int8 plans (``plan``, ``steps``,
+``steps_conv``, ``kernels_nhwc``). ``probe()`` imports only numba, so discovery
 does not load the kernels."""
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ threads during each op (BLAS runs single-threaded inside them); ``throttle`` >= 
 device down for real by sleeping (throttle - 1) times each op's measured time after it.
 Opening the first CpuDevice runs one start-up step, ``start_threads_passive`` (OpenMP workers
 sleep between kernels instead of spinning); importing this module changes nothing.
+``plan_for(graph)`` compiles a whole graph once (``plan.CpuPlan``: channels-last int8, weights
+packed, fused epilogues), which ``run_on_device`` uses; ``run(op, ...)`` runs the same plan step
+per op, converting layouts at the op's boundary, so the runtime and the profiler time the same
+kernels.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from hetero.backends.cpu.kernels_float import FLOAT_KERNELS, reference
 from hetero.backends.cpu.kernels_qtransformer import QTRANSFORMER_KERNELS
 from hetero.backends.cpu.kernels_quant import QUANT_KERNELS
 from hetero.backends.cpu.kernels_transformer import TRANSFORMER_CONDITIONS, TRANSFORMER_KERNELS
+from hetero.backends.cpu.plan import CpuPlan, own_step, run_step_nchw
+from hetero.backends.cpu.steps import NCHW, Step
 from hetero.errors import DeviceError
-from hetero.ir.graph import Op, TensorSpec
+from hetero.ir.graph import Graph, Op, TensorSpec
 
 import scipy.linalg.cython_blas  # noqa: F401  - the BLAS numba's np.dot calls: loaded now, so it is capped too
 
@@ -215,8 +221,10 @@ CONDITIONS: dict[str, Predicate] = {
 
 #: ops below this many FLOPs try one thread against all for their first runs and keep the faster:
 #: on a 2-core VM, waking numba's second thread (passive OpenMP wait) costs ~50-100 us per
-#: parallel region, more than a small op takes; bigger ops always use every thread.
-PARALLEL_MIN_FLOPS = 50_000_000
+#: parallel region, more than a small op takes; bigger ops always use every thread. The int8
+#: kernels run ~0.7 TOPS a thread, so an op under this bound takes ~0.5 ms on one: resnet18's
+#: convolutions (0.1-0.24 GFLOPs) are all learned.
+PARALLEL_MIN_FLOPS = 400_000_000
 THREAD_TRIALS = 2
 
 
@@ -225,6 +233,8 @@ class CpuDevice(HostDevice):
 
     kernels: Mapping[str, Kernel] = {**FLOAT_KERNELS, **QUANT_KERNELS, **QTRANSFORMER_KERNELS, **MOVEMENT_KERNELS, **TRANSFORMER_KERNELS}
     conditions: Mapping[str, Predicate] = {**CONDITIONS, **TRANSFORMER_CONDITIONS}
+    # float32 kernels computing the reference's arithmetic (hetero.ir.ops.mlas, IEEE division)
+    same_bits_as_reference = frozenset({"Softmax", "Erf", "Gelu", "Tanh", "LayerNormalization", "Div"})
 
     def __init__(self, info: DeviceInfo, threads: int | None = None, throttle: float = 1.0) -> None:
         start_threads_passive()
@@ -237,6 +247,8 @@ class CpuDevice(HostDevice):
         self._preparing = 0.0
         self._supports: dict[int, tuple[Op, bool]] = {}
         self._thread_trials: dict[int, tuple[Op, dict]] = {}
+        self._plans: dict[int, tuple[Graph, CpuPlan]] = {}
+        self._steps: dict[int, tuple[Op, Step | None]] = {}
         limit_blas_to_one_thread()
         log.debug("opened %s with threads=%s throttle=%s", info.name, self.threads, self.throttle)
 
@@ -248,9 +260,25 @@ class CpuDevice(HostDevice):
         return known[1]
 
     def close(self) -> None:
-        """Drop prepared weights and cached decisions."""
+        """Drop prepared weights, compiled plans and cached decisions."""
         super().close()
         self._supports.clear()
+        self._plans.clear()
+        self._steps.clear()
+
+    def plan_for(self, graph: Graph) -> CpuPlan | None:
+        """The graph compiled for this device, built on first use and kept; None while a fault
+        is injected (per-op runs count down to it). Raises DeviceError naming the first op
+        without a kernel here."""
+        if self._fail_countdown is not None:
+            return None
+        entry = self._plans.get(id(graph))
+        if entry is None or entry[0] is not graph:
+            for op in graph.ops_in_order():
+                if not self.supports(op):
+                    raise DeviceError(f"{self.why_not(op)}; run it on another device (hetero devices lists them)")
+            entry = self._plans[id(graph)] = (graph, CpuPlan(self, graph))
+        return entry[1]
 
     def prepared(self, op: Op, make: Callable[[], Any]) -> Any:
         """Per-op state built once; the time spent building it is not counted by throttle."""
@@ -288,8 +316,20 @@ class CpuDevice(HostDevice):
             faster_alone = min(trials[1]) <= min(trials[0])
             trials["chosen"] = 1 if faster_alone else (self.threads or 0)
 
+    def _step(self, op: Op) -> Step | None:
+        """The op's plan step for NCHW inputs, built once (the time counts as preparation); None
+        where the kernel table runs the op."""
+        known = self._steps.get(id(op))
+        if known is None or known[0] is not op:
+            begin = time.perf_counter()
+            step = own_step(self, op, (NCHW,) * len(op.activation_inputs)) if self.supports(op) else None
+            self._preparing += time.perf_counter() - begin
+            known = self._steps[id(op)] = (op, step)
+        return known[1]
+
     def run(self, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
-        """Run one op with the device's thread cap, then sleep as the throttle says."""
+        """Run one op with the device's thread cap, then sleep as the throttle says. An op with a
+        plan step runs it (the same kernels as a compiled plan), layouts converted at its boundary."""
         self._preparing = 0.0
         start = time.perf_counter()
         with ExitStack() as stack:
@@ -298,7 +338,8 @@ class CpuDevice(HostDevice):
                 previous = numba.get_num_threads()
                 numba.set_num_threads(threads)
                 stack.callback(numba.set_num_threads, previous)
-            outputs = super().run(op, inputs)
+            step = self._step(op) if self._fail_countdown is None else None
+            outputs = super().run(op, inputs) if step is None else run_step_nchw(step, inputs)
         elapsed = time.perf_counter() - start - self._preparing
         self._learn_threads(op, threads, elapsed)
         if self.throttle > 1.0:

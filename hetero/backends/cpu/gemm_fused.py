@@ -1,0 +1,295 @@
+"""The VNNI int8 GEMM with its requantizer fused: int8/uint8 out, written once.
+
+``_make_ukernel_rq`` is gemm's micro-kernel (an MR x NR int32 tile in zmm registers, u8 x s8
+``vpdpbusd``) whose epilogue, instead of storing int32, finishes each output on the
+registers: ``acc + R_i * beta_j + comp_j`` (gemm's shift terms) ``+ bias_j``, wrapping in
+int32 as numpy does, then rules 2-3 in float32 (``rint(float32(v) * mult_j) + zy``, clamped
+to [lo, hi]) and a 16-byte store per vector. ``rint`` is ``llvm.rint``, which rounds half to
+even like ``np.rint``; no step is contracted into an FMA. A convolution or QGemm thus reads
+its activations once and writes its uint8 output rows in place (channels-last).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from hetero.backends.cpu.gemm import MB, MR, NB, NR, _addr, _fetch_add, _gemm_portable
+from hetero.backends.cpu.kernels_int8 import _requant
+
+
+def _make_ukernel_rq(mr: int, nb: int, flip: bool):
+    """``uk(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)``:
+    one mr x 16*nb tile of requantized output bytes at ``py`` (row stride ``ldy`` bytes), of
+    which rows < ni and columns < nj are stored. ``nb`` < NB computes only the first columns
+    of a packed panel (an output with 16 or 32 channels wastes no dot products).
+
+    Row r of A is ``nseg`` segments of ``4*kgs`` bytes, segment s at ``pa + r*lda + s*seg``
+    (one segment for a plain GEMM; for an implicit convolution one per tap row, read in place
+    from the padded NHWC image); the B panel holds the ``nseg*kgs`` groups in order. The
+    output bytes are the same for uint8 and int8 (a value in [lo, hi] truncated to 8 bits)."""
+    i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+    v16, vf, vb = ir.VectorType(i32, 16), ir.VectorType(f32, 16), ir.VectorType(i8, 16)
+    pv16, pvf, pvb, pi32 = v16.as_pointer(), vf.as_pointer(), vb.as_pointer(), i32.as_pointer()
+    zero, undef = ir.Constant(v16, None), ir.Constant(v16, ir.Undefined)
+    undef_f = ir.Constant(vf, ir.Undefined)
+    splat0 = ir.Constant(v16, [0] * 16)
+
+    def c64(x: int) -> ir.Constant:
+        return ir.Constant(i64, x)
+
+    vmask = ir.VectorType(ir.IntType(1), 16)
+    lanes = ir.Constant(v16, list(range(16)))
+
+    def codegen(context, builder, signature, args):
+        pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj = args
+        dp = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512", fnty=ir.FunctionType(v16, [v16, v16, v16]))
+        rint = builder.module.declare_intrinsic("llvm.rint.v16f32", fnty=ir.FunctionType(vf, [vf]))
+        mstore = builder.module.declare_intrinsic("llvm.masked.store.v16i8.p0",
+                                                  fnty=ir.FunctionType(ir.VoidType(), [vb, pvb, i32, vmask]))
+
+        def vload(addr, ptr=pv16):
+            return builder.load(builder.inttoptr(addr, ptr), align=1)
+
+        def bcast(addr, flip_bits=False):
+            s = builder.load(builder.inttoptr(addr, pi32), align=1)
+            if flip_bits:
+                s = builder.xor(s, ir.Constant(i32, -0x7F7F7F80))  # 0x80808080 (see gemm._make_ukernel)
+            v = builder.insert_element(undef, s, ir.Constant(i32, 0))
+            return builder.shuffle_vector(v, undef, splat0)
+
+        def fsplat(x):
+            v = builder.insert_element(undef_f, x, ir.Constant(i32, 0))
+            return builder.shuffle_vector(v, undef_f, splat0)
+
+        rows = [builder.mul(lda, c64(r)) for r in range(mr)]
+        total = builder.mul(kgs, nseg)
+        jump = builder.sub(seg, builder.mul(kgs, c64(4)))  # from a segment's end to the next one's start
+        entry = builder.block
+        loop = builder.append_basic_block("ukrq.loop")
+        done = builder.append_basic_block("ukrq.done")
+        builder.cbranch(builder.icmp_signed(">", total, c64(0)), loop, done)
+
+        builder.position_at_end(loop)  # one 4-deep k group per trip
+        it, inner, ca, cb = builder.phi(i64), builder.phi(i64), builder.phi(i64), builder.phi(i64)
+        accs = [builder.phi(v16) for _ in range(mr * nb)]
+        bv = [vload(builder.add(cb, c64(64 * j))) for j in range(nb)]
+        new = []
+        for r in range(mr):
+            av = bcast(builder.add(ca, rows[r]), flip)
+            new += [builder.call(dp, [accs[r * nb + j], av, bv[j]]) for j in range(nb)]
+        inner1 = builder.add(inner, c64(1))
+        wrap = builder.icmp_signed("==", inner1, kgs)
+        ca1 = builder.add(ca, c64(4))
+        steps = [builder.add(it, c64(1)), builder.select(wrap, c64(0), inner1),
+                 builder.select(wrap, builder.add(ca1, jump), ca1), builder.add(cb, c64(64 * NB))]
+        tail = builder.block
+        firsts = [c64(0), c64(0), pa, pb] + [zero] * len(accs)
+        for phi, first, nxt in zip([it, inner, ca, cb, *accs], firsts, steps + new):
+            phi.add_incoming(first, entry)
+            phi.add_incoming(nxt, tail)
+        builder.cbranch(builder.icmp_signed("<", steps[0], total), loop, done)
+
+        builder.position_at_end(done)
+        outs = [builder.phi(v16) for _ in new]
+        for phi, nxt in zip(outs, new):
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(nxt, tail)
+        beta = [vload(builder.add(pbeta, c64(64 * j))) for j in range(nb)]
+        comp = [vload(builder.add(pcomp, c64(64 * j))) for j in range(nb)]
+        bias = [vload(builder.add(pbias, c64(64 * j))) for j in range(nb)]
+        mult = [vload(builder.add(pmult, c64(64 * j)), pvf) for j in range(nb)]
+        zyv, lov, hiv = fsplat(zy), fsplat(lo), fsplat(hi)
+        nj32 = builder.trunc(nj, i32)
+        njv = builder.shuffle_vector(builder.insert_element(undef, nj32, ir.Constant(i32, 0)), undef, splat0)
+        masks = [builder.icmp_signed("<", builder.add(lanes, ir.Constant(v16, [16 * j] * 16)), njv) for j in range(nb)]
+        full = builder.icmp_signed(">=", nj, c64(16 * nb))
+        for r in range(mr):
+            rv = bcast(builder.add(pr, c64(4 * r)))
+            row = builder.add(py, builder.mul(ldy, c64(r)))
+            store_row = builder.append_basic_block(f"ukrq.row{r}")
+            after = builder.append_basic_block(f"ukrq.after{r}")
+            builder.cbranch(builder.icmp_signed(">", ni, c64(r)), store_row, after)
+            builder.position_at_end(store_row)
+            values = []
+            for j in range(nb):
+                val = builder.add(builder.add(outs[r * nb + j], builder.mul(rv, beta[j])), comp[j])
+                val = builder.add(val, bias[j])
+                y = builder.fadd(builder.call(rint, [builder.fmul(builder.sitofp(val, vf), mult[j])]), zyv)
+                y = builder.select(builder.fcmp_ordered("<", y, lov), lov, y)
+                y = builder.select(builder.fcmp_ordered(">", y, hiv), hiv, y)
+                values.append(builder.trunc(builder.fptosi(y, v16), vb))
+            with builder.if_else(full) as (whole, part):
+                with whole:  # every column of the tile exists: plain stores
+                    for j, q in enumerate(values):
+                        builder.store(q, builder.inttoptr(builder.add(row, c64(16 * j)), pvb), align=1)
+                with part:  # the output's last columns: masked stores write only columns < nj
+                    for j, q in enumerate(values):
+                        addr = builder.inttoptr(builder.add(row, c64(16 * j)), pvb)
+                        builder.call(mstore, [q, addr, ir.Constant(i32, 1), masks[j]])
+            builder.branch(after)
+            builder.position_at_end(after)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def ukernel(typingctx, pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj):
+        sig = types.void(*([types.intp] * 13), types.float32, types.float32, types.float32, types.intp, types.intp)
+        return sig, codegen
+
+    return ukernel
+
+
+_uk_u8, _uk_s8 = _make_ukernel_rq(MR, NB, flip=False), _make_ukernel_rq(MR, NB, flip=True)
+_uk_u8_32, _uk_s8_32 = _make_ukernel_rq(MR, 2, flip=False), _make_ukernel_rq(MR, 2, flip=True)
+_uk_u8_16, _uk_s8_16 = _make_ukernel_rq(MR, 1, flip=False), _make_ukernel_rq(MR, 1, flip=True)
+
+
+@njit(cache=True)
+def _tile_rq(flip, pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj):  # pragma: no cover
+    """One fused tile for uint8 (or, when ``flip``, int8) activations; stores rows < ni, columns
+    < nj, and computes only as many 16-column vectors as nj needs (1, 2 or all 4)."""
+    if nj > 32:
+        if flip:
+            _uk_s8(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+        else:
+            _uk_u8(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+    elif nj > 16:
+        if flip:
+            _uk_s8_32(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+        else:
+            _uk_u8_32(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+    elif flip:
+        _uk_s8_16(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+    else:
+        _uk_u8_16(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+
+
+@njit(parallel=True, cache=True)
+def gemm_requant(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0, workers, counter, ng):  # pragma: no cover
+    """out[i, col0 + j] = requant(((a - za) @ (b - zb))[i, j] + bias[j]) for i < m, j < n.
+
+    gemm._gemm_vnni's work split; ``out`` is a 2-D byte array (its row stride the output's),
+    ``bias``/``mult``/``beta``/``comp`` padded to the panels' width. A row panel that would
+    read past a's rows reads ``edge`` (the last rows, zero-padded to MR) instead; a tile partly
+    outside the output stores only its rows and columns inside (masked stores). ``workers``
+    threads claim (row block, column group) items from ``counter``."""
+    lda = a.shape[1]
+    ldy = out.shape[1]
+    npan, kg = bp.shape[0], bp.shape[1]
+    mpan = (m + MR - 1) // MR
+    nbn = (npan + ng - 1) // ng
+    nwork = ((mpan + MB - 1) // MB) * nbn
+    rows_a = a.shape[0]
+    a0, e0, b0, y0 = _addr(a), _addr(edge), _addr(bp), _addr(out)
+    r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
+    w0 = _addr(counter)
+    for _ in prange(workers):
+        w = _fetch_add(w0, 1)
+        while w < nwork:
+            bm, bn = w // nbn, w % nbn
+            for q in range(bn * ng, min(bn * ng + ng, npan)):
+                j0 = q * NR
+                nj = min(NR, n - j0)
+                pb = b0 + q * kg * NR * 4
+                for p in range(bm * MB, min(bm * MB + MB, mpan)):
+                    i0 = p * MR
+                    pa = a0 + i0 * lda if i0 + MR <= rows_a else e0
+                    ni = min(MR, m - i0)
+                    _tile_rq(flip, pa, lda, pb, kg, 1, 0, y0 + i0 * ldy + col0 + j0, ldy, r0 + i0 * 4, be0 + j0 * 4,
+                             co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, ni, nj)
+            w = _fetch_add(w0, 1)
+
+
+@njit(parallel=True, cache=True)
+def requant_into(acc, bias, mult, zy, lo, hi, out, col0):  # pragma: no cover - compiled
+    """out[i, col0 + j] = requant(acc[i, j] + bias[j]): the portable path's separate epilogue."""
+    rows, cols = acc.shape
+    for i in prange(rows):
+        for j in range(cols):
+            out[i, col0 + j] = _requant(np.int32(acc[i, j] + bias[j]), mult[j], zy, lo, hi)
+
+
+def pad_panels(values: np.ndarray, width: int) -> np.ndarray:
+    """A per-column vector zero-padded to ``width`` (the packed panels' columns)."""
+    out = np.zeros(width, values.dtype)
+    out[: values.size] = values
+    return out
+
+
+def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, rs: np.ndarray, beta: np.ndarray,
+                     comp: np.ndarray, bias: np.ndarray, mult: np.ndarray, tail: tuple, out: np.ndarray, col0: int,
+                     vnni: bool) -> None:
+    """The fused GEMM over the first m rows of ``a`` (uint8 bits, K padded to 4) into the
+    columns col0..col0+n of the 2-D byte array ``out`` (viewed as uint8); per-column vectors
+    padded to the panels' width (``pad_panels``), ``rs`` to a multiple of MR rows."""
+    if m == 0 or n == 0:
+        return
+    if not vnni:
+        acc = np.empty((m, n), np.int32)
+        _gemm_portable(a[:m], flip, bp, rs, beta, comp, acc)
+        requant_into(acc, bias, mult, *tail, out, col0)
+        return
+    mpan, npan = (m + MR - 1) // MR, bp.shape[0]
+    if a.shape[0] >= mpan * MR:
+        edge = a[:MR]  # never read: every row panel lies inside a
+    else:
+        edge = np.zeros((MR, a.shape[1]), np.uint8)
+        edge[: m - (mpan - 1) * MR] = a[(mpan - 1) * MR : m]
+    workers = numba.get_num_threads()
+    row_blocks = (mpan + MB - 1) // MB
+    col_groups = min(npan, -(-16 * workers // row_blocks))
+    counter = np.zeros(1, np.int64)
+    gemm_requant(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, workers, counter,
+                 -(-npan // col_groups))
+
+
+@njit(parallel=True, cache=True)
+def conv_requant(img, a_oh, lda, kgs, nseg, seg, ho, wo, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, workers,
+                 counter, ng):  # pragma: no cover - compiled
+    """An implicit-GEMM convolution with the fused requantizer: output pixel (oh, ow) is GEMM
+    row oh * wo + ow of ``out``, and its A row is read in place at byte ``oh * a_oh + ow * lda``
+    of ``img`` (segments ``seg`` apart: gemm's ukernel). Tiles are MR pixels of one output row;
+    the part of a tile past the row's end (read from ``img``'s slack) is not stored."""
+    ldy = out.shape[1]
+    npan, kg = bp.shape[0], bp.shape[1]
+    tiles_w = (wo + MR - 1) // MR
+    tiles = ho * tiles_w
+    nbn = (npan + ng - 1) // ng
+    nwork = ((tiles + MB - 1) // MB) * nbn
+    i0, b0, y0 = _addr(img), _addr(bp), _addr(out)
+    r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
+    w0 = _addr(counter)
+    for _ in prange(workers):
+        w = _fetch_add(w0, 1)
+        while w < nwork:
+            bm, bn = w // nbn, w % nbn
+            for q in range(bn * ng, min(bn * ng + ng, npan)):
+                j0 = q * NR
+                nj = min(NR, n - j0)
+                pb = b0 + q * kg * NR * 4
+                for t in range(bm * MB, min(bm * MB + MB, tiles)):
+                    oh = t // tiles_w
+                    ow = (t - oh * tiles_w) * MR
+                    pa = i0 + oh * a_oh + ow * lda
+                    p0 = oh * wo + ow
+                    ni = min(MR, wo - ow)
+                    _tile_rq(flip, pa, lda, pb, kgs, nseg, seg, y0 + p0 * ldy + j0, ldy, r0, be0 + j0 * 4,
+                             co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, ni, nj)
+            w = _fetch_add(w0, 1)
+
+
+def run_conv_requant(img: np.ndarray, a_oh: int, lda: int, kgs: int, nseg: int, seg: int, ho: int, wo: int, flip: bool,
+                     bp: np.ndarray, n: int, rs: np.ndarray, beta: np.ndarray, comp: np.ndarray, bias: np.ndarray,
+                     mult: np.ndarray, tail: tuple, out: np.ndarray) -> None:
+    """Drive conv_requant (VNNI only) into the (ho * wo, n) byte array ``out``; ``rs`` is MR zeros
+    (implicit convolutions run only where no row sums are needed)."""
+    npan = bp.shape[0]
+    workers = numba.get_num_threads()
+    tiles = ho * -(-wo // MR)
+    col_groups = min(npan, -(-16 * workers // -(-tiles // MB)))
+    counter = np.zeros(1, np.int64)
+    conv_requant(img, a_oh, lda, kgs, nseg, seg, ho, wo, flip, bp, n, rs, beta, comp, bias, mult, *tail,
+                 out.view(np.uint8), workers, counter, -(-npan // col_groups))

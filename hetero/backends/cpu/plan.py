@@ -1,0 +1,257 @@
+"""A graph compiled once for the cpu device: steps in order, buffers in slots, layouts fixed.
+
+``CpuPlan(device, graph)`` binds every op to a :class:`~hetero.backends.cpu.steps.Step`
+(weights packed, arguments resolved), assigns each tensor a layout (NHWC inside runs of
+channels-last ops, converted once where a consumer needs NCHW and at the graph outputs), and
+numbers the buffers so a run is a loop over a list: a few microseconds of Python per op. Each
+buffer is released after its last reader. Thread counts per op follow the device's
+one-thread-or-all learning; ``throttle`` and injected faults behave as in ``CpuDevice.run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+import numba
+import numpy as np
+
+from hetero.backends.base import Device
+from hetero.backends.cpu import kernels_nhwc as nk
+from hetero.backends.cpu import steps
+from hetero.backends.cpu.steps import NCHW, NHWC, Step, fallback
+from hetero.backends.cpu.steps_conv import qconv, qgemm
+from hetero.ir.graph import Graph, Op
+
+if TYPE_CHECKING:
+    from hetero.backends.cpu.device import CpuDevice
+
+log = logging.getLogger(__name__)
+
+BUILDERS: dict[str, Callable[[Device, Op, tuple[str, ...]], Step | None]] = {
+    "QLinearConv": qconv,
+    "QGemm": qgemm,
+    "QLinearMatMul": qgemm,
+    "QLinearAdd": steps.qadd,
+    "MaxPool": steps.max_pool,
+    "QLinearGlobalAveragePool": steps.qglobal_pool,
+    "QLinearAveragePool": steps.qaverage_pool,
+    "QLinearConcat": steps.qconcat,
+    "QuantizeLinear": steps.quantize,
+    "DequantizeLinear": steps.dequantize,
+    **{name: steps.reshape_pooled for name in ("Flatten", "Reshape", "Squeeze")},
+}
+"""Op types with a plan step of their own; the others run their kernel from the device's table."""
+
+
+def own_step(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """The op's own plan step given the layouts its inputs are available in; None where the
+    device's kernel table runs it."""
+    builder = BUILDERS.get(op.type)
+    if builder is None or not steps.only_data_is_activation(op):
+        return None
+    return builder(device, op, available)
+
+
+def build_step(device: Device, op: Op, available: tuple[str, ...]) -> Step:
+    """The op bound to its fastest cpu kernel given the layouts its inputs are available in."""
+    step = own_step(device, op, available)
+    return step if step is not None else fallback(device, op)
+
+
+def run_step_nchw(step: Step, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One step on NCHW arrays, its layouts converted at the op's boundary (a per-op run)."""
+    ready = [to_nhwc(x) if form == NHWC else x for x, form in zip(inputs, step.wants)]
+    return [to_nchw(y) if form == NHWC else y for y, form in zip(step.run(ready), step.gives)]
+
+
+# observe(op, outputs, (device_s, wall_s) or None), as the executor's hook
+Observe = Callable[[Op, Sequence[np.ndarray], "tuple[float, float] | None"], None]
+
+
+SMALL_BYTES = 65536
+"""Tensors up to this size change layout by a numpy copy: launching a parallel kernel costs more."""
+
+
+def _bytes(x: np.ndarray) -> np.ndarray:
+    """An 8-bit array as uint8 (one compiled conversion for int8 and uint8), others as they are."""
+    return x.view(np.uint8) if x.dtype.itemsize == 1 else x
+
+
+def to_nhwc(x: np.ndarray) -> np.ndarray:
+    """An (N, C, H, W) array channels-last."""
+    n, c, h, w = x.shape
+    if h * w == 1 or c == 1:
+        return np.ascontiguousarray(x).reshape(n, h, w, c)
+    if x.nbytes <= SMALL_BYTES:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    out = np.empty((n, h, w, c), x.dtype)
+    nk.nchw_to_nhwc(_bytes(np.ascontiguousarray(x)).reshape(n, c, h * w), _bytes(out).reshape(n, h * w, c))
+    return out
+
+
+def to_nchw(x: np.ndarray) -> np.ndarray:
+    """An (N, H, W, C) array back to (N, C, H, W)."""
+    n, h, w, c = x.shape
+    if h * w == 1 or c == 1:
+        return x.reshape(n, c, h, w)
+    if x.nbytes <= SMALL_BYTES:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    out = np.empty((n, c, h, w), x.dtype)
+    nk.nhwc_to_nchw(_bytes(x).reshape(n, h * w, c), _bytes(out).reshape(n, c, h * w))
+    return out
+
+
+@dataclass(frozen=True)
+class Instr:
+    """One step of the plan: a bound op (``step``) or a layout conversion (``step`` None)."""
+
+    step: Step | None
+    convert: Callable[[np.ndarray], np.ndarray] | None
+    reads: tuple[int, ...]
+    writes: tuple[int, ...]
+    frees: tuple[int, ...]  # slots whose last reader this is
+
+
+class CpuPlan:
+    """A graph compiled for one CpuDevice; ``run(feeds)`` returns the outputs as NCHW arrays."""
+
+    def __init__(self, device: "CpuDevice", graph: Graph) -> None:
+        self.device = device
+        self.graph = graph
+        slots: dict[tuple[str, str], int] = {}
+        layout: dict[str, str] = {}
+        instrs: list[tuple[Step | None, Callable | None, tuple[int, ...], tuple[int, ...]]] = []
+
+        def slot(tensor: str, form: str) -> int:
+            return slots.setdefault((tensor, form), len(slots))
+
+        def need(tensor: str, form: str) -> int:
+            if (tensor, form) in slots:
+                return slots[(tensor, form)]
+            have = slots[(tensor, layout[tensor])]
+            convert = to_nhwc if form == NHWC else to_nchw
+            instrs.append((None, convert, (have,), (slot(tensor, form),)))
+            return slots[(tensor, form)]
+
+        self.input_slots = []
+        for spec in graph.inputs:
+            layout[spec.name] = NCHW
+            self.input_slots.append((spec.name, slot(spec.name, NCHW)))
+        for op in graph.ops_in_order():
+            available = tuple(layout[t] for t in op.activation_inputs)
+            step = build_step(device, op, available)
+            reads = tuple(need(t, form) for t, form in zip(op.activation_inputs, step.wants))
+            for tensor, form in zip(op.outputs, step.gives):
+                layout[tensor] = form
+            writes = tuple(slot(t, form) for t, form in zip(op.outputs, step.gives))
+            instrs.append((step, None, reads, writes))
+        self.output_slots = [(spec.name, need(spec.name, NCHW)) for spec in graph.outputs]
+        keep = {s for _, s in self.output_slots}
+        last: dict[int, int] = {}
+        for index, (_, _, reads, _) in enumerate(instrs):
+            for s in reads:
+                last[s] = index
+        self.instrs = [
+            Instr(step, convert, reads, writes, tuple(s for s in set(reads) if last[s] == index and s not in keep))
+            for index, (step, convert, reads, writes) in enumerate(instrs)
+        ]
+        self.slot_count = len(slots)
+        converts = sum(1 for i in self.instrs if i.step is None)
+        log.debug("compiled %s for %s: %d ops, %d layout conversions", graph.name, device.name,
+                  len(self.instrs) - converts, converts)
+
+    def run(self, feeds: Mapping[str, np.ndarray], observe: Observe | None = None, timed: bool = False) -> dict[str, np.ndarray]:
+        """Run the plan on host arrays (already checked against the graph's inputs)."""
+        device = self.device
+        values: list[np.ndarray | None] = [None] * self.slot_count
+        for name, s in self.input_slots:
+            values[s] = np.require(feeds[name], requirements="C")
+        previous = current = numba.get_num_threads()
+        throttle = device.throttle
+        clock = time.perf_counter
+        try:
+            for instr in self.instrs:
+                inputs = [values[s] for s in instr.reads]
+                step = instr.step
+                if step is None:
+                    outputs = [instr.convert(inputs[0])]
+                else:
+                    threads = device._threads_for(step.op)
+                    want = previous if threads is None else threads
+                    if want != current:
+                        numba.set_num_threads(want)
+                        current = want
+                    start = clock()
+                    outputs = step.run(inputs)
+                    elapsed = clock() - start
+                    device._learn_threads(step.op, threads, elapsed)
+                    if throttle > 1.0:
+                        time.sleep((throttle - 1.0) * elapsed)
+                    if observe is not None:
+                        observe(step.op, [self._nchw(o, f) for o, f in zip(outputs, step.gives)],
+                                (elapsed, elapsed) if timed else None)
+                for s, buffer in zip(instr.writes, outputs):
+                    values[s] = buffer
+                for s in instr.frees:
+                    values[s] = None
+        finally:
+            if current != previous:
+                numba.set_num_threads(previous)
+        return {name: values[s] for name, s in self.output_slots}
+
+    def breakdown(self, feeds: Mapping[str, np.ndarray], repeat: int = 10) -> dict[str, float]:
+        """Where a run's time goes, median seconds of ``repeat`` runs: ``total`` (one plain run),
+        ``kernels`` (the op steps, their output allocation included), ``layout`` (NCHW/NHWC
+        conversions) and ``dispatch`` (the rest: the plan's own Python per op)."""
+        totals, kernels, layouts = [], [], []
+        clock = time.perf_counter
+        for _ in range(repeat):
+            start = clock()
+            self.run(feeds)
+            totals.append(clock() - start)
+            values: list[np.ndarray | None] = [None] * self.slot_count
+            for name, s in self.input_slots:
+                values[s] = np.require(feeds[name], requirements="C")
+            kernel_s = layout_s = 0.0
+            cap = numba.get_num_threads()
+            for instr in self.instrs:
+                inputs = [values[s] for s in instr.reads]
+                threads = None if instr.step is None else self.device._threads_for(instr.step.op)
+                numba.set_num_threads(cap if threads is None else threads)
+                begin = clock()
+                outputs = [instr.convert(inputs[0])] if instr.step is None else instr.step.run(inputs)
+                spent = clock() - begin
+                if instr.step is None:
+                    layout_s += spent
+                else:
+                    kernel_s += spent
+                for s, buffer in zip(instr.writes, outputs):
+                    values[s] = buffer
+                for s in instr.frees:
+                    values[s] = None
+            numba.set_num_threads(cap)
+            kernels.append(kernel_s)
+            layouts.append(layout_s)
+        total, kernel, layout = (float(np.median(v)) for v in (totals, kernels, layouts))
+        return {"total": total, "kernels": kernel, "layout": layout, "dispatch": max(0.0, total - kernel - layout)}
+
+    @staticmethod
+    def _nchw(buffer: np.ndarray, form: str) -> np.ndarray:
+        return to_nchw(buffer) if form == NHWC else buffer
+
+    def describe(self) -> list[str]:
+        """One line per instruction: op (type) and layouts, or a conversion."""
+        lines = []
+        for instr in self.instrs:
+            if instr.step is None:
+                lines.append(f"convert -> {'nhwc' if instr.convert is to_nhwc else 'nchw'}")
+            else:
+                op = instr.step.op
+                lines.append(f"{op.name} ({op.type}) {','.join(instr.step.wants)} -> {','.join(instr.step.gives)}")
+        return lines
+
+
+__all__ = ["CpuPlan", "BUILDERS", "build_step", "own_step", "run_step_nchw", "to_nhwc", "to_nchw"]

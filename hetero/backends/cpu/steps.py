@@ -1,0 +1,254 @@
+"""Ops bound to cpu kernels for a compiled plan: weights packed, arguments resolved, layouts chosen.
+
+A :class:`Step` is one op ready to run: the layout each activation input must arrive in
+(``NCHW``: as ONNX says, ``NHWC``: a 4-D tensor stored channels-last as (N, H, W, C)), the
+layout of each output, and a function of the input arrays alone. Integer convolutions and
+GEMMs (steps_conv), pools, residual adds and channel concats run channels-last (kernels_nhwc);
+QuantizeLinear writes channels-last; every other op runs its ordinary kernel (the device's
+table) on NCHW arrays.
+Each step computes exactly what the op's ordinary kernel computes (the same int32 sums and
+float32 rules), so plans are bit-identical to per-op runs and to the numpy reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from hetero.backends.base import Device
+from hetero.backends.cpu import kernels_int8 as q
+from hetero.backends.cpu import kernels_nhwc as nk
+from hetero.backends.cpu.kernels_float import geometry
+from hetero.backends.cpu.kernels_quant import F32, Requant, _ratio, per_channel, scalar
+from hetero.ir.graph import Op
+from hetero.ir.ops.nn import window
+from hetero.ir.ops.pool import average_divisor
+from hetero.ir.ops.qlinear import pool_multiplier
+
+NCHW, NHWC = "nchw", "nhwc"
+INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+
+Run = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op bound to a kernel: the layouts its inputs must come in and its outputs leave in."""
+
+    op: Op
+    wants: tuple[str, ...]
+    gives: tuple[str, ...]
+    run: Run
+
+
+def nhwc_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    n, c, h, w = shape
+    return (n, h, w, c)
+
+
+def fallback(device: Device, op: Op) -> Step:
+    """The op's ordinary kernel on NCHW arrays."""
+    kernel = device.kernels[op.type]
+    return Step(op, (NCHW,) * len(op.activation_inputs), (NCHW,) * len(op.outputs),
+                lambda inputs: kernel(device, op, inputs))
+
+
+# --- elementwise, pools, concat, (de)quantization -----------------------------------------------------------
+
+
+def qadd(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """QLinearAdd of two same-shape tensors: elementwise, so in whichever layout they come."""
+    a_spec, b_spec = op.input_specs[0], op.input_specs[3]
+    shape = op.output_specs[0].shape
+    if len(op.activation_inputs) != 2 or a_spec.shape != shape or b_spec.shape != shape or len(shape) != 4:
+        return None
+    args = op.arguments([None, None])
+    _, sa, za, _, sb, zb, sy, zy = args[:8]
+    ra, rb = _ratio(sa, sy), _ratio(sb, sy)
+    fixed = F32(q.qadd_fixed(ra, F32(scalar(za)), rb, F32(scalar(zb)), F32(scalar(zy))))
+    rq = Requant.of(op, np.ones(1, F32), 1, zy)
+    layout = NHWC if NHWC in available else NCHW
+
+    def add(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        a, b = inputs
+        out = np.empty(a.shape, rq.dtype)
+        nk.qadd_flat(a.reshape(-1), b.reshape(-1), ra, rb, fixed, rq.lo, rq.hi, out.reshape(-1))
+        return [out]
+
+    return Step(op, (layout, layout), (layout,), add)
+
+
+def max_pool(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """Integer MaxPool channels-last."""
+    spec = op.input_specs[0]
+    dtype = np.dtype(spec.dtype)
+    if dtype not in INT8 or available[0] != NHWC:
+        return None
+    win = window(op.attrs, spec.shape[2:])
+    out_shape = nhwc_shape(op.output_specs[0].shape)
+    low = dtype.type(np.iinfo(dtype).min)
+
+    def pool(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = np.empty(out_shape, dtype)
+        nk.max_pool_nhwc(inputs[0], *geometry(win), low, out)
+        return [out]
+
+    return Step(op, (NHWC,), (NHWC,), pool)
+
+
+def _global_pool(op: Op, spec_shape: tuple[int, ...], sx, zx, sy, zy) -> Run:
+    n, c, h, w = spec_shape
+    rq = Requant.of(op, np.ones(1, F32), 1, zy)
+    mult = F32(pool_multiplier(sx, sy, h * w))
+    zx32 = np.int32(scalar(zx))
+    out_shape = op.output_specs[0].shape
+
+    def pool(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = np.empty(out_shape, rq.dtype)
+        nk.global_pool_nhwc(inputs[0].reshape(n, h * w, c), zx32, mult, *rq.tail, out.reshape(n, c))
+        return [out]
+
+    return pool
+
+
+def qglobal_pool(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """QLinearGlobalAveragePool of a channels-last input; its (N, C, 1, 1) output is the same in both layouts."""
+    if available[0] != NHWC:
+        return None
+    x_spec = op.input_specs[0]
+    _, sx, zx, sy, zy = op.arguments([None])[:5]
+    return Step(op, (NHWC,), (NCHW,), _global_pool(op, x_spec.shape, sx, zx, sy, zy))
+
+
+def qaverage_pool(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """QLinearAveragePool channels-last: integer sums when one window covers the image, else rule 5's float path."""
+    if available[0] != NHWC:
+        return None
+    x_spec = op.input_specs[0]
+    _, sx, zx, sy, zy = op.arguments([None])[:5]
+    win = window(op.attrs, x_spec.shape[2:])
+    if tuple(win.kernel) == tuple(x_spec.shape[2:]) and not any(win.pads):
+        return Step(op, (NHWC,), (NCHW,), _global_pool(op, x_spec.shape, sx, zx, sy, zy))
+    if op.attrs.get("count_include_pad", 0):
+        count = np.full(win.out_hw, F32(win.kernel[0] * win.kernel[1]))
+    else:
+        count = average_divisor(win, x_spec.shape[2:], False)
+    count = np.ascontiguousarray(count, F32)
+    rq = Requant.of(op, np.ones(1, F32), 1, zy)
+    out_shape = nhwc_shape(op.output_specs[0].shape)
+    sx32, sy32, zx32 = F32(np.asarray(sx).reshape(())), F32(np.asarray(sy).reshape(())), np.int32(scalar(zx))
+
+    def pool(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = np.empty(out_shape, rq.dtype)
+        nk.average_pool_nhwc(inputs[0], zx32, *geometry(win), sx32, count, sy32, *rq.tail, out)
+        return [out]
+
+    return Step(op, (NHWC,), (NHWC,), pool)
+
+
+def qconcat(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """QLinearConcat along channels of channels-last inputs: each part copied or requantized
+    (rule 6) into its column slice of the output rows."""
+    spec = op.output_specs[0]
+    if len(spec.shape) != 4 or int(op.attrs["axis"]) % 4 != 1 or NHWC not in available:
+        return None
+    parts = len(op.activation_inputs)
+    args = op.arguments([None] * parts)
+    sy, zy = args[0], args[1]
+    dtype = np.dtype(spec.dtype)
+    info = np.iinfo(dtype)
+    y_scale, y_zp = F32(np.asarray(sy, F32).reshape(())), scalar(zy)
+    n, _, h, w = spec.shape
+    plan = []
+    start = 0
+    for i in range(2, len(args), 3):
+        width = op.input_specs[i].shape[1]
+        scale, zp = F32(np.asarray(args[i + 1], F32).reshape(())), scalar(args[i + 2])
+        same = scale == y_scale and zp == y_zp and np.dtype(op.input_specs[i].dtype) == dtype
+        plan.append((start, width, same, np.int32(zp), scale))
+        start += width
+    out_shape = nhwc_shape(spec.shape)
+    tail = (y_scale, F32(y_zp), F32(info.min), F32(info.max))
+
+    def concat(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = np.empty(out_shape, dtype)
+        flat = out.reshape(n * h * w, -1)
+        for part, (begin, width, same, zp, scale) in zip(inputs, plan):
+            src = part.reshape(n * h * w, width)
+            dst = flat[:, begin : begin + width]
+            if same:
+                dst[...] = src
+            else:
+                q.requant_tensor(src, zp, scale, *tail, dst)
+        return [out]
+
+    return Step(op, (NHWC,) * parts, (NHWC,), concat)
+
+
+def quantize(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """QuantizeLinear of a 4-D float tensor, per tensor or per channel (axis 1), written channels-last."""
+    spec = op.input_specs[0]
+    if spec is None or len(spec.shape) != 4 or spec.dtype != "float32":
+        return None
+    args = op.arguments([None]) + [None]
+    scale, zp = args[1], args[2]
+    n, c, h, w = spec.shape
+    per_axis = np.asarray(scale).size != 1
+    if per_axis and int(op.attrs.get("axis", 1)) % 4 != 1:
+        return None
+    dtype = np.dtype(op.output_specs[0].dtype)
+    if dtype not in INT8:
+        return None
+    info = np.iinfo(dtype)
+    scales, zps = per_channel(scale, c, F32), per_channel(zp, c, F32)
+    lo, hi = F32(info.min), F32(info.max)
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = np.ascontiguousarray(inputs[0], F32)
+        out = np.empty((n, h, w, c), dtype)
+        nk.quantize_to_nhwc(x.reshape(n, c, h * w), scales, zps, lo, hi, out.reshape(n, h * w, c))
+        return [out]
+
+    return Step(op, (NCHW,), (NHWC,), run)
+
+
+def dequantize(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """DequantizeLinear per tensor of an int8/uint8 tensor (NCHW: the float result leaves the plan's integer part)."""
+    spec = op.input_specs[0]
+    args = op.arguments([None]) + [None]
+    scale, zp = args[1], args[2]
+    if spec is None or np.dtype(spec.dtype) not in INT8 or np.asarray(scale).size != 1 or (zp is not None and np.asarray(zp).size != 1):
+        return None
+    s32, z32 = F32(np.asarray(scale, F32).reshape(())), np.int32(scalar(zp))
+    shape = op.output_specs[0].shape
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = np.empty(shape, F32)
+        nk.dequantize_flat(np.ascontiguousarray(inputs[0]).reshape(-1), z32, s32, out.reshape(-1))
+        return [out]
+
+    return Step(op, (NCHW,), (NCHW,), run)
+
+
+def reshape_pooled(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """Flatten/Reshape/Squeeze of an (N, C, 1, 1) tensor: the same bytes in either layout."""
+    spec = op.input_specs[0]
+    if spec is None or len(spec.shape) != 4 or spec.shape[2] * spec.shape[3] != 1 or len(op.activation_inputs) != 1:
+        return None
+    shape = op.output_specs[0].shape
+    return Step(op, (available[0],), (NCHW,), lambda inputs: [np.ascontiguousarray(inputs[0]).reshape(shape)])
+
+
+def only_data_is_activation(op: Op) -> bool:
+    """Every input but the data ones (QLinearAdd's a and b, QLinearConcat's parts, else the first)
+    is absent or a constant: the builders bind parameters once."""
+    if op.type == "QLinearAdd":
+        data = {0, 3}
+    elif op.type == "QLinearConcat":
+        data = set(range(2, len(op.inputs), 3))
+    else:
+        data = {0}
+    return all(i in data or not name or name in op.weights for i, name in enumerate(op.inputs)) and all(
+        op.inputs[i] and op.inputs[i] not in op.weights for i in data if i < len(op.inputs))

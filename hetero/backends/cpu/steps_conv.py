@@ -1,0 +1,251 @@
+"""Integer convolutions and GEMMs bound for a compiled plan: weights packed once, epilogue fused.
+
+QLinearConv runs channels-last by one of four paths: depthwise (kernels_nhwc, a vectorised
+multiply-add per tap over whole output rows), pointwise (the NHWC input is the GEMM's A, read
+in place), implicit GEMM (each tap row read in place from the zero-point-padded image, or from
+window rows unfolded for a few-channel stem) and, for short rows, grouped convolutions, dilated
+taps or weight zero points that need row sums, im2row and one flat GEMM. Every GEMM is
+gemm_fused's, so bias, requantization and the fused Relu/Clip range are applied as the int32
+tile leaves the registers.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from hetero.backends.base import Device
+from hetero.backends.cpu import gemm as cpu_gemm
+from hetero.backends.cpu import gemm_fused as fused
+from hetero.backends.cpu import kernels_nhwc as nk
+from hetero.backends.cpu.kernels_float import geometry, is_depthwise
+from hetero.backends.cpu.kernels_quant import F32, Requant, per_channel, scalar
+from hetero.backends.cpu.steps import NCHW, NHWC, Step
+from hetero.ir.graph import Op
+from hetero.ir.ops.nn import window
+from hetero.ir.ops.qlinear import channel_multiplier
+
+
+# --- QLinearConv --------------------------------------------------------------------------
+
+
+def qconv(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """QLinearConv channels-last: depthwise direct, else per group one (implicit for 1x1) GEMM
+    with the requantizer fused into its epilogue, written into the group's output columns."""
+    x_spec = op.input_specs[0]
+    if x_spec is None or len(x_spec.shape) != 4:
+        return None
+    args = op.arguments([None])
+    _, sx, zx, w, sw, zw, sy, zy = args[:8]
+    b = args[8] if len(args) > 8 else None
+    n, c, h, wd = x_spec.shape
+    m, group = w.shape[0], int(op.attrs.get("group", 1))
+    win = window(op.attrs, (h, wd), w.shape[2:])
+    kh, kw, sh, sw_, dh, dw, pt, pl = geometry(win)
+    ho, wo = win.out_hw
+    x_dtype = np.dtype(x_spec.dtype)
+    rq = Requant.of(op, channel_multiplier(sx, sw, sy), m, zy)
+    bias = per_channel(b, m, np.int32)
+    zw_all = per_channel(zw, m, np.int32)
+    x_zp = scalar(zx)
+    out_shape = (n, ho, wo, m)
+    if is_depthwise(op, w.shape) and group > 1:  # (one input channel and one group: a dense conv)
+        if m != c:
+            return None  # a channel multiplier: the NCHW kernel repeats channels
+        taps = (w[:, 0].astype(np.int32) - zw_all.reshape(-1, 1, 1)).transpose(1, 2, 0)  # (kh, kw, C)
+        taps_row = np.ascontiguousarray(np.tile(taps, (1, 1, wo)))  # repeated along an output row
+        bias_row, mult_row = np.tile(bias, wo), np.ascontiguousarray(np.tile(rq.mult, wo))
+        zx32 = np.int32(x_zp)
+        hp, wp = h + pt + win.pads[2], wd + pl + win.pads[3]
+        pad = _pad_bits(x_dtype, x_zp)
+        three = (kh, kw, sh, sw_) == (3, 3, 1, 1)
+        three_s2 = (kh, kw, sh, sw_, dh, dw) == (3, 3, 2, 2, 1, 1)
+        taps9 = np.ascontiguousarray(taps_row.reshape(9, -1)) if three or three_s2 else taps_row
+        half = (wp + 1) // 2
+
+        def depthwise(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+            x = inputs[0]
+            out = np.empty(out_shape, rq.dtype)
+            padded = np.empty((hp, wp, c), x_dtype)
+            for i in range(n):
+                nk.pad_image(x[i].view(np.uint8), pt, pl, pad, padded.view(np.uint8))
+                if three:
+                    nk.depthwise3_nhwc(padded, zx32, taps9, dh, dw, bias_row, mult_row, *rq.tail, out[i])
+                elif three_s2:
+                    split = np.empty((hp, 2, half, c), x_dtype)
+                    nk.deinterleave(padded.view(np.uint8), split.view(np.uint8))
+                    nk.depthwise3s2_nhwc(split, zx32, taps9, bias_row, mult_row, *rq.tail, out[i])
+                else:
+                    nk.depthwise_nhwc(padded, zx32, taps_row, sh, sw_, dh, dw, bias_row, mult_row, *rq.tail, out[i])
+            return [out]
+
+        return Step(op, (NHWC,), (NHWC,), depthwise)
+    cg, mg = c // group, m // group
+    sa = 128 if x_dtype == np.int8 else 0
+    pad = _pad_bits(x_dtype, x_zp)
+    vnni = cpu_gemm.HAS_VNNI
+    pointwise = group == 1 and (kh, kw, sh, sw_) == (1, 1, 1, 1) and not any(win.pads) and c % 4 == 0
+    if vnni and group == 1 and dw == 1 and not pointwise:
+        step = _implicit_conv(op, w, zw_all, bias, rq, sa, x_zp, (n, c, h, wd), win, out_shape)
+        if step is not None:
+            return step
+    groups = []
+    for g in range(group):
+        taps_last = w[g * mg : (g + 1) * mg].transpose(0, 2, 3, 1).reshape(mg, -1)  # K ordered (i, j, c)
+        groups.append(_packed_group(taps_last, zw_all[g * mg : (g + 1) * mg], bias[g * mg : (g + 1) * mg],
+                                    rq.mult[g * mg : (g + 1) * mg], sa, x_zp))
+    k = kh * kw * cg
+    kp = 4 * groups[0][0].k_groups
+    pixels = ho * wo
+    mp = -(-pixels // cpu_gemm.MR) * cpu_gemm.MR
+    zero_rows = np.zeros(mp, np.int32)
+    flip = sa != 0
+
+    def conv(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        out = np.empty(out_shape, rq.dtype)
+        rows_out = out.reshape(n, pixels, m)
+        rows = None if pointwise else np.empty((mp, kp), x_dtype)
+        for i in range(n):
+            for g, (packed, beta, comp, need_rows, bias_g, mult_g) in enumerate(groups):
+                if pointwise:
+                    a = x[i].reshape(pixels, c)
+                else:
+                    nk.im2row_padded(x[i].view(np.uint8), g * cg, cg, kh, kw, sh, sw_, dh, dw, pt, pl, ho, wo, pad, rows.view(np.uint8))
+                    a = rows
+                rs = zero_rows
+                if need_rows:
+                    rs = np.zeros(mp, np.int32)
+                    nk.row_sums(a, pixels, k, sa, rs)
+                fused.run_gemm_requant(a.view(np.uint8), pixels, flip, packed.data, mg, rs, beta, comp, bias_g, mult_g,
+                                       rq.tail, rows_out[i], g * mg, vnni)
+        return [out]
+
+    return Step(op, (NHWC,), (NHWC,), conv)
+
+
+def qgemm(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """QGemm / QLinearMatMul of a 2-D activation by constant 2-D weights: one fused GEMM."""
+    gemm = op.type == "QGemm"
+    a_spec, b_spec = op.input_specs[0], op.input_specs[3]
+    if len(a_spec.shape) != 2 or len(b_spec.shape) != 2 or op.inputs[3] not in op.weights or len(op.activation_inputs) != 1:
+        return None
+    if gemm and op.attrs.get("transA", 0):
+        return None
+    args = op.arguments([None])
+    if gemm:
+        _, sa, za, b, sb, zb, c, sy, zy = (args + [None] * 9)[:9]
+    else:
+        _, sa, za, b, sb, zb, sy, zy = args[:8]
+        c = None
+    if gemm and op.attrs.get("transB", 0):
+        b = b.T
+    rows, cols = op.output_specs[0].shape
+    if c is not None and (c.size != cols or c.shape[-1] != cols):
+        return None
+    mult = channel_multiplier(sa, sb, sy) * F32(op.attrs.get("alpha", 1.0)) if gemm else channel_multiplier(sa, sb, sy)
+    rq = Requant.of(op, mult, cols, zy)
+    zb_cols = per_channel(zb, cols, np.int32)
+    zb_arg = int(zb_cols[0]) if np.all(zb_cols == zb_cols[0]) else zb_cols
+    packed = cpu_gemm.pack_weights(np.ascontiguousarray(b))
+    x_dtype = np.dtype(a_spec.dtype)
+    sa_shift = 128 if x_dtype == np.int8 else 0
+    beta, comp, need_rows = cpu_gemm._epilogue_terms(sa_shift, scalar(za), packed, zb_arg)
+    width = packed.data.shape[0] * cpu_gemm.NR
+    bias = fused.pad_panels(per_channel(c, cols, np.int32) if c is not None else np.zeros(cols, np.int32), width)
+    mult_p = fused.pad_panels(rq.mult, width)
+    k, kp = packed.k, 4 * packed.k_groups
+    mp = -(-rows // cpu_gemm.MR) * cpu_gemm.MR
+    zero_rows = np.zeros(mp, np.int32)
+    vnni = cpu_gemm.HAS_VNNI
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        a = np.ascontiguousarray(inputs[0])
+        if kp != k:
+            a = np.pad(a, ((0, 0), (0, kp - k)))
+        rs = zero_rows
+        if need_rows:
+            rs = np.zeros(mp, np.int32)
+            nk.row_sums(a, rows, k, sa_shift, rs)
+        out = np.empty((rows, cols), rq.dtype)
+        fused.run_gemm_requant(a.view(np.uint8), rows, sa_shift != 0, packed.data, cols, rs, beta, comp, bias, mult_p,
+                               rq.tail, out, 0, vnni)
+        return [out]
+
+    return Step(op, (NCHW,), (NCHW,), run)
+
+
+def _pad_bits(dtype: np.dtype, zero_point: int) -> np.uint8:
+    """The zero point's byte: data-movement kernels see every 8-bit tensor as uint8 (one compiled
+    variant for int8 and uint8 models)."""
+    return np.asarray(zero_point, dtype).reshape(1).view(np.uint8)[0]
+
+
+def _packed_group(taps: np.ndarray, zw: np.ndarray, bias: np.ndarray, mult: np.ndarray, sa: int, x_zp: int) -> tuple:
+    """One group's (M, K) weights packed for the fused GEMM, with its shift terms and padded vectors."""
+    packed = cpu_gemm.pack_weights(np.ascontiguousarray(taps.T))
+    zw_arg = int(zw[0]) if np.all(zw == zw[0]) else np.ascontiguousarray(zw)
+    beta, comp, need_rows = cpu_gemm._epilogue_terms(sa, x_zp, packed, zw_arg)
+    width = packed.data.shape[0] * cpu_gemm.NR
+    return packed, beta, comp, need_rows, fused.pad_panels(bias, width), fused.pad_panels(mult, width)
+
+
+def _implicit_conv(op: Op, w: np.ndarray, zw: np.ndarray, bias: np.ndarray, rq: Requant, sa: int, x_zp: int,
+                   x_shape: tuple[int, ...], win, out_shape: tuple[int, ...]) -> Step | None:
+    """A dense convolution (dw == 1) as an implicit GEMM: each tap row's kw*C bytes are read in
+    place from the zero-point-padded NHWC image (C a multiple of 4), or, for a few channels (an
+    RGB stem), from an image of window rows unfolded and padded to 4 bytes. None where the
+    weight zero points need row sums (the im2row path handles those)."""
+    n, c, h, wd = x_shape
+    m = w.shape[0]
+    kh, kw, sh, sw, dh, _, pt, pl = geometry(win)
+    ho, wo = win.out_hw
+    hp, wp = h + pt + win.pads[2], wd + pl + win.pads[3]
+    unfold = (kw * c) % 4 != 0
+    kseg = -(-kw * c // 4) * 4
+    taps = w.transpose(0, 2, 3, 1).reshape(m, kh, kw * c)  # (i, j, c) per tap row
+    if unfold:
+        neutral = 128 if w.dtype == np.uint8 else 0  # a weight whose shifted value (gemm: b_s) is 0
+        taps = np.concatenate([taps, np.full((m, kh, kseg - kw * c), neutral, w.dtype)], axis=2)
+    packed, beta, comp, need_rows, bias_p, mult_p = _packed_group(taps.reshape(m, kh * kseg), zw, bias, rq.mult, sa, x_zp)
+    if need_rows:
+        return None
+    if wo / (-(-wo // cpu_gemm.MR) * cpu_gemm.MR) < 0.9 and not unfold:
+        return None  # short output rows waste most of their last tile: im2row and one flat GEMM
+    if unfold:
+        a_oh, lda, seg = sh * wo * kseg, kseg, dh * wo * kseg
+        size = hp * wo * kseg
+    else:
+        a_oh, lda, seg = sh * wp * c, sw * c, dh * wp * c
+        size = hp * wp * c
+    tiles_w = -(-wo // cpu_gemm.MR)
+    size = max(size, (ho - 1) * a_oh + (tiles_w * cpu_gemm.MR - 1) * lda + (kh - 1) * seg + kseg)
+    x_dtype = np.dtype(op.input_specs[0].dtype)
+    pad = _pad_bits(x_dtype, x_zp)
+    rs = np.zeros(cpu_gemm.MR, np.int32)
+    flip = sa != 0
+    kgs = kseg // 4
+
+    in_place = not unfold and not any(win.pads) and size <= h * wd * c  # every read lies inside the image
+
+    def conv(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        out = np.empty(out_shape, rq.dtype)
+        rows_out = out.reshape(n, ho * wo, m)
+        if in_place:
+            for i in range(n):
+                fused.run_conv_requant(x[i].reshape(-1).view(np.uint8), a_oh, lda, kgs, kh, seg, ho, wo, flip, packed.data,
+                                       m, rs, beta, comp, bias_p, mult_p, rq.tail, rows_out[i])
+            return [out]
+        image = np.empty(size, x_dtype)
+        padded = np.empty((hp, wp, c), x_dtype) if unfold else image[: hp * wp * c].reshape(hp, wp, c)
+        for i in range(n):
+            nk.pad_image(x[i].view(np.uint8), pt, pl, pad, padded.view(np.uint8))
+            if unfold:
+                nk.unfold_rows(padded.view(np.uint8), kw, sw, kw * c, image[: hp * wo * kseg].reshape(hp, wo, kseg).view(np.uint8))
+            fused.run_conv_requant(image.view(np.uint8), a_oh, lda, kgs, kh, seg, ho, wo, flip, packed.data, m, rs,
+                                   beta, comp, bias_p, mult_p, rq.tail, rows_out[i])
+        return [out]
+
+    return Step(op, (NHWC,), (NHWC,), conv)

@@ -1,0 +1,215 @@
+"""Compiled cpu plans (hetero.backends.cpu.plan): channels-last int8 graphs, bit for bit.
+
+Whole graphs run through ``run_on_device`` (the plan) and must equal the numpy int8 reference
+exactly, and onnxruntime on the same QDQ model; single QLinearConv ops cover each conv path
+(implicit GEMM, unfolded stem, im2row, pointwise, grouped, depthwise, row sums for weight zero
+points) with int8 and uint8 activations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hetero.backends.cpu.device import CpuDevice
+from hetero.backends.cpu.plan import CpuPlan
+from hetero.backends.discovery import DeviceInfo
+from hetero.exec.executor import run_on_device, run_reference
+from hetero.ir.graph import Graph, TensorSpec, make_op
+from hetero.ir.onnx_import import import_onnx
+from hetero.quant.lowering import lower_qdq
+from hetero.quant.qdq import quantize_model
+
+INFO = DeviceInfo("cpu", "cpu", "test cpu", "numba", 2, 0)
+
+
+@pytest.fixture(scope="module")
+def dev() -> CpuDevice:
+    device = CpuDevice(INFO)
+    yield device
+    device.close()
+
+
+# --- a CNN nobody tuned for -----------------------------------------------------------------
+
+
+class _Builder:
+    """A float ONNX graph of convolutions with random weights, built node by node."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def name(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}{self.count}"
+
+    def const(self, array: np.ndarray) -> str:
+        name = self.name("c")
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
+        out = self.name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1, dilation: int = 1,
+             relu: bool = True) -> str:
+        w = (self.rng.standard_normal((cout, cin // group, k, k)) / np.sqrt(cin // group * k * k)).astype(np.float32)
+        b = (0.1 * self.rng.standard_normal(cout)).astype(np.float32)
+        pad = dilation * (k // 2)
+        y = self.node("Conv", [x, self.const(w), self.const(b)], kernel_shape=[k, k], strides=[stride, stride],
+                      pads=[pad] * 4, group=group, dilations=[dilation, dilation])
+        return self.node("Relu", [y]) if relu else y
+
+
+def unseen_cnn() -> onnx.ModelProto:
+    """Stem 7x7/2, max pool, 1x1 / 3x3 / 5x5 branches and a concat, grouped 3x3, channel shuffle,
+    depthwise 3x3 and 5x5/2, a dilated 3x3, residual adds, average pool, global pool, Gemm."""
+    b = _Builder(3)
+    x = b.conv("x", 3, 16, 7, stride=2)  # 48 -> 24: the unfolded stem
+    x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 12x12
+    cat = b.node("Concat", [b.conv(x, 16, 16, 1), b.conv(x, 16, 16, 3), b.conv(x, 16, 8, 5)], axis=1)
+    y = b.conv(cat, 40, 24, 1)
+    y = b.conv(y, 24, 24, 3, group=4)
+    shuffled = b.node("Reshape", [y, b.const(np.array([1, 4, 6, 12, 12], np.int64))])
+    shuffled = b.node("Transpose", [shuffled], perm=[0, 2, 1, 3, 4])
+    y = b.node("Reshape", [shuffled, b.const(np.array([1, 24, 12, 12], np.int64))])
+    y = b.node("Add", [y, b.conv(y, 24, 24, 3, group=24)])  # residual around a depthwise 3x3
+    y = b.conv(y, 24, 48, 3, dilation=2)
+    y = b.node("Add", [y, b.conv(y, 48, 48, 1, relu=False)])
+    y = b.node("AveragePool", [y], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+    y = b.conv(y, 48, 48, 5, stride=2, group=48)  # depthwise 5x5 / 2: 6x6
+    y = b.conv(y, 48, 64, 3, stride=1)  # implicit GEMM on a 6-wide row
+    y = b.node("Flatten", [b.node("GlobalAveragePool", [y])])
+    w = (b.rng.standard_normal((64, 10)) * 0.1).astype(np.float32)
+    logits = b.node("Gemm", [y, b.const(w), b.const(np.zeros(10, np.float32))])
+    graph = helper.make_graph(b.nodes, "unseen", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 48, 48])],
+                              [helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, 10])], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture(scope="module", params=["uint8", "int8"])
+def unseen(request: pytest.FixtureRequest) -> tuple[onnx.ModelProto, Graph]:
+    graph = import_onnx(unseen_cnn())
+    rng = np.random.default_rng(0)
+    calibration = [{"x": rng.standard_normal((1, 3, 48, 48)).astype(np.float32)} for _ in range(4)]
+    qdq = quantize_model(graph, calibration, activation_dtype=request.param)
+    return qdq, lower_qdq(import_onnx(qdq))
+
+
+def test_unseen_cnn_equals_reference_and_onnxruntime(dev: CpuDevice, unseen: tuple[onnx.ModelProto, Graph]) -> None:
+    qdq, graph = unseen
+    types = {op.type for op in graph.ops_in_order()}
+    assert {"QLinearConv", "QLinearConcat", "QLinearAdd", "MaxPool", "QLinearAveragePool"} <= types
+    session = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
+    for seed in range(3):
+        feeds = {"x": np.random.default_rng(seed).standard_normal((1, 3, 48, 48)).astype(np.float32)}
+        got = run_on_device(graph, dev, feeds)
+        want = run_reference(graph, feeds)
+        name = graph.outputs[0].name
+        np.testing.assert_array_equal(got[name], want[name])
+        np.testing.assert_array_equal(got[name], session.run(None, feeds)[0])
+
+
+def test_unseen_cnn_plan_runs_channels_last(dev: CpuDevice, unseen: tuple[onnx.ModelProto, Graph]) -> None:
+    """Layouts change only where an op needs NCHW: around the channel shuffle's 5-D reshape."""
+    _, graph = unseen
+    plan = dev.plan_for(graph)
+    assert plan is dev.plan_for(graph)  # compiled once
+    lines = plan.describe()
+    assert sum(line.startswith("convert") for line in lines) == 2, "\n".join(lines)
+    convs = [line for line in lines if "(QLinearConv)" in line]
+    assert convs and all(line.endswith("nhwc -> nhwc") for line in convs)
+
+
+def test_observe_and_timed_runs_see_nchw_outputs(dev: CpuDevice, unseen: tuple[onnx.ModelProto, Graph]) -> None:
+    _, graph = unseen
+    feeds = {"x": np.random.default_rng(7).standard_normal((1, 3, 48, 48)).astype(np.float32)}
+    seen: dict[str, np.ndarray] = {}
+    reference: dict[str, np.ndarray] = {}
+    run_on_device(graph, dev, feeds, observe=lambda op, outs, t: seen.update(zip(op.outputs, outs)), timed=True)
+    from hetero.backends.reference import ReferenceDevice
+
+    run_on_device(graph, ReferenceDevice(), feeds, observe=lambda op, outs, t: reference.update(zip(op.outputs, outs)))
+    assert seen.keys() == reference.keys()
+    for name, value in reference.items():
+        np.testing.assert_array_equal(np.asarray(seen[name]), value, err_msg=name)
+
+
+# --- every QLinearConv path -------------------------------------------------------------------
+
+
+def _qconv_graph(rng: np.random.Generator, x_dtype: str, w_dtype: str, cin: int, cout: int, hw: int, k: int,
+                 stride: int, group: int, dilation: int, w_zp: str) -> tuple[Graph, np.ndarray]:
+    xinfo, winfo = np.iinfo(x_dtype), np.iinfo(w_dtype)
+    x = rng.integers(xinfo.min, xinfo.max + 1, (1, cin, hw, hw)).astype(x_dtype)
+    w = rng.integers(winfo.min, winfo.max + 1, (cout, cin // group, k, k)).astype(w_dtype)
+    if w_zp == "zero":
+        zw = np.zeros(cout, w_dtype) if w_dtype == "int8" else np.full(cout, 128, w_dtype)
+    elif w_zp == "tensor":
+        zw = np.asarray(rng.integers(winfo.min, winfo.max + 1), w_dtype)
+    else:
+        zw = rng.integers(winfo.min, winfo.max + 1, cout).astype(w_dtype)
+    weights = {
+        "sx": np.float32(0.02), "zx": np.asarray(rng.integers(xinfo.min, xinfo.max + 1), x_dtype), "w": w,
+        "sw": rng.uniform(0.001, 0.01, cout).astype(np.float32), "zw": zw, "sy": np.float32(0.05),
+        "zy": np.asarray(rng.integers(xinfo.min, xinfo.max + 1), x_dtype),
+        "b": rng.integers(-5000, 5000, cout).astype(np.int32),
+    }
+    pad = dilation * (k // 2)
+    attrs = {"kernel_shape": (k, k), "strides": (stride, stride), "pads": (pad,) * 4, "group": group,
+             "dilations": (dilation, dilation)}
+    spec = TensorSpec("x", x.shape, x_dtype)
+    op = make_op("conv", "QLinearConv", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"], ["y"], attrs, {"x": spec},
+                 weights)
+    return Graph.build([op], [spec], ["y"], name="qconv"), x
+
+
+CONV_CASES = [
+    # cin, cout, hw, k, stride, group, dilation: the path it takes
+    (16, 72, 24, 3, 1, 1, 1),  # implicit GEMM (a 24-wide row), two column panels with an edge
+    (16, 64, 12, 3, 2, 1, 1),  # implicit, stride 2
+    (16, 32, 12, 1, 2, 1, 1),  # implicit 1x1 / 2, read in place from the unpadded input
+    (3, 20, 24, 7, 2, 1, 1),  # unfolded stem (3 channels)
+    (8, 16, 7, 3, 1, 1, 1),  # 7-wide rows: im2row and one flat GEMM
+    (32, 40, 10, 1, 1, 1, 1),  # pointwise, the input read in place
+    (12, 24, 9, 3, 1, 3, 1),  # grouped
+    (16, 32, 12, 3, 1, 1, 2),  # dilated
+    (24, 24, 10, 3, 1, 24, 1),  # depthwise 3x3
+    (24, 24, 11, 3, 2, 24, 1),  # depthwise 3x3 / 2 (even and odd pixels split)
+    (32, 32, 12, 3, 2, 32, 1),  # depthwise 3x3 / 2, even width
+    (16, 16, 9, 3, 1, 16, 2),  # depthwise 3x3 dilated
+    (24, 24, 11, 5, 2, 24, 1),  # depthwise 5x5 / 2
+    (8, 16, 9, 3, 1, 8, 1),  # depthwise with a channel multiplier (the NCHW kernel)
+    (1, 32, 26, 3, 1, 1, 1),  # one input channel (the seed CNN): dense, K padded to 4
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[str(c) for c in CONV_CASES])
+@pytest.mark.parametrize("dtypes, w_zp", [(("uint8", "int8"), "zero"), (("int8", "int8"), "channel"),
+                                          (("uint8", "uint8"), "tensor"), (("int8", "uint8"), "zero")])
+def test_qlinear_conv_paths(dev: CpuDevice, case: tuple[int, ...], dtypes: tuple[str, str], w_zp: str) -> None:
+    rng = np.random.default_rng(sum(case) + len(w_zp))
+    graph, x = _qconv_graph(rng, *dtypes, *case, w_zp=w_zp)
+    got = run_on_device(graph, dev, {"x": x})["y"]
+    np.testing.assert_array_equal(got, run_reference(graph, {"x": x})["y"])
+
+
+def test_plan_rejects_an_op_without_a_kernel(dev: CpuDevice) -> None:
+    spec = TensorSpec("x", (4,), "float64")
+    op = make_op("s", "Sigmoid", ["x"], ["y"], {}, {"x": spec}, {})
+    graph = Graph.build([op], [spec], ["y"], name="f64")
+    with pytest.raises(Exception, match="no Sigmoid kernel for node s"):
+        dev.plan_for(graph)
+    assert isinstance(CpuPlan, type)
