@@ -43,6 +43,7 @@ def test_registry_covered() -> None:
         "Identity", "Conv", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool",
         "ReduceMean", "Softmax", "BatchNormalization", "Flatten", "Reshape", "Unsqueeze", "Squeeze",
         "Transpose", "Concat", "Split", "Slice", "Gather", "Cast", "QuantizeLinear", "DequantizeLinear",
+        "FusedMatMul", "QuickGelu", "SkipLayerNormalization",  # tests/test_mlas_dynamic.py, bit for bit
     }
     from test_ops_extended import TESTED as EXTENDED  # the ops added for transformers and conformance
 

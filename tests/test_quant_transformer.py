@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
 from conftest import make_model, q_params
+from test_mlas_dynamic import needs_avx512
 from hetero.exec.executor import run_reference
 from hetero.ir.graph import Graph
 from hetero.ir.onnx_import import import_onnx
@@ -410,17 +411,29 @@ def test_onnxruntime_dynamic_mlp_equals_onnxruntime_bit_for_bit(tmp_path: Path) 
         np.testing.assert_array_equal(run_reference(graph, {"input": x})["output"], theirs.run(None, {"input": x})[0])
 
 
-def test_onnxruntime_dynamic_attention_tracks_onnxruntime(tmp_path: Path) -> None:
-    """The integer products are exact; LayerNormalization, Softmax and Erf stay float32 and round
-    like onnxruntime's to within a few units in the last place."""
+def dynamic_agreement(graph: Graph, theirs: ort.InferenceSession, feeds: list[dict[str, np.ndarray]]) -> tuple[float, float]:
+    """The share of output elements equal to onnxruntime's, and the largest difference over max |y|;
+    asserts the same argmax."""
+    same = total = 0
+    worst = 0.0
+    for feed in feeds:
+        got, want = run_reference(graph, feed)[graph.outputs[0].name], theirs.run(None, feed)[0]
+        same, total = same + int(np.sum(got == want)), total + got.size
+        worst = max(worst, float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)))
+        assert np.array_equal(got.argmax(axis=-1), want.argmax(axis=-1))
+    return same / total, worst
+
+
+@needs_avx512
+def test_onnxruntime_dynamic_attention_equals_onnxruntime(tmp_path: Path) -> None:
+    """The integer products are exact; the float ops between them (FusedMatMul of Q K^T with its
+    scale, Softmax, A V, LayerNormalization, Erf-GELU fused into Gelu) round as onnxruntime's."""
     quantized = dynamic(attention_block(layers=2), tmp_path)
     assert Counter(n.op_type for n in quantized.graph.node)["MatMulInteger"] == 12
     graph = import_onnx(quantized)
-    theirs = session(quantized)
-    for x in samples(4, 9):
-        got, want = run_reference(graph, {"input": x})["output"], theirs.run(None, {"input": x})[0]
-        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
-        assert np.array_equal(got.argmax(axis=-1), want.argmax(axis=-1))
+    assert {"FusedMatMul", "Gelu"} <= {op.type for op in graph.ops_in_order()}
+    identical, worst = dynamic_agreement(graph, session(quantized), [{"input": x} for x in samples(4, 9)])
+    assert identical >= 0.999 and worst <= 1e-6, (identical, worst)
 
 
 # ----------------------------------------------------------------------------- kernels vs onnxruntime
@@ -481,20 +494,20 @@ def test_qlinear_softmax_matches_onnxruntime(dtype: np.dtype) -> None:
     assert same / total >= 0.9999
 
 
+@needs_avx512
 @pytest.mark.parametrize("name", [*EXPORTED, "tiny-lm", "tiny-vit"])
 def test_transformers_quantized_dynamically_by_onnxruntime(tmp_path: Path, name: str) -> None:
     """quantize_dynamic's DynamicQuantizeLinear, MatMulInteger, Cast and Mul, node by node, equal
     onnxruntime's kernels bit for bit; the whole model (fused by onnxruntime into
-    DynamicQuantizeMatMul / MatMulIntegerToFloat) within float32 rounding of its float ops."""
+    DynamicQuantizeMatMul / MatMulIntegerToFloat, FusedMatMul, Gelu, SkipLayerNormalization)
+    equals onnxruntime's output (>= 99.9% of elements identical; measured: all of them)."""
     model = builtin_transformer(name) if name.startswith("tiny") else onnx.load(str(exported(name)))
     feeds = export_feeds(import_onnx(model), 3, 9)
     quantized = dynamic(model, tmp_path)
     graph = import_onnx(quantized)
     theirs = session(quantized)
-    for feed in feeds:
-        got, want = run_reference(graph, feed)[graph.outputs[0].name], theirs.run(None, feed)[0]
-        assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max(), name
-        assert np.array_equal(got.argmax(axis=-1), want.argmax(axis=-1)), name
+    identical, worst = dynamic_agreement(graph, theirs, feeds)
+    assert identical >= 0.999 and worst <= 1e-6, (name, identical, worst)
     values: dict[str, np.ndarray] = dict(feeds[0])
     run_on_device(graph, ReferenceDevice(), feeds[0], observe=lambda op, outs, _: values.update(zip(op.outputs, outs)))
     checked: Counter[str] = Counter()

@@ -89,7 +89,9 @@ def import_onnx(
     else:
         model, where = load_model(source), label or str(source)
     try:
-        return _Importer(model, where, input_shapes or {}).run()
+        from hetero.ir.ops.fused import fuse_like_onnxruntime
+
+        return fuse_like_onnxruntime(_Importer(model, where, input_shapes or {}).run())
     except HeteroError as err:
         message = str(err)
         raise type(err)(message if message.startswith(where) else f"{where}: {message}") from None

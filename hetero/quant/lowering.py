@@ -43,7 +43,8 @@ and A V) fuses like MatMul with a weight: batched and broadcasting, both inputs 
 A ``quantize_dynamic`` model (DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul by
 a_scale * b_scale [-> Add bias]) needs no lowering: its integer ops run as they are, and
 onnxruntime's fusion of it into DynamicQuantizeMatMul / MatMulIntegerToFloat computes the
-same float32 products (float32(acc) * float32(sa * sb[c]), then the bias).
+same float32 products (float32(acc) * float32(sa * sb[c]), then the bias). Its float ops get
+onnxruntime's float fusions and marks at import (hetero.ir.ops.fused).
 
 A Q or DQ whose constant scale is not finite is refused with the node's name: onnxruntime's
 quantize_static writes scale inf for a causal mask's -inf, and no run of that model means

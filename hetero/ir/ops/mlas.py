@@ -13,6 +13,11 @@ onnxruntime writes it (``x * M_SQRT1_2`` into erf, then ``0.5 * x * (erf + 1)``;
 ``x * (C x x + B)``); LayerNormalization as in :func:`layer_norm`. Every fused multiply-add is
 computed exactly (:func:`fma`). Checked bit for bit against onnxruntime 1.32 on an AVX-512 CPU
 (tests/test_mlas.py); onnxruntime on a CPU without AVX-512 sums the softmax in 8 lanes.
+
+For ``quantize_dynamic`` models (tests/test_mlas_dynamic.py): MLAS's SGEMM (:func:`sgemm`: fused
+multiply-add chains over k in MLAS's K blocks), SkipLayerNormalization (float32 Welford), MLAS's
+logistic and QuickGelu, and ReduceMean over trailing axes as Eigen's 4-lane sum in onnxruntime
+(:func:`eigen_row_sums`).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ GELU_B = F32(0.7978845608028654)  # sqrt(2 / pi)
 GELU_C = F32(0.035677408136300125)  # 0.044715 * sqrt(2 / pi)
 SOFTMAX_LANES = 16
 WELFORD_BELOW = 8  # onnxruntime normalises rows shorter than this with its scalar Welford loop
+SGEMM_STRIDE = 128  # MLAS SGEMM's default N and K strides (K: how many k it sums before adding to C)
+SGEMM_PACKED_BLOCK_K = 256  # its K stride with B packed
 
 # The attribute hetero.quant.lowering sets on a float op whose float32 output a QuantizeLinear
 # rounds (in an int8 graph): a device must give the reference's bits for it, or refuse it.
@@ -269,3 +276,144 @@ def _layer_norm_welford(rows: np.ndarray, scale: np.ndarray, bias: np.ndarray | 
     if bias is not None:
         y = (y + np.broadcast_to(np.asarray(bias, F32), norm_shape).reshape(1, n)).astype(F32)
     return y, mean[:, None], (F32(1.0) / std).astype(F32)
+
+
+def sgemm_block_k(n: int, k: int, packed_b: bool) -> int:
+    """How many k MLAS's SGEMM sums before adding the partial sum to C: 256 with B packed at
+    load (a constant B); otherwise 128, doubled while the N stride (128, halved with it) stays
+    above 16 and its half still covers ``n``, when n < k."""
+    if packed_b:
+        return SGEMM_PACKED_BLOCK_K
+    stride_n, stride_k = SGEMM_STRIDE, SGEMM_STRIDE
+    if n < k:
+        while stride_n > 16 and stride_n // 2 >= n:
+            stride_k, stride_n = stride_k * 2, stride_n // 2
+    return stride_k
+
+
+def sgemm(a: np.ndarray, b: np.ndarray, alpha: float = 1.0, packed_b: bool = False) -> np.ndarray:
+    """onnxruntime's float32 MatMul / FusedMatMul (MLAS's SGEMM kernels on x86-64): every output
+    a fused multiply-add chain over k in order, in blocks of :func:`sgemm_block_k`; the first
+    block's sum times ``alpha`` (when not 1) is C, each later one is fused in as
+    C = sum * alpha + C. ``packed_b``: B is
+    a constant (onnxruntime packs it at load). Batched and broadcasting as numpy's matmul.
+    Checked against onnxruntime 1.32 for M > 1; a one-row product with B an activation takes
+    MLAS's GEMV path, whose order this does not reproduce (tests/test_mlas.py)."""
+    a, b = np.asarray(a, F32), np.asarray(b, F32)
+    vector_a, vector_b = a.ndim == 1, b.ndim == 1
+    a2 = a[None, :] if vector_a else a
+    b2 = b[:, None] if vector_b else b
+    k_total = a2.shape[-1]
+    shape = (*np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]), a2.shape[-2], b2.shape[-1])
+    block = sgemm_block_k(shape[-1], k_total, packed_b)
+    c = np.zeros(shape, F32)
+    for start in range(0, k_total, block):
+        acc = np.zeros(shape, F32)
+        for k in range(start, min(start + block, k_total)):
+            acc = fma(a2[..., :, k:k + 1], b2[..., k:k + 1, :], acc)
+        if start == 0:
+            c = acc if alpha == 1.0 else (acc * F32(alpha)).astype(F32)
+        else:
+            c = fma(acc, F32(alpha), c)
+    if vector_a:
+        c = c[..., 0, :]
+    if vector_b:
+        c = c[..., 0]
+    return c
+
+
+def skip_layer_norm(x: np.ndarray, skip: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None,
+                    bias: np.ndarray | None, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """onnxruntime's SkipLayerNormalization (com.microsoft, float32, CPU): s = x + skip (+ bias)
+    in float32, then, whatever the row length, the float32 Welford loop onnxruntime's
+    LayerNormalization uses for short rows (:func:`_layer_norm_welford`); returns y and s."""
+    s = (np.asarray(x, F32) + np.asarray(skip, F32)).astype(F32)
+    if bias is not None:
+        s = (s + np.asarray(bias, F32)).astype(F32)
+    n = s.shape[-1]
+    y, _, _ = _layer_norm_welford(s.reshape(-1, n), gamma, beta, (n,), epsilon)
+    return y.reshape(s.shape), s
+
+
+LOGISTIC_BOUND = F32(18.0)
+LOGISTIC_ALPHA = tuple(F32(v) for v in (4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05,
+                                        8.51377133304701e-03, 2.48287947061529e-01))
+LOGISTIC_BETA = tuple(F32(v) for v in (6.10247389755681e-13, 5.76102136993427e-09, 6.29106785017040e-06,
+                                       1.70198817374094e-03, 1.16817656904453e-01, 9.93151921023180e-01))
+
+
+def logistic(x: np.ndarray) -> np.ndarray:
+    """MLAS's float32 logistic (its FMA3 kernel): x clamped to [-18, 18], an odd degree-9
+    numerator over an even degree-10 denominator in x, both by fused Horner steps in x * x,
+    then p / q + 0.5."""
+    v = np.clip(np.asarray(x, F32), -LOGISTIC_BOUND, LOGISTIC_BOUND)
+    s = (v * v).astype(F32)
+    p = fma(s, LOGISTIC_ALPHA[0], LOGISTIC_ALPHA[1])
+    for coefficient in LOGISTIC_ALPHA[2:]:
+        p = fma(p, s, coefficient)
+    p = (p * v).astype(F32)
+    q = fma(s, LOGISTIC_BETA[0], LOGISTIC_BETA[1])
+    for coefficient in LOGISTIC_BETA[2:]:
+        q = fma(q, s, coefficient)
+    return ((p / q).astype(F32) + F32(0.5)).astype(F32)
+
+
+def quick_gelu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """onnxruntime's QuickGelu (com.microsoft): x * logistic(alpha * x), alpha's product skipped at 1
+    (bit for bit at alpha 1, SiLU; at 1.702 about 1 element in 10^4 differs by one unit)."""
+    x = np.asarray(x, F32)
+    inner = x if alpha == 1.0 else (x * F32(alpha)).astype(F32)
+    return (x * logistic(inner)).astype(F32)
+
+
+EIGEN_LANES = 4  # onnxruntime's CPU kernels are built for SSE2: Eigen's float packets hold 4
+
+
+def eigen_row_sums(rows: np.ndarray) -> np.ndarray:
+    """float32 sums of each row as Eigen's vectorised ``sum()`` forms them in onnxruntime's
+    reductions (ReduceSum / ReduceMean over trailing axes): the rows lie one after another in a
+    16-byte-aligned buffer, so row d's first aligned element is at (-d n) mod 4; from there two
+    4-lane accumulators take alternate packets, are added, take one last whole packet, and
+    reduce as (l0 + l2) + (l1 + l3); then the unaligned head, then the tail, one by one. A row
+    with no whole packet is summed in order."""
+    rows = np.asarray(rows, F32)
+    count, n = rows.shape
+    out = np.zeros(count, F32)
+    for offset in range(EIGEN_LANES):
+        which = np.arange(count)[(np.arange(count) * n) % EIGEN_LANES == offset]
+        if not which.size or not n:
+            continue
+        r = rows[which]
+        start = min((EIGEN_LANES - offset) % EIGEN_LANES, n)
+        whole = (n - start) // EIGEN_LANES * EIGEN_LANES
+        pairs = (n - start) // (2 * EIGEN_LANES) * (2 * EIGEN_LANES)
+        if not whole:
+            s = r[:, 0].copy()
+            for i in range(1, n):
+                s = (s + r[:, i]).astype(F32)
+            out[which] = s
+            continue
+        p0 = r[:, start:start + EIGEN_LANES].copy()
+        if whole > EIGEN_LANES:
+            p1 = r[:, start + EIGEN_LANES:start + 2 * EIGEN_LANES].copy()
+            for i in range(start + 2 * EIGEN_LANES, start + pairs, 2 * EIGEN_LANES):
+                p0 = (p0 + r[:, i:i + EIGEN_LANES]).astype(F32)
+                p1 = (p1 + r[:, i + EIGEN_LANES:i + 2 * EIGEN_LANES]).astype(F32)
+            p0 = (p0 + p1).astype(F32)
+            if whole > pairs:
+                p0 = (p0 + r[:, start + pairs:start + pairs + EIGEN_LANES]).astype(F32)
+        s = ((p0[:, 0] + p0[:, 2]).astype(F32) + (p0[:, 1] + p0[:, 3]).astype(F32)).astype(F32)
+        for i in (*range(0, start), *range(start + whole, n)):
+            s = (s + r[:, i]).astype(F32)
+        out[which] = s
+    return out
+
+
+def reduce_mean_trailing(x: np.ndarray, first_axis: int, keepdims: bool) -> np.ndarray:
+    """onnxruntime's float32 ReduceMean over the axes from ``first_axis`` on: each row's
+    :func:`eigen_row_sums`, divided by its length."""
+    x = np.asarray(x, F32)
+    lead = x.shape[:first_axis]
+    n = int(np.prod(x.shape[first_axis:]))
+    mean = (eigen_row_sums(x.reshape(-1, n)) / F32(n)).astype(F32)
+    return mean.reshape(lead + (1,) * (x.ndim - first_axis) if keepdims else lead)

@@ -158,6 +158,8 @@ def _reduce_mean(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndar
     x = ins[0]
     axes = reduce_axes(ins, attrs, x.ndim)
     keep = bool(attrs.get("keepdims", 1))
+    if x.dtype == np.float32 and axes and axes == tuple(range(axes[0], x.ndim)) and x.size:
+        return [mlas.reduce_mean_trailing(x, axes[0], keep)]  # as onnxruntime's kernel sums
     return [np.asarray(x.mean(axis=axes, keepdims=keep, dtype=np.float32), dtype=x.dtype)]
 
 
