@@ -165,3 +165,49 @@ __kernel void qrequant_copy(__global const u8* src, int sgn, int zi, float si,
     float v = FADD(rint(value / sy), zy);
     dst[d_off] = (u8)(int)fmin(fmax(v, lo), hi);
 }
+
+/* rule 7 (QLinearMul): va = float32(sa * (a - za)), vb = float32(sb * (b - zb)),
+ * y = saturate(rint(float32(float32(va * vb) / sy)) + zy); meta as qadd's (rank 0 = same shape) */
+__kernel void qmul(__global const u8* a, int asgn, int za, float sa, __global const u8* b, int bsgn, int zb,
+                   float sb, float sy, float zy, __global const int* meta, float lo, float hi, __global u8* y, int n)
+{
+    int i = GID(0);
+    if (i >= n) return;
+    int rank = meta[0], r = i, ia = 0, ib = 0;
+    if (rank == 0) {
+        ia = i;
+        ib = i;
+    }
+    for (int d = rank - 1; d >= 0; --d) {
+        int s = meta[1 + d];
+        int k = r % s;
+        r /= s;
+        ia += k * meta[1 + MAX_RANK + d];
+        ib += k * meta[1 + 2 * MAX_RANK + d];
+    }
+    float va = FMUL(sa, (float)(load_q8(a, ia, asgn) - za));
+    float vb = FMUL(sb, (float)(load_q8(b, ib, bsgn) - zb));
+    float v = FADD(rint(FMUL(va, vb) / sy), zy);
+    y[i] = (u8)(int)fmin(fmax(v, lo), hi);
+}
+
+/* rule 8 (QLinearSoftmax) along an axis of D elements at stride inner: one work item per row
+ * r = outer * inner + in (rows of them); u = x (uint8) or x + 128 (int8), m = the row's max u,
+ * e = table[u - m + 255], S = sum e (uint32), y = saturate(rint(float32(float32(e) * c) / float32(S)) + zy) */
+__kernel void qsoftmax(__global const u8* x, int sgn, __global const uint* table, float c, float zy,
+                       float lo, float hi, __global u8* y, int D, int inner, int rows)
+{
+    int r = GID(0);
+    if (r >= rows) return;
+    int base = (r / inner) * D * inner + r % inner;
+    int offset = sgn ? 128 : 0, m = -1;
+    for (int i = 0; i < D; ++i) m = max(m, load_q8(x, base + i * inner, sgn) + offset);
+    uint total = 0;
+    for (int i = 0; i < D; ++i) total += table[load_q8(x, base + i * inner, sgn) + offset - m + 255];
+    float s = (float)total;
+    for (int i = 0; i < D; ++i) {
+        float e = (float)table[load_q8(x, base + i * inner, sgn) + offset - m + 255];
+        float v = FADD(rint(FMUL(e, c) / s), zy);
+        y[base + i * inner] = (u8)(int)fmin(fmax(v, lo), hi);
+    }
+}

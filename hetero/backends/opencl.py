@@ -6,6 +6,9 @@ for correctly rounded float32 division where the device offers it, and the sourc
 FP_CONTRACT, so the float32 steps of requantization round exactly as the numpy reference.
 Buffers are ``pyopencl.array.Array``s that stay on the device between ops; constants are
 uploaded once per op. ``timed_run`` sums OpenCL profiling intervals of the kernels an op enqueued. The
+``kernel_style`` option picks the kernel variants: "auto" (the CPU-style wide work items of
+kernels/qcpu.cl on CL_DEVICE_TYPE_CPU devices, the local-memory tiles elsewhere), "cpu" or "gpu";
+PoCL on a host CPU with AVX-512 VNNI also gets the int8 products of kernels/qvnni.cl. The
 ``throttle`` option (>= 1) makes the device really slower: after each op the host sleeps
 (throttle - 1) x the op's kernel time, and ``timed_run`` reports throttle x kernel time.
 """
@@ -40,7 +43,29 @@ KERNELS = {**FLOAT_KERNELS, **MOVE_KERNELS, **INT_KERNELS, **TRANSFORMER_KERNELS
 CONDITIONS = {**FLOAT_CONDITIONS, **MOVE_CONDITIONS, **INT_CONDITIONS, **TRANSFORMER_CONDITIONS}
 BASE_OPTIONS = ("-cl-std=CL1.2",)  # also what opencl_probe.py probes with
 EXACT_DIVIDE = "-cl-fp32-correctly-rounded-divide-sqrt"
-EXACT_DIVISION_OPS = ("QuantizeLinear", "QLinearConcat", "QLinearAveragePool")
+EXACT_DIVISION_OPS = ("QuantizeLinear", "QLinearConcat", "QLinearAveragePool", "QLinearMul", "QLinearSoftmax")
+KERNEL_STYLES = ("auto", "cpu", "gpu")
+VNNI_OPTION = "-DHETERO_VNNI"  # builds the AVX-512 VNNI kernels of kernels/qvnni.cl
+POCL_PLATFORM = "Portable Computing Language"
+
+
+def host_has_vnni() -> bool:
+    """The host CPU has AVX-512 VNNI (the avx512_vnni flag of /proc/cpuinfo; False where unreadable)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return "avx512_vnni" in line.split()
+    except OSError as err:
+        log.debug("cannot read /proc/cpuinfo: %s", err)
+    return False
+
+
+def is_pocl_cpu(device: Any) -> bool:
+    """The device is PoCL's CPU driver: its kernels run on this host, compiled by PoCL's clang."""
+    import pyopencl as cl
+
+    return POCL_PLATFORM in device.platform.name and bool(device.type & cl.device_type.CPU)
 
 
 def probe() -> Probe:
@@ -76,7 +101,8 @@ class OpenCLDevice(KernelDevice):
     kernels = KERNELS  # type: ignore[assignment]  # kernels take the KernelDevice subclass
     conditions = CONDITIONS
 
-    def __init__(self, info: DeviceInfo, throttle: float = 1.0, int8_gemm: str = "packed") -> None:
+    def __init__(self, info: DeviceInfo, throttle: float = 1.0, int8_gemm: str = "packed",
+                 kernel_style: str = "auto") -> None:
         import pyopencl as cl
         import pyopencl.array  # noqa: F401  (registers cl.array)
         import pyopencl.tools
@@ -86,6 +112,14 @@ class OpenCLDevice(KernelDevice):
         self.int8_gemm = int8_gemm
         self._cl = cl
         self.device = cl_device(info)
+        if kernel_style not in KERNEL_STYLES:
+            raise DeviceError(f"device {info.name}: kernel_style must be 'auto', 'cpu' or 'gpu', got {kernel_style!r}")
+        # "auto": the CPU-style variants on CL_DEVICE_TYPE_CPU (PoCL), the tiled ones elsewhere
+        self.cpu_style = kernel_style == "cpu" or (kernel_style == "auto" and bool(self.device.type & cl.device_type.CPU))
+        #: PoCL runs CPU kernels on this host: AVX-512 VNNI products where the host CPU has them
+        self.vnni_capable = is_pocl_cpu(self.device) and host_has_vnni()
+        self.vnni = self.vnni_capable
+        self._vnni_built: bool | None = None
         try:
             self.context = cl.Context([self.device])
             self.queue = cl.CommandQueue(self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
@@ -113,25 +147,44 @@ class OpenCLDevice(KernelDevice):
     def program(self, file: str) -> Any:
         """kernels/<file>.cl built for this device's context (cached here and on disk by pyopencl)."""
         source = kernel_source(file)
-        key = (source_digest(source), " ".join(self.options))
+        options = self.options + (VNNI_OPTION,) if file == "qvnni" and self.vnni else self.options
+        key = (source_digest(source), " ".join(options))
         if key not in self._programs:
             started = time.perf_counter()
             try:
-                self._programs[key] = self._cl.Program(self.context, source).build(options=list(self.options))
+                self._programs[key] = self._cl.Program(self.context, source).build(options=list(options))
             except self._cl.RuntimeError as err:
                 lines = [line for line in str(err).splitlines() if "error" in line.lower()] or ["build failed"]
                 raise DeviceError(f"device {self.name} cannot build kernels/{file}.cl: {lines[0].strip()}") from None
             log.debug("built kernels/%s.cl for %s in %.2fs", file, self.name, time.perf_counter() - started)
         return self._programs[key]
 
-    def _kernel(self, file: str, name: str) -> Any:
+    def vnni_ready(self) -> bool:
+        """As KernelDevice.vnni_ready; the first call builds kernels/qvnni.cl, and a build that
+        fails (a PoCL whose LLVM lacks the VNNI built-in) turns the VNNI kernels off, logged."""
+        if not (self.cpu_style and self.vnni):
+            return False
+        if self._vnni_built is None:
+            try:
+                self.program("qvnni")
+                self._vnni_built = True
+            except DeviceError as err:
+                log.warning("%s; using the float32 CPU kernels instead of VNNI", err)
+                self._vnni_built = False
+        return self._vnni_built
+
+    def _kernel(self, file: str, name: str, args: Sequence[Any]) -> Any:
+        """The cached kernel object, its scalar argument types declared once (pyopencl then packs
+        scalars directly: an undeclared numpy scalar costs tens of microseconds per launch)."""
         key = (file, name)
         if key not in self._kernels:
-            self._kernels[key] = self._cl.Kernel(self.program(file), name)
+            kernel = self._cl.Kernel(self.program(file), name)
+            kernel.set_scalar_arg_dtypes([a.dtype if isinstance(a, np.generic) else None for a in args])
+            self._kernels[key] = kernel
         return self._kernels[key]
 
     def launch(self, file: str, name: str, global_size: Sequence[int], local_size: Sequence[int], *args: Any) -> None:
-        kernel = self._kernel(file, name)
+        kernel = self._kernel(file, name, args)
         cl_args = [a.data if isinstance(a, self._cl.array.Array) else a for a in args]
         self._events.append(kernel(self.queue, tuple(global_size), tuple(local_size), *cl_args))
 

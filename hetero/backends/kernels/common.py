@@ -128,6 +128,14 @@ class KernelDevice(Device):
     """A Device whose kernels are the kernels/*.cl sources; subclasses supply the runtime."""
 
     _int8_gemm = "packed"
+    #: run the CPU-style kernel variants (wide work items, no local memory): OpenCL CPU devices
+    cpu_style = False
+    #: the CPU-style int8 products may use AVX-512 VNNI (kernels/qvnni.cl): PoCL on such a CPU
+    vnni = False
+
+    def vnni_ready(self) -> bool:
+        """Whether the VNNI kernels are on and built (a backend that has them checks the build)."""
+        return self.cpu_style and self.vnni
 
     @property
     def int8_gemm(self) -> str:

@@ -194,6 +194,11 @@ def max_pool(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer
     geometry = dev.host_value(op, "geometry", lambda: pool_geometry(op, x.shape))
     if spec.dtype == F32:
         dev.launch_1d("pool", "maxpool_f32", y.size, x, y, *geometry, i32(y.size))
+    elif dev.cpu_style:  # blocks of 16 outputs along a row per work item
+        rows = int(np.prod(spec.shape[:3], dtype=np.int64))
+        local = 16 if rows >= 64 else 1
+        dev.launch("qcpu", "maxpool_q8_rows", (round_up(rows, local), -(-int(spec.shape[3]) // 16)), (local, 1), x, y,
+                   i32(spec.dtype == "int8"), *geometry, i32(rows))
     else:
         sgn = i32(spec.dtype == "int8")
         dev.launch_1d("pool", "maxpool_q8", y.size, x, y, sgn, *geometry, i32(y.size))

@@ -27,6 +27,7 @@ from hetero.backends.kernels.common import (
     round_up,
 )
 from hetero.backends.kernels.ops import batch_offsets, conv_geometry
+from hetero.backends.kernels.qcpu import qconv_cpu, qgemm_cpu
 from hetero.ir.graph import Op
 from hetero.ir.ops.qlinear import channel_multiplier, qrange
 
@@ -100,6 +101,12 @@ def qconv(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
     bias = values[8] if bias_name else dev.dummy
     zx, zy, (lo, hi) = scalar(const_input(op, 2)), f32(scalar(const_input(op, 7))), saturation(op)
     out = (bias, i32(bool(bias_name)), mult, zy, lo, hi, y)
+    if dev.cpu_style and op.inputs[3] in op.weights and (not bias_name or bias_name in op.weights):
+        zero_points = dev.host_value(op, "zw_rows", lambda: per_channel(const_input(op, 5), m, np.int32))
+        host_mult = dev.host_value(op, "mult_host", lambda: per_channel(channel_multiplier(*scales), m, F))
+        host_bias = op.weights[bias_name].astype(np.int32).reshape(-1) if bias_name else None
+        qconv_cpu(dev, op, x, geometry, zx, zero_points, host_mult, host_bias, (zy, lo, hi, y))
+        return [y]
     if dev.int8_gemm == "packed" and op.inputs[3] in op.weights and mg >= 8 and k >= 8:
         _qconv_packed(dev, op, x, geometry, (n, m, ho * wo, mg, k), zx, out)
         return [y]
@@ -163,6 +170,7 @@ def _qmatmul(gemm: bool) -> Fn:
             return per_channel(base * F(op.attrs.get("alpha", 1.0)) if gemm else base, n_cols, F)
 
         mult = dev.constant(op, "mult", multiplier)
+        host_mult = dev.host_value(op, "mult_host", multiplier)
         za, zy, (lo, hi) = scalar(const_input(op, at["za"])), f32(scalar(const_input(op, at["zy"]))), saturation(op)
         rows = int(np.prod(spec.shape[:-1], dtype=np.int64))
         if c is None:
@@ -173,6 +181,12 @@ def _qmatmul(gemm: bool) -> Fn:
         tail = (mult, zy, lo, hi, y)
         b_const = op.inputs[at["b"]] in op.weights and b.ndim == 2
         m = int(a.shape[1] if trans_a else a.shape[-2])
+        if dev.cpu_style and b_const and not trans_a:
+            weights = op.weights[op.inputs[at["b"]]]
+            zero_points = dev.host_value(op, "zb_cols", lambda: per_channel(const_input(op, at["zb"]), n_cols, np.int32))
+            qgemm_cpu(dev, op, a, (rows, n_cols, k), weights.T if trans_b else weights, zero_points, za, host_mult, bias,
+                      tail[1:])
+            return [y]
         if dev.int8_gemm == "packed" and b_const and m > 4:
             _qgemm_packed(dev, op, a, (rows, n_cols, k), trans_a, trans_b, za, at["zb"], bias, tail)
             return [y]

@@ -1,5 +1,6 @@
 """Integer op kernels of the kernel backends besides the matrix products (opencl_qgemm):
-QuantizeLinear, DequantizeLinear, QLinearAdd, the average pools and QLinearConcat, bit for bit
+QuantizeLinear, DequantizeLinear, QLinearAdd, the average pools, QLinearConcat, QLinearMul and
+QLinearSoftmax, bit for bit
 with hetero/ops/quantize.py and hetero/ops/qlinear.py. int8 and uint8 share kernels through a
 signedness flag; every float32 constant is computed on the host by the reference's functions.
 """
@@ -14,6 +15,7 @@ from hetero.backends.base import Buffer
 from hetero.backends.kernels.common import (
     ROW_LOCAL,
     KernelDevice,
+    round_up,
     broadcast_strides,
     contiguous_strides,
     f32,
@@ -39,7 +41,7 @@ from hetero.backends.kernels.tensor import copy_into
 from hetero.ir.graph import Op
 from hetero.ir.ops.nn import window
 from hetero.ir.ops.pool import average_divisor
-from hetero.ir.ops.qlinear import _broadcast_side, fma32, pool_multiplier
+from hetero.ir.ops.qlinear import _broadcast_side, fma32, pool_multiplier, softmax_table
 
 
 # --- QuantizeLinear, DequantizeLinear -----------------------------------------------------------
@@ -63,6 +65,13 @@ def quantize(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer
     info = np.iinfo(dtype)
     kernel = "quantize_i32" if dtype == "int32" else "quantize_q8"
     bounds = (f32(info.min), f32(info.max))
+    if dev.cpu_style and kernel == "quantize_q8" and int(axis_dim) == 1:  # per tensor: 16 elements per item
+        s, z = scalar_f32(const_input(op, 1)), f32(scalar(const_input(op, 2)))
+        items = -(-x.size // 16)
+        local = 16 if items >= 64 else 1
+        if items:
+            dev.launch("qcpu", "quantize_q8_cpu", (round_up(items, local),), (local,), x, s, z, y, *bounds, i32(x.size))
+        return [y]
     dev.launch_1d("qmisc", kernel, x.size, x, scale, zero, y, inner, axis_dim, *bounds, i32(x.size))
     return [y]
 
@@ -111,6 +120,12 @@ def qadd(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
 
     ra, rb, fixed, side = dev.host_value(op, "rule4", lambda: _qadd_constants(op))
     lo, hi = saturation(op)
+    if dev.cpu_style and side == 0 and tuple(a.shape) == tuple(b.shape) == spec.shape:  # 16 elements per item
+        args = (a, signed(a.dtype), b, signed(b.dtype), f32(ra), f32(rb), f32(fixed), lo, hi, y, i32(y.size))
+        items = -(-y.size // 16)
+        local = 16 if items >= 64 else 1
+        dev.launch("qcpu", "qadd_cpu", (round_up(items, local),), (local,), *args)
+        return [y]
     args = (a, signed(a.dtype), b, signed(b.dtype), f32(ra), f32(rb), f32(fixed), i32(side),
             dev.constant(op, "walk", table), lo, hi, y, i32(y.size))
     dev.launch_1d("qmisc", "qadd", y.size, *args)
@@ -181,6 +196,54 @@ def qconcat(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]
     return [y]
 
 
+# --- QLinearMul, QLinearSoftmax -----------------------------------------------------------------
+
+def qmul(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+    values = dev.operands(op, inputs)
+    a, b = values[0], values[3]
+    spec = op.output_specs[0]
+    y = dev.empty(spec.shape, spec.dtype)
+
+    def table() -> np.ndarray:
+        if tuple(a.shape) == tuple(b.shape) == spec.shape:
+            return np.zeros(1 + 3 * 6, np.int32)
+        walk = walk_table(spec.shape, broadcast_strides(a.shape, spec.shape), broadcast_strides(b.shape, spec.shape))
+        assert walk is not None, "supports() admits only broadcasts that fit MAX_RANK"
+        return walk
+
+    sa, za = scalar_f32(const_input(op, 1)), i32(scalar(const_input(op, 2)))
+    sb, zb = scalar_f32(const_input(op, 4)), i32(scalar(const_input(op, 5)))
+    sy, zy = scalar_f32(const_input(op, 6)), f32(scalar(const_input(op, 7)))
+    lo, hi = saturation(op)
+    args = (a, signed(a.dtype), za, sa, b, signed(b.dtype), zb, sb, sy, zy, dev.constant(op, "walk", table), lo, hi, y,
+            i32(y.size))
+    dev.launch_1d("qmisc", "qmul", y.size, *args)
+    return [y]
+
+
+def qsoftmax(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+    x = inputs[0]
+    spec = op.output_specs[0]
+    y = dev.empty(spec.shape, spec.dtype)
+    shape = tuple(int(d) for d in x.shape)
+    axis = int(op.attrs.get("axis", -1)) % max(len(shape), 1)
+    d = shape[axis] if shape else 1
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    sx = float(np.asarray(const_input(op, 1)).reshape(()))
+    table = dev.constant(op, "table", lambda: softmax_table(sx, d))
+    c = f32(np.floor(F(1.0) / scalar_f32(const_input(op, 3))))
+    zy = f32(scalar(const_input(op, 4)))
+    lo, hi = saturation(op)
+    rows = x.size // d if d else 0
+    dev.launch_1d("qmisc", "qsoftmax", rows, x, signed(x.dtype), table, c, zy, lo, hi, y, i32(d), i32(inner), i32(rows))
+    return [y]
+
+
+def _per_tensor(op: Op, positions: Sequence[int]) -> bool:
+    """The parameters at ``positions`` are absent or single values."""
+    return all(np.asarray(const_input(op, p) if const_input(op, p) is not None else 0).size == 1 for p in positions)
+
+
 def _qadd_ok(op: Op) -> bool:
     out = op.output_specs[0].shape
     a, b = op.input_specs[0], op.input_specs[3]
@@ -201,6 +264,8 @@ KERNELS: dict[str, Fn] = {
     "QLinearAveragePool": qaverage_pool,
     "QLinearGlobalAveragePool": qglobal_average_pool,
     "QLinearConcat": qconcat,
+    "QLinearMul": qmul,
+    "QLinearSoftmax": qsoftmax,
 }
 CONDITIONS: dict[str, Callable[[Op], bool]] = {
     **PRODUCT_CONDITIONS,
@@ -212,4 +277,8 @@ CONDITIONS: dict[str, Callable[[Op], bool]] = {
     and len(op.output_specs[0].shape) == 4,
     "QLinearConcat": lambda op: int8_io(op, *range(2, len(op.inputs), 3))
     and params_constant(op, range(2, len(op.inputs), 3)),
+    "QLinearMul": lambda op: int8_io(op, 0, 3) and params_constant(op, (0, 3)) and _per_tensor(op, (1, 2, 4, 5, 6, 7))
+    and _qadd_ok(op),
+    "QLinearSoftmax": lambda op: int8_io(op, 0) and params_constant(op, (0,)) and _per_tensor(op, (1, 2, 3, 4))
+    and op.input_specs[0].numel > 0,
 }
