@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hetero.policy",),
     ("hetero.trace",),
     ("hetero.exec",),
+    ("hetero.remote",),  # devices on other hosts (Dask): backends behind the Device protocol, used by hetero.app
     ("hetero.quant",),
     ("hetero.train",),  # training (torch); only hetero.app's training commands and the demo import it
     ("hetero.cost",),

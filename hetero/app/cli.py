@@ -14,13 +14,14 @@ import json
 import logging
 import re
 import sys
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from hetero import __version__
 from hetero.app.options import add_input_shape_option, device_list, nonnegative_int, open_fraction, percent, positive_float, positive_int
 from hetero.app.run import add_run_parser, add_validate_parser
 from hetero.app.train_cli import add_train_parsers
 from hetero.app.sweep import add_sweep_parser
+from hetero.app.worker_cli import add_worker_parser
 from hetero.errors import HeteroError, InputError, UsageError
 from hetero.io import OutputSet, json_safe
 
@@ -69,6 +70,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
     from hetero.backends.discovery import discover
 
     devices, absent = discover()
+    if args.cluster:
+        from hetero.remote import Cluster
+
+        with Cluster(args.cluster) as cluster:
+            devices = devices + cluster.devices()
     if args.json:
         print(json.dumps({"devices": [d.to_dict() for d in devices], "absent": [vars(a) for a in absent]}, indent=2))
         return 0
@@ -236,13 +242,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise InputError("hetero profile needs MODEL and -o PROFILE.json (or --show / --evaluate PROFILE.json)")
     from pathlib import Path
 
-    from rich.progress import Progress
-
-    from hetero.backends import open_device
     from hetero.quant.precision import load_with_precision
-    from hetero.cost.profile import save_profile
-    from hetero.cost.profiler import TRANSFER_SIZES, Budget, profile_graph
-    from hetero.exec.dispatch import measure_dispatch
+    from hetero.cost.profiler import TRANSFER_SIZES
 
     sizes = [n for n in TRANSFER_SIZES if n <= args.max_transfer_mib * 2**20]
     if not sizes:
@@ -252,7 +253,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
     OutputSet({"-o": args.output})  # checks the path before the measurement starts
     previous = load_profile(args.output) if args.reuse and Path(args.output).exists() else None
     graph, args.precision = load_with_precision(args.model, args.precision, getattr(args, "input_shape", None))
-    devices = [open_device(name) for name in names]
+    from hetero.app.run import open_cluster
+    from hetero.remote import open_devices
+
+    cluster = open_cluster(args.cluster, names)
+    try:
+        devices = list(open_devices(names, cluster).values())
+        return _profile_measure(args, graph, devices, previous, sizes)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _profile_measure(args: argparse.Namespace, graph: Any, devices: list, previous: Any, sizes: list[int]) -> int:
+    from rich.progress import Progress
+
+    from hetero.cost.profile import save_profile
+    from hetero.cost.profiler import Budget, profile_graph
+    from hetero.exec.dispatch import measure_dispatch
+
     budget = Budget(target_spread=args.target_spread, seconds_per_op=args.budget_s)
     steps = len({op.signature() for op in graph.ops_in_order()}) * len(devices) + 1
     with Progress(transient=True, console=_stderr_console()) as bar:
@@ -360,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list the devices present and why absent backends are absent")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--cluster", metavar="tcp://SCHEDULER:8786", help="also list the devices hetero workers serve in this Dask cluster, as HOST/DEVICE")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("ops", help="every supported ONNX operator and which device kinds have a kernel for it")
@@ -390,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="where to write the profile JSON")
     p.add_argument("--precision", default=None, choices=["fp32", "int8"], help="default: the model's own (int8 if it has QDQ or QLinear nodes, else fp32)")
     p.add_argument("--devices", help="comma-separated devices (default: every present device but reference)")
+    p.add_argument("--cluster", metavar="tcp://SCHEDULER:8786", help="a Dask cluster whose hetero workers serve the HOST/DEVICE "
+                   "devices in --devices: their ops and the link to each host are measured")
     p.add_argument("--reuse", action="store_true", help="keep entries of the existing -o profile measured on the same device")
     p.add_argument("--target-spread", type=positive_float, default=0.05, help="stop timing an op when (p90-p10)/median is at most this (> 0)")
     p.add_argument("--budget-s", type=positive_float, default=0.5, help="time budget per op and device, seconds (> 0)")
@@ -434,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     add_sweep_parser(sub)
+    add_worker_parser(sub)
 
     add_train_parsers(sub)
 

@@ -37,6 +37,8 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument("-o", "--output", help="where to write the outputs (.npy, or .npz for several)")
     p.add_argument("--device", default=None, help="one device: reference, cpu, opencl:N or cuda:N (default: reference)")
     p.add_argument("--devices", help="several devices, comma-separated: run partitioned with one worker per device")
+    p.add_argument("--cluster", metavar="tcp://SCHEDULER:8786", help="with --devices: a Dask cluster whose hetero workers serve "
+                   "the HOST/DEVICE devices named in --devices (start them with 'hetero worker SCHEDULER --name HOST')")
     p.add_argument("--precision", default=None, choices=["fp32", "int8"], help="fp32, or int8 (quantizes an fp32 model first); default: the model's own (int8 if it has QDQ or QLinear nodes)")
     p.add_argument("--allow-nonfinite", action="store_true", help="run on inputs that hold NaN or Inf (refused by default)")
     p.add_argument("--repeat", type=positive_int, metavar="N", help="one device: time N runs after warm-up, host input to host output")
@@ -63,7 +65,7 @@ def add_run_parser(sub: Any) -> None:
 
 
 MAX_REQUESTS = 1_000_000
-PARTITIONED_ONLY = ("placement", "profile", "algorithm", "requests", "inflight", "policy", "policy_param", "fault", "trace",
+PARTITIONED_ONLY = ("cluster", "placement", "profile", "algorithm", "requests", "inflight", "policy", "policy_param", "fault", "trace",
                     "update", "update_after")
 
 
@@ -251,10 +253,6 @@ def _plan_file(placement: str) -> Any:
 def run_partitioned(graph: Graph, requests: list[dict[str, np.ndarray]], args: argparse.Namespace,
                     setup: Partitioned) -> tuple[dict[str, Any], list[dict[str, np.ndarray]], bytes | None]:
     """Serve the requests on several devices; the summary, outputs per request and the trace's bytes."""
-    from hetero.backends import open_device
-    from hetero.policy import PolicyContext
-    from hetero.exec.runtime import Runtime
-
     names = setup.names
     count = args.requests or len(requests)
     if count > MAX_REQUESTS:
@@ -266,7 +264,39 @@ def run_partitioned(graph: Graph, requests: list[dict[str, np.ndarray]], args: a
                              f"{count - 1}; pick one of those (or raise --requests)")
     if setup.plan is not None:
         _check_plan_fits(setup.placement, setup.plan, graph, names)
-    devices = {n: open_device(n, **({"threads": args.threads} if args.threads and n == "cpu" else {})) for n in names}
+    cluster = open_cluster(getattr(args, "cluster", None), names)
+    try:
+        return _serve_partitioned(graph, requests, args, setup, count, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def open_cluster(address: str | None, names: Sequence[str]) -> Any:
+    """The Cluster for --cluster (None without one); HOST/DEVICE names without it are refused."""
+    remote = [n for n in names if "/" in n]
+    if address is None:
+        if remote:
+            raise InputError(f"--devices names {remote[0]}, a device on another host: add --cluster tcp://SCHEDULER:8786")
+        return None
+    from hetero.remote import Cluster
+
+    return Cluster(address)
+
+
+def _serve_partitioned(graph: Graph, requests: list[dict[str, np.ndarray]], args: argparse.Namespace, setup: Partitioned,
+                       count: int, cluster: Any) -> tuple[dict[str, Any], list[dict[str, np.ndarray]], bytes | None]:
+    from hetero.policy import PolicyContext
+    from hetero.exec.runtime import Runtime
+    from hetero.remote import open_devices
+
+    names = setup.names
+    options = {"cpu": {"threads": args.threads}} if args.threads else {}
+    devices = open_devices(names, cluster, **options)
+    for device in devices.values():
+        learn = getattr(device, "learn", None)
+        if learn is not None:  # a remote device: its capabilities in one call
+            learn(list(graph.ops_in_order()))
     cost, memory = planning_cost(graph, devices, args)
     algorithm = args.algorithm or "auto"
     context = PolicyContext(graph, cost, algorithm=algorithm, memory_bytes=memory)
@@ -392,6 +422,7 @@ def add_validate_parser(sub: Any) -> None:
     p.add_argument("model", help="an .onnx path or builtin:NAME")
     p.add_argument("--devices", required=True, help="comma-separated measured devices (they must be in the profile)")
     p.add_argument("--profile", required=True, help="the profile measured on these devices (its precision is used)")
+    p.add_argument("--cluster", metavar="tcp://SCHEDULER:8786", help="a Dask cluster whose hetero workers serve the HOST/DEVICE devices in --devices")
     p.add_argument("--requests", type=positive_int, default=30, help="requests run for real and simulated")
     p.add_argument("--inflight", type=positive_int, default=1, help="requests in flight at once (1: latency; more: throughput)")
     p.add_argument("--algorithm", default="auto", help="the scheduling algorithm")
@@ -404,8 +435,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from hetero.app.validate import validate
 
     names = device_list(args.devices)
-    result = validate(args.model, names, args.profile, requests=args.requests, inflight=args.inflight, algorithm=args.algorithm,
-                      input_shapes=args.input_shape).to_dict()
+    cluster = open_cluster(args.cluster, names)
+    try:
+        result = validate(args.model, names, args.profile, requests=args.requests, inflight=args.inflight, algorithm=args.algorithm,
+                          input_shapes=args.input_shape, cluster=cluster).to_dict()
+    finally:
+        if cluster is not None:
+            cluster.close()
     if args.json:
         print(json.dumps(result))
         return 0

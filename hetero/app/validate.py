@@ -14,7 +14,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hetero.backends import open_device
 from hetero.ir.graph import Graph
 from hetero.cost.model import cost_model_for
 from hetero.cost.protocol import HOST, Link
@@ -89,10 +88,14 @@ def _simulate(graph: Graph, cost: Any, profile_path: str, devices: list[str], pl
 
 
 def validate(model: str, device_names: list[str], profile_path: str, requests: int = 30, inflight: int = 1,
-             algorithm: str = "auto", seed: int = 0, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Validation:
-    """Schedule, simulate and run one plan; measured devices must be the profiled hardware."""
+             algorithm: str = "auto", seed: int = 0, input_shapes: dict[str, tuple[int, ...]] | None = None,
+             cluster: Any = None) -> Validation:
+    """Schedule, simulate and run one plan; measured devices must be the profiled hardware
+    (HOST/DEVICE ones on ``cluster``, a :class:`hetero.remote.Cluster`)."""
+    from hetero.remote import open_devices
+
     profile = load_profile(profile_path)
-    devices = {name: open_device(name) for name in device_names}
+    devices = open_devices(device_names, cluster)
     for name, device in devices.items():
         check_device(profile, profile_path, name, device.info)
     graph = load_for_precision(model, profile.precision, input_shapes)

@@ -71,6 +71,9 @@ def open_device(name: str, **options: object) -> Device:
 
     A name that is not usable here, or an option its backend does not take, is a DeviceError
     saying why (the backend's or the failing devices' reasons) and which devices are usable."""
+    if "/" in name:  # HOST/DEVICE: served by a hetero worker, opened by hetero.remote.open_devices
+        raise DeviceError(f"device '{name}' is on another host: give --cluster tcp://SCHEDULER:8786 "
+                          f"(where 'hetero worker SCHEDULER --name {name.split('/')[0]}' serves it)")
     kind = name.split(":")[0]
     devices, absent = discover([kind])
     info = next((d for d in devices if d.name == name), None)

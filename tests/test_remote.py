@@ -1,0 +1,311 @@
+"""Devices on other hosts through Dask: a real ``dask scheduler`` and ``hetero worker`` processes on
+loopback (random ports, started once for the module, always killed), listing, bit-identical random
+placements across local and remote devices, failover when a worker is killed, and rejoin."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hetero.app.cli import main
+from hetero.app.run import random_placement
+from hetero.cost.protocol import Link, TableCostModel
+from hetero.errors import DeviceError, InputError
+from hetero.exec.executor import run_on_device
+from hetero.exec.runtime import Runtime
+from hetero.ir.datasets import load_digits_28
+from hetero.policy import FailoverPolicy, PolicyContext, make_policy
+from hetero.quant.precision import load_for_precision
+from hetero.remote import Cluster, RemoteDevice, open_devices
+from hetero.schedulers import fixed_schedule
+from slowlink import SlowLink
+
+BIN = Path(sys.executable).parent
+START_TIMEOUT_S = 60
+WIFI_DELAY_S = 0.005  # one way: the "far" host sits behind a Wi-Fi-like link (tc netem is not in this kernel)
+WIFI_RATE_BPS = 50e6 / 8
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Processes:
+    """The scheduler and worker processes of the module's cluster; each log goes to a file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        self.running: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.folder / f"{name}.log", "ab")
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.running[name] = process
+        return process
+
+    def worker(self, name: str, devices: str, *extra: str) -> subprocess.Popen:
+        return self.start(name, [str(BIN / "hetero"), "worker", self.address, "--name", name, "--devices", devices, *extra])
+
+    def kill(self, name: str) -> None:
+        process = self.running.pop(name)
+        process.kill()
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        """SIGTERM every worker (each leaves the cluster), then the scheduler; SIGKILL what lingers."""
+        order = [n for n in self.running if n != "scheduler"] + [n for n in self.running if n == "scheduler"]
+        for names in (order[:-1], order[-1:]):
+            for name in names:
+                self.running[name].terminate()
+            for name in names:
+                process = self.running.pop(name)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text(errors="replace")[-2000:]
+
+
+def wait_for_hosts(cluster: Cluster, names: set[str], processes: Processes) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not names <= set(cluster.hosts()):
+        for name, process in processes.running.items():
+            assert process.poll() is None, f"{name} exited: {processes.log(name)}"
+        assert time.monotonic() < deadline, f"workers {names} did not join: {processes.log(sorted(names)[0])}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    processes = Processes(tmp_path_factory.mktemp("cluster"))
+    port = processes.address.rsplit(":", 1)[1]
+    far_port = _free_port()
+    link = SlowLink(far_port, WIFI_DELAY_S, WIFI_RATE_BPS).start()
+    try:
+        processes.start("scheduler", [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"])
+        processes.worker("edge", "cpu,reference")
+        processes.worker("spare", "reference")
+        processes.worker("far", "cpu", "--listen", f"127.0.0.1:{far_port}", "--contact", f"tcp://127.0.0.1:{link.port}")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                cluster = Cluster(processes.address)
+                break
+            except InputError:
+                assert time.monotonic() < deadline, processes.log("scheduler")
+                time.sleep(0.3)
+        try:
+            wait_for_hosts(cluster, {"edge", "spare", "far"}, processes)
+            yield processes, cluster
+        finally:
+            cluster.close()
+    finally:
+        processes.stop_all()
+        link.stop()
+
+
+@pytest.fixture(scope="module")
+def seed(remote):
+    _, cluster = remote
+    graph = load_for_precision("builtin:seed-cnn", "int8")
+    devices = open_devices(["cpu", "edge/cpu", "edge/reference", "spare/reference"], cluster)
+    for device in devices.values():
+        if isinstance(device, RemoteDevice):
+            device.learn(list(graph.ops_in_order()))
+    cost = uniform_cost(graph, devices)
+    images, _ = load_digits_28("test")
+    requests = [{"input": images[i : i + 1]} for i in range(10)]
+    expected = [run_on_device(graph, devices["cpu"], r)["logits"] for r in requests]
+    return graph, devices, cost, requests, expected
+
+
+def uniform_cost(graph, devices):
+    """The same seconds for every op where it can run, and a link from the host to each device: placements here are given (random) or re-planned on failure, and the outputs,
+    not the times, are checked (the link fit is test_validate_across_a_slow_link_...'s)."""
+    names = list(devices)
+    compute = {op.name: {n: 1e-4 for n in names if devices[n].supports(op)} for op in graph.ops_in_order()}
+    links = [Link(a, b, 1e-3 if "/" in n else 1e-6, 1e8) for n in names for a, b in (("host", n), (n, "host"))]
+    return TableCostModel(names, compute, links, host="host")
+
+
+def _serve(graph, devices, cost, requests, placement, policy=None, inflight=3):
+    runtime = Runtime(graph, devices, policy or make_policy("static"), PolicyContext(graph, cost),
+                      initial=fixed_schedule(graph, cost, placement))
+    return runtime.serve(requests, inflight=inflight)
+
+
+def test_workers_serve_their_devices_as_host_slash_device(remote, capsys):
+    processes, cluster = remote
+    hosts = cluster.hosts()
+    assert [i.name for i in hosts["edge"][1]] == ["edge/cpu", "edge/reference"]
+    assert [i.name for i in hosts["spare"][1]] == ["spare/reference"]
+    assert hosts["edge"][0] != hosts["spare"][0]  # two worker processes, two addresses
+    assert main(["devices", "--cluster", processes.address, "--json"]) == 0
+    listed = {d["name"]: d for d in json.loads(capsys.readouterr().out)["devices"]}
+    assert {"cpu", "edge/cpu", "edge/reference", "spare/reference"} <= set(listed)
+    assert listed["edge/cpu"]["description"] == listed["cpu"]["description"] + " on edge"  # same machine here
+    with pytest.raises(DeviceError, match="not served in the cluster"):
+        open_devices(["nowhere/cpu"], cluster)
+    with pytest.raises(InputError, match="--cluster"):
+        open_devices(["edge/cpu"], None)
+
+
+def test_random_placements_across_hosts_are_bit_identical(seed):
+    graph, devices, cost, requests, expected = seed
+    remote = [d for d in devices.values() if isinstance(d, RemoteDevice)]
+    for seed_value in (1, 2, 3):
+        calls = {d.name: d.calls for d in remote}
+        placement = random_placement(graph, devices, seed_value)
+        report = _serve(graph, devices, cost, requests, placement)
+        assert report.failed_requests == 0
+        for got, want in zip(report.outputs, expected):
+            assert np.array_equal(got["logits"], want)
+        for device in remote:  # whole partitions per call: at most a few calls per request, not one per op
+            ops_there = sum(1 for d in placement.values() if d == device.name)
+            assert device.calls - calls[device.name] <= len(requests) * (2 * ops_there + 1)
+
+
+def test_a_transformer_is_bit_identical_across_hosts(remote):
+    """tiny-vit (fp32: attention branches, so a partition has several boundaries), on cpu here and
+    edge/cpu there: the same kernels, so every placement gives the local cpu's bits."""
+    _, cluster = remote
+    graph = load_for_precision("builtin:tiny-vit", "fp32")
+    devices = open_devices(["cpu", "edge/cpu"], cluster)
+    cost = uniform_cost(graph, devices)
+    rng = np.random.default_rng(5)
+    requests = [{graph.inputs[0].name: rng.random(graph.inputs[0].shape, dtype=np.float32)} for _ in range(4)]
+    expected = [run_on_device(graph, devices["cpu"], r) for r in requests]
+    for seed_value in (7, 8):
+        report = _serve(graph, devices, cost, requests, random_placement(graph, devices, seed_value), inflight=2)
+        assert report.failed_requests == 0
+        for got, want in zip(report.outputs, expected):
+            assert all(np.array_equal(got[name], want[name]) for name in want)
+
+
+def test_an_injected_fault_on_a_remote_device_fails_over_and_does_not_flap_back(seed):
+    graph, devices, cost, requests, expected = seed
+    nodes = [op.name for op in graph.ops_in_order()]
+    placement = {n: ("edge/reference" if i % 2 else "cpu") for i, n in enumerate(nodes)}
+    broken = devices["edge/reference"]
+    runtime = Runtime(graph, devices, make_policy("failover"), PolicyContext(graph, cost), initial=fixed_schedule(graph, cost, placement))
+    broken.inject_failure(after_ops=5)
+    try:
+        report = runtime.serve(requests, inflight=2)
+        assert not broken.reachable(every_s=0.0)  # its worker never went away: not a recovery
+    finally:
+        broken.repair()
+    assert report.failed_requests == 0 and report.failed_devices == ("edge/reference",)
+    assert all("edge/reference" not in p.values() for p in report.placements[1:])
+    for got, want in zip(report.outputs, expected):
+        assert np.array_equal(got["logits"], want)
+
+
+class KillThenRestart(FailoverPolicy):
+    """Failover that kills the ``spare`` worker process when request ``kill_at`` finishes and, at
+    ``restart_at``, starts it again and waits until it has rejoined the cluster."""
+
+    def __init__(self, processes: Processes, cluster: Cluster, kill_at: int, restart_at: int | None) -> None:
+        super().__init__()
+        self.processes, self.cluster = processes, cluster
+        self.kill_at, self.restart_at = kill_at, restart_at
+        self.recovered: list[str] = []
+
+    def finished(self, request_id, latency_s, now_s):
+        super().finished(request_id, latency_s, now_s)
+        if request_id == self.kill_at and "spare" in self.processes.running:
+            self.processes.kill("spare")
+        if request_id == self.restart_at and "spare" not in self.processes.running:
+            self.processes.worker("spare", "reference")
+            wait_for_hosts(self.cluster, {"spare"}, self.processes)
+
+    def device_recovered(self, device, now_s):
+        self.recovered.append(device)
+        return super().device_recovered(device, now_s)
+
+
+def test_a_killed_worker_fails_over_and_a_restarted_one_is_used_again(remote, seed):
+    processes, cluster = remote
+    graph, devices, cost, requests, expected = seed
+    nodes = [op.name for op in graph.ops_in_order()]
+    placement = {n: ("spare/reference" if i % 2 else "edge/cpu") for i, n in enumerate(nodes)}
+    work = requests * 2
+    policy = KillThenRestart(processes, cluster, kill_at=2, restart_at=6)
+    report = _serve(graph, devices, cost, work, placement, policy=policy, inflight=3)
+    assert report.failed_requests == 0 and report.completed == len(work)  # 0 lost
+    for got, want in zip(report.outputs, expected * 2):  # 0 wrong
+        assert np.array_equal(got["logits"], want)
+    assert report.failed_devices == ("spare/reference",) and report.retries >= 1
+    assert "spare/reference" not in report.placements[1].values()  # re-planned on the devices left
+    assert policy.recovered == ["spare/reference"]  # the rejoined worker was noticed mid-run
+    assert "spare/reference" in policy.alive
+
+    spare = devices["spare/reference"]
+    before = spare.calls
+    again = _serve(graph, devices, cost, requests[:4], placement)  # and it runs its ops again
+    assert again.failed_requests == 0 and spare.calls > before
+    for got, want in zip(again.outputs, expected):
+        assert np.array_equal(got["logits"], want)
+
+
+def test_run_on_the_cli_across_hosts_matches_one_device(remote, tmp_path, capsys):
+    processes, _ = remote
+    images, _ = load_digits_28("test")
+    np.save(tmp_path / "x.npy", images[:3])
+    assert main(["run", "builtin:seed-cnn", "--precision", "int8", "--input", str(tmp_path / "x.npy"), "--device", "cpu",
+                 "-o", str(tmp_path / "one.npy")]) == 0
+    assert main(["run", "builtin:seed-cnn", "--precision", "int8", "--input", str(tmp_path / "x.npy"),
+                 "--devices", "cpu,edge/cpu", "--cluster", processes.address, "--placement", "random:6",
+                 "-o", str(tmp_path / "two.npy"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["placement"].values()) == {"cpu", "edge/cpu"} and summary["failed_requests"] == 0
+    assert np.load(tmp_path / "one.npy").tobytes() == np.load(tmp_path / "two.npy").tobytes()
+    assert main(["run", "builtin:seed-cnn", "--input", str(tmp_path / "x.npy"), "--devices", "cpu,edge/cpu"]) == 1
+    assert "add --cluster" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_validate_across_a_slow_link_matches_the_simulator(remote, tmp_path):
+    from hetero.app.validate import validate
+    from hetero.cost.profile import save_profile
+    from hetero.cost.profiler import Budget, profile_graph
+
+    _, cluster = remote
+    graph = load_for_precision("builtin:seed-cnn", "int8")
+    devices = open_devices(["far/cpu"], cluster)  # the host (this process) runs the rest: graph input and output
+    budget = Budget(warmup=1, min_count=3, max_count=10, target_spread=0.2, seconds_per_op=0.05)
+    profile = profile_graph(graph, list(devices.values()), "builtin:seed-cnn", "int8", budget,
+                            transfer_sizes=[4096, 65536, 262144])
+    links = {(link.src, link.dst): link for link in profile.links}
+    up = links[("host", "far/cpu")]
+    assert 2 * WIFI_DELAY_S < up.latency_s < 2 * WIFI_DELAY_S + 0.01  # a call is a round trip over the link
+    assert 0.5 * WIFI_RATE_BPS < up.bandwidth_Bps < 1.5 * WIFI_RATE_BPS
+    save_profile(profile, tmp_path / "far.json")
+    result = validate("builtin:seed-cnn", ["far/cpu"], str(tmp_path / "far.json"), requests=10, cluster=cluster)
+    assert result.report.failed_requests == 0
+    assert abs(result.measured_latency_s - result.predicted_latency_s) <= 0.15 * result.measured_latency_s, result.to_dict()
+
+
+def test_sigterm_makes_a_worker_leave_the_cluster_cleanly(remote):
+    processes, cluster = remote
+    process = processes.running.pop("edge")
+    process.terminate()
+    assert process.wait(timeout=15) == 0, processes.log("edge")
+    deadline = time.monotonic() + 10
+    while "edge" in cluster.hosts():
+        assert time.monotonic() < deadline, "the scheduler still lists edge after it stopped"
+        time.sleep(0.2)
+    assert "spare" in cluster.hosts()
