@@ -142,7 +142,8 @@ def test_every_example_scenario_parses(path):
 @pytest.mark.slow
 def test_measured_profile_scenario_rebalances_and_comes_back(monkeypatch):
     """All on the measured cpu; on the Jetson within 0.2 s of the load (3-6 s), with the backlog queued on the
-    cpu; back on the cpu after; the tail is what the comment says, and twice as long with the backlog left behind."""
+    cpu; back on the cpu after; the tail is what the comment says, and the slowest request twice as slow with
+    the backlog left behind."""
     result = run_scenario_file(EXAMPLES / "measured_cpu_plus_jetson.yaml", progress=False).to_dict()
     assert result["requests"]["failed"] == 0 and result["requests"]["lost"] == 0
     assert result["rebalances"] == 2
@@ -151,13 +152,13 @@ def test_measured_profile_scenario_rebalances_and_comes_back(monkeypatch):
     assert loaded and set(loaded[0]["ops_per_device"]) == {"jetson"} and loaded[0]["at_s"] < 3.2
     after = plans_between(result, 6.0, 10.0)
     assert after and set(after[-1]["ops_per_device"]) == {"cpu"} and after[-1]["at_s"] < 6.5
-    assert result["requests"]["rerouted"] > 50  # the queued backlog moved
-    assert result["latency_s"]["p99"] < 0.08
+    assert result["requests"]["rerouted"] > 10  # the queued backlog moved
+    assert result["latency_s"]["p99"] < 0.005
     from hetero.policy import StaticPolicy
 
     monkeypatch.setattr(StaticPolicy, "moves_queued", False)
     kept = run_scenario_file(EXAMPLES / "measured_cpu_plus_jetson.yaml", progress=False).to_dict()
-    assert kept["requests"]["rerouted"] == 0 and kept["latency_s"]["p99"] > 1.5 * result["latency_s"]["p99"]
+    assert kept["requests"]["rerouted"] == 0 and kept["latency_s"]["max"] > 2 * result["latency_s"]["max"]
 
 
 @pytest.mark.slow
