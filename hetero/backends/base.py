@@ -149,7 +149,7 @@ class Device(ABC):
         if op.type not in self.kernels:
             return f"device {self.name} has no kernel for {op.type} (node {op.name})"
         if feeds_quantize(op) and op.type not in self.same_bits_as_reference:
-            return (f"device {self.name}: node {op.name} ({op.type}) feeds a QuantizeLinear and this device's "
+            return (f"device {self.name}: node {op.name} ({op.type}) feeds a QuantizeLinear or DynamicQuantizeLinear and this device's "
                     f"{op.type} does not give the reference's float32 bits; run it on another device")
         return f"device {self.name} has no {op.type} kernel for node {op.name} as configured ({op.signature()})"
 
@@ -189,6 +189,12 @@ class Device(ABC):
         outputs = self.run(op, inputs)
         self.synchronize()
         return outputs, time.perf_counter() - start
+
+    def timed_run_native(self, op: Op, inputs: Sequence[Buffer]) -> tuple[list[Buffer], float]:
+        """``timed_run`` for a caller that hands buffers from op to op on this device and only
+        ever ``download``s them (the runtime): a backend may then return buffers in its own
+        layout (the cpu device keeps channels-last tensors as they are). The default is ``timed_run``."""
+        return self.timed_run(op, inputs)
 
     @abstractmethod
     def upload(self, array: np.ndarray) -> Buffer:

@@ -3,14 +3,17 @@
 One worker thread per device takes (request, op) tasks from its queue. An op is queued on the
 device its request's plan names once every producer of its inputs has finished; a tensor crosses
 devices only where the placement crosses a boundary (download on the producer's worker, upload on
-the consumer's, through the host). Several requests are in flight at once (``inflight``), so the
+the consumer's, through the host). Ops launch with ``timed_run_native``: a device may keep the
+tensors it hands from op to op in its own layout (the cpu device: channels-last, as its
+compiled plan does) and converts only on download. Several requests are in flight at once (``inflight``), so the
 devices work as a pipeline. Each request follows the plan the policy routed it to when it
 started, so a re-plan never changes a request midway: weights for a new plan are prepared on
 its devices lazily, by the first op that runs there.
 
 The same Policy objects as the simulator decide: ``observe`` gets every op's device-clock time,
 ``rebalance`` is asked between requests, and when a device raises, ``device_failed`` gives the
-plan the request is retried on. Every op runs a kernel that is bit-exact with the numpy
+plan the request is retried on; a failed device that says it is back (``reachable()``: a remote
+device whose worker rejoined) is reported between requests with ``device_recovered``. Every op runs a kernel that is bit-exact with the numpy
 reference, so the outputs are identical for every placement.
 
 A live update (``serve(..., update=LiveUpdate(new_graph, after_request=K))``) queues, when request K
@@ -181,6 +184,7 @@ class Runtime:
         self._counter_lock = threading.Lock()
         self._retries = 0
         self._failed_devices: list[str] = []
+        self._down: set[str] = set()
         self._fatal: HeteroError | None = None
         plans = self._policy("start", self.context, self.initial)
         self._placements = [dict(plans[0].placement)]
@@ -202,6 +206,7 @@ class Runtime:
                 if self._fatal is not None:
                     self._abandon(index)
                     continue
+                self._check_recovered()
                 new = self._policy("rebalance", self._now())
                 if new is not None:
                     self._adopt(new)
@@ -238,6 +243,22 @@ class Runtime:
             model_versions=self._model_versions,
             update=self._update,
         )
+
+    def _check_recovered(self) -> None:
+        """Tell the policy about failed devices that say they are back (``reachable()``: a remote
+        device whose worker rejoined the cluster); a failover policy plans them in again."""
+        with self._counter_lock:
+            down = sorted(self._down)
+        for name in down:
+            reachable = getattr(self.devices[name], "reachable", None)
+            if reachable is None or not reachable():
+                continue
+            log.info("%s is reachable again", name)
+            with self._counter_lock:
+                self._down.discard(name)
+            new = self._policy("device_recovered", name, self._now())
+            if new is not None:
+                self._adopt(new)
 
     def _adopt(self, plan: Schedule) -> None:
         if dict(plan.placement) != self._placements[-1]:
@@ -342,7 +363,7 @@ class Runtime:
         """Run one op of a request; return the consumers it made ready."""
         inputs = [self._input_buffer(device_name, device, request, t) for t in op.activation_inputs]
         start = self._now()
-        outputs, seconds = device.timed_run(op, inputs)
+        outputs, seconds = device.timed_run_native(op, inputs)  # buffers stay in the device's layout until downloaded
         end = self._now()
         self._record(TraceEvent(op.name, "compute", device_name, COMPUTE_LANE, start, end, {"request": request.index, "device_s": seconds}))
         self._policy("observe", op.name, device_name, seconds, end)
@@ -407,8 +428,9 @@ class Runtime:
             request.failed = True
         log.warning("request %d failed on %s: %s", request.index, device_name, err)
         with self._counter_lock:
-            first_failure = device_name not in self._failed_devices
-            if first_failure:
+            first_failure = device_name not in self._down
+            self._down.add(device_name)
+            if device_name not in self._failed_devices:
                 self._failed_devices.append(device_name)
         try:
             if first_failure:

@@ -4,7 +4,7 @@ The worker process opens its devices once (:func:`serve`) and keeps them in :dat
 client reaches them through one :class:`DeviceHost` actor per (client, worker): the actor holds
 the ops the client sent (weights included; each op once, so weights cross the network once per
 placement change), the device buffers of the tensors it made, and runs a whole batch of ops (a
-partition of one request) per call. Every op runs the device's own kernel with ``timed_run``, so
+partition of one request) per call. Every op runs the device's own kernel with ``timed_run_native``, so
 outputs are the same bits as on that device locally and timings are by the device's clock.
 """
 
@@ -81,7 +81,7 @@ class DeviceHost:
                 if op is None:
                     raise DeviceError(f"device {device}: op {step.op_key} was never sent to this worker (it restarted?); rerun")
                 inputs = [self._buffer(device, target, h) for h in step.inputs]
-                outputs, seconds[step.op_key] = target.timed_run(op, inputs)
+                outputs, seconds[step.op_key] = target.timed_run_native(op, inputs)
                 for handle, buffer in zip(step.outputs, outputs):
                     self.buffers[handle] = (device, buffer)
             result = {h: np.ascontiguousarray(target.download(self._buffer(device, target, h))) for h in wanted}

@@ -10,8 +10,9 @@ Opening the first CpuDevice runs one start-up step, ``start_threads_passive`` (O
 sleep between kernels instead of spinning); importing this module changes nothing.
 ``plan_for(graph)`` compiles a whole graph once (``plan.CpuPlan``: channels-last int8, weights
 packed, fused epilogues), which ``run_on_device`` uses; ``run(op, ...)`` runs the same plan step
-per op, converting layouts at the op's boundary, so the runtime and the profiler time the same
-kernels.
+per op on NCHW arrays, converting layouts at the op's boundary (the profiler, conformance);
+``run_native`` (the runtime's ``timed_run_native``) keeps each output in the layout its step
+wrote (``plan.CpuBuffer``), so a partition converts only at its boundaries, as the plan does.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from hetero.backends.cpu.kernels_float import FLOAT_KERNELS, reference
 from hetero.backends.cpu.kernels_qtransformer import QTRANSFORMER_KERNELS
 from hetero.backends.cpu.kernels_quant import QUANT_KERNELS
 from hetero.backends.cpu.kernels_transformer import TRANSFORMER_CONDITIONS, TRANSFORMER_KERNELS
-from hetero.backends.cpu.plan import CpuPlan, own_step, run_step_nchw
+from hetero.backends.cpu.plan import CpuBuffer, CpuPlan, own_step, run_step_nchw
 from hetero.backends.cpu.steps import NCHW, Step
 from hetero.errors import DeviceError
 from hetero.ir.graph import Graph, Op, TensorSpec
@@ -248,7 +249,7 @@ class CpuDevice(HostDevice):
         self._supports: dict[int, tuple[Op, bool]] = {}
         self._thread_trials: dict[int, tuple[Op, dict]] = {}
         self._plans: dict[int, tuple[Graph, CpuPlan]] = {}
-        self._steps: dict[int, tuple[Op, Step | None]] = {}
+        self._steps: dict[int, tuple[Op, dict[tuple[str, ...], Step | None]]] = {}  # per op: by input layouts
         limit_blas_to_one_thread()
         log.debug("opened %s with threads=%s throttle=%s", info.name, self.threads, self.throttle)
 
@@ -316,20 +317,27 @@ class CpuDevice(HostDevice):
             faster_alone = min(trials[1]) <= min(trials[0])
             trials["chosen"] = 1 if faster_alone else (self.threads or 0)
 
-    def _step(self, op: Op) -> Step | None:
-        """The op's plan step for NCHW inputs, built once (the time counts as preparation); None
-        where the kernel table runs the op."""
-        known = self._steps.get(id(op))
-        if known is None or known[0] is not op:
+    def _step(self, op: Op, available: tuple[str, ...] | None = None) -> Step | None:
+        """The op's plan step for inputs in these layouts (default NCHW), built once (the time
+        counts as preparation); None where the kernel table runs the op. A step already built
+        for other layouts that wants exactly these is reused (weights packed once per op)."""
+        if available is None:
+            available = (NCHW,) * len(op.activation_inputs)
+        entry = self._steps.get(id(op))
+        if entry is None or entry[0] is not op:
+            entry = self._steps[id(op)] = (op, {})
+        variants = entry[1]
+        if available not in variants:
             begin = time.perf_counter()
-            step = own_step(self, op, (NCHW,) * len(op.activation_inputs)) if self.supports(op) else None
+            step = next((s for s in variants.values() if s is not None and s.wants == available), None)
+            if step is None and self.supports(op):
+                step = own_step(self, op, available)
             self._preparing += time.perf_counter() - begin
-            known = self._steps[id(op)] = (op, step)
-        return known[1]
+            variants[available] = step
+        return variants[available]
 
-    def run(self, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
-        """Run one op with the device's thread cap, then sleep as the throttle says. An op with a
-        plan step runs it (the same kernels as a compiled plan), layouts converted at its boundary."""
+    def _launch(self, op: Op, body: Callable[[], list[Buffer]]) -> list[Buffer]:
+        """Run ``body`` (one op) with the op's thread count, learn from its time, sleep as throttled."""
         self._preparing = 0.0
         start = time.perf_counter()
         with ExitStack() as stack:
@@ -338,11 +346,55 @@ class CpuDevice(HostDevice):
                 previous = numba.get_num_threads()
                 numba.set_num_threads(threads)
                 stack.callback(numba.set_num_threads, previous)
-            step = self._step(op) if self._fail_countdown is None else None
-            outputs = super().run(op, inputs) if step is None else run_step_nchw(step, inputs)
+            outputs = body()
         elapsed = time.perf_counter() - start - self._preparing
         self._learn_threads(op, threads, elapsed)
         if self.throttle > 1.0:
             busy = time.perf_counter() - start - self._preparing
             time.sleep(max(0.0, (self.throttle - 1.0) * busy))
         return outputs
+
+    def run(self, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
+        """Run one op on NCHW arrays with the device's thread cap, then sleep as the throttle says.
+        An op with a plan step runs it (the same kernels as a compiled plan), layouts converted
+        at its boundary; the outputs are NCHW arrays."""
+        arrays = [x.as_layout(NCHW) if isinstance(x, CpuBuffer) else x for x in inputs]
+
+        def body() -> list[Buffer]:
+            step = self._step(op) if self._fail_countdown is None else None
+            return HostDevice.run(self, op, arrays) if step is None else run_step_nchw(step, arrays)
+
+        return self._launch(op, body)
+
+    def run_native(self, op: Op, inputs: Sequence[Buffer]) -> list[CpuBuffer]:
+        """Run one op on buffers kept in their own layouts (``CpuBuffer``; a plain array is NCHW)
+        and return its outputs as ``CpuBuffer`` in the layouts its step wrote: the step is the
+        one a compiled plan picks for inputs in these layouts, so a run of ops on this device
+        converts only where a step wants the other layout, or at ``download``."""
+        buffers = [x if isinstance(x, CpuBuffer) else CpuBuffer(np.asarray(x), NCHW) for x in inputs]
+        available = tuple(b.layout for b in buffers)
+
+        def body() -> list[Buffer]:
+            step = self._step(op, available) if self._fail_countdown is None else None
+            if step is None:
+                return [CpuBuffer(y, NCHW) for y in HostDevice.run(self, op, [b.as_layout(NCHW) for b in buffers])]
+            outputs = step.run([b.as_layout(form) for b, form in zip(buffers, step.wants)])
+            return [CpuBuffer(y, form) for y, form in zip(outputs, step.gives)]
+
+        return self._launch(op, body)
+
+    def timed_run_native(self, op: Op, inputs: Sequence[Buffer]) -> tuple[list[Buffer], float]:
+        """``run_native`` timed on the host clock (the runtime's path on this device)."""
+        start = time.perf_counter()
+        outputs = self.run_native(op, inputs)
+        return outputs, time.perf_counter() - start
+
+    def upload(self, array: np.ndarray) -> CpuBuffer:
+        """A host array as an NCHW buffer (its layout conversions, if a step asks for one, kept)."""
+        return CpuBuffer(np.require(array, requirements="C"), NCHW)
+
+    def download(self, buffer: Buffer) -> np.ndarray:
+        """A buffer as an NCHW host array (a channels-last ``CpuBuffer`` converted, once)."""
+        if isinstance(buffer, CpuBuffer):
+            return buffer.as_layout(NCHW)
+        return super().download(buffer)

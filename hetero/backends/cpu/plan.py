@@ -6,13 +6,16 @@ channels-last ops, converted once where a consumer needs NCHW and at the graph o
 numbers the buffers so a run is a loop over a list: a few microseconds of Python per op. Each
 buffer is released after its last reader. Thread counts per op follow the device's
 one-thread-or-all learning; ``throttle`` and injected faults behave as in ``CpuDevice.run``.
+:class:`CpuBuffer` (an array and its layout) carries tensors between per-op runs that keep
+layouts too (``CpuDevice.run_native``: the runtime); ``LAYOUT_CONVERSIONS`` counts conversions.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numba
@@ -75,6 +78,27 @@ SMALL_BYTES = 65536
 """Tensors up to this size change layout by a numpy copy: launching a parallel kernel costs more."""
 
 
+class ConversionCount:
+    """How many NCHW<->NHWC conversions ``to_nhwc``/``to_nchw`` did in this process (all threads),
+    so tests can check where a run converts layouts without timing it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self._value += 1
+
+    @property
+    def value(self) -> int:
+        with self._lock:
+            return self._value
+
+
+LAYOUT_CONVERSIONS = ConversionCount()
+
+
 def _bytes(x: np.ndarray) -> np.ndarray:
     """An 8-bit array as uint8 (one compiled conversion for int8 and uint8), others as they are."""
     return x.view(np.uint8) if x.dtype.itemsize == 1 else x
@@ -82,6 +106,7 @@ def _bytes(x: np.ndarray) -> np.ndarray:
 
 def to_nhwc(x: np.ndarray) -> np.ndarray:
     """An (N, C, H, W) array channels-last."""
+    LAYOUT_CONVERSIONS.add()
     n, c, h, w = x.shape
     if h * w == 1 or c == 1:
         return np.ascontiguousarray(x).reshape(n, h, w, c)
@@ -94,6 +119,7 @@ def to_nhwc(x: np.ndarray) -> np.ndarray:
 
 def to_nchw(x: np.ndarray) -> np.ndarray:
     """An (N, H, W, C) array back to (N, C, H, W)."""
+    LAYOUT_CONVERSIONS.add()
     n, h, w, c = x.shape
     if h * w == 1 or c == 1:
         return x.reshape(n, c, h, w)
@@ -102,6 +128,26 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
     out = np.empty((n, c, h, w), x.dtype)
     nk.nhwc_to_nchw(_bytes(x).reshape(n, h * w, c), _bytes(out).reshape(n, c, h * w))
     return out
+
+
+@dataclass(frozen=True)
+class CpuBuffer:
+    """A tensor on the cpu device in the layout the step that made it wrote (``NCHW`` or ``NHWC``),
+    for runs that keep tensors native between ops (``CpuDevice.run_native``). ``as_layout``
+    converts once per layout asked for and keeps the result."""
+
+    array: np.ndarray
+    layout: str
+    _converted: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def as_layout(self, form: str) -> np.ndarray:
+        """The tensor as an array in ``form`` (a 4-D array is converted on first request)."""
+        if form == self.layout or self.array.ndim != 4:
+            return self.array
+        found = self._converted.get(form)
+        if found is None:
+            found = self._converted[form] = to_nchw(self.array) if form == NCHW else to_nhwc(self.array)
+        return found
 
 
 @dataclass(frozen=True)
@@ -254,4 +300,4 @@ class CpuPlan:
         return lines
 
 
-__all__ = ["CpuPlan", "BUILDERS", "build_step", "own_step", "run_step_nchw", "to_nhwc", "to_nchw"]
+__all__ = ["CpuBuffer", "CpuPlan", "BUILDERS", "LAYOUT_CONVERSIONS", "build_step", "own_step", "run_step_nchw", "to_nhwc", "to_nchw"]
