@@ -191,6 +191,9 @@ CONV_CASES = [
     (32, 32, 12, 3, 2, 32, 1),  # depthwise 3x3 / 2, even width
     (16, 16, 9, 3, 1, 16, 2),  # depthwise 3x3 dilated
     (24, 24, 11, 5, 2, 24, 1),  # depthwise 5x5 / 2
+    (64, 64, 9, 3, 2, 64, 1),  # depthwise 3x3 / 2, wide: pixel by pixel, taps read in place
+    (128, 128, 7, 3, 1, 128, 1),  # depthwise 3x3, wide: pixel by pixel
+    (128, 128, 8, 3, 1, 128, 2),  # depthwise 3x3 dilated, wide: pixel by pixel
     (8, 16, 9, 3, 1, 8, 1),  # depthwise with a channel multiplier (the NCHW kernel)
     (1, 32, 26, 3, 1, 1, 1),  # one input channel (the seed CNN): dense, K padded to 4
 ]

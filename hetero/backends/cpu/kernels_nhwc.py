@@ -385,3 +385,25 @@ def depthwise3s2_nhwc(xd, zx, taps, bias, mult, zy, lo, hi, out):  # pragma: no 
         ec, oc = rows[2 * oh + 2, 0], rows[2 * oh + 2, 1]
         _dw3_row(ea[:span], oa[:span], ea[ch : ch + span], eb[:span], ob[:span], eb[ch : ch + span],
                  ec[:span], oc[:span], ec[ch : ch + span], zx, taps, bias, mult, zy, lo, hi, orr[oh])
+
+
+@njit(parallel=True, cache=True)
+def depthwise3_px_nhwc(xp, zx, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out):  # pragma: no cover - compiled
+    """depthwise_nhwc for a 3x3 kernel at any stride and dilation, pixel by pixel: each output
+    pixel's nine taps are contiguous C-runs of the padded rows, times taps (9, C), summed in
+    registers. Weights, bias and multipliers stay (C,)-wide and in L1 (an output row's tiled
+    copy, Wo*C*36 bytes, does not), and a stride-2 tap reads in place (no deinterleave)."""
+    hp, wp, ch = xp.shape
+    ho, wo = out.shape[0], out.shape[1]
+    xr = xp.reshape(hp, wp * ch)
+    d = dw * ch
+    for oh in prange(ho):
+        ra, rb, rc = xr[oh * sh], xr[oh * sh + dh], xr[oh * sh + 2 * dh]
+        orow = out[oh]
+        for ow in range(wo):
+            s0 = ow * sw * ch
+            s1, s2 = s0 + d, s0 + 2 * d
+            _dw3_row(ra[s0 : s0 + ch], ra[s1 : s1 + ch], ra[s2 : s2 + ch], rb[s0 : s0 + ch], rb[s1 : s1 + ch],
+                     rb[s2 : s2 + ch], rc[s0 : s0 + ch], rc[s1 : s1 + ch], rc[s2 : s2 + ch], zx, taps, bias, mult,
+                     zy, lo, hi, orow[ow])
+
