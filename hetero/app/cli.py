@@ -281,7 +281,7 @@ def _profile_measure(args: argparse.Namespace, graph: Any, devices: list, previo
             bar.update(task, advance=1, description=what[:60])
 
         profile = profile_graph(graph, devices, args.model, args.precision, budget, previous, sizes, advance, sweep=args.sweep,
-                                dispatch_s=measure_dispatch(devices))
+                                dispatch_s=measure_dispatch(devices), handoffs=True)
     save_profile(profile, args.output)
     counts = ", ".join(
         f"{name}: {len(d.ops)} op signatures" + (f" ({sum(1 for s in d.ops.values() if s.features.get('synthetic'))} synthetic)" if args.sweep else "")

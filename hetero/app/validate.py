@@ -1,15 +1,16 @@
 """Simulation against reality: schedule, simulate, then run the same plan on the real devices.
 
-``validate`` plans a model on measured devices with the profile's cost model, plays the plan out
-in the simulator (closed loop, ``inflight`` requests at a time), runs the same plan with the same
-concurrency through the runtime, and compares predicted with measured latency, throughput and
-per-op times.
+``validate`` plans a model on measured devices with the profile's cost model (or takes the plan
+``--placement`` gives: a PLAN.json or random:SEED, as ``hetero run`` does), plays the plan out in
+the simulator (closed loop, ``inflight`` requests at a time), runs the same plan with the same
+concurrency through the runtime, and compares predicted with measured latency, throughput, per-op
+times and per-hand-off times (``per_op``, ``handoffs`` and their :func:`totals`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -35,6 +36,7 @@ class Validation:
     measured_throughput_rps: float
     per_op: list[dict[str, Any]]
     report: RunReport
+    handoffs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         def rel(predicted: float, measured: float) -> float | None:
@@ -53,6 +55,8 @@ class Validation:
             "requests": len(self.report.latencies_s),
             "failed_requests": self.report.failed_requests,
             "per_op": self.per_op,
+            "handoffs": self.handoffs,
+            "totals": totals(self.per_op, self.handoffs, self.plan.makespan_s, self.measured_latency_s),
         }
 
 
@@ -72,6 +76,7 @@ def _simulate(graph: Graph, cost: Any, profile_path: str, devices: list[str], pl
             raise ProfileError(f"{profile_path}: links: no link between {name} and the {HOST} was measured; "
                                f"profile {name} again (hetero profile MODEL --devices {name} -o {profile_path})")
         links.append(Link(name, HOST, fit.latency_s, fit.bandwidth_Bps))
+    links.extend(_handoff_links(profile, devices))
     scenario = Scenario(
         model="validate",
         devices=tuple(DeviceEntry(name=n, profile=profile_path, device=n) for n in devices),
@@ -87,20 +92,48 @@ def _simulate(graph: Graph, cost: Any, profile_path: str, devices: list[str], pl
     return float(result["latency_s"]["p50"]), float(result["throughput_per_s"])
 
 
+def _handoff_links(profile: Any, devices: list[str]) -> list[Link]:
+    """Direct simulated links between device pairs whose hand-off cost the profile measured, so the
+    simulator charges what the cost model's transfer() does: the fitted via-host link plus the
+    hand-off. A simulated link serves both directions, so it takes the mean of the two directions'
+    latencies and the harmonic mean of their bandwidths. None for a profile without hand-offs."""
+    links = []
+    for i, a in enumerate(devices):
+        for b in devices[i + 1:]:
+            ab, ba = profile.link(a, b), profile.link(b, a)
+            if ab is None or ba is None or not (profile.handoff_s(a, b) or profile.handoff_s(b, a)):
+                continue
+            latency = (ab.latency_s + profile.handoff_s(a, b) + ba.latency_s + profile.handoff_s(b, a)) / 2
+            links.append(Link(a, b, latency, 2.0 / (1.0 / ab.bandwidth_Bps + 1.0 / ba.bandwidth_Bps)))
+    return links
+
+
 def validate(model: str, device_names: list[str], profile_path: str, requests: int = 30, inflight: int = 1,
              algorithm: str = "auto", seed: int = 0, input_shapes: dict[str, tuple[int, ...]] | None = None,
-             cluster: Any = None) -> Validation:
-    """Schedule, simulate and run one plan; measured devices must be the profiled hardware
-    (HOST/DEVICE ones on ``cluster``, a :class:`hetero.remote.Cluster`)."""
+             cluster: Any = None, placement: str = "auto") -> Validation:
+    """Schedule (or take ``placement``: auto, a PLAN.json path or random:SEED), simulate and run one
+    plan; measured devices must be the profiled hardware (HOST/DEVICE ones on ``cluster``, a
+    :class:`hetero.remote.Cluster`)."""
+    from hetero.app.run import _check_plan_fits, _plan_file, initial_plan
     from hetero.remote import open_devices
 
+    plan_file = _plan_file(placement)  # a bad --placement is refused before any device is opened
     profile = load_profile(profile_path)
     devices = open_devices(device_names, cluster)
     for name, device in devices.items():
         check_device(profile, profile_path, name, device.info)
     graph = load_for_precision(model, profile.precision, input_shapes)
     cost, memory = cost_model_for(graph, profile_path, device_names, profile.precision)
-    plan = schedule(graph, cost, algorithm=algorithm, memory_bytes=memory)
+    if placement == "auto":
+        plan = schedule(graph, cost, algorithm=algorithm, memory_bytes=memory)
+    else:
+        if plan_file is not None:
+            _check_plan_fits(placement, plan_file, graph, device_names)
+        for device in devices.values():
+            learn = getattr(device, "learn", None)
+            if learn is not None:  # a remote device: its capabilities in one call
+                learn(list(graph.ops_in_order()))
+        plan = initial_plan(graph, cost, devices, placement, plan_file)
     predicted_latency, predicted_throughput = _simulate(graph, cost, profile_path, device_names, plan, profile.precision, requests, inflight)
     rng = np.random.default_rng(seed)
     spec = graph.inputs[0]
@@ -119,6 +152,7 @@ def validate(model: str, device_names: list[str], profile_path: str, requests: i
         measured_throughput_rps=len(done) / report.wall_s if report.wall_s > 0 else math.nan,
         per_op=per_op,
         report=report,
+        handoffs=_handoffs(graph, plan, cost, report.events),
     )
 
 
@@ -130,6 +164,63 @@ def _per_op(graph: Graph, plan: Schedule, cost: Any, seconds: Mapping[str, list[
         measured = float(np.median(seconds[op.name])) if seconds.get(op.name) else math.nan
         rows.append({
             "node": op.name, "type": op.type, "device": device, "predicted_s": predicted, "measured_s": measured,
+            "error_s": predicted - measured if math.isfinite(measured) else None,
             "rel_error": (predicted - measured) / measured if measured > 0 else None,
         })
     return rows
+
+
+def _handoffs(graph: Graph, plan: Schedule, cost: Any, events: Any) -> list[dict[str, Any]]:
+    """One row per cross-device edge of the plan: the predicted transfer against the measured gap,
+    the median over requests of the consumer's start minus the producer's end (host clock). The gap
+    holds what a hand-off costs for real: download, queue wake-up, upload, synchronisation, and
+    waiting for the consumer's other inputs or for its device to be free."""
+    started: dict[tuple[int, str], float] = {}
+    ended: dict[tuple[int, str], float] = {}
+    for event in events:  # sorted by start; a retried op's last run counts
+        if event.kind == "compute" and "request" in event.args:
+            key = (int(event.args["request"]), event.name)
+            started[key], ended[key] = event.start_s, event.end_s
+    predicted = {(t.src_node, t.dst_node): t.end_s - t.start_s for t in plan.transfers}
+    requests = sorted({request for request, _ in started})
+    rows = []
+    for src, dst, data in graph.edges(data=True):
+        src_device, dst_device = plan.placement[src], plan.placement[dst]
+        if src_device == dst_device:
+            continue
+        nbytes = int(data["nbytes"])
+        expected = predicted.get((src, dst))
+        if expected is None:
+            expected = cost.transfer(nbytes, src_device, dst_device)
+        gaps = [started[(r, dst)] - ended[(r, src)] for r in requests if (r, src) in ended and (r, dst) in started]
+        measured = float(np.median(gaps)) if gaps else math.nan
+        rows.append({
+            "src": src, "dst": dst, "src_device": src_device, "dst_device": dst_device, "bytes": nbytes,
+            "predicted_s": float(expected), "measured_s": measured,
+            "error_s": float(expected) - measured if gaps else None,
+            "rel_error": (float(expected) - measured) / measured if gaps and measured > 0 else None,
+        })
+    return rows
+
+
+def totals(per_op: list[dict[str, Any]], handoffs: list[dict[str, Any]], predicted_makespan_s: float,
+           measured_latency_s: float) -> dict[str, Any]:
+    """Where the error comes from: the sum of the per-op errors, of the hand-off errors, the makespan
+    error (the plan's makespan against the measured median latency) and the rest (host I/O, waits on a
+    busy device, overlap of parallel branches: what neither sum explains)."""
+    op_error = sum(row["error_s"] for row in per_op if row["error_s"] is not None)
+    handoff_error = sum(row["error_s"] for row in handoffs if row["error_s"] is not None)
+    makespan_error = predicted_makespan_s - measured_latency_s if math.isfinite(measured_latency_s) else None
+    return {
+        "op_predicted_s": sum(row["predicted_s"] for row in per_op),
+        "op_measured_s": sum(row["measured_s"] for row in per_op if math.isfinite(row["measured_s"])),
+        "op_error_s": op_error,
+        "handoffs": len(handoffs),
+        "handoff_predicted_s": sum(row["predicted_s"] for row in handoffs),
+        "handoff_measured_s": sum(row["measured_s"] for row in handoffs if math.isfinite(row["measured_s"])),
+        "handoff_error_s": handoff_error,
+        "makespan_predicted_s": predicted_makespan_s,
+        "makespan_measured_s": measured_latency_s,
+        "makespan_error_s": makespan_error,
+        "rest_error_s": makespan_error - op_error - handoff_error if makespan_error is not None else None,
+    }

@@ -224,8 +224,19 @@ class ProfileCostModel:
         return regression.predict(features)
 
     def transfer(self, nbytes: int, src: str, dst: str) -> float:
+        """The link's fitted time for nbytes, plus, between two measured devices, the profile's
+        hand-off cost (the consumer's queue wake-up and synchronisation; 0 where not measured)."""
         if src == dst or nbytes == 0:
             return 0.0
+        return self._link_transfer(nbytes, src, dst) + self.handoff_s(src, dst)
+
+    def handoff_s(self, src: str, dst: str) -> float:
+        """The profile's hand-off cost from device src to device dst (0.0: not measured, or the host)."""
+        if self.profile is None or src == dst or HOST in (src, dst):
+            return 0.0
+        return self.profile.handoff_s(src, dst)
+
+    def _link_transfer(self, nbytes: int, src: str, dst: str) -> float:
         direct = self._link(src, dst)
         if direct is not None:
             return direct(nbytes)

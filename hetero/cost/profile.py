@@ -10,14 +10,18 @@ Schema (version 1)::
                                             spread, wall_median_s, features: {...}}}}},
      "links": [{"src", "dst", "via", "latency_s", "bandwidth_Bps", "points": [[nbytes, seconds], ...]}],
      "runtime": {"dispatch_s": seconds the runtime adds per op (thread hand-offs, bookkeeping)},
-     "power": {name: {"idle_W", "busy_W", "source"} or {"unavailable": why}}}  (optional)
+     "power": {name: {"idle_W", "busy_W", "source"} or {"unavailable": why}},  (optional)
+     "handoffs": {src: {dst: seconds}}}  (optional)
 
 ``median_s``/``p10_s``/``p90_s`` are by the device's own clock (event profiling, CUDA events, the
 host clock for host devices); ``wall_median_s`` is the host wall clock of a synchronous launch,
 which adds the launch overhead a runtime pays. ``features`` are what the cost model's regression
 predicts from (see :func:`op_features`). An OpenCL device's ``identity.platform`` is the OpenCL
 platform (name and version) it was measured with: the same CPU under another PoCL is another
-device, and a profile of it is refused (:func:`check_device`).
+device, and a profile of it is refused (:func:`check_device`). ``handoffs`` is what a runtime hand-off
+from device src to device dst costs beyond the fitted src->dst link transfer (queue wake-up of the
+consumer's worker, synchronisation), measured by ``hetero.cost.profiler.calibrate_handoffs``;
+a profile without it (older ones) charges none.
 """
 
 from __future__ import annotations
@@ -78,6 +82,11 @@ class Profile:
     schema_version: int = SCHEMA_VERSION
     runtime: Mapping[str, float] = field(default_factory=dict)  # dispatch_s: the runtime's own cost per op
     power: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per device: watts, or why none (cost.power)
+    handoffs: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # src -> dst -> seconds beyond the link
+
+    def handoff_s(self, src: str, dst: str) -> float:
+        """What a runtime hand-off from device src to device dst adds to the link transfer (0.0: not measured)."""
+        return float(self.handoffs.get(src, {}).get(dst, 0.0))
 
     def link(self, src: str, dst: str) -> Link | None:
         for fit in self.links:
@@ -230,7 +239,15 @@ def _parse(data: Mapping[str, Any], where: str) -> Profile:
         schema_version=version,
         runtime={k: float(v) for k, v in dict(data.get("runtime", {})).items()},
         power=_power(data.get("power", {})),
+        handoffs=_handoffs(data.get("handoffs", {})),
     )
+
+
+def _handoffs(data: Any) -> dict[str, dict[str, float]]:
+    """The optional handoffs section: seconds per (src, dst) device pair, finite and >= 0."""
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ProfileError("handoffs must map a source device to {destination device: seconds}; re-run hetero profile")
+    return {src: {dst: _seconds(row, dst, f"handoffs.{src}") for dst in row} for src, row in data.items()}
 
 
 def _power(data: Any) -> dict[str, dict[str, Any]]:

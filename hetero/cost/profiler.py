@@ -395,6 +395,59 @@ def calibrate_links(devices: Sequence[Device], sizes: Iterable[int] = TRANSFER_S
     return links
 
 
+HANDOFF_CHAIN = 24  # Identity ops in the calibration chain: device a, a, b, b, a, a, ...
+HANDOFF_REQUESTS = 40
+
+
+def calibrate_handoffs(devices: Sequence[Device], links: Sequence[Link], length: int = HANDOFF_CHAIN,
+                       requests: int = HANDOFF_REQUESTS) -> dict[str, dict[str, float]]:
+    """Per ordered pair of devices: what a runtime hand-off from src to dst costs beyond the fitted
+    src->dst link transfer. A chain of tiny Identity ops placed a, a, b, b, a, a, ... is served
+    through the real Runtime; for each edge kind the gap is the consumer's start minus the
+    producer's end (the runtime's trace events). The hand-off cost is the median cross-device gap
+    minus the median same-device gap (the per-op dispatch the cost model already charges) minus the
+    link's fitted time for the tensor; never below 0. Pairs where a device lacks Identity are left out."""
+    from hetero.cost.protocol import TableCostModel
+    from hetero.exec.dispatch import identity_chain, op_wall_s
+    from hetero.exec.runtime import Runtime
+    from hetero.policy import PolicyContext, make_policy
+    from hetero.schedulers import fixed_schedule
+
+    graph = identity_chain(length)
+    nbytes = int(graph.inputs[0].nbytes)
+    fits = {(link.src, link.dst): link for link in links}
+    probe = next(iter(graph.ops_in_order()))
+    out: dict[str, dict[str, float]] = {}
+    for i, a in enumerate(devices):
+        for b in devices[i + 1:]:
+            if not (a.supports(probe) and b.supports(probe)) or (a.name, b.name) not in fits or (b.name, a.name) not in fits:
+                log.info("hand-off %s <-> %s: not measured (no Identity kernel or no link fit)", a.name, b.name)
+                continue
+            placement = {op.name: (a.name if (k // 2) % 2 == 0 else b.name) for k, op in enumerate(graph.ops_in_order())}
+            seconds = {d.name: op_wall_s(d, graph) for d in (a, b)}
+            cost = TableCostModel([a.name, b.name], {n: dict(seconds) for n in graph.nodes},
+                                  [l for l in links if {l.src, l.dst} <= {HOST, a.name, b.name}], host=HOST)
+            plan = fixed_schedule(graph, cost, placement)
+            runtime = Runtime(graph, {a.name: a, b.name: b}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
+            feeds = [{"t0": np.zeros(16, np.float32)}] * requests
+            runtime.serve(feeds[:5])
+            report = runtime.serve(feeds)
+            start = {(e.args["request"], e.name): e.start_s for e in report.events if e.kind == "compute"}
+            end = {(e.args["request"], e.name): e.end_s for e in report.events if e.kind == "compute"}
+            gaps: dict[tuple[str, str], list[float]] = {}
+            for u, v in graph.edges:
+                pair = (placement[u], placement[v])
+                for r in range(requests):
+                    if (r, u) in end and (r, v) in start:
+                        gaps.setdefault(pair, []).append(start[(r, v)] - end[(r, u)])
+            local = float(np.median(gaps.get((a.name, a.name), []) + gaps.get((b.name, b.name), [])))
+            for src, dst in ((a.name, b.name), (b.name, a.name)):
+                extra = float(np.median(gaps[(src, dst)])) - local - fits[(src, dst)].seconds(nbytes)
+                out.setdefault(src, {})[dst] = max(0.0, extra)
+                log.info("hand-off %s -> %s: %.1f us beyond the link", src, dst, out[src][dst] * 1e6)
+    return out
+
+
 # CPU flags that matter to hetero's figures: the int8 GEMM path (VNNI) and PoCL's compiler
 # (LLVM 14 knows no CPU with avx512_vp2intersect, Zen 5).
 CPU_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_vp2intersect", "amx_int8")
@@ -450,6 +503,7 @@ def profile_graph(
     dispatch_s: float = 0.0,
     sweep: int = 0,
     sweep_budget: Budget = SWEEP_BUDGET,
+    handoffs: bool = False,
 ) -> Profile:
     """Measure every op signature of the graph on every device (reusing ``previous`` entries
     measured on the same hardware), plus the links; ops a device has no kernel for are skipped. A
@@ -459,7 +513,8 @@ def profile_graph(
     (what a runtime sees); otherwise, and for the rest, each op is timed alone in a loop.
     With ``sweep`` > 0, each kernel class also gets that many synthetic variants (see the module doc).
     ``dispatch_s`` is the runtime's own cost per op, recorded as ``runtime.dispatch_s``: measure it
-    with ``hetero.exec.dispatch.measure_dispatch(devices)`` (0.0: not measured)."""
+    with ``hetero.exec.dispatch.measure_dispatch(devices)`` (0.0: not measured). With ``handoffs`` and
+    two or more devices, each device pair's hand-off cost is measured (:func:`calibrate_handoffs`)."""
     rng = np.random.default_rng(seed)
     unique: dict[str, Op] = {}
     for op in graph.ops_in_order():
@@ -501,6 +556,7 @@ def profile_graph(
     if progress:
         progress("links")
     links = calibrate_links(devices, transfer_sizes)
+    measured_handoffs = calibrate_handoffs(devices, links) if handoffs and len(devices) > 1 else {}
     return Profile(
         model=model,
         precision=precision,
@@ -511,6 +567,7 @@ def profile_graph(
         links=tuple(links),
         runtime={"dispatch_s": dispatch_s},
         power=power,
+        handoffs=measured_handoffs,
     )
 
 
