@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import networkx as nx
 
@@ -91,13 +91,16 @@ def table_world(graph: nx.DiGraph, compute_s: Mapping[str, Mapping[str, float]],
     return World(as_task_graph(graph), cost, links, name=name, energy=energy)
 
 
-def build_world(scenario: Scenario) -> World:
-    """Load the scenario's model, devices and links (errors name the scenario file and line)."""
-    from hetero.quant.precision import load_with_precision
+def build_world(scenario: Scenario, load: Callable[[str, str | None], Any] | None = None) -> World:
+    """Load the scenario's model, devices and links (errors name the scenario file and line).
+    ``load(model, precision) -> (graph, precision)`` loads the model (default:
+    ``hetero.quant.precision.load_with_precision``; a sweep passes a cached one)."""
+    if load is None:
+        from hetero.quant.precision import load_with_precision as load
 
     where = scenario.where
     try:
-        graph, precision = load_with_precision(scenario.model, scenario.precision)
+        graph, precision = load(scenario.model, scenario.precision)
     except HeteroError as err:
         raise ScenarioError(f"{where}: model {scenario.model}: {err}") from None
     scenario = dataclasses.replace(scenario, precision=precision)  # the model's own when the file names none

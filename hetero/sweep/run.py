@@ -73,13 +73,13 @@ _worlds: "OrderedDict[str, Any]" = OrderedDict()
 def _world(scenario: Any) -> Any:
     """build_world(scenario), reused for the next points of the same model and device mix."""
     from hetero.sim.world import build_world
-    from hetero.sweep.worlds import world_key
+    from hetero.sweep.worlds import load_model_once, world_key
 
     key = world_key(scenario)
     if key in _worlds:
         _worlds.move_to_end(key)
         return _worlds[key]
-    world = build_world(scenario)
+    world = build_world(scenario, load=load_model_once)
     _worlds[key] = world
     while len(_worlds) > WORLD_CACHE:
         _worlds.popitem(last=False)
@@ -105,10 +105,7 @@ def metrics_of(result: Any) -> dict[str, Any]:
 
 def simulate_batch(jobs: list[Job]) -> list[dict[str, Any]]:
     """Run each job as ``hetero simulate`` would (on a Dask worker); a failing job's row holds its error."""
-    from hetero.sweep.worlds import models_loaded_once
-
-    with models_loaded_once():
-        return [simulate_job(job) for job in jobs]
+    return [simulate_job(job) for job in jobs]
 
 
 def simulate_job(job: Job) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from hetero.errors import HeteroError, ScenarioError
 from hetero.sim.fields import Field, load_yaml
 from hetero.sim.scenario import Scenario, load_scenario, parse_scenario
 from hetero.sweep.paths import parse_path, set_path
-from hetero.sweep.worlds import catalog_prices, devices_cost_usd, models_loaded_once, world_key
+from hetero.sweep.worlds import catalog_prices, devices_cost_usd, load_model_once, world_key
 
 TOP_KEYS = ("name", "description", "base", "grid", "random", "seeds", "batch")
 MAX_POINTS = 100_000
@@ -308,11 +308,6 @@ def point_error(err: HeteroError, point: Point, base: Path, axes: dict[str, Axis
 
 def _check_worlds(points: list[Point], base: Path, axes: dict[str, Axis], where: str) -> None:
     """Build the world (model, devices, links) once per distinct mix, as hetero simulate would."""
-    with models_loaded_once():
-        _build_each_world(points, base, axes, where)
-
-
-def _build_each_world(points: list[Point], base: Path, axes: dict[str, Axis], where: str) -> None:
     from hetero.sim.world import build_world
 
     checked: set[str] = set()
@@ -322,7 +317,7 @@ def _build_each_world(points: list[Point], base: Path, axes: dict[str, Axis], wh
         if key in checked:
             continue
         try:
-            build_world(scenario)
+            build_world(scenario, load=load_model_once)
         except HeteroError as err:
             canonical = {path: path for path, _ in point.values}
             raise point_error(err, point, base, axes, canonical, where) from None

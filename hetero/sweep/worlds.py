@@ -1,17 +1,16 @@
 """What a point's world costs to build, and what its devices cost to buy.
 
 Worlds (model graph, cost table, links) are built by :func:`hetero.sim.world.build_world`;
-:func:`world_key` says when two scenarios get equal worlds, :func:`models_loaded_once` lets the
+:func:`world_key` says when two scenarios get equal worlds, :func:`load_model_once` lets the
 worlds of different device mixes share one loaded (for int8: calibrated) model, and
 :func:`catalog_prices` reads each catalog spec's ``price_usd``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any
 
 from hetero.sim.scenario import Scenario
 
@@ -19,33 +18,18 @@ _models: "OrderedDict[tuple[str, str | None], Any]" = OrderedDict()
 MODELS_KEPT = 2
 
 
-@contextlib.contextmanager
-def models_loaded_once() -> Iterator[None]:
-    """While inside, build_world loads (and, for int8, calibrates) each model once, not once per world.
+def load_model_once(spec: str, precision: str | None = None) -> Any:
+    """``load_with_precision`` for build_world, loading (and, for int8, calibrating) each model once
+    per process, not once per world: its graphs are immutable (ops are frozen, the graph is
+    validated once), so worlds of different device mixes may share one."""
+    from hetero.quant.precision import load_with_precision
 
-    build_world calls ``hetero.quant.precision.load_with_precision``; its graphs are immutable
-    (ops are frozen, the graph is validated once), so worlds of different device mixes may
-    share one. Outside the block the function is the original again.
-    """
-    import hetero.quant.precision as precision_module
-
-    original = precision_module.load_with_precision
-
-    def load_once(spec: str, precision: str | None = None, input_shapes: Any = None) -> Any:
-        if input_shapes is not None:
-            return original(spec, precision, input_shapes)
-        key = (spec, precision)
-        if key not in _models:
-            _models[key] = original(spec, precision)
-            while len(_models) > MODELS_KEPT:
-                _models.popitem(last=False)
-        return _models[key]
-
-    precision_module.load_with_precision = load_once  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        precision_module.load_with_precision = original  # type: ignore[assignment]
+    key = (spec, precision)
+    if key not in _models:
+        _models[key] = load_with_precision(spec, precision)
+        while len(_models) > MODELS_KEPT:
+            _models.popitem(last=False)
+    return _models[key]
 
 
 def world_key(scenario: Scenario) -> str:

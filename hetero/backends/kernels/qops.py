@@ -105,18 +105,20 @@ def _qadd_constants(op: Op) -> tuple[np.float32, np.float32, np.float32, int]:
     return ra, rb, fixed, {"": 0, "b": 1, "a": 2}[side]
 
 
+def _binary_walk(a: Sequence[int], b: Sequence[int], out: Sequence[int]) -> np.ndarray:
+    """The broadcast walk of a two-operand int8 op (all zeros when neither operand broadcasts)."""
+    if tuple(a) == tuple(b) == tuple(out):
+        return np.zeros(1 + 3 * 6, np.int32)
+    walk = walk_table(tuple(out), broadcast_strides(a, out), broadcast_strides(b, out))
+    assert walk is not None, "supports() admits only broadcasts that fit MAX_RANK"
+    return walk
+
+
 def qadd(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
     values = dev.operands(op, inputs)
     a, b = values[0], values[3]
     spec = op.output_specs[0]
     y = dev.empty(spec.shape, spec.dtype)
-
-    def table() -> np.ndarray:
-        if tuple(a.shape) == tuple(b.shape) == spec.shape:
-            return np.zeros(1 + 3 * 6, np.int32)
-        walk = walk_table(spec.shape, broadcast_strides(a.shape, spec.shape), broadcast_strides(b.shape, spec.shape))
-        assert walk is not None, "supports() admits only broadcasts that fit MAX_RANK"
-        return walk
 
     ra, rb, fixed, side = dev.host_value(op, "rule4", lambda: _qadd_constants(op))
     lo, hi = saturation(op)
@@ -127,7 +129,7 @@ def qadd(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
         dev.launch("qcpu", "qadd_cpu", (round_up(items, local),), (local,), *args)
         return [y]
     args = (a, signed(a.dtype), b, signed(b.dtype), f32(ra), f32(rb), f32(fixed), i32(side),
-            dev.constant(op, "walk", table), lo, hi, y, i32(y.size))
+            dev.constant(op, "walk", lambda: _binary_walk(a.shape, b.shape, spec.shape)), lo, hi, y, i32(y.size))
     dev.launch_1d("qmisc", "qadd", y.size, *args)
     return [y]
 
@@ -204,19 +206,12 @@ def qmul(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
     spec = op.output_specs[0]
     y = dev.empty(spec.shape, spec.dtype)
 
-    def table() -> np.ndarray:
-        if tuple(a.shape) == tuple(b.shape) == spec.shape:
-            return np.zeros(1 + 3 * 6, np.int32)
-        walk = walk_table(spec.shape, broadcast_strides(a.shape, spec.shape), broadcast_strides(b.shape, spec.shape))
-        assert walk is not None, "supports() admits only broadcasts that fit MAX_RANK"
-        return walk
-
     sa, za = scalar_f32(const_input(op, 1)), i32(scalar(const_input(op, 2)))
     sb, zb = scalar_f32(const_input(op, 4)), i32(scalar(const_input(op, 5)))
     sy, zy = scalar_f32(const_input(op, 6)), f32(scalar(const_input(op, 7)))
     lo, hi = saturation(op)
-    args = (a, signed(a.dtype), za, sa, b, signed(b.dtype), zb, sb, sy, zy, dev.constant(op, "walk", table), lo, hi, y,
-            i32(y.size))
+    walk = dev.constant(op, "walk", lambda: _binary_walk(a.shape, b.shape, spec.shape))
+    args = (a, signed(a.dtype), za, sa, b, signed(b.dtype), zb, sb, sy, zy, walk, lo, hi, y, i32(y.size))
     dev.launch_1d("qmisc", "qmul", y.size, *args)
     return [y]
 
