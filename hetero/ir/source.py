@@ -10,7 +10,8 @@ import onnx
 from hetero.ir import models, transformers
 from hetero.errors import HeteroError, ModelError
 from hetero.ir.graph import Graph
-from hetero.ir.onnx_import import check_fixed_dims, import_onnx, load_model
+from hetero.ir.onnx_file import check_fixed_dims, load_model
+from hetero.ir.onnx_import import import_onnx
 from hetero.resources import seed_model_path
 
 BUILTIN_PREFIX = "builtin:"

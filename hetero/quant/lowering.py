@@ -65,8 +65,7 @@ import dataclasses
 import logging
 import types
 from collections import Counter, defaultdict
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -74,88 +73,12 @@ from hetero.errors import InputError
 from hetero.ir.graph import Graph, Op, TensorSpec, make_op
 from hetero.ir.ops import mlas
 from hetero.quant.math import activation_bounds
+from hetero.quant.qgroups import QuantParams, Rewrite, quant_params
+from hetero.quant.rules import RULES
 
 log = logging.getLogger(__name__)
 
-DROP_QDQ_OPS = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Identity"}
-QLINEAR_POOLS = {"AveragePool": "QLinearAveragePool", "GlobalAveragePool": "QLinearGlobalAveragePool"}
-
-
-@dataclass(frozen=True)
-class _Quant:
-    """One quantized tensor as a DQ reads it or a Q writes it: integer tensor, constant scale and zero point."""
-
-    tensor: str  # the integer tensor
-    scale: str
-    zero_point: str
-    dtype: str  # its integer type
-    kind: str  # the type the fusion rules see: dtype, or uint8 where onnxruntime retypes int8
-    axis: int
-    consts: dict[str, np.ndarray]  # scale, zero point and (for a constant) the integer array
-
-    @property
-    def scale_array(self) -> np.ndarray:
-        return self.consts[self.scale]
-
-    @property
-    def per_tensor(self) -> bool:
-        return self.scale_array.size == 1 and self.consts[self.zero_point].size == 1
-
-    @property
-    def constant(self) -> bool:
-        return self.tensor in self.consts
-
-    def same_as(self, other: "_Quant") -> bool:
-        """Equal scalar scale, zero point and type (what makes a DQ -> op -> Q pair droppable)."""
-        return (
-            self.per_tensor
-            and other.per_tensor
-            and self.kind == other.kind
-            and float(self.scale_array.reshape(())) == float(other.scale_array.reshape(()))
-            and int(self.consts[self.zero_point].reshape(())) == int(other.consts[other.zero_point].reshape(()))
-        )
-
-
-def _quant(op: Op, dtype: str, kind: str | None = None) -> _Quant | None:
-    """Scale and zero point of a Q or DQ op when both are constants (zero point synthesised if absent).
-
-    ``dtype`` is the integer type; ``kind`` the type the fusion rules see (default ``dtype``).
-    """
-    scale = op.inputs[1]
-    if scale not in op.weights:
-        return None
-    consts = {scale: op.weights[scale]}
-    if len(op.inputs) > 2 and op.inputs[2]:
-        zero_point = op.inputs[2]
-        if zero_point not in op.weights:
-            return None
-        consts[zero_point] = op.weights[zero_point]
-    else:
-        zero_point = f"{op.name}.zero_point"
-        consts[zero_point] = np.zeros(op.weights[scale].shape, dtype)
-    if op.type == "DequantizeLinear":
-        tensor = op.inputs[0]
-        if tensor in op.weights:
-            consts[tensor] = op.weights[tensor]
-    else:
-        tensor = op.outputs[0]
-    return _Quant(tensor, scale, zero_point, dtype, kind or dtype, int(op.attrs.get("axis", 1)), consts)
-
-
-@dataclass
-class _Rewrite:
-    """A fused op to emit in place of a target op, and the Qs it absorbs."""
-
-    name: str
-    op_type: str
-    inputs: list[str]
-    outputs: list[str]
-    attrs: dict[str, Any]
-    weights: dict[str, np.ndarray]
-    absorbed: list[Op]
-
-
-class _Lowering:
+class Lowering:
     def __init__(self, graph: Graph, int8_allowed: bool) -> None:
         self.graph = graph
         self.int8_allowed = int8_allowed
@@ -202,16 +125,16 @@ class _Lowering:
                 retyped.update((op.name, dq.name))
         return retyped
 
-    def quant(self, op: Op, dtype: str) -> _Quant | None:
-        return _quant(op, dtype, "uint8" if op.name in self.as_uint8 else dtype)
+    def quant(self, op: Op, dtype: str) -> QuantParams | None:
+        return quant_params(op, dtype, "uint8" if op.name in self.as_uint8 else dtype)
 
-    def dq(self, tensor: str) -> _Quant | None:
+    def dq(self, tensor: str) -> QuantParams | None:
         op = self.producer.get(tensor)
         if op is None or op.type != "DequantizeLinear" or op.name in self.removed:
             return None
         return self.quant(op, op.input_specs[0].dtype)
 
-    def single_q(self, tensor: str) -> tuple[Op, _Quant] | None:
+    def single_q(self, tensor: str) -> tuple[Op, QuantParams] | None:
         """The one Q reading ``tensor`` when nothing else reads it and it is not a graph output."""
         readers = self.consumers.get(tensor, [])
         if tensor in self.outputs or len(readers) != 1 or readers[0].type != "QuantizeLinear":
@@ -220,7 +143,7 @@ class _Lowering:
         quant = self.quant(q_op, q_op.output_specs[0].dtype)
         return None if quant is None or not quant.per_tensor else (q_op, quant)
 
-    def rank(self, quant: _Quant) -> int:
+    def rank(self, quant: QuantParams) -> int:
         """Rank of a DQ's integer tensor."""
         return quant.consts[quant.tensor].ndim if quant.constant else len(self.specs[quant.tensor].shape)
 
@@ -251,13 +174,13 @@ class _Lowering:
 
     # --- rules 2-8 ---------------------------------------------------------------------------
 
-    def match(self, op: Op) -> _Rewrite | None:
-        rule = _RULES.get(op.type)
+    def match(self, op: Op) -> Rewrite | None:
+        rule = RULES.get(op.type)
         if rule is None or len(op.outputs) != 1 and op.type != "Split":
             return None
         return rule(self, op)
 
-    def output_q(self, op: Op) -> tuple[Op, _Quant, dict[str, Any]] | None:
+    def output_q(self, op: Op) -> tuple[Op, QuantParams, dict[str, Any]] | None:
         found = self.single_q(op.outputs[0])
         if found is None:
             return None
@@ -269,7 +192,7 @@ class _Lowering:
 
     def run(self) -> Graph:
         self.remove_redundant_activations()
-        rewrites: dict[str, _Rewrite] = {}
+        rewrites: dict[str, Rewrite] = {}
         for op in self.ops:
             if op.name in self.removed or op.type in ("QuantizeLinear", "DequantizeLinear"):
                 continue
@@ -279,14 +202,14 @@ class _Lowering:
                 self.removed.update(q.name for q in rewrite.absorbed)
         return self.build(rewrites)
 
-    def build(self, rewrites: dict[str, _Rewrite]) -> Graph:
-        drafts: list[Op | _Rewrite] = []
+    def build(self, rewrites: dict[str, Rewrite]) -> Graph:
+        drafts: list[Op | Rewrite] = []
         for op in self.ops:
             if op.name in rewrites:
                 drafts.append(rewrites[op.name])
             elif op.name not in self.removed:
                 drafts.append(self.replaced.get(op.name, op))
-        read = {t for d in drafts for t in (d.inputs if isinstance(d, _Rewrite) else d.activation_inputs)}
+        read = {t for d in drafts for t in (d.inputs if isinstance(d, Rewrite) else d.activation_inputs)}
         read |= self.outputs
         built: list[Op] = []
         for draft in drafts:
@@ -320,184 +243,6 @@ def _mark_float_ops_before_quantize(ops: list[Op]) -> list[Op]:
 
 
 # ----------------------------------------------------------------------------- the rules
-
-_INT8_TYPES = ("int8", "uint8")
-
-
-def _consts(*quants: _Quant | None) -> dict[str, np.ndarray]:
-    merged: dict[str, np.ndarray] = {}
-    for quant in quants:
-        if quant is not None:
-            merged.update(quant.consts)
-    return merged
-
-
-def _group(low: _Lowering, op: Op, count: int) -> tuple[list[_Quant], Op, _Quant, dict[str, Any]] | None:
-    """The 8-bit DQs feeding the first ``count`` inputs and the one Q after the op, if all exist."""
-    quants = [low.dq(t) if t else None for t in op.inputs[:count]]
-    output = low.output_q(op)
-    if output is None or len(op.inputs) < count or any(q is None or q.dtype not in _INT8_TYPES for q in quants):
-        return None
-    return quants, *output  # type: ignore[return-value]
-
-
-def _int8_ok(low: _Lowering, x: _Quant, w: _Quant) -> bool:
-    """Conv and MatMul take int8 activations only where allowed, and then with int8 weights."""
-    return x.kind != "int8" or (low.int8_allowed and w.kind == "int8")
-
-
-def _bias(low: _Lowering, op: Op, x: _Quant, w: _Quant) -> tuple[bool, str, dict[str, np.ndarray]]:
-    """(usable, tensor, weights) of a Conv/Gemm bias: absent, a constant int32 DQ, or a 1-D float
-    constant quantized as onnxruntime's WeightBiasQuantization does: round(b / float32(sx * sw))."""
-    if len(op.inputs) < 3 or not op.inputs[2]:
-        return True, "", {}
-    bias = low.dq(op.inputs[2])
-    if bias is not None:
-        usable = bias.dtype == "int32" and bias.constant
-        return usable, bias.tensor, {bias.tensor: bias.consts[bias.tensor]} if usable else {}
-    array = op.weights.get(op.inputs[2])
-    if array is None or array.dtype != np.float32 or array.ndim != 1 or not x.per_tensor:
-        return False, "", {}
-    scale = (np.float32(x.scale_array.reshape(())) * w.scale_array.astype(np.float32).reshape(-1)).astype(np.float32)
-    if scale.size not in (1, array.size):
-        return False, "", {}
-    name = f"{op.name}.bias_quantized"
-    return True, name, {name: np.rint((array / scale).astype(np.float32)).astype(np.int32)}
-
-
-def _conv(low: _Lowering, op: Op) -> _Rewrite | None:
-    group = _group(low, op, 2)
-    if group is None:
-        return None
-    (x, w), q_op, y, attrs = group
-    usable, bias, bias_weights = _bias(low, op, x, w)
-    if not usable:
-        return None
-    if x.constant or not w.constant or not x.per_tensor or x.kind != y.kind or not _int8_ok(low, x, w):
-        return None
-    if not w.per_tensor and w.axis % 4 != 0:
-        return None
-    inputs = [x.tensor, x.scale, x.zero_point, w.tensor, w.scale, w.zero_point, y.scale, y.zero_point]
-    inputs += [bias] if bias else []
-    return _Rewrite(op.name, "QLinearConv", inputs, [y.tensor], attrs, {**_consts(x, w, y), **bias_weights}, [q_op])
-
-
-def _gemm(low: _Lowering, op: Op) -> _Rewrite | None:
-    group = _group(low, op, 2)
-    if group is None:
-        return None
-    (a, b), q_op, y, attrs = group
-    usable, bias, bias_weights = _bias(low, op, a, b)
-    if not usable or (bias and float(op.attrs.get("beta", 1.0)) != 1.0):
-        return None
-    if a.constant or not a.per_tensor or a.kind != y.kind or (a.kind == "int8" and b.kind != "int8"):
-        return None
-    if not b.per_tensor and (low.rank(b) != 2 or b.axis % 2 != (0 if op.attrs.get("transB", 0) else 1)):
-        return None
-    attrs = {k: v for k, v in attrs.items() if k != "beta"}
-    inputs = [a.tensor, a.scale, a.zero_point, b.tensor, b.scale, b.zero_point, bias, y.scale, y.zero_point]
-    return _Rewrite(op.name, "QGemm", inputs, [y.tensor], attrs, {**_consts(a, b, y), **bias_weights}, [q_op])
-
-
-def _matmul(low: _Lowering, op: Op) -> _Rewrite | None:
-    group = _group(low, op, 2)
-    if group is None:
-        return None
-    (a, b), q_op, y, attrs = group
-    if not a.per_tensor or a.kind != y.kind or not _int8_ok(low, a, b):
-        return None
-    if not b.per_tensor and (low.rank(b) != 2 or b.axis % 2 != 1):
-        return None
-    inputs = [a.tensor, a.scale, a.zero_point, b.tensor, b.scale, b.zero_point, y.scale, y.zero_point]
-    return _Rewrite(op.name, "QLinearMatMul", inputs, [y.tensor], attrs, _consts(a, b, y), [q_op])
-
-
-def _add(low: _Lowering, op: Op) -> _Rewrite | None:
-    group = _group(low, op, 2)
-    if group is None:
-        return None
-    (a, b), q_op, y, attrs = group
-    if not (a.per_tensor and b.per_tensor) or not a.kind == b.kind == y.kind:
-        return None
-    inputs = [a.tensor, a.scale, a.zero_point, b.tensor, b.scale, b.zero_point, y.scale, y.zero_point]
-    return _Rewrite(op.name, "QLinearAdd", inputs, [y.tensor], attrs, _consts(a, b, y), [q_op])
-
-
-def _mul(low: _Lowering, op: Op) -> _Rewrite | None:
-    rewrite = _add(low, op)
-    if rewrite is not None:
-        rewrite.op_type = "QLinearMul"
-    return rewrite
-
-
-def _softmax(low: _Lowering, op: Op) -> _Rewrite | None:
-    group = _group(low, op, 1)
-    if group is None:
-        return None
-    (x,), q_op, y, attrs = group
-    if x.constant or not x.per_tensor or x.kind != y.kind:
-        return None
-    opset = int(low.graph.graph.get("opset", 13))
-    rank = low.rank(x)
-    axis = int(attrs.get("axis", -1 if opset >= 13 else 1)) % rank
-    if opset < 13 and axis != rank - 1:
-        return None
-    attrs = {**{k: v for k, v in attrs.items() if k in ("qmin", "qmax")}, "axis": axis, "opset": max(opset, 13)}
-    inputs = [x.tensor, x.scale, x.zero_point, y.scale, y.zero_point]
-    return _Rewrite(op.name, "QLinearSoftmax", inputs, [y.tensor], attrs, _consts(x, y), [q_op])
-
-
-def _pool(low: _Lowering, op: Op) -> _Rewrite | None:
-    group = _group(low, op, 1)
-    if group is None:
-        return None
-    (x,), q_op, y, attrs = group
-    if x.constant or not x.per_tensor or x.kind != y.kind:
-        return None
-    inputs = [x.tensor, x.scale, x.zero_point, y.scale, y.zero_point]
-    return _Rewrite(op.name, QLINEAR_POOLS[op.type], inputs, [y.tensor], attrs, _consts(x, y), [q_op])
-
-
-def _concat(low: _Lowering, op: Op) -> _Rewrite | None:
-    group = _group(low, op, len(op.inputs))
-    if group is None:
-        return None
-    operands, q_op, y, attrs = group
-    if any(not x.per_tensor or x.kind != y.kind for x in operands):
-        return None
-    inputs = [y.scale, y.zero_point] + [name for x in operands for name in (x.tensor, x.scale, x.zero_point)]
-    return _Rewrite(op.name, "QLinearConcat", inputs, [y.tensor], attrs, _consts(y, *operands), [q_op])
-
-
-def _drop(low: _Lowering, op: Op) -> _Rewrite | None:
-    """Data movement between a DQ and Qs of equal parameters runs on the integer tensor."""
-    x = low.dq(op.inputs[0])
-    if x is None or x.constant or x.dtype not in _INT8_TYPES:
-        return None
-    if op.type == "MaxPool" and not float(x.scale_array.reshape(-1)[0]) > 0:
-        return None
-    found = [low.single_q(t) for t in op.outputs]
-    if any(f is None or not x.same_as(f[1]) for f in found):
-        return None
-    pairs = [f for f in found if f is not None]
-    outputs, absorbed = [quant.tensor for _, quant in pairs], [q_op for q_op, _ in pairs]
-    return _Rewrite(op.name, op.type, [x.tensor, *op.inputs[1:]], outputs, dict(op.attrs), dict(op.weights), absorbed)
-
-
-_RULES: dict[str, Callable[[_Lowering, Op], _Rewrite | None]] = {
-    "Conv": _conv,
-    "Gemm": _gemm,
-    "MatMul": _matmul,
-    "Add": _add,
-    "Mul": _mul,
-    "Softmax": _softmax,
-    "Concat": _concat,
-    "Split": _drop,
-    **{name: _pool for name in QLINEAR_POOLS},
-    **{name: _drop for name in DROP_QDQ_OPS},
-}
-
-
 def lower_qdq(graph: Graph, int8_allowed: bool = True) -> Graph:
     """The integer form of a QDQ graph: QDQ groups fused into QLinear ops (see the module docstring).
 
@@ -507,7 +252,7 @@ def lower_qdq(graph: Graph, int8_allowed: bool = True) -> Graph:
     activations, after retyping to uint8 the int8 QDQ pairs it retypes.
     """
     _check_scales(graph)
-    return _Lowering(graph, int8_allowed).run()
+    return Lowering(graph, int8_allowed).run()
 
 
 def _check_scales(graph: Graph) -> None:

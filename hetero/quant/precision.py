@@ -25,7 +25,8 @@ import onnx
 from hetero.errors import InputError
 from hetero.ir.graph import Graph
 from hetero.ir.source import load_onnx, quantized_form
-from hetero.ir.onnx_import import check_fixed_dims, import_onnx
+from hetero.ir.onnx_file import check_fixed_dims
+from hetero.ir.onnx_import import import_onnx
 
 log = logging.getLogger(__name__)
 

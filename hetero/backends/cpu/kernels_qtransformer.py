@@ -18,7 +18,8 @@ from hetero.backends.base import Device
 from hetero.backends.cpu.kernels_float import Kernel
 from hetero.backends.cpu.kernels_quant import scalar
 from hetero.ir.graph import Op
-from hetero.ir.ops.qlinear import qrange, softmax_table
+from hetero.ir.ops.qlinear import qrange
+from hetero.ir.ops.qlinear_softmax import softmax_table
 
 F32 = np.float32
 

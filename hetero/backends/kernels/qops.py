@@ -41,7 +41,8 @@ from hetero.backends.kernels.tensor import copy_into
 from hetero.ir.graph import Op
 from hetero.ir.ops.nn import window
 from hetero.ir.ops.pool import average_divisor
-from hetero.ir.ops.qlinear import _broadcast_side, fma32, pool_multiplier, softmax_table
+from hetero.ir.ops.qlinear import _broadcast_side, fma32, pool_multiplier
+from hetero.ir.ops.qlinear_softmax import softmax_table
 
 
 # --- QuantizeLinear, DequantizeLinear -----------------------------------------------------------

@@ -113,4 +113,4 @@ def supported_ops() -> list[str]:
 # The modules below register their op types on import.
 from hetero.ir.ops import elementwise, nn, pool, qlinear, quantize, tensor  # noqa: E402,F401
 from hetero.ir.ops import attention, binary, indexing, losses, norm, reduce, resize, spatial, unary  # noqa: E402,F401
-from hetero.ir.ops import fused, integer  # noqa: E402,F401
+from hetero.ir.ops import fused, integer, qlinear_softmax  # noqa: E402,F401

@@ -75,7 +75,7 @@ def channel_multiplier(x_scale: np.ndarray, w_scale: np.ndarray, y_scale: np.nda
     return (product / F32(np.asarray(y_scale, F32).reshape(()))).astype(F32)
 
 
-def _scalar(a: np.ndarray | None, default: int = 0) -> int:
+def scalar_of(a: np.ndarray | None, default: int = 0) -> int:
     return default if a is None else int(np.asarray(a).reshape(-1)[0])
 
 
@@ -112,7 +112,7 @@ def qlinear_conv(ins: Sequence[np.ndarray | None], attrs: Attrs) -> np.ndarray:
     x, sx, zx, w, sw, zw, sy, zy = ins[:8]
     bias = ins[8] if len(ins) > 8 else None
     out_channels = w.shape[0]
-    x_zp = _scalar(zx)
+    x_zp = scalar_of(zx)
     w_zp = _zero_points(zw, out_channels)
     win = window(attrs, x.shape[2:], w.shape[2:])
     x_shift = patches(x.astype(np.int32), win, pad_value=x_zp) - x_zp  # N, C, Ho, Wo, kh, kw
@@ -122,7 +122,7 @@ def qlinear_conv(ins: Sequence[np.ndarray | None], attrs: Attrs) -> np.ndarray:
         acc = acc + bias.astype(np.int32).reshape(1, -1, 1, 1)
     multiplier = channel_multiplier(sx, sw, sy).reshape(1, -1, 1, 1)
     dtype = zy.dtype if zy is not None else x.dtype
-    return requantize(acc, multiplier, _scalar(zy), dtype, attrs)
+    return requantize(acc, multiplier, scalar_of(zy), dtype, attrs)
 
 
 def conv2d_int(cols: np.ndarray, w: np.ndarray, group: int) -> np.ndarray:
@@ -185,7 +185,7 @@ def qlinear_matmul(ins: Sequence[np.ndarray | None], attrs: Attrs, gemm: bool) -
         a = a.T
     if gemm and attrs.get("transB", 0):
         b = b.T
-    a_shift = a.astype(np.int32) - _scalar(za)
+    a_shift = a.astype(np.int32) - scalar_of(za)
     b_zero_points = np.asarray(zb if zb is not None else 0, np.int32).reshape(-1)
     b_shift = b.astype(np.int32) - (b_zero_points if b_zero_points.size > 1 else b_zero_points[0])
     acc = int_matmul(a_shift, b_shift)
@@ -194,7 +194,7 @@ def qlinear_matmul(ins: Sequence[np.ndarray | None], attrs: Attrs, gemm: bool) -
     alpha = F32(attrs.get("alpha", 1.0))
     multiplier = channel_multiplier(sa, sb, sy) * alpha
     dtype = zy.dtype if zy is not None else a.dtype
-    return requantize(acc, multiplier if multiplier.size > 1 else multiplier.reshape(()), _scalar(zy), dtype, attrs)
+    return requantize(acc, multiplier if multiplier.size > 1 else multiplier.reshape(()), scalar_of(zy), dtype, attrs)
 
 
 register(
@@ -253,7 +253,7 @@ def qlinear_add(ins: Sequence[np.ndarray | None], attrs: Attrs) -> np.ndarray:
     a, sa, za, b, sb, zb, sy, zy = ins[:8]
     ratio_a = F32(np.asarray(sa, F32).reshape(())) / F32(np.asarray(sy, F32).reshape(()))
     ratio_b = F32(np.asarray(sb, F32).reshape(())) / F32(np.asarray(sy, F32).reshape(()))
-    fixed = F32(_scalar(zy)) - fma32(ratio_a, F32(_scalar(za)), F32(ratio_b * F32(_scalar(zb))))
+    fixed = F32(scalar_of(zy)) - fma32(ratio_a, F32(scalar_of(za)), F32(ratio_b * F32(scalar_of(zb))))
     fa, fb = a.astype(F32), b.astype(F32)
     side = _broadcast_side(a.shape, b.shape, tuple(np.broadcast_shapes(a.shape, b.shape)))
     if side == "a":
@@ -291,13 +291,13 @@ def pool_multiplier(x_scale: np.ndarray, y_scale: np.ndarray, count: np.ndarray 
 def qlinear_average_pool(ins: Sequence[np.ndarray | None], attrs: Attrs, global_pool: bool) -> np.ndarray:
     """QLinearAveragePool / QLinearGlobalAveragePool by rule 5."""
     x, sx, zx, sy, zy = ins[:5]
-    x_zp = _scalar(zx)
+    x_zp = scalar_of(zx)
     dtype = zy.dtype if zy is not None else x.dtype
     shifted = x.astype(np.int32) - x_zp
     win = None if global_pool else window(attrs, x.shape[2:])
     if win is None or (tuple(win.kernel) == tuple(x.shape[2:]) and not any(win.pads)):
         acc = shifted.sum(axis=(2, 3), keepdims=True, dtype=np.int32)
-        return requantize(acc, pool_multiplier(sx, sy, x.shape[2] * x.shape[3]), _scalar(zy), dtype, attrs)
+        return requantize(acc, pool_multiplier(sx, sy, x.shape[2] * x.shape[3]), scalar_of(zy), dtype, attrs)
     values = (F32(np.asarray(sx, F32).reshape(())) * shifted.astype(F32)).astype(F32)
     windows = patches(values, win, pad_value=0.0)  # a padded 0 added in order changes no float sum
     total = np.zeros(windows.shape[:4], F32)
@@ -310,7 +310,7 @@ def qlinear_average_pool(ins: Sequence[np.ndarray | None], attrs: Attrs, global_
         count = average_divisor(win, x.shape[2:], False).astype(F32)
     average = (total / count).astype(F32)
     low, high = qrange(dtype, attrs)
-    y = np.rint(((average / F32(np.asarray(sy, F32).reshape(()))).astype(F32) + F32(_scalar(zy))).astype(F32))
+    y = np.rint(((average / F32(np.asarray(sy, F32).reshape(()))).astype(F32) + F32(scalar_of(zy))).astype(F32))
     return np.clip(y, low, high).astype(dtype)
 
 
@@ -341,11 +341,11 @@ def _qconcat_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[S
 
 def requantize_tensor(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, y_scale: np.ndarray, y_zero_point: np.ndarray) -> np.ndarray:
     """Rule 6: one tensor moved to another scale and zero point."""
-    same = np.asarray(scale, F32).reshape(()) == np.asarray(y_scale, F32).reshape(()) and _scalar(zero_point) == _scalar(y_zero_point)
+    same = np.asarray(scale, F32).reshape(()) == np.asarray(y_scale, F32).reshape(()) and scalar_of(zero_point) == scalar_of(y_zero_point)
     if same and q.dtype == y_zero_point.dtype:
         return q
-    value = ((q.astype(np.int32) - _scalar(zero_point)).astype(F32) * F32(np.asarray(scale, F32).reshape(()))).astype(F32)
-    y = np.rint(value / F32(np.asarray(y_scale, F32).reshape(()))) + F32(_scalar(y_zero_point))
+    value = ((q.astype(np.int32) - scalar_of(zero_point)).astype(F32) * F32(np.asarray(scale, F32).reshape(()))).astype(F32)
+    y = np.rint(value / F32(np.asarray(y_scale, F32).reshape(()))) + F32(scalar_of(y_zero_point))
     info = np.iinfo(y_zero_point.dtype)
     return np.clip(y, info.min, info.max).astype(y_zero_point.dtype)
 
@@ -371,61 +371,12 @@ register(
 def qlinear_mul(ins: Sequence[np.ndarray | None], attrs: Attrs) -> np.ndarray:
     """QLinearMul by rule 7."""
     a, sa, za, b, sb, zb, sy, zy = ins[:8]
-    va = (F32(np.asarray(sa, F32).reshape(())) * (a.astype(np.int32) - _scalar(za)).astype(F32)).astype(F32)
-    vb = (F32(np.asarray(sb, F32).reshape(())) * (b.astype(np.int32) - _scalar(zb)).astype(F32)).astype(F32)
+    va = (F32(np.asarray(sa, F32).reshape(())) * (a.astype(np.int32) - scalar_of(za)).astype(F32)).astype(F32)
+    vb = (F32(np.asarray(sb, F32).reshape(())) * (b.astype(np.int32) - scalar_of(zb)).astype(F32)).astype(F32)
     v = ((va * vb).astype(F32) / F32(np.asarray(sy, F32).reshape(()))).astype(F32)
     dtype = zy.dtype if zy is not None else a.dtype
     low, high = qrange(dtype, attrs)
-    return np.clip(np.rint(v) + F32(_scalar(zy)), low, high).astype(dtype)
+    return np.clip(np.rint(v) + F32(scalar_of(zy)), low, high).astype(dtype)
 
 
 register("QLinearMul", infer=_qadd_infer, reference=lambda ins, a: [qlinear_mul(ins, a)], inputs=(8, 8))
-
-
-# --- QLinearSoftmax: x, sx, zx, sy, zy (attributes axis, opset) ------------------------------
-
-UINT32_MAX = float(np.iinfo(np.uint32).max)
-
-
-def softmax_table(x_scale: float, reduction: int) -> np.ndarray:
-    """Rule 8's 256 uint32 entries T[j] for an input scale and a reduction of ``reduction`` elements."""
-    shift = np.log(UINT32_MAX / reduction)
-    if shift > 3.0:
-        shift -= 3.0
-    scale = np.float64(np.float32(x_scale))
-    j = np.arange(256, dtype=np.float64)
-    return np.exp((j - 255.0 + shift / scale) * scale).astype(np.uint32)
-
-
-def _qsoftmax_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tuple[Shape, str]]:
-    x, zy = inputs[0], inputs[4]
-    assert x is not None
-    if int(attrs.get("opset", 13)) < 13 and int(attrs.get("axis", 1)) % max(len(x.shape), 1) != len(x.shape) - 1:
-        raise UnsupportedOpError("QLinearSoftmax of opset < 13 is supported on the last axis only")
-    return [(x.shape, zy.dtype if zy is not None else x.dtype)]
-
-
-def qlinear_softmax(ins: Sequence[np.ndarray | None], attrs: Attrs) -> np.ndarray:
-    """QLinearSoftmax by rule 8."""
-    x, sx, _, sy, zy = (list(ins) + [None] * 5)[:5]
-    axis = int(attrs.get("axis", -1)) % x.ndim
-    moved = np.moveaxis(x, axis, -1)
-    table = softmax_table(float(np.asarray(sx).reshape(())), moved.shape[-1])
-    u = moved.astype(np.int32) + (128 if moved.dtype == np.int8 else 0)
-    e = table[u - u.max(axis=-1, keepdims=True) + 255]
-    total = e.sum(axis=-1, keepdims=True, dtype=np.uint32)
-    multiplier = F32(np.floor(F32(1.0) / F32(np.asarray(sy, F32).reshape(()))))
-    v = ((e.astype(F32) * multiplier).astype(F32) / total.astype(F32)).astype(F32)
-    dtype = zy.dtype if zy is not None else x.dtype
-    low, high = qrange(dtype, attrs)
-    y = np.clip(np.rint(v) + F32(_scalar(zy)), low, high).astype(dtype)
-    return np.moveaxis(y, -1, axis)
-
-
-register(
-    "QLinearSoftmax",
-    infer=_qsoftmax_infer,
-    reference=lambda ins, a: [qlinear_softmax(ins, a)],
-    flops=lambda i, o, a: 4 * int(np.prod(o[0])),
-    inputs=(5, 5),
-)
