@@ -1,53 +1,71 @@
 """A slow network link for tests, where ``tc netem`` is not available: a TCP proxy on loopback that
 delivers each chunk one-way ``delay_s`` late, at most ``rate_Bps`` per direction (a link that sends
-one chunk after another, then a propagation delay)."""
+one chunk after another, then a propagation delay).
+
+The proxy runs in its own process (this file as a script), as a network would: in the test's
+process it would wait for the GIL behind the client's runtime threads, which on a loaded 2-core
+host delays chunks by milliseconds that no real link adds.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import threading
+import subprocess
+import sys
 import time
 
 CHUNK_BYTES = 64 * 1024
+START_TIMEOUT_S = 10.0
 
 
 class SlowLink:
     """Listen on 127.0.0.1:``port`` and forward every connection to 127.0.0.1:``target_port``."""
 
-    def __init__(self, target_port: int, delay_s: float, rate_Bps: float) -> None:
+    def __init__(self, target_port: int, delay_s: float, rate_Bps: float, port: int | None = None) -> None:
         self.target_port = target_port
         self.delay_s = delay_s
         self.rate_Bps = rate_Bps
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="slow-link", daemon=True)
+        if port is None:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        self.port = port
+        self._process: subprocess.Popen | None = None
 
     def start(self) -> "SlowLink":
-        self._thread.start()
-        if not self._started.wait(timeout=10):
-            raise RuntimeError("the slow link did not start")
-        return self
+        """Start the proxy process; return once it accepts connections."""
+        self._process = subprocess.Popen([sys.executable, __file__, str(self.target_port), repr(self.delay_s),
+                                          repr(self.rate_Bps), str(self.port)])
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the slow link on port {self.port} did not start") from None
+                time.sleep(0.05)
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=10)
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
+            self._process = None
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
+    def serve_forever(self) -> None:
+        """Run the proxy in this process until it is terminated (the child's main)."""
+        asyncio.run(self._serve_forever())
 
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
+    async def _serve_forever(self) -> None:
         server = await asyncio.start_server(self._connection, "127.0.0.1", self.port)
-        self._started.set()
         async with server:
-            await self._stop.wait()
-            server.close()
+            await server.serve_forever()
 
     async def _connection(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
@@ -93,3 +111,11 @@ class SlowLink:
                 await sender
             except (ConnectionError, OSError):
                 pass
+
+
+if __name__ == "__main__":
+    target, delay, rate, listen = sys.argv[1:5]
+    try:
+        SlowLink(int(target), float(delay), float(rate), int(listen)).serve_forever()
+    except KeyboardInterrupt:
+        pass

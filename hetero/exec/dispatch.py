@@ -20,6 +20,7 @@ from hetero.policy import PolicyContext, make_policy
 from hetero.schedulers import fixed_schedule
 
 HOST_KINDS = ("cpu", "reference")
+REMOTE_KIND_PREFIX = "remote-"  # the kinds hetero.remote.client gives devices on other hosts (remote-cpu, ...)
 
 
 def op_wall_s(device: Device, graph: Graph, warmup: int = 2, count: int = 30) -> float:
@@ -67,8 +68,19 @@ def calibrate_dispatch(device: Device, length: int = 24, requests: int = 60) -> 
 
 def measure_dispatch(devices: Sequence[Device]) -> float:
     """The runtime's per-op cost, calibrated on the first host device among ``devices`` (else the
-    first device); 0.0 for no devices. What ``profile_graph`` records as ``runtime.dispatch_s``."""
+    first device here); 0.0 for no devices. What ``profile_graph`` records as ``runtime.dispatch_s``.
+    Never on a device of another host (kind ``remote-*``): a chain there would charge every op the
+    network round trips of its partition; with only such devices, on this host's reference device."""
     if not devices:
         return 0.0
-    host = [d for d in devices if d.kind in HOST_KINDS] or list(devices)
-    return calibrate_dispatch(host[0])
+    here = [d for d in devices if not d.kind.startswith(REMOTE_KIND_PREFIX)]
+    host = [d for d in here if d.kind in HOST_KINDS] or here
+    if host:
+        return calibrate_dispatch(host[0])
+    from hetero.backends.registry import open_device
+
+    reference = open_device("reference")
+    try:
+        return calibrate_dispatch(reference)
+    finally:
+        reference.close()
