@@ -5,8 +5,9 @@
 registers: ``acc + R_i * beta_j + comp_j`` (gemm's shift terms) ``+ bias_j``, wrapping in
 int32 as numpy does, then rules 2-3 in float32 (``rint(float32(v) * mult_j) + zy``, clamped
 to [lo, hi]) and a 16-byte store per vector. ``rint`` is ``llvm.rint``, which rounds half to
-even like ``np.rint``; no step is contracted into an FMA. A convolution or QGemm thus reads
-its activations once and writes its uint8 output rows in place (channels-last).
+even like ``np.rint``; no step is contracted into an FMA. A convolution (``conv_tiles``, the
+kernel built ``indirect``) or QGemm thus reads its activations once and writes its uint8 output rows
+in place (channels-last).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hetero.backends.cpu.gemm import MB, MR, NB, NR, _addr, _fetch_add, _gemm_po
 from hetero.backends.cpu.kernels_int8 import _requant
 
 
-def _make_ukernel_rq(mr: int, nb: int, flip: bool):
+def _make_ukernel_rq(mr: int, nb: int, flip: bool, indirect: bool = False):
     """``uk(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)``:
     one mr x 16*nb tile of requantized output bytes at ``py`` (row stride ``ldy`` bytes), of
     which rows < ni and columns < nj are stored. ``nb`` < NB computes only the first columns
@@ -30,7 +31,12 @@ def _make_ukernel_rq(mr: int, nb: int, flip: bool):
     Row r of A is ``nseg`` segments of ``4*kgs`` bytes, segment s at ``pa + r*lda + s*seg``
     (one segment for a plain GEMM; for an implicit convolution one per tap row, read in place
     from the padded NHWC image); the B panel holds the ``nseg*kgs`` groups in order. The
-    output bytes are the same for uint8 and int8 (a value in [lo, hi] truncated to 8 bits)."""
+    output bytes are the same for uint8 and int8 (a value in [lo, hi] truncated to 8 bits).
+
+    ``indirect``: row r of A starts at byte ``lda + table[r]`` instead, ``pa`` the address of an
+    int64 table of mr offsets (an implicit convolution's tile of consecutive output pixels that
+    may span output rows), and no row sums are used: ``pcomp`` holds ``comp_j + bias_j``
+    (``pr``, ``pbeta``, ``pbias`` are not read)."""
     i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
     v16, vf, vb = ir.VectorType(i32, 16), ir.VectorType(f32, 16), ir.VectorType(i8, 16)
     pv16, pvf, pvb, pi32 = v16.as_pointer(), vf.as_pointer(), vb.as_pointer(), i32.as_pointer()
@@ -65,7 +71,14 @@ def _make_ukernel_rq(mr: int, nb: int, flip: bool):
             v = builder.insert_element(undef_f, x, ir.Constant(i32, 0))
             return builder.shuffle_vector(v, undef_f, splat0)
 
-        rows = [builder.mul(lda, c64(r)) for r in range(mr)]
+        if indirect:
+            pi64 = i64.as_pointer()
+            rows = [builder.add(lda, builder.load(builder.inttoptr(builder.add(pa, c64(8 * r)), pi64), align=8))
+                    for r in range(mr)]
+            start = c64(0)
+        else:
+            rows = [builder.mul(lda, c64(r)) for r in range(mr)]
+            start = pa
         total = builder.mul(kgs, nseg)
         jump = builder.sub(seg, builder.mul(kgs, c64(4)))  # from a segment's end to the next one's start
         entry = builder.block
@@ -87,7 +100,7 @@ def _make_ukernel_rq(mr: int, nb: int, flip: bool):
         steps = [builder.add(it, c64(1)), builder.select(wrap, c64(0), inner1),
                  builder.select(wrap, builder.add(ca1, jump), ca1), builder.add(cb, c64(64 * NB))]
         tail = builder.block
-        firsts = [c64(0), c64(0), pa, pb] + [zero] * len(accs)
+        firsts = [c64(0), c64(0), start, pb] + [zero] * len(accs)
         for phi, first, nxt in zip([it, inner, ca, cb, *accs], firsts, steps + new):
             phi.add_incoming(first, entry)
             phi.add_incoming(nxt, tail)
@@ -98,9 +111,10 @@ def _make_ukernel_rq(mr: int, nb: int, flip: bool):
         for phi, nxt in zip(outs, new):
             phi.add_incoming(zero, entry)
             phi.add_incoming(nxt, tail)
-        beta = [vload(builder.add(pbeta, c64(64 * j))) for j in range(nb)]
         comp = [vload(builder.add(pcomp, c64(64 * j))) for j in range(nb)]
-        bias = [vload(builder.add(pbias, c64(64 * j))) for j in range(nb)]
+        if not indirect:
+            beta = [vload(builder.add(pbeta, c64(64 * j))) for j in range(nb)]
+            bias = [vload(builder.add(pbias, c64(64 * j))) for j in range(nb)]
         mult = [vload(builder.add(pmult, c64(64 * j)), pvf) for j in range(nb)]
         zyv, lov, hiv = fsplat(zy), fsplat(lo), fsplat(hi)
         nj32 = builder.trunc(nj, i32)
@@ -108,7 +122,7 @@ def _make_ukernel_rq(mr: int, nb: int, flip: bool):
         masks = [builder.icmp_signed("<", builder.add(lanes, ir.Constant(v16, [16 * j] * 16)), njv) for j in range(nb)]
         full = builder.icmp_signed(">=", nj, c64(16 * nb))
         for r in range(mr):
-            rv = bcast(builder.add(pr, c64(4 * r)))
+            rv = None if indirect else bcast(builder.add(pr, c64(4 * r)))
             row = builder.add(py, builder.mul(ldy, c64(r)))
             store_row = builder.append_basic_block(f"ukrq.row{r}")
             after = builder.append_basic_block(f"ukrq.after{r}")
@@ -116,8 +130,11 @@ def _make_ukernel_rq(mr: int, nb: int, flip: bool):
             builder.position_at_end(store_row)
             values = []
             for j in range(nb):
-                val = builder.add(builder.add(outs[r * nb + j], builder.mul(rv, beta[j])), comp[j])
-                val = builder.add(val, bias[j])
+                if indirect:  # no row sums: comp holds comp + bias (int32, wrapping)
+                    val = builder.add(outs[r * nb + j], comp[j])
+                else:
+                    val = builder.add(builder.add(outs[r * nb + j], builder.mul(rv, beta[j])), comp[j])
+                    val = builder.add(val, bias[j])
                 y = builder.fadd(builder.call(rint, [builder.fmul(builder.sitofp(val, vf), mult[j])]), zyv)
                 y = builder.select(builder.fcmp_ordered("<", y, lov), lov, y)
                 y = builder.select(builder.fcmp_ordered(">", y, hiv), hiv, y)
@@ -246,20 +263,52 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
                  -(-npan // col_groups))
 
 
+# --- implicit-GEMM convolution over flat pixel tiles -----------------------------------------
+# A tile is MR consecutive output pixels in row-major (oh, ow) order, wherever the output rows
+# break: its A rows are found through a table of byte offsets into the (padded) NHWC image,
+# built once per convolution, so no output row wastes the rest of its last tile (a 7- or
+# 14-pixel row would compute 12 or 18 rows) and short rows need no im2row copy. The kernels are
+# built ``indirect`` here, next to their code generator: numba's on-disk cache is checked against
+# the file of the jitted function only, so a kernel cached elsewhere could outlive a change here.
+
+_ui_u8, _ui_s8 = _make_ukernel_rq(MR, NB, False, True), _make_ukernel_rq(MR, NB, True, True)
+_ui_u8_32, _ui_s8_32 = _make_ukernel_rq(MR, 2, False, True), _make_ukernel_rq(MR, 2, True, True)
+_ui_u8_16, _ui_s8_16 = _make_ukernel_rq(MR, 1, False, True), _make_ukernel_rq(MR, 1, True, True)
+
+
+@njit(cache=True)
+def _tile_ind(flip, pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj):  # pragma: no cover
+    """One fused tile whose MR row offsets are at ``pt`` (into the image at ``base``); stores rows
+    < ni and columns < nj, computing only as many 16-column vectors as nj needs."""
+    if nj > 32:
+        if flip:
+            _ui_s8(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+        else:
+            _ui_u8(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+    elif nj > 16:
+        if flip:
+            _ui_s8_32(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+        else:
+            _ui_u8_32(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+    elif flip:
+        _ui_s8_16(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+    else:
+        _ui_u8_16(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+
+
 @njit(parallel=True, cache=True)
-def conv_requant(img, a_oh, lda, kgs, nseg, seg, ho, wo, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, workers,
-                 counter, ng):  # pragma: no cover - compiled
-    """An implicit-GEMM convolution with the fused requantizer: output pixel (oh, ow) is GEMM
-    row oh * wo + ow of ``out``, and its A row is read in place at byte ``oh * a_oh + ow * lda``
-    of ``img`` (segments ``seg`` apart: gemm's ukernel). Tiles are MR pixels of one output row;
-    the part of a tile past the row's end (read from ``img``'s slack) is not stored."""
+def conv_tiles(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, workers,
+               counter, mb, ng):  # pragma: no cover - compiled
+    """out[p, j] for output pixels p < ``pixels`` and channels j < n: ``workers`` threads claim
+    (block of MB tiles, group of ``ng`` column panels) items from ``counter``; the B panel stays
+    put while the block's tiles pass under it."""
     ldy = out.shape[1]
-    npan, kg = bp.shape[0], bp.shape[1]
-    tiles_w = (wo + MR - 1) // MR
-    tiles = ho * tiles_w
+    npan = bp.shape[0]
+    kg = bp.shape[1]
+    tiles = (pixels + MR - 1) // MR
     nbn = (npan + ng - 1) // ng
-    nwork = ((tiles + MB - 1) // MB) * nbn
-    i0, b0, y0 = _addr(img), _addr(bp), _addr(out)
+    nwork = ((tiles + mb - 1) // mb) * nbn
+    i0, t0, b0, y0 = _addr(img), _addr(table), _addr(bp), _addr(out)
     r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
     w0 = _addr(counter)
     for _ in prange(workers):
@@ -270,26 +319,33 @@ def conv_requant(img, a_oh, lda, kgs, nseg, seg, ho, wo, flip, bp, n, rs, beta, 
                 j0 = q * NR
                 nj = min(NR, n - j0)
                 pb = b0 + q * kg * NR * 4
-                for t in range(bm * MB, min(bm * MB + MB, tiles)):
-                    oh = t // tiles_w
-                    ow = (t - oh * tiles_w) * MR
-                    pa = i0 + oh * a_oh + ow * lda
-                    p0 = oh * wo + ow
-                    ni = min(MR, wo - ow)
-                    _tile_rq(flip, pa, lda, pb, kgs, nseg, seg, y0 + p0 * ldy + j0, ldy, r0, be0 + j0 * 4,
-                             co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, ni, nj)
+                for t in range(bm * mb, min(bm * mb + mb, tiles)):
+                    p0 = t * MR
+                    _tile_ind(flip, t0 + p0 * 8, i0, pb, kgs, nseg, seg, y0 + p0 * ldy + j0, ldy, r0, be0 + j0 * 4,
+                              co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, min(MR, pixels - p0), nj)
             w = _fetch_add(w0, 1)
 
 
-def run_conv_requant(img: np.ndarray, a_oh: int, lda: int, kgs: int, nseg: int, seg: int, ho: int, wo: int, flip: bool,
-                     bp: np.ndarray, n: int, rs: np.ndarray, beta: np.ndarray, comp: np.ndarray, bias: np.ndarray,
-                     mult: np.ndarray, tail: tuple, out: np.ndarray) -> None:
-    """Drive conv_requant (VNNI only) into the (ho * wo, n) byte array ``out``; ``rs`` is MR zeros
-    (implicit convolutions run only where no row sums are needed)."""
+def pixel_table(ho: int, wo: int, a_oh: int, lda: int) -> np.ndarray:
+    """Byte offsets ``oh * a_oh + ow * lda`` of every output pixel's first tap, row-major, padded
+    with zeros (pixel 0's, read but never stored) to whole tiles."""
+    pixels = ho * wo
+    table = np.zeros(-(-pixels // MR) * MR, np.int64)
+    oh, ow = np.divmod(np.arange(pixels, dtype=np.int64), wo)
+    table[:pixels] = oh * a_oh + ow * lda
+    return table
+
+
+def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, nseg: int, seg: int, flip: bool,
+                   bp: np.ndarray, n: int, rs: np.ndarray, beta: np.ndarray, comp: np.ndarray, bias: np.ndarray,
+                   mult: np.ndarray, tail: tuple, out: np.ndarray) -> None:
+    """Drive conv_tiles into the (pixels, n) byte array ``out``: ``comp`` holds comp + bias, ``rs``
+    (MR zeros), ``beta`` and ``bias`` are not read (no row sums: the weights' zero points equal
+    the shift). Work items of MB tiles by enough column panels for >= 16 items per worker."""
     npan = bp.shape[0]
     workers = numba.get_num_threads()
-    tiles = ho * -(-wo // MR)
-    col_groups = min(npan, -(-16 * workers // -(-tiles // MB)))
+    blocks = -(-(-(-pixels // MR)) // MB)
+    col_groups = min(npan, -(-16 * workers // blocks))
     counter = np.zeros(1, np.int64)
-    conv_requant(img, a_oh, lda, kgs, nseg, seg, ho, wo, flip, bp, n, rs, beta, comp, bias, mult, *tail,
-                 out.view(np.uint8), workers, counter, -(-npan // col_groups))
+    conv_tiles(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8),
+               workers, counter, MB, -(-npan // col_groups))

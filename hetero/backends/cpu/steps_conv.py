@@ -1,13 +1,13 @@
 """Integer convolutions and GEMMs bound for a compiled plan: weights packed once, epilogue fused.
 
-QLinearConv runs channels-last by one of four paths: depthwise (kernels_nhwc, a vectorised
+QLinearConv runs channels-last by one of three paths: depthwise (kernels_nhwc, a vectorised
 multiply-add per tap over whole output rows, or for wide 3x3 ones over each pixel's C-runs read
-in place from the padded image), pointwise (the NHWC input is the GEMM's A, read
-in place), implicit GEMM (each tap row read in place from the zero-point-padded image, or from
-window rows unfolded for a few-channel stem) and, for short rows, grouped convolutions, dilated
-taps or weight zero points that need row sums, im2row and one flat GEMM. Every GEMM is
-gemm_fused's, so bias, requantization and the fused Relu/Clip range are applied as the int32
-tile leaves the registers.
+in place from the padded image), implicit GEMM for every other dense convolution on VNNI
+(gemm_fused.conv_tiles: flat tiles of output pixels, each tap row read in place from the zero-point-padded
+image, or from the input itself for 1x1 and unpadded convolutions) and, for grouped
+convolutions, dilated taps, weight zero points that need row sums or a CPU without VNNI,
+im2row (none for a pointwise conv) and one flat GEMM. Every GEMM is gemm_fused's, so bias,
+requantization and the fused Relu/Clip range are applied as the int32 tile leaves the registers.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def qconv(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     pad = _pad_bits(x_dtype, x_zp)
     vnni = cpu_gemm.HAS_VNNI
     pointwise = group == 1 and (kh, kw, sh, sw_) == (1, 1, 1, 1) and not any(win.pads) and c % 4 == 0
-    if vnni and group == 1 and dw == 1 and not pointwise:
+    if vnni and group == 1 and dw == 1:
         step = _implicit_conv(op, w, zw_all, bias, rq, sa, x_zp, (n, c, h, wd), win, out_shape)
         if step is not None:
             return step
@@ -202,59 +202,51 @@ def _packed_group(taps: np.ndarray, zw: np.ndarray, bias: np.ndarray, mult: np.n
 
 def _implicit_conv(op: Op, w: np.ndarray, zw: np.ndarray, bias: np.ndarray, rq: Requant, sa: int, x_zp: int,
                    x_shape: tuple[int, ...], win, out_shape: tuple[int, ...]) -> Step | None:
-    """A dense convolution (dw == 1) as an implicit GEMM: each tap row's kw*C bytes are read in
-    place from the zero-point-padded NHWC image (C a multiple of 4), or, for a few channels (an
-    RGB stem), from an image of window rows unfolded and padded to 4 bytes. None where the
-    weight zero points need row sums (the im2row path handles those)."""
+    """A dense convolution (dw == 1) as an implicit GEMM over flat tiles of output pixels
+    (gemm_fused.conv_tiles): each tap row's kw*C bytes are read in place from the zero-point-padded NHWC
+    image, or from the input itself when it has no padding, as ``kseg`` bytes (kw*C rounded up
+    to 4; the bytes past the window, the next pixel's or the slack after the image, meet
+    weights whose shifted value is 0, so a few-channel stem needs no unfolded copy). None where
+    the weight zero points need row sums (the im2row path handles those)."""
     n, c, h, wd = x_shape
     m = w.shape[0]
     kh, kw, sh, sw, dh, _, pt, pl = geometry(win)
     ho, wo = win.out_hw
     hp, wp = h + pt + win.pads[2], wd + pl + win.pads[3]
-    unfold = (kw * c) % 4 != 0
     kseg = -(-kw * c // 4) * 4
     taps = w.transpose(0, 2, 3, 1).reshape(m, kh, kw * c)  # (i, j, c) per tap row
-    if unfold:
+    if kseg != kw * c:
         neutral = 128 if w.dtype == np.uint8 else 0  # a weight whose shifted value (gemm: b_s) is 0
         taps = np.concatenate([taps, np.full((m, kh, kseg - kw * c), neutral, w.dtype)], axis=2)
     packed, beta, comp, need_rows, bias_p, mult_p = _packed_group(taps.reshape(m, kh * kseg), zw, bias, rq.mult, sa, x_zp)
     if need_rows:
         return None
-    if wo / (-(-wo // cpu_gemm.MR) * cpu_gemm.MR) < 0.9 and not unfold:
-        return None  # short output rows waste most of their last tile: im2row and one flat GEMM
-    if unfold:
-        a_oh, lda, seg = sh * wo * kseg, kseg, dh * wo * kseg
-        size = hp * wo * kseg
-    else:
-        a_oh, lda, seg = sh * wp * c, sw * c, dh * wp * c
-        size = hp * wp * c
-    tiles_w = -(-wo // cpu_gemm.MR)
-    size = max(size, (ho - 1) * a_oh + (tiles_w * cpu_gemm.MR - 1) * lda + (kh - 1) * seg + kseg)
+    a_oh, lda, seg = sh * wp * c, sw * c, dh * wp * c
+    table = fused.pixel_table(ho, wo, a_oh, lda)
+    slack = kseg - kw * c
+    in_place = not any(win.pads) and slack == 0  # every read lies inside the input
     x_dtype = np.dtype(op.input_specs[0].dtype)
     pad = _pad_bits(x_dtype, x_zp)
     rs = np.zeros(cpu_gemm.MR, np.int32)
-    flip = sa != 0
-    kgs = kseg // 4
-
-    in_place = not unfold and not any(win.pads) and size <= h * wd * c  # every read lies inside the image
+    comp_bias = (comp.astype(np.int64) + bias_p).astype(np.uint32).view(np.int32)  # wrapping, as the kernel adds
+    flip, kgs, pixels = sa != 0, kseg // 4, ho * wo
 
     def conv(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         out = np.empty(out_shape, rq.dtype)
-        rows_out = out.reshape(n, ho * wo, m)
+        rows_out = out.reshape(n, pixels, m)
         if in_place:
             for i in range(n):
-                fused.run_conv_requant(x[i].reshape(-1).view(np.uint8), a_oh, lda, kgs, kh, seg, ho, wo, flip, packed.data,
-                                       m, rs, beta, comp, bias_p, mult_p, rq.tail, rows_out[i])
+                fused.run_conv_tiles(x[i].reshape(-1).view(np.uint8), table, pixels, kgs, kh, seg, flip, packed.data,
+                                          m, rs, beta, comp_bias, bias_p, mult_p, rq.tail, rows_out[i])
             return [out]
-        image = np.empty(size, x_dtype)
-        padded = np.empty((hp, wp, c), x_dtype) if unfold else image[: hp * wp * c].reshape(hp, wp, c)
+        image = np.empty(hp * wp * c + slack, np.uint8)
+        image[hp * wp * c :] = pad
+        padded = image[: hp * wp * c].reshape(hp, wp, c)
         for i in range(n):
-            nk.pad_image(x[i].view(np.uint8), pt, pl, pad, padded.view(np.uint8))
-            if unfold:
-                nk.unfold_rows(padded.view(np.uint8), kw, sw, kw * c, image[: hp * wo * kseg].reshape(hp, wo, kseg).view(np.uint8))
-            fused.run_conv_requant(image.view(np.uint8), a_oh, lda, kgs, kh, seg, ho, wo, flip, packed.data, m, rs,
-                                   beta, comp, bias_p, mult_p, rq.tail, rows_out[i])
+            nk.pad_image(x[i].view(np.uint8), pt, pl, pad, padded)
+            fused.run_conv_tiles(image, table, pixels, kgs, kh, seg, flip, packed.data, m, rs, beta, comp_bias,
+                                      bias_p, mult_p, rq.tail, rows_out[i])
         return [out]
 
     return Step(op, (NHWC,), (NHWC,), conv)

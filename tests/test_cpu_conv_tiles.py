@@ -1,0 +1,133 @@
+"""The implicit-GEMM convolution over flat pixel tiles (hetero.backends.cpu.gemm_fused.conv_tiles), bit for bit.
+
+Tiles of MR consecutive output pixels cross output-row ends (rows of 1, 5, 7, 13, 14 pixels),
+the last tile is partial, output channels end inside a 16/32/64-column panel, few-channel
+images (1, 2, 3, 5 channels) read each tap row as a 4-byte multiple in place with the extra
+bytes meeting zero weights, and unpadded inputs are read where they lie. Each one-op graph
+must equal the numpy int8 reference and a one-node onnxruntime QLinearConv, for uint8 and
+int8 activations and weights (int8 x uint8, which onnxruntime lacks, against the reference
+only); fused Relu/Clip ranges (qmin/qmax) against the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hetero.backends.cpu import gemm as cpu_gemm
+from hetero.backends.cpu import gemm_fused
+from hetero.backends.cpu.device import CpuDevice
+from hetero.backends.discovery import DeviceInfo
+from hetero.exec.executor import run_on_device, run_reference
+from hetero.ir.graph import Graph, TensorSpec, make_op
+
+INFO = DeviceInfo("cpu", "cpu", "test cpu", "numba", 2, 0)
+
+pytestmark = pytest.mark.skipif(not cpu_gemm.HAS_VNNI, reason="the flat-tile convolution needs AVX-512 VNNI")
+
+
+@pytest.fixture(scope="module")
+def dev() -> CpuDevice:
+    device = CpuDevice(INFO)
+    yield device
+    device.close()
+
+
+def conv_case(seed: int, x_dtype: str, w_dtype: str, cin: int, cout: int, hw: tuple[int, int], k: int, stride: int,
+              pad: int, clamp: tuple[int, int] | None = None) -> tuple[Graph, np.ndarray, bytes]:
+    """A one-op QLinearConv graph (weight zero point 0 for int8, 128 for uint8: no row sums),
+    its input, and the same node as a serialized onnx model."""
+    rng = np.random.default_rng(seed)
+    xinfo, winfo = np.iinfo(x_dtype), np.iinfo(w_dtype)
+    x = rng.integers(xinfo.min, xinfo.max + 1, (1, cin, *hw)).astype(x_dtype)
+    w = rng.integers(winfo.min, winfo.max + 1, (cout, cin, k, k)).astype(w_dtype)
+    zw = np.zeros(cout, w_dtype) if w_dtype == "int8" else np.full(cout, 128, w_dtype)
+    weights = {
+        "sx": np.float32(0.02), "zx": np.asarray(rng.integers(xinfo.min, xinfo.max + 1), x_dtype), "w": w,
+        "sw": rng.uniform(0.001, 0.01, cout).astype(np.float32), "zw": zw, "sy": np.float32(0.05 * np.sqrt(cin * k * k / 27)),
+        "zy": np.asarray(rng.integers(xinfo.min // 2, xinfo.max // 2 + 1), x_dtype),
+        "b": rng.integers(-5000, 5000, cout).astype(np.int32),
+    }
+    attrs = {"kernel_shape": (k, k), "strides": (stride, stride), "pads": (pad,) * 4, "group": 1, "dilations": (1, 1)}
+    if clamp is not None:
+        attrs["qmin"], attrs["qmax"] = clamp
+    spec = TensorSpec("x", x.shape, x_dtype)
+    inputs = ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"]
+    op = make_op("conv", "QLinearConv", inputs, ["y"], attrs, {"x": spec}, weights)
+    onnx_attrs = {key: list(value) if isinstance(value, tuple) else value for key, value in attrs.items()
+                  if key not in ("qmin", "qmax")}
+    node = helper.make_node("QLinearConv", inputs, ["y"], **onnx_attrs)
+    elem = TensorProto.UINT8 if x_dtype == "uint8" else TensorProto.INT8
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", elem, list(x.shape))],
+                              [helper.make_tensor_value_info("y", elem, None)],
+                              [numpy_helper.from_array(np.asarray(value), name) for name, value in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return Graph.build([op], [spec], ["y"], name="conv"), x, model.SerializeToString()
+
+
+CASES = [
+    # cin, cout, (h, w), k, stride, pad: what it exercises
+    (32, 48, (7, 7), 3, 1, 1),  # 7-pixel rows: tiles span rows, 49 = 8 tiles + 1 pixel; 48 channels (masked)
+    (16, 20, (13, 13), 3, 1, 1),  # 13-pixel rows, 20 channels (32-column variant, masked)
+    (8, 100, (14, 14), 3, 2, 1),  # stride 2 to 7x7, 100 channels: a full and a partial 64-column panel
+    (4, 17, (5, 5), 3, 1, 1),  # 25 pixels, 17 channels
+    (12, 64, (1, 1), 3, 1, 1),  # one pixel: one tile, five rows read from pixel 0 and not stored
+    (8, 16, (9, 6), 3, 1, 0),  # unpadded, C % 4 == 0: read in place from the input, 4x7 rows
+    (16, 40, (10, 10), 1, 2, 0),  # 1x1 / 2 in place
+    (1, 32, (26, 26), 3, 1, 1),  # one channel (the seed CNN): each tap row read as 4 bytes
+    (3, 24, (23, 23), 7, 2, 3),  # RGB stem 7x7 / 2: 21-byte tap rows read as 24
+    (3, 64, (17, 17), 3, 2, 0),  # RGB 3x3 / 2 unpadded (squeezenet's stem): copied with slack
+    (2, 8, (6, 9), 1, 1, 0),  # 1x1 on 2 channels (not a pointwise GEMM: C % 4 != 0)
+    (5, 33, (11, 8), 5, 1, 2),  # 5 channels, 5x5: 25-byte tap rows read as 28, 33 channels
+]
+DTYPES = [("uint8", "int8"), ("int8", "int8"), ("uint8", "uint8"), ("int8", "uint8")]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+@pytest.mark.parametrize("dtypes", DTYPES, ids=["-".join(d) for d in DTYPES])
+def test_flat_tiles_equal_reference_and_onnxruntime(dev: CpuDevice, case: tuple, dtypes: tuple[str, str]) -> None:
+    graph, x, model = conv_case(sum(case[:2]) + len(dtypes[0]) + len(dtypes[1]), *dtypes, *case)
+    got = run_on_device(graph, dev, {"x": x})["y"]
+    np.testing.assert_array_equal(got, run_reference(graph, {"x": x})["y"])
+    if dtypes != ("int8", "uint8"):  # onnxruntime has no int8 x uint8 QLinearConv
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(got, session.run(None, {"x": x})[0])
+    assert np.unique(got).size > 8  # not saturated to a constant: the test can see a wrong sum
+
+
+@pytest.mark.parametrize("x_dtype, clamp", [("uint8", (100, 255)), ("int8", (-20, 90))])
+def test_flat_tiles_fused_clamp(dev: CpuDevice, x_dtype: str, clamp: tuple[int, int]) -> None:
+    graph, x, _ = conv_case(7, x_dtype, "int8", 24, 40, (7, 9), 3, 1, 1, clamp=clamp)
+    got = run_on_device(graph, dev, {"x": x})["y"]
+    np.testing.assert_array_equal(got, run_reference(graph, {"x": x})["y"])
+    assert got.min() == clamp[0] and got.max() == clamp[1]
+
+
+def test_the_plan_uses_flat_tiles(dev: CpuDevice, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 7-pixel-row convolution (im2row before flat tiles) runs conv_tiles once, over 49 pixels."""
+    calls: list[int] = []
+    real = gemm_fused.run_conv_tiles
+
+    def spy(img, table, pixels, *rest, **kw):  # type: ignore[no-untyped-def]
+        calls.append(pixels)
+        return real(img, table, pixels, *rest, **kw)
+
+    monkeypatch.setattr(gemm_fused, "run_conv_tiles", spy)
+    graph, x, _ = conv_case(3, "uint8", "int8", 32, 48, (7, 7), 3, 1, 1)
+    device = CpuDevice(INFO)
+    try:
+        got = run_on_device(graph, device, {"x": x})["y"]
+    finally:
+        device.close()
+    assert calls == [49]
+    np.testing.assert_array_equal(got, run_reference(graph, {"x": x})["y"])
+
+
+def test_pixel_table() -> None:
+    table = gemm_fused.pixel_table(2, 5, 1000, 8)
+    assert table.shape == (12,)  # 10 pixels padded to two tiles of MR = 6
+    assert table[:10].tolist() == [0, 8, 16, 24, 32, 1000, 1008, 1016, 1024, 1032]
+    assert table[10:].tolist() == [0, 0]
