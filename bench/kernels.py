@@ -1,9 +1,10 @@
 """int8 kernels and end-to-end int8 latency on every device, against onnxruntime in the same run.
 
 Run: ``.venv/bin/python bench/kernels.py [--threads 2] [--repeat 20] [--devices cpu]
-[--models seed-cnn,resnet18,mobilenet_v2,squeezenet1_1] [--convs resnet18,mobilenet_v2]``
-(a model is a builtin name, a name under ../shared/models, or an .onnx path; fp32 models are
-quantized first, with hetero's calibration).
+[--models seed-cnn,resnet18,...] [--convs resnet18,mobilenet_v2] [--cpu-time]``
+(a model is a builtin name, a name under ../shared/models, an .onnx path, or one of the untuned
+CNNs bench/untuned_cnns.py builds: shufflenet-like, inception-like, mnasnet-like; fp32 models
+are quantized first, with hetero's calibration).
 
 1. int8 GEMM 1024x1024x1024 (QGemm op: uint8 activations, int8 per-channel weights, requantized
    output) on each device, timed by the device's own clock; onnxruntime's MatMulInteger on the
@@ -19,6 +20,10 @@ quantized first, with hetero's calibration).
    one-op graph on the cpu device and as a one-node QLinearConv model in onnxruntime, both NCHW
    in and out: GOPS (2*MACs/s) and the ratio; and the cpu plan's step alone on an NHWC input
    (what the op costs inside a compiled plan, where no layout changes around it).
+5. ``--cpu-time``: instead of 1-4, each model on one thread, hetero's cpu device and onnxruntime
+   (one intra-op thread) alternating, timed by the CPU time of the calling thread (where both
+   run all their work at one thread): far less moved by other processes on a shared machine
+   than wall-clock latency, which waits for the core. Prints medians and the ratio.
 Runs alternate between implementations so background load hits all alike; the load average
 is printed with each table (the machine may be shared).
 """
@@ -29,6 +34,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +53,8 @@ from hetero.quant.lowering import lower_qdq
 from hetero.ir.onnx_import import import_onnx
 from hetero.quant.precision import quantized_onnx
 
+import untuned_cnns
+
 SIZE = 1024
 SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 
@@ -55,6 +63,10 @@ def model_spec(name: str) -> str:
     """A MODEL argument for a bench name: an .onnx path, a shared test model, or a builtin."""
     if name.endswith(".onnx"):
         return name
+    if name in untuned_cnns.BUILDERS:
+        folder = Path(tempfile.gettempdir()) / "hetero-bench-untuned"
+        folder.mkdir(exist_ok=True)
+        return str(untuned_cnns.saved(name, folder))
     shared = SHARED_MODELS / f"{name}.onnx"
     return str(shared) if shared.exists() else f"builtin:{name}"
 
@@ -244,14 +256,49 @@ def conv_bench(model: str, threads: int, repeat: int) -> None:
               f"{1e6 * inner:>9.1f} {ops / inner / 1e9:>7.1f} {theirs / inner:>8.2f}x")
 
 
+def cpu_time_bench(models: list[str], repeat: int) -> None:
+    """Per model: CPU time of the calling thread per inference, one thread, hetero cpu vs onnxruntime."""
+    print(f"\nint8 end to end, one thread, CPU time of the calling thread per run (median of {repeat}; {load_text()})")
+    print(f"  {'model':<18} {'ORT ms':>9} {'hetero cpu ms':>14} {'onnxruntime/this':>17} {'outputs = ORT':>14}")
+    for model in models:
+        qdq = quantized_onnx(model_spec(model))
+        graph = lower_qdq(import_onnx(qdq, label=model))
+        spec = graph.inputs[0]
+        feeds = {spec.name: np.random.default_rng(1).random(spec.shape, dtype=np.float32)}
+        peer = session(qdq.SerializeToString(), 1)
+        cpu = open_device("cpu", threads=1)
+        name = graph.outputs[0].name
+        same = float(np.mean(run_on_device(graph, cpu, feeds)[name] == peer.run(None, feeds)[0]))
+        for _ in range(10):
+            run_on_device(graph, cpu, feeds)
+            peer.run(None, feeds)
+        ours, theirs = [], []
+        for _ in range(repeat):
+            start = time.thread_time()
+            run_on_device(graph, cpu, feeds)
+            middle = time.thread_time()
+            peer.run(None, feeds)
+            ours.append(middle - start)
+            theirs.append(time.thread_time() - middle)
+        ours_ms, theirs_ms = median_ms(ours), median_ms(theirs)
+        print(f"  {model:<18} {theirs_ms:>9.3f} {ours_ms:>14.3f} {theirs_ms / ours_ms:>16.2f}x {same:>13.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--models", default="seed-cnn,resnet18,mobilenet_v2,squeezenet1_1")
+    parser.add_argument("--models", default="seed-cnn,resnet18,mobilenet_v2,squeezenet1_1," + ",".join(untuned_cnns.BUILDERS))
     parser.add_argument("--convs", default="resnet18,mobilenet_v2", help="models whose conv shapes to time ('' for none)")
     parser.add_argument("--devices", help="default: every usable device but reference")
+    parser.add_argument("--cpu-time", action="store_true", help="one thread, CPU time per run, cpu device vs onnxruntime only")
     args = parser.parse_args()
+    if args.cpu_time:
+        try:
+            cpu_time_bench(args.models.split(","), args.repeat)
+        except HeteroError as err:
+            sys.exit(f"bench/kernels.py: error: {err}")
+        return
     usable, absent = discover()
     devices = args.devices.split(",") if args.devices else [d.name for d in usable if d.kind != "reference"]
     print(f"devices: {', '.join(devices)}")

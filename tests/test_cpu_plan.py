@@ -123,14 +123,17 @@ def test_unseen_cnn_equals_reference_and_onnxruntime(dev: CpuDevice, unseen: tup
 
 
 def test_unseen_cnn_plan_runs_channels_last(dev: CpuDevice, unseen: tuple[onnx.ModelProto, Graph]) -> None:
-    """Layouts change only where an op needs NCHW: around the channel shuffle's 5-D reshape."""
+    """No layout changes inside the plan: the channel shuffle (Reshape, Transpose, Reshape) runs
+    channels-last too, its 5-D middle stored (N, H, W, A, B)."""
     _, graph = unseen
     plan = dev.plan_for(graph)
     assert plan is dev.plan_for(graph)  # compiled once
     lines = plan.describe()
-    assert sum(line.startswith("convert") for line in lines) == 2, "\n".join(lines)
+    assert sum(line.startswith("convert") for line in lines) == 0, "\n".join(lines)
     convs = [line for line in lines if "(QLinearConv)" in line]
     assert convs and all(line.endswith("nhwc -> nhwc") for line in convs)
+    shuffle = [line for line in lines if "(Transpose)" in line or "(Reshape)" in line]
+    assert len(shuffle) == 3 and all(line.endswith("nhwc -> nhwc") for line in shuffle), "\n".join(lines)
 
 
 def test_observe_and_timed_runs_see_nchw_outputs(dev: CpuDevice, unseen: tuple[onnx.ModelProto, Graph]) -> None:
@@ -145,6 +148,53 @@ def test_observe_and_timed_runs_see_nchw_outputs(dev: CpuDevice, unseen: tuple[o
     assert seen.keys() == reference.keys()
     for name, value in reference.items():
         np.testing.assert_array_equal(np.asarray(seen[name]), value, err_msg=name)
+
+
+def test_unseen_cnn_op_by_op_in_both_layout_modes(dev: CpuDevice, unseen: tuple[onnx.ModelProto, Graph]) -> None:
+    """The runtime's per-op paths run the same steps: NCHW in and out of each op (``run``,
+    the 5-D shuffle middle converted at each boundary) and layouts kept between ops
+    (``run_native``, the shuffle channels-last throughout); both equal the reference."""
+    from hetero.exec.executor import walk
+
+    _, graph = unseen
+    feeds = {"x": np.random.default_rng(11).standard_normal((1, 3, 48, 48)).astype(np.float32)}
+    name = graph.outputs[0].name
+    want = run_reference(graph, feeds)[name]
+    per_op = walk(graph, {"x": feeds["x"]}, lambda op, xs: dev.run(op, xs), keep=[name])[name]
+    native = walk(graph, {"x": dev.upload(feeds["x"])}, lambda op, xs: dev.run_native(op, xs), keep=[name])[name]
+    np.testing.assert_array_equal(per_op, want)
+    np.testing.assert_array_equal(dev.download(native), want)
+
+
+@pytest.mark.parametrize("kernel, stride, pad, dilation, ceil", [(3, 2, 1, 1, 0), (2, 2, 0, 1, 0), (3, 1, 1, 1, 0),
+                                                                 (3, 2, 0, 1, 1), (3, 1, 2, 2, 0)])
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_max_pool_channels_last(dev: CpuDevice, kernel: int, stride: int, pad: int, dilation: int, ceil: int,
+                                dtype: str) -> None:
+    """Integer MaxPool after a QuantizeLinear (so it runs channels-last), odd sizes and ceil mode."""
+    info = np.iinfo(dtype)
+    q_spec = TensorSpec("x", (1, 24, 13, 11), "float32")
+    weights = {"s": np.float32(0.05), "z": np.asarray(3, dtype)}
+    quant = make_op("q", "QuantizeLinear", ["x", "s", "z"], ["xq"], {}, {"x": q_spec}, weights)
+    attrs = {"kernel_shape": (kernel, kernel), "strides": (stride, stride), "pads": (pad,) * 4,
+             "dilations": (dilation, dilation), "ceil_mode": ceil}
+    pool = make_op("p", "MaxPool", ["xq"], ["y"], attrs, {"xq": quant.output_specs[0]}, {})
+    graph = Graph.build([quant, pool], [q_spec], ["y"], name="pool")
+    assert any("(MaxPool) nhwc -> nhwc" in line for line in dev.plan_for(graph).describe())
+    x = np.random.default_rng(kernel + pad).uniform(info.min * 0.06, info.max * 0.06, q_spec.shape).astype(np.float32)
+    np.testing.assert_array_equal(run_on_device(graph, dev, {"x": x})["y"], run_reference(graph, {"x": x})["y"])
+
+
+def test_plans_keep_freed_activation_memory() -> None:
+    """On glibc (this project's Linux targets) the malloc thresholds are set, so freed buffers
+    are reused by the next run instead of being faulted in again."""
+    import ctypes.util
+
+    from hetero.backends.cpu.memory import keep_freed_memory
+
+    if "libc.so" not in (ctypes.util.find_library("c") or ""):
+        pytest.skip("not a glibc system")
+    assert keep_freed_memory() is True
 
 
 # --- every QLinearConv path -------------------------------------------------------------------
@@ -181,8 +231,8 @@ CONV_CASES = [
     (16, 72, 24, 3, 1, 1, 1),  # implicit GEMM (a 24-wide row), two column panels with an edge
     (16, 64, 12, 3, 2, 1, 1),  # implicit, stride 2
     (16, 32, 12, 1, 2, 1, 1),  # implicit 1x1 / 2, read in place from the unpadded input
-    (3, 20, 24, 7, 2, 1, 1),  # unfolded stem (3 channels)
-    (8, 16, 7, 3, 1, 1, 1),  # 7-wide rows: im2row and one flat GEMM
+    (3, 20, 24, 7, 2, 1, 1),  # stem (3 channels): 21-byte tap rows read in place as 24
+    (8, 16, 7, 3, 1, 1, 1),  # 7-wide rows: flat pixel tiles across rows (im2row with weight zero points)
     (32, 40, 10, 1, 1, 1, 1),  # pointwise, the input read in place
     (12, 24, 9, 3, 1, 3, 1),  # grouped
     (16, 32, 12, 3, 1, 1, 2),  # dilated
@@ -194,6 +244,10 @@ CONV_CASES = [
     (64, 64, 9, 3, 2, 64, 1),  # depthwise 3x3 / 2, wide: pixel by pixel, taps read in place
     (128, 128, 7, 3, 1, 128, 1),  # depthwise 3x3, wide: pixel by pixel
     (128, 128, 8, 3, 1, 128, 2),  # depthwise 3x3 dilated, wide: pixel by pixel
+    (40, 40, 9, 5, 1, 40, 1),  # depthwise 5x5 (kernels_dw, no padded copy: zeroed edge taps)
+    (48, 48, 6, 5, 1, 48, 2),  # depthwise 5x5 dilated on a 6x6 image: every column an edge
+    (20, 20, 8, 7, 2, 20, 1),  # depthwise 7x7 / 2
+    (160, 160, 10, 3, 2, 160, 1),  # depthwise 3x3 / 2, wide, even width
     (8, 16, 9, 3, 1, 8, 1),  # depthwise with a channel multiplier (the NCHW kernel)
     (1, 32, 26, 3, 1, 1, 1),  # one input channel (the seed CNN): dense, K padded to 4
 ]

@@ -5,8 +5,8 @@ input rows in place (1x1) or from one im2row pass, and writes its output rows in
 GEMM's epilogue (``gemm_requant``) requantizes each int32 micro-kernel tile while it is in L1
 and stores uint8/int8 straight into the NHWC output (bias, multiplier, zero point, clamp; a
 fused ReLU/Clip is the clamp the lowering already folded into the output range). Pools and
-conversions vectorise over channels. Every float step is float32 and follows
-hetero.ir.ops.qlinear's rules exactly as the NCHW kernels in kernels_int8 do.
+conversions vectorise over channels (max pooling: kernels_pool). Every float step is float32
+and follows hetero.ir.ops.qlinear's rules exactly as the NCHW kernels in kernels_int8 do.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def qadd_flat(a, b, ra, rb, fixed, lo, hi, out):  # pragma: no cover - compiled
         lo_i, hi_i = t * CHUNK, min(n, t * CHUNK + CHUNK)
         _qadd_span(a[lo_i:hi_i], b[lo_i:hi_i], ra, rb, fixed, lo, hi, out[lo_i:hi_i])
 
-__all__ = ["im2row_padded", "row_sums", "max_pool_nhwc",
+__all__ = ["im2row_padded", "row_sums",
            "global_pool_nhwc", "average_pool_nhwc", "quantize_to_nhwc", "nchw_to_nhwc", "nhwc_to_nchw"]
 
 
@@ -138,35 +138,6 @@ def row_sums(a, m, k, shift, out):  # pragma: no cover - compiled
         for t in range(k):
             s += a[i, t]
         out[i] = s + shift * k
-
-
-@njit(cache=True, inline="always")
-def _vmax(dst, src):  # pragma: no cover - compiled
-    for i in range(dst.size):
-        dst[i] = max(dst[i], src[i])
-
-
-@njit(parallel=True, cache=True)
-def max_pool_nhwc(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out):  # pragma: no cover - compiled
-    """MaxPool of x (N, H, W, C) into out (N, Ho, Wo, C); padding never wins."""
-    nb, ho, wo, ch = out.shape
-    h, w = x.shape[1], x.shape[2]
-    xr = x.reshape(nb, h, w * ch)
-    orr = out.reshape(nb, ho, wo * ch)
-    for t in prange(nb * ho):
-        n, oh = t // ho, t % ho
-        orow = orr[n, oh]
-        _fill(orow, low)
-        for i in range(kh):
-            ih = oh * sh - pt + i * dh
-            if 0 <= ih < h:
-                xrow = xr[n, ih]
-                for ow in range(wo):
-                    o = orow[ow * ch : ow * ch + ch]
-                    for j in range(kw):
-                        iw = ow * sw - pl + j * dw
-                        if 0 <= iw < w:
-                            _vmax(o, xrow[iw * ch : iw * ch + ch])
 
 
 @njit(parallel=True, cache=True)

@@ -4,7 +4,8 @@
 (weights packed, arguments resolved), assigns each tensor a layout (NHWC inside runs of
 channels-last ops, converted once where a consumer needs NCHW and at the graph outputs), and
 numbers the buffers so a run is a loop over a list: a few microseconds of Python per op. Each
-buffer is released after its last reader. Thread counts per op follow the device's
+buffer is released after its last reader, and kept mapped by the allocator for the next run
+(``memory.keep_freed_memory``). Thread counts per op follow the device's
 one-thread-or-all learning; ``throttle`` and injected faults behave as in ``CpuDevice.run``.
 :class:`CpuBuffer` (an array and its layout) carries tensors between per-op runs that keep
 layouts too (``CpuDevice.run_native``: the runtime); ``LAYOUT_CONVERSIONS`` counts conversions.
@@ -23,7 +24,8 @@ import numpy as np
 
 from hetero.backends.base import Device
 from hetero.backends.cpu import kernels_nhwc as nk
-from hetero.backends.cpu import steps
+from hetero.backends.cpu import steps, steps_dw
+from hetero.backends.cpu.memory import keep_freed_memory
 from hetero.backends.cpu.steps import NCHW, NHWC, Step, fallback
 from hetero.backends.cpu.steps_conv import qconv, qgemm
 from hetero.ir.graph import Graph, Op
@@ -33,8 +35,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+def conv_step(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """QLinearConv: steps_dw's kernels for a depthwise conv, else steps_conv's."""
+    step = steps_dw.depthwise(device, op, available)
+    return step if step is not None else qconv(device, op, available)
+
+
 BUILDERS: dict[str, Callable[[Device, Op, tuple[str, ...]], Step | None]] = {
-    "QLinearConv": qconv,
+    "QLinearConv": conv_step,
     "QGemm": qgemm,
     "QLinearMatMul": qgemm,
     "QLinearAdd": steps.qadd,
@@ -44,7 +53,8 @@ BUILDERS: dict[str, Callable[[Device, Op, tuple[str, ...]], Step | None]] = {
     "QLinearConcat": steps.qconcat,
     "QuantizeLinear": steps.quantize,
     "DequantizeLinear": steps.dequantize,
-    **{name: steps.reshape_pooled for name in ("Flatten", "Reshape", "Squeeze")},
+    "Transpose": steps.transpose,
+    **{name: steps.reshape for name in ("Flatten", "Reshape", "Squeeze")},
 }
 """Op types with a plan step of their own; the others run their kernel from the device's table."""
 
@@ -105,8 +115,10 @@ def _bytes(x: np.ndarray) -> np.ndarray:
 
 
 def to_nhwc(x: np.ndarray) -> np.ndarray:
-    """An (N, C, H, W) array channels-last."""
+    """An (N, C, H, W) array channels-last; an (N, A, B, H, W) one as (N, H, W, A, B)."""
     LAYOUT_CONVERSIONS.add()
+    if x.ndim == 5:
+        return np.ascontiguousarray(x.transpose(0, 3, 4, 1, 2))
     n, c, h, w = x.shape
     if h * w == 1 or c == 1:
         return np.ascontiguousarray(x).reshape(n, h, w, c)
@@ -118,8 +130,10 @@ def to_nhwc(x: np.ndarray) -> np.ndarray:
 
 
 def to_nchw(x: np.ndarray) -> np.ndarray:
-    """An (N, H, W, C) array back to (N, C, H, W)."""
+    """An (N, H, W, C) array back to (N, C, H, W); an (N, H, W, A, B) one to (N, A, B, H, W)."""
     LAYOUT_CONVERSIONS.add()
+    if x.ndim == 5:
+        return np.ascontiguousarray(x.transpose(0, 3, 4, 1, 2))
     n, h, w, c = x.shape
     if h * w == 1 or c == 1:
         return x.reshape(n, c, h, w)
@@ -128,6 +142,21 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
     out = np.empty((n, c, h, w), x.dtype)
     nk.nhwc_to_nchw(_bytes(x).reshape(n, h * w, c), _bytes(out).reshape(n, c, h * w))
     return out
+
+
+_LEARNING = object()
+"""A plan instruction whose thread count the device is still learning."""
+
+
+def _thread_count_settled(device: "CpuDevice", op: Op) -> bool:
+    """Whether the device's one-thread-or-all choice for ``op`` is final (``_threads_for`` then
+    returns the same every time)."""
+    from hetero.backends.cpu.device import PARALLEL_MIN_FLOPS
+
+    if device.threads == 1 or numba.config.NUMBA_NUM_THREADS == 1 or op.flops >= PARALLEL_MIN_FLOPS:
+        return True
+    entry = device._thread_trials.get(id(op))
+    return entry is not None and entry[0] is op and "chosen" in entry[1]
 
 
 @dataclass(frozen=True)
@@ -141,8 +170,8 @@ class CpuBuffer:
     _converted: dict = field(default_factory=dict, compare=False, repr=False)
 
     def as_layout(self, form: str) -> np.ndarray:
-        """The tensor as an array in ``form`` (a 4-D array is converted on first request)."""
-        if form == self.layout or self.array.ndim != 4:
+        """The tensor as an array in ``form`` (a 4-D or 5-D array is converted on first request)."""
+        if form == self.layout or self.array.ndim not in (4, 5):
             return self.array
         found = self._converted.get(form)
         if found is None:
@@ -165,6 +194,7 @@ class CpuPlan:
     """A graph compiled for one CpuDevice; ``run(feeds)`` returns the outputs as NCHW arrays."""
 
     def __init__(self, device: "CpuDevice", graph: Graph) -> None:
+        keep_freed_memory()
         self.device = device
         self.graph = graph
         slots: dict[tuple[str, str], int] = {}
@@ -205,12 +235,15 @@ class CpuPlan:
             for index, (step, convert, reads, writes) in enumerate(instrs)
         ]
         self.slot_count = len(slots)
+        self._settled: list[object] = [_LEARNING] * len(self.instrs)  # per instruction: its thread count once settled
         converts = sum(1 for i in self.instrs if i.step is None)
         log.debug("compiled %s for %s: %d ops, %d layout conversions", graph.name, device.name,
                   len(self.instrs) - converts, converts)
 
     def run(self, feeds: Mapping[str, np.ndarray], observe: Observe | None = None, timed: bool = False) -> dict[str, np.ndarray]:
-        """Run the plan on host arrays (already checked against the graph's inputs)."""
+        """Run the plan on host arrays (already checked against the graph's inputs). Once the
+        device has settled an op's thread count, its step runs without the learning's
+        bookkeeping (no clock, no trial records) unless a hook or the throttle needs its time."""
         device = self.device
         values: list[np.ndarray | None] = [None] * self.slot_count
         for name, s in self.input_slots:
@@ -218,27 +251,38 @@ class CpuPlan:
         previous = current = numba.get_num_threads()
         throttle = device.throttle
         clock = time.perf_counter
+        settled = self._settled
+        timing = observe is not None or throttle > 1.0
         try:
-            for instr in self.instrs:
+            for index, instr in enumerate(self.instrs):
                 inputs = [values[s] for s in instr.reads]
                 step = instr.step
                 if step is None:
                     outputs = [instr.convert(inputs[0])]
                 else:
-                    threads = device._threads_for(step.op)
+                    threads = settled[index]
+                    learning = threads is _LEARNING
+                    if learning:
+                        threads = device._threads_for(step.op)
                     want = previous if threads is None else threads
                     if want != current:
                         numba.set_num_threads(want)
                         current = want
-                    start = clock()
-                    outputs = step.run(inputs)
-                    elapsed = clock() - start
-                    device._learn_threads(step.op, threads, elapsed)
-                    if throttle > 1.0:
-                        time.sleep((throttle - 1.0) * elapsed)
-                    if observe is not None:
-                        observe(step.op, [self._nchw(o, f) for o, f in zip(outputs, step.gives)],
-                                (elapsed, elapsed) if timed else None)
+                    if not (learning or timing):
+                        outputs = step.run(inputs)
+                    else:
+                        start = clock()
+                        outputs = step.run(inputs)
+                        elapsed = clock() - start
+                        if learning:
+                            device._learn_threads(step.op, threads, elapsed)
+                            if _thread_count_settled(device, step.op):
+                                settled[index] = device._threads_for(step.op)
+                        if throttle > 1.0:
+                            time.sleep((throttle - 1.0) * elapsed)
+                        if observe is not None:
+                            observe(step.op, [self._nchw(o, f) for o, f in zip(outputs, step.gives)],
+                                    (elapsed, elapsed) if timed else None)
                 for s, buffer in zip(instr.writes, outputs):
                     values[s] = buffer
                 for s in instr.frees:

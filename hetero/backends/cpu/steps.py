@@ -1,9 +1,11 @@
 """Ops bound to cpu kernels for a compiled plan: weights packed, arguments resolved, layouts chosen.
 
 A :class:`Step` is one op ready to run: the layout each activation input must arrive in
-(``NCHW``: as ONNX says, ``NHWC``: a 4-D tensor stored channels-last as (N, H, W, C)), the
+(``NCHW``: as ONNX says, ``NHWC``: a 4-D tensor stored channels-last as (N, H, W, C), a 5-D
+one (N, A, B, H, W) as (N, H, W, A, B): a channel shuffle's middle), the
 layout of each output, and a function of the input arrays alone. Integer convolutions and
-GEMMs (steps_conv), pools, residual adds and channel concats run channels-last (kernels_nhwc);
+GEMMs (steps_conv, steps_dw), pools, residual adds, channel concats and channel shuffles
+(Reshape, Transpose, Reshape) run channels-last (kernels_nhwc, kernels_pool, kernels_channels);
 QuantizeLinear writes channels-last; every other op runs its ordinary kernel (the device's
 table) on NCHW arrays.
 Each step computes exactly what the op's ordinary kernel computes (the same int32 sums and
@@ -20,6 +22,8 @@ import numpy as np
 from hetero.backends.base import Device
 from hetero.backends.cpu import kernels_int8 as q
 from hetero.backends.cpu import kernels_nhwc as nk
+from hetero.backends.cpu import kernels_pool
+from hetero.backends.cpu import kernels_channels as kc
 from hetero.backends.cpu.kernels_float import geometry
 from hetero.backends.cpu.kernels_quant import F32, Requant, _ratio, per_channel, scalar
 from hetero.ir.graph import Op
@@ -92,7 +96,7 @@ def max_pool(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
 
     def pool(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = np.empty(out_shape, dtype)
-        nk.max_pool_nhwc(inputs[0], *geometry(win), low, out)
+        kernels_pool.max_pool_nhwc(inputs[0], *geometry(win), low, out)
         return [out]
 
     return Step(op, (NHWC,), (NHWC,), pool)
@@ -149,8 +153,9 @@ def qaverage_pool(device: Device, op: Op, available: tuple[str, ...]) -> Step | 
 
 
 def qconcat(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
-    """QLinearConcat along channels of channels-last inputs: each part copied or requantized
-    (rule 6) into its column slice of the output rows."""
+    """QLinearConcat along channels of channels-last inputs: the parts already in the output's
+    scale and zero point copied into their column slices of the output rows in one pass, the
+    others requantized (rule 6) into theirs."""
     spec = op.output_specs[0]
     if len(spec.shape) != 4 or int(op.attrs["axis"]) % 4 != 1 or NHWC not in available:
         return None
@@ -171,17 +176,20 @@ def qconcat(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
         start += width
     out_shape = nhwc_shape(spec.shape)
     tail = (y_scale, F32(y_zp), F32(info.min), F32(info.max))
+    word = kc.word_view(tuple(w for _, w, _, _, _ in plan) + (start,))
+    copied = [k for k, (_, _, same, _, _) in enumerate(plan) if same]
+    begins = np.array([plan[k][0] // word.itemsize for k in copied], np.int64)
 
     def concat(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = np.empty(out_shape, dtype)
         flat = out.reshape(n * h * w, -1)
+        if copied:
+            srcs = tuple(np.ascontiguousarray(inputs[k]).reshape(n * h * w, -1).view(np.uint8).view(word) for k in copied)
+            kc.copy_columns(srcs, begins, flat.view(np.uint8).view(word))
         for part, (begin, width, same, zp, scale) in zip(inputs, plan):
-            src = part.reshape(n * h * w, width)
-            dst = flat[:, begin : begin + width]
-            if same:
-                dst[...] = src
-            else:
-                q.requant_tensor(src, zp, scale, *tail, dst)
+            if not same:
+                src = np.ascontiguousarray(part).reshape(n * h * w, width)
+                q.requant_tensor(src, zp, scale, *tail, flat[:, begin : begin + width])
         return [out]
 
     return Step(op, (NHWC,) * parts, (NHWC,), concat)
@@ -239,6 +247,49 @@ def reshape_pooled(device: Device, op: Op, available: tuple[str, ...]) -> Step |
         return None
     shape = op.output_specs[0].shape
     return Step(op, (available[0],), (NCHW,), lambda inputs: [np.ascontiguousarray(inputs[0]).reshape(shape)])
+
+
+def reshape(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """Flatten/Reshape/Squeeze of a pooled tensor, or a channel shuffle's reshapes."""
+    step = reshape_pooled(device, op, available)
+    return step if step is not None else channel_reshape(op, available)
+
+
+def channel_reshape(op: Op, available: tuple[str, ...]) -> Step | None:
+    """Reshape of a channels-last tensor between (N, C, H, W) and (N, A, B, H, W), A * B = C:
+    the same bytes in both (stored (N, H, W, C) and (N, H, W, A, B))."""
+    spec = op.input_specs[0]
+    if op.type != "Reshape" or spec is None or available[0] != NHWC:
+        return None
+    src, dst = tuple(spec.shape), tuple(op.output_specs[0].shape)
+    if len(src) == 4 and len(dst) == 5 and dst[0] == src[0] and dst[3:] == src[2:] and dst[1] * dst[2] == src[1]:
+        stored = (dst[0], dst[3], dst[4], dst[1], dst[2])
+    elif len(src) == 5 and len(dst) == 4 and dst[0] == src[0] and dst[2:] == src[3:] and src[1] * src[2] == dst[1]:
+        stored = (dst[0], dst[2], dst[3], dst[1])
+    else:
+        return None
+    return Step(op, (NHWC,), (NHWC,), lambda inputs: [np.ascontiguousarray(inputs[0]).reshape(stored)])
+
+
+def transpose(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """Transpose (0, 2, 1, 3, 4) of a channels-last 5-D 8-bit tensor: swaps its two channel axes
+    (a channel shuffle's middle), one (A, B) transpose per pixel."""
+    spec = op.input_specs[0]
+    perm = tuple(int(p) for p in op.attrs.get("perm", ()))
+    if spec is None or available[0] != NHWC or len(spec.shape) != 5 or perm != (0, 2, 1, 3, 4):
+        return None
+    if np.dtype(spec.dtype).itemsize != 1:
+        return None
+    n, a, b, h, w = spec.shape
+    dtype = np.dtype(spec.dtype)
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = np.ascontiguousarray(inputs[0])
+        out = np.empty((n, h, w, b, a), dtype)
+        kc.swap_channel_axes(x.view(np.uint8).reshape(n * h * w, a, b), out.view(np.uint8).reshape(n * h * w, b, a))
+        return [out]
+
+    return Step(op, (NHWC,), (NHWC,), run)
 
 
 def only_data_is_activation(op: Op) -> bool:
