@@ -91,3 +91,80 @@ def evaluate_against(profile: Profile, other: Profile, devices: Sequence[str] | 
         unseen = {s: st for s, st in other.devices[name].ops.items() if s not in known and not is_synthetic(st)}
         per_device[name] = _predict(known, unseen)
     return _report(per_device)
+
+
+def _class_report(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Overall and per-class metrics of rows with kernel_class, predicted_s, measured_s."""
+    report: dict[str, Any] = error_metrics([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows])
+    classes: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        classes.setdefault(row["kernel_class"], []).append(row)
+    report["classes"] = {c: error_metrics([r["predicted_s"] for r in v], [r["measured_s"] for r in v]) for c, v in sorted(classes.items())}
+    report["rows"] = list(rows)
+    return report
+
+
+def evaluate_kernels_holdout(kernels: Any, fraction: float = 0.25, seed: int = 0) -> dict[str, Any]:
+    """A kernel profile's own held-out samples: per device and class, fit on the rest, predict these."""
+    from hetero.cost.kernel_model import Fitted, choose_kind
+
+    if not 0 < fraction < 1:
+        raise ProfileError(f"--holdout must be between 0 and 1, got {fraction}")
+    devices = {}
+    for name, entry in kernels.devices.items():
+        rows = []
+        for kernel_class, group in entry.by_class().items():
+            n = len(group.seconds)
+            if n < 4:
+                continue
+            order = np.random.default_rng(seed).permutation(n)
+            test, train = order[: max(1, int(round(fraction * n)))], order[max(1, int(round(fraction * n))):]
+            feats = [group.features[i] for i in train]
+            secs = [group.seconds[i] for i in train]
+            kind = entry.kinds.get(kernel_class) or choose_kind(feats, secs)[0]
+            model = Fitted(kind if len(train) >= 12 else "loglin", feats, secs)
+            guesses = model.predict([group.features[i] for i in test])
+            rows += [{"kernel_class": kernel_class, "predicted_s": float(g), "measured_s": group.seconds[i]} for g, i in zip(guesses, test)]
+        devices[name] = _class_report(rows)
+    return _kernel_summary(devices)
+
+
+def evaluate_kernels_against(kernels: Any, other: Profile, graph: Any) -> dict[str, Any]:
+    """Predict every real entry of a model profile (``other``, of ``graph``) from a kernel profile
+    alone: per op kernel time vs the measured one, per class and overall, and the whole model's
+    predicted latency (kernels, layout conversions, the plan's dispatch per op) vs the sum measured."""
+    from hetero.cost.kernel_estimate import graph_kernel_cost
+
+    names = [n for n in other.devices if n in kernels.devices]
+    if not names:
+        raise ProfileError(f"the profiles share no device (have {sorted(kernels.devices)} and {sorted(other.devices)})")
+    devices = {}
+    for name in names:
+        estimate = graph_kernel_cost(graph, name, kernels)
+        measured = other.devices[name].ops
+        rows, skipped = [], 0
+        model_predicted = model_measured = 0.0
+        dispatch = kernels.devices[name].plan_dispatch_s
+        for op in graph.ops_in_order():
+            stats = measured.get(op.signature())
+            guess = estimate.kernel_s(op.name) if estimate.covers(op.name) else math.inf
+            if stats is None or is_synthetic(stats) or not math.isfinite(guess) or stats.expected_s <= 0:
+                skipped += 1
+                continue
+            model_predicted += estimate.op_s(op.name) + dispatch
+            model_measured += stats.expected_s
+            rows.append({"node": op.name, "kernel_class": estimate.classes.get(op.name, op.type), "predicted_s": guess,
+                         "measured_s": stats.expected_s})
+        report = _class_report(rows)
+        report.update(unpredictable=skipped, model_predicted_s=model_predicted, model_ops_measured_s=model_measured)
+        devices[name] = report
+    return _kernel_summary(devices)
+
+
+def _kernel_summary(devices: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    rows = [r for d in devices.values() for r in d["rows"]]
+    report = _class_report(rows)
+    report.pop("rows")
+    report["unpredictable"] = sum(d.get("unpredictable", 0) for d in devices.values())
+    report["devices"] = devices
+    return report

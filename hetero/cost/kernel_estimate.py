@@ -1,0 +1,147 @@
+"""Per-op times of a whole graph on a device from its kernel profile, as the runtime adds them up.
+
+Each op costs its kernel class's prediction, plus the layout conversions the device's compiled
+plan inserts for it (before it, for its inputs; a conversion of a graph output goes to the op
+that makes it). The plan's per-op dispatch is ``Profile.runtime.dispatch_s``, which the cost
+model adds to every op. Classes and conversions come from the plan compiled for the graph (cpu);
+where the graph does not compile there (an op without a kernel), each supported op is classified
+alone and no conversion is charged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from hetero.cost.kernel_model import kernel_features, layout_features, step_class
+from hetero.errors import DeviceError
+from hetero.ir.graph import Graph, Op
+
+log = logging.getLogger(__name__)
+
+_CPU: list[Any] = []
+
+
+def _cpu_device() -> Any:
+    """One cpu device for compiling plans (classification only; nothing runs on it)."""
+    if not _CPU:
+        from hetero.backends.registry import open_device
+
+        _CPU.append(open_device("cpu"))
+    return _CPU[0]
+
+
+def _spec_of(op: Op, tensor: str) -> Any:
+    return next(s for name, s in zip(op.inputs, op.input_specs) if name == tensor)
+
+
+class GraphKernelCost:
+    """Kernel-profile prediction of every op of a graph on one device."""
+
+    def __init__(self, graph: Graph, kind: str, predictor: Any) -> None:
+        self.graph = graph
+        self.predictor = predictor
+        self.classes: dict[str, str] = {}
+        self.conversions: dict[str, list[tuple[str, tuple[int, ...], int]]] = {}  # op -> (class, NCHW shape, itemsize)
+        self.supported: set[str] = set()
+        if kind == "cpu":
+            self._from_plan()
+        else:
+            self.classes = {op.name: op.type for op in graph.ops_in_order()}
+            self.supported = set(self.classes)
+        self._cache: dict[str, float] = {}
+        self.flush_bytes = bytes_per_run(graph)
+
+    def _from_plan(self) -> None:
+        from hetero.backends.cpu.plan import to_nhwc
+        from hetero.backends.cpu.steps import NCHW, NHWC
+
+        device = _cpu_device()
+        ops = list(self.graph.ops_in_order())
+        self.supported = {op.name for op in ops if device.supports(op)}
+        try:
+            plan = device.plan_for(self.graph)
+        except DeviceError as err:
+            from hetero.backends.cpu.plan import build_step
+
+            log.info("%s does not compile for cpu (%s): classifying its ops one by one", self.graph.name, err)
+            for op in ops:
+                if op.name in self.supported:
+                    available = tuple(NHWC if _spec_of(op, t).dtype in ("int8", "uint8") and len(_spec_of(op, t).shape) == 4
+                                      else NCHW for t in op.activation_inputs)
+                    self.classes[op.name] = step_class(build_step(device, op, available))
+            return
+        producer = {t: op for op in ops for t in op.outputs}
+        pending: list[tuple[int, str]] = []  # (slot written, class) of conversions not yet read
+        outputs = {slot: name for name, slot in plan.output_slots}
+        specs = {s.name: s for s in self.graph.outputs}
+        for instr in plan.instrs:
+            if instr.step is None:
+                kernel_class = "layout/to_nhwc" if instr.convert is to_nhwc else "layout/to_nchw"
+                slot = instr.writes[0]
+                if slot in outputs and outputs[slot] in specs:
+                    spec = specs[outputs[slot]]
+                    owner = producer[outputs[slot]].name
+                    self.conversions.setdefault(owner, []).append((kernel_class, tuple(spec.shape), _itemsize(spec.dtype)))
+                else:
+                    pending.append((slot, kernel_class))
+                continue
+            op = instr.step.op
+            self.classes[op.name] = step_class(instr.step)
+            for slot, kernel_class in pending:
+                if slot in instr.reads:
+                    tensor = op.activation_inputs[instr.reads.index(slot)]
+                    spec = _spec_of(op, tensor)
+                    self.conversions.setdefault(op.name, []).append((kernel_class, tuple(spec.shape), _itemsize(spec.dtype)))
+            pending = [(s, c) for s, c in pending if s not in instr.reads]
+        device.close()
+
+    def covers(self, node: str) -> bool:
+        return node in self.supported and self.predictor.covers(self.classes.get(node, ""))
+
+    def kernel_s(self, node: str) -> float:
+        """The op's kernel alone (what a model profile measures per op)."""
+        op = self.graph.op(node)
+        guess = self.predictor.predict(self.classes.get(node, op.type), kernel_features(op, self.flush_bytes))
+        return math.inf if guess is None else guess
+
+    def layout_s(self, node: str) -> float:
+        total = 0.0
+        for kernel_class, shape, itemsize in self.conversions.get(node, ()):
+            guess = self.predictor.predict(kernel_class, layout_features(shape, itemsize, self.flush_bytes))
+            total += 0.0 if guess is None else guess
+        return total
+
+    def op_s(self, node: str) -> float:
+        """Kernel plus the conversions the plan charges to it (no dispatch)."""
+        if node not in self._cache:
+            self._cache[node] = self.kernel_s(node) + self.layout_s(node) if self.covers(node) else math.inf
+        return self._cache[node]
+
+
+def bytes_per_run(graph: Graph) -> int:
+    """What one run of the graph moves through the caches: its weights and every tensor its ops
+    write (the samples' flush_bytes stand for this)."""
+    return int(sum(op.param_bytes + sum(spec.nbytes for spec in op.output_specs) for op in graph.ops_in_order()))
+
+
+def _itemsize(dtype: str) -> int:
+    import numpy as np
+
+    return int(np.dtype(dtype).itemsize)
+
+
+_GRAPHS: dict[tuple[int, str], tuple[Graph, Any, GraphKernelCost]] = {}
+
+
+def graph_kernel_cost(graph: Graph, device: str, kernels: Any) -> GraphKernelCost:
+    """The (cached) per-op estimate of a graph on ``device`` from a KernelProfile."""
+    entry = kernels.devices[device]
+    key = (id(graph), device)
+    found = _GRAPHS.get(key)
+    if found is None or found[0] is not graph or found[1] is not entry:
+        kind = str(entry.identity.get("kind", "cpu"))
+        found = _GRAPHS[key] = (graph, entry, GraphKernelCost(graph, kind, entry.predictor()))
+    return found[2]
+

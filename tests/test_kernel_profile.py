@@ -1,0 +1,166 @@
+"""The model-independent kernel profile (hetero profile --kernels): sampling, storage, refit on
+load, classes read from the cpu plan, scheduling a model nobody profiled, evaluation metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hetero.backends.registry import open_device
+from hetero.cost.evaluate import error_metrics, evaluate_kernels_against
+from hetero.cost.kernel_estimate import graph_kernel_cost
+from hetero.cost.kernel_model import kernel_features, step_class
+from hetero.cost.kernel_profile import (DeviceKernels, KernelProfile, KernelSample, classify_ops, load_kernel_profile,
+                                        profile_kernels, save_kernel_profile)
+from hetero.cost.kernel_space import build_sample
+from hetero.cost.model import cost_model_for
+from hetero.cost.profile import DeviceProfile, OpStats, Profile, load_profile
+from hetero.errors import ProfileError
+from hetero.ir.graph import Graph, TensorSpec, make_op
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    device = open_device("cpu")
+    yield device
+    device.close()
+
+
+@pytest.fixture(scope="module")
+def kernels(cpu, tmp_path_factory) -> tuple[KernelProfile, Path]:
+    profile = profile_kernels([cpu], ["int8"], budget_s=4.0, seed=1, transfer_sizes=[4096, 65536])
+    path = tmp_path_factory.mktemp("kernels") / "K.json"
+    save_kernel_profile(profile, path)
+    return profile, path
+
+
+def test_profile_round_trips(kernels) -> None:
+    profile, path = kernels
+    loaded = load_kernel_profile(path)
+    original, again = profile.devices["cpu"], loaded.devices["cpu"]
+    assert len(original.samples) >= 12
+    assert again.samples == original.samples
+    assert again.kinds == original.kinds and again.plan_dispatch_s == original.plan_dispatch_s > 0
+    assert loaded.precisions == ("int8",)
+    assert json.loads(path.read_text())["kind"] == "kernels"
+
+
+def test_refit_from_samples_gives_the_same_predictions(kernels) -> None:
+    profile, path = kernels
+    first, second = profile.devices["cpu"].predictor(), load_kernel_profile(path).devices["cpu"].predictor()
+    assert first is not second
+    for sample in profile.devices["cpu"].samples[::7]:
+        assert first.predict(sample.kernel_class, sample.features) == second.predict(sample.kernel_class, sample.features)
+
+
+def test_sample_classes_are_what_the_plan_chose(kernels, cpu) -> None:
+    profile, _ = kernels
+    rng = np.random.default_rng(5)
+    checked = 0
+    for sample in profile.devices["cpu"].samples[:40]:
+        if sample.op_type == "layout":
+            continue
+        graph, op = build_sample(sample.config, rng)
+        plan = cpu.plan_for(graph)
+        step = next(i.step for i in plan.instrs if i.step is not None and i.step.op is op)
+        assert sample.kernel_class == step_class(step) == classify_ops(cpu, graph)[op.name]
+        cpu.close()
+        checked += 1
+    assert checked > 10
+
+
+def test_a_model_without_a_profile_is_scheduled_from_the_kernel_profile(kernels) -> None:
+    from hetero.quant.precision import load_with_precision
+    from hetero.schedulers import schedule
+
+    _, path = kernels
+    graph, precision = load_with_precision("builtin:seed-cnn", "int8")
+    cost, _ = cost_model_for(graph, str(path), ["cpu"], precision)
+    plan = schedule(graph, cost)
+    assert set(plan.placement.values()) == {"cpu"}
+    per_op = [cost.compute(node, "cpu") for node in graph.nodes]
+    assert all(math.isfinite(s) and s > 0 for s in per_op)
+    assert plan.makespan_s >= sum(per_op) * 0.999
+    estimate = graph_kernel_cost(graph, "cpu", load_profile(path).kernels)
+    assert estimate.classes == classify_ops(open_device("cpu"), graph)
+
+
+def _broken(tmp_path: Path, path: Path, edit) -> Path:
+    data = json.loads(path.read_text())
+    edit(data)
+    out = tmp_path / f"{edit.__name__}.json"
+    out.write_text(json.dumps(data))
+    return out
+
+
+def test_bad_kernel_profiles_are_one_clear_error(kernels, tmp_path: Path) -> None:
+    _, path = kernels
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text(path.read_text()[:200])
+
+    def unknown_class(d):
+        d["devices"]["cpu"]["samples"][0]["class"] = "NoSuchOp/run"
+        d["devices"]["cpu"]["samples"][0]["op_type"] = "NoSuchOp"
+
+    def missing_field(d):
+        del d["devices"]["cpu"]["samples"][3]["seconds"]
+
+    def bad_kind(d):
+        next(iter(d["devices"]["cpu"]["classes"].values()))["kind"] = "pickle"
+
+    cases = [(corrupt, "not valid JSON"), (_broken(tmp_path, path, unknown_class), "samples[0].class 'NoSuchOp/run'"),
+             (_broken(tmp_path, path, missing_field), "samples[3] lacks 'seconds'"),
+             (_broken(tmp_path, path, bad_kind), "kind is 'pickle'")]
+    for bad, words in cases:
+        with pytest.raises(ProfileError) as err:
+            load_profile(bad)
+        message = str(err.value)
+        assert str(bad) in message and words in message and "\n" not in message
+
+
+def test_error_metrics_on_a_hand_built_case() -> None:
+    m = error_metrics([1.05, 2.6, 6.0, 3.8], [1.0, 2.0, 3.0, 4.0])  # +5%, +30%, +100%, -5%
+    assert m["within_10pct"] == 0.5 and m["within_20pct"] == 0.5 and m["n"] == 4
+    assert m["rmspe"] == pytest.approx(math.sqrt((0.05**2 + 0.3**2 + 1.0 + 0.05**2) / 4))
+    assert m["spearman"] == pytest.approx(0.8)  # ranks 1, 2, 4, 3 against 1, 2, 3, 4
+
+
+def test_evaluate_against_a_hand_built_model_profile(cpu) -> None:
+    """Two Relu ops of one signature, their class sampled at a constant 10 us, measured 10.5 us:
+    both within 10%, RMSPE 0.05/1.05; the class name comes from the plan; the whole model adds
+    the plan's dispatch per op."""
+    spec = TensorSpec("x", (1, 8, 4, 4), "float32")
+    first = make_op("r1", "Relu", ["x"], ["y"], {}, {"x": spec}, {})
+    second = make_op("r2", "Relu", ["y"], ["z"], {}, {"y": first.output_specs[0]}, {})
+    graph = Graph.build([first, second], [spec], ["z"], name="relus")
+    kernel_class = classify_ops(cpu, graph)["r1"]
+    cpu.close()
+    features = kernel_features(first, 1 << 20)
+    samples = tuple(KernelSample(kernel_class, "Relu", {}, features, 1e-5, 1e-5, 1e-5) for _ in range(4))
+    kernels = KernelProfile("now", {}, {}, ("fp32",), {"cpu": DeviceKernels({"kind": "cpu"}, samples, 1e-6, 1e-6, {kernel_class: "loglin"})})
+    stats = {op.signature(): OpStats("Relu", t, t, t, 5, 0, 0.0, {}) for op, t in ((first, 1.05e-5),)}
+    other = Profile("relus", "fp32", "now", {}, {}, {"cpu": DeviceProfile({}, stats)})
+    report = evaluate_kernels_against(kernels, other, graph)
+    device = report["devices"]["cpu"]
+    assert device["n"] == 2 and device["within_10pct"] == 1.0
+    assert device["classes"][kernel_class]["rmspe"] == pytest.approx(0.05 / 1.05, rel=1e-3)
+    assert device["model_predicted_s"] == pytest.approx(2 * (1e-5 + 1e-6), rel=1e-3)
+
+
+def test_cli_profiles_kernels_and_schedules_with_them(tmp_path: Path, capsys) -> None:
+    from hetero.app.cli import main
+
+    path = tmp_path / "K.json"
+    assert main(["profile", "--kernels", "--devices", "cpu", "--precision", "int8", "-o", str(path), "--budget-min", "0.05"]) == 0
+    assert "kernel classes" in capsys.readouterr().out
+    assert main(["schedule", "builtin:seed-cnn", "--profile", str(path), "--devices", "cpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["placement"].values()) == {"cpu"} and summary["makespan"] > 0
+    assert main(["profile", "--kernels", "builtin:seed-cnn", "-o", str(path)]) == 1
+    assert "takes no MODEL" in capsys.readouterr().err
