@@ -141,9 +141,19 @@ def test_bad_placement_is_one_error_line(placement, key, tmp_path, capsys, monke
 # ----------------------------------------------------------------------------- hand-off costs in the profile
 
 
+CALIBRATIONS = ("handoffs", "wakeup", "contention", "layout")  # hetero profile --update-calibration's fields
+
+
+def _bare(tmp_path: Path) -> str:
+    """The checked-in profile as profiles were before the runtime calibrations: none of their fields."""
+    data = {k: v for k, v in json.loads(Path(PROFILE).read_text()).items() if k not in CALIBRATIONS}
+    path = tmp_path / "bare.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
 def _with_handoffs(tmp_path: Path, handoffs: dict) -> str:
-    data = json.loads(Path(PROFILE).read_text())
-    assert "handoffs" not in data  # the checked-in profile predates hand-offs: it must load unchanged
+    data = json.loads(Path(_bare(tmp_path)).read_text())
     data["handoffs"] = handoffs
     path = tmp_path / "with-handoffs.json"
     path.write_text(json.dumps(data))
@@ -153,7 +163,7 @@ def _with_handoffs(tmp_path: Path, handoffs: dict) -> str:
 def test_old_profiles_charge_no_handoff_and_new_ones_round_trip(tmp_path):
     from hetero.cost.profile import load_profile, save_profile
 
-    old = load_profile(PROFILE)
+    old = load_profile(_bare(tmp_path))  # a profile without the section loads and charges nothing
     assert old.handoffs == {} and old.handoff_s("cpu", "opencl:0") == 0.0
     path = _with_handoffs(tmp_path, {"cpu": {"opencl:0": 7e-5}, "opencl:0": {"cpu": 5e-5}})
     new = load_profile(path)
@@ -181,7 +191,8 @@ def test_cost_model_and_simulator_charge_the_handoff_on_cross_device_edges(tmp_p
     placement = {name: ("cpu" if i < 3 else "opencl:0") for i, name in enumerate(ops)}  # one cpu -> opencl:0 edge
     handoff = 2e-3  # large, so it dominates the noise-free difference
     path = _with_handoffs(tmp_path, {"cpu": {"opencl:0": handoff}, "opencl:0": {"cpu": handoff}})
-    before, _ = cost_model_for(graph, PROFILE, DEVICES, "int8")
+    bare = _bare(tmp_path)
+    before, _ = cost_model_for(graph, bare, DEVICES, "int8")
     after, _ = cost_model_for(graph, path, DEVICES, "int8")
     assert after.transfer(1000, "cpu", "opencl:0") == pytest.approx(before.transfer(1000, "cpu", "opencl:0") + handoff)
     assert after.transfer(1000, "host", "opencl:0") == before.transfer(1000, "host", "opencl:0")  # host I/O: no hand-off
@@ -190,7 +201,7 @@ def test_cost_model_and_simulator_charge_the_handoff_on_cross_device_edges(tmp_p
     assert len(_cross_edges(graph, placement)) == 1
     assert plan_after.makespan_s == pytest.approx(plan_before.makespan_s + handoff)  # a chain: one hand-off on its path
     simulated = [_simulate(graph, cost, p, DEVICES, plan, "int8", requests=3, inflight=1)[0]
-                 for cost, p, plan in ((before, PROFILE, plan_before), (after, path, plan_after))]
+                 for cost, p, plan in ((before, bare, plan_before), (after, path, plan_after))]
     assert simulated[1] - simulated[0] == pytest.approx(handoff, rel=0.1)
 
 
@@ -201,7 +212,8 @@ def test_profiler_measures_a_handoff_per_device_pair():
 
     links = load_profile(PROFILE).links  # fitted on this machine's cpu and opencl:0
     measured = calibrate_handoffs([open_device("cpu"), open_device("opencl:0")], links, requests=10)
-    assert set(measured) == {"cpu", "opencl:0"}
-    for src, dst in (("cpu", "opencl:0"), ("opencl:0", "cpu")):
+    assert set(measured) == {"cpu", "opencl:0", "host"}  # "host": a request's start and end on each device
+    assert set(measured["host"]) == {"cpu", "opencl:0"}
+    for src, dst in (("cpu", "opencl:0"), ("opencl:0", "cpu"), ("host", "cpu"), ("host", "opencl:0")):
         assert 0.0 <= measured[src][dst] < 0.05  # seconds: a thread wake-up, not a hang
     assert sum(measured[s][d] for s, d in (("cpu", "opencl:0"), ("opencl:0", "cpu"))) > 0  # a hop to another worker costs something

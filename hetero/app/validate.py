@@ -17,8 +17,7 @@ import numpy as np
 
 from hetero.ir.graph import Graph
 from hetero.cost.model import cost_model_for
-from hetero.cost.protocol import HOST, Link
-from hetero.errors import ProfileError
+from hetero.cost.protocol import HOST
 from hetero.quant.precision import load_for_precision
 from hetero.policy import PolicyContext, make_policy
 from hetero.cost.profile import check_device, load_profile
@@ -68,44 +67,28 @@ def _simulate(graph: Graph, cost: Any, profile_path: str, devices: list[str], pl
     from hetero.sim.scenario import DeviceEntry, Scenario, Workload
     from hetero.sim.world import World
 
+    from hetero.sim.effects import effects_from_profile, host_link, pair_links
+
     profile = cost.profile
-    links = []
-    for name in devices:
-        fit = profile.link(HOST, name) or profile.link(name, HOST)
-        if fit is None:
-            raise ProfileError(f"{profile_path}: links: no link between {name} and the {HOST} was measured; "
-                               f"profile {name} again (hetero profile MODEL --devices {name} -o {profile_path})")
-        links.append(Link(name, HOST, fit.latency_s, fit.bandwidth_Bps))
-    links.extend(_handoff_links(profile, devices))
+    # each device's host link carries the mean of its up and down fits with the request's start and
+    # end (handoffs.host.D), as the scenario simulator's (a device on another host: two actor calls)
+    links = [host_link(profile, profile_path, name, name) for name in devices]
+    links.extend(pair_links(profile, {name: name for name in devices}))
+    effects = effects_from_profile(profile, {name: name for name in devices})
     scenario = Scenario(
         model="validate",
         devices=tuple(DeviceEntry(name=n, profile=profile_path, device=n) for n in devices),
         workload=Workload("closed", clients=inflight, requests=requests),
-        duration_s=1e-9,  # the run ends when the last of the capped requests completes
+        duration_s=1e6,  # the run ends when the last of the capped requests completes: each client serves
+        # requests one after another, so a device's idle time between requests (its wake-up) is simulated
         links=tuple(links),
         host=HOST,
         precision=precision,
         name="validate",
     )
-    world = World(as_task_graph(graph), cost, tuple(links), name="validate")
+    world = World(as_task_graph(graph), cost, tuple(links), name="validate", effects=effects or None)
     result = simulate(scenario, world=world, policy=make_policy("static"), initial=plan).to_dict()
     return float(result["latency_s"]["p50"]), float(result["throughput_per_s"])
-
-
-def _handoff_links(profile: Any, devices: list[str]) -> list[Link]:
-    """Direct simulated links between device pairs whose hand-off cost the profile measured, so the
-    simulator charges what the cost model's transfer() does: the fitted via-host link plus the
-    hand-off. A simulated link serves both directions, so it takes the mean of the two directions'
-    latencies and the harmonic mean of their bandwidths. None for a profile without hand-offs."""
-    links = []
-    for i, a in enumerate(devices):
-        for b in devices[i + 1:]:
-            ab, ba = profile.link(a, b), profile.link(b, a)
-            if ab is None or ba is None or not (profile.handoff_s(a, b) or profile.handoff_s(b, a)):
-                continue
-            latency = (ab.latency_s + profile.handoff_s(a, b) + ba.latency_s + profile.handoff_s(b, a)) / 2
-            links.append(Link(a, b, latency, 2.0 / (1.0 / ab.bandwidth_Bps + 1.0 / ba.bandwidth_Bps)))
-    return links
 
 
 def validate(model: str, device_names: list[str], profile_path: str, requests: int = 30, inflight: int = 1,

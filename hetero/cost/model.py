@@ -193,6 +193,9 @@ class ProfileCostModel:
             return False
         assert self.profile is not None
         measured = self.profile.devices[device].ops
+        kernels = self._kernel_cost(device)
+        if kernels is not None and op.signature() not in measured:
+            return kernels.covers(node)
         return op.signature() in measured or op.type in self._regressions[device]
 
     def compute(self, node: str, device: str) -> float:
@@ -209,7 +212,19 @@ class ProfileCostModel:
         if spec is not None:
             return spec.roofline(op, self.precision)
         assert self.profile is not None
+        kernels = self._kernel_cost(device)
+        if kernels is not None and op.signature() not in self.profile.devices[device].ops:
+            return kernels.op_s(node) + self.profile.runtime.get("dispatch_s", 0.0)
         return self.predict_op(op, device) + self.profile.runtime.get("dispatch_s", 0.0)
+
+    def _kernel_cost(self, device: str):
+        """The kernel profile's estimate of this graph on the device (hetero.cost.kernel_estimate), or None."""
+        kernels = getattr(self.profile, "kernels", None)
+        if kernels is None or device not in kernels.devices:
+            return None
+        from hetero.cost.kernel_estimate import graph_kernel_cost
+
+        return graph_kernel_cost(self.graph, device, kernels)
 
     def predict_op(self, op: Op, device: str) -> float:
         """Measured median when the signature was profiled, else the op type's regression."""
@@ -224,17 +239,32 @@ class ProfileCostModel:
         return regression.predict(features)
 
     def transfer(self, nbytes: int, src: str, dst: str) -> float:
-        """The link's fitted time for nbytes, plus, between two measured devices, the profile's
-        hand-off cost (the consumer's queue wake-up and synchronisation; 0 where not measured)."""
+        """The link's fitted time for nbytes, plus the profile's hand-off cost (the consumer's
+        queue wake-up and synchronisation; a request's start or end for the host; 0 where not
+        measured) and, between two devices, the consumer's wake-up after idling (see handoff_s)
+        and the layout conversions (layout_s)."""
         if src == dst or nbytes == 0:
             return 0.0
-        return self._link_transfer(nbytes, src, dst) + self.handoff_s(src, dst)
+        return self._link_transfer(nbytes, src, dst) + self.handoff_s(src, dst) + self.layout_s(nbytes, src, dst)
 
-    def handoff_s(self, src: str, dst: str) -> float:
-        """The profile's hand-off cost from device src to device dst (0.0: not measured, or the host)."""
+    def layout_s(self, nbytes: int, src: str, dst: str) -> float:
+        """Between two devices, the layout conversions of the tensor on each side that keeps its own
+        layout (the cpu device's channels-last; the profile's ``layout``); 0.0 for the host."""
         if self.profile is None or src == dst or HOST in (src, dst):
             return 0.0
-        return self.profile.handoff_s(src, dst)
+        return self.profile.layout_s(src, nbytes) + self.profile.layout_s(dst, nbytes)
+
+    def handoff_s(self, src: str, dst: str) -> float:
+        """What a hand-off from src to dst adds to the link: the profile's ``handoffs`` entry (for
+        the host: a request's start on dst, or its end on src) plus, between two devices, dst's
+        wake-up after idling as long as its table's last point (the simulators charge the wake-up
+        after the idle time they see; hetero.sim.effects). 0.0 where the profile measured neither."""
+        if self.profile is None or src == dst:
+            return 0.0
+        if HOST in (src, dst):
+            return self.profile.handoff_s(src, dst)
+        table = self.profile.wakeup.get(dst, ())
+        return self.profile.handoff_s(src, dst) + (table[-1][1] if table else 0.0)
 
     def _link_transfer(self, nbytes: int, src: str, dst: str) -> float:
         direct = self._link(src, dst)
@@ -277,7 +307,8 @@ def cost_model_for(graph: Graph, profile_path: str | None, device_names: list[st
         else:
             known = sorted(set(profile.devices if profile else ()) | set(catalog))
             raise ProfileError(f"device '{name}' is in neither the profile nor the catalog (known: {', '.join(known)})")
-    if profile is not None and profile.precision != precision:
+    kernel_precisions = profile.kernels.precisions if profile is not None and profile.kernels is not None else ()
+    if profile is not None and profile.precision != precision and precision not in kernel_precisions:
         raise ProfileError(f"{profile_path}: measured at {profile.precision}, but {precision} was asked; re-profile with --precision {precision}")
     cost = ProfileCostModel(graph, profile, device_names, precision=precision, specs=specs)
     return cost, {k: v for k, v in memory.items() if v}

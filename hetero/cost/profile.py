@@ -11,7 +11,10 @@ Schema (version 1)::
      "links": [{"src", "dst", "via", "latency_s", "bandwidth_Bps", "points": [[nbytes, seconds], ...]}],
      "runtime": {"dispatch_s": seconds the runtime adds per op (thread hand-offs, bookkeeping)},
      "power": {name: {"idle_W", "busy_W", "source"} or {"unavailable": why}},  (optional)
-     "handoffs": {src: {dst: seconds}}}  (optional)
+     "handoffs": {src: {dst: seconds}},  (optional; src or dst may be "host")
+     "wakeup": {name: [[idle_s, extra_s], ...]},  (optional)
+     "contention": {"groups": {name: group}, "slowdown": {name: factor >= 1}},  (optional)
+     "layout": {name: {"latency_s", "bandwidth_Bps"}}}  (optional)
 
 ``median_s``/``p10_s``/``p90_s`` are by the device's own clock (event profiling, CUDA events, the
 host clock for host devices); ``wall_median_s`` is the host wall clock of a synchronous launch,
@@ -20,8 +23,15 @@ predicts from (see :func:`op_features`). An OpenCL device's ``identity.platform`
 platform (name and version) it was measured with: the same CPU under another PoCL is another
 device, and a profile of it is refused (:func:`check_device`). ``handoffs`` is what a runtime hand-off
 from device src to device dst costs beyond the fitted src->dst link transfer (queue wake-up of the
-consumer's worker, synchronisation), measured by ``hetero.cost.profiler.calibrate_handoffs``;
-a profile without it (older ones) charges none.
+consumer's worker, synchronisation), measured by ``hetero.cost.links.calibrate_handoffs``;
+``handoffs.host.D`` / ``handoffs.D.host`` are what a request's start on D and its end there add
+beyond the host links (waking D's worker, signalling the caller). ``wakeup`` is what an op on a
+device costs beyond back to back after the device idled ``idle_s`` while another ran (increasing
+idle times); ``contention`` names the resource group each device shares (the host's cores) and how
+much slower it runs while another device of its group runs (``hetero.cost.contention``). A profile
+without these sections (older ones) charges none of them. ``layout`` is what one conversion of a
+tensor between the device's own layout (the cpu device's channels-last) and NCHW costs, latency +
+bytes / bandwidth: a tensor crossing to or from another device is converted once on that side.
 """
 
 from __future__ import annotations
@@ -83,10 +93,28 @@ class Profile:
     runtime: Mapping[str, float] = field(default_factory=dict)  # dispatch_s: the runtime's own cost per op
     power: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per device: watts, or why none (cost.power)
     handoffs: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # src -> dst -> seconds beyond the link
+    kernels: Any = None  # a kernel profile (hetero.cost.kernel_profile.KernelProfile): ops predicted by kernel class
+    wakeup: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # device -> ((idle_s, extra_s), ...)
+    contention: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # groups: {device: group}, slowdown: {device: factor}
+    layout: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # device -> latency_s, bandwidth_Bps of one conversion
 
     def handoff_s(self, src: str, dst: str) -> float:
         """What a runtime hand-off from device src to device dst adds to the link transfer (0.0: not measured)."""
         return float(self.handoffs.get(src, {}).get(dst, 0.0))
+
+    def layout_s(self, device: str, nbytes: int) -> float:
+        """One layout conversion of nbytes on the device, to or from NCHW (0.0: the device keeps NCHW, or not measured)."""
+        fit = self.layout.get(device)
+        return 0.0 if not fit or nbytes <= 0 else float(fit["latency_s"]) + nbytes / float(fit["bandwidth_Bps"])
+
+    def group_of(self, device: str) -> str | None:
+        """The resource group the device shares with others (None: its own hardware, or not measured)."""
+        group = self.contention.get("groups", {}).get(device)
+        return None if group is None else str(group)
+
+    def slowdown(self, device: str) -> float:
+        """How much slower the device runs while another device of its group runs (1.0: not measured)."""
+        return float(self.contention.get("slowdown", {}).get(device, 1.0))
 
     def link(self, src: str, dst: str) -> Link | None:
         for fit in self.links:
@@ -170,6 +198,10 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: a profile is a JSON object")
     try:
+        if data.get("kind") == "kernels":  # hetero profile --kernels: model-independent
+            from hetero.cost.kernel_profile import as_profile, parse_kernel_profile
+
+            return as_profile(parse_kernel_profile(data))
         profile = _parse(data, str(path))
     except ProfileError as err:
         message = str(err)
@@ -240,6 +272,9 @@ def _parse(data: Mapping[str, Any], where: str) -> Profile:
         runtime={k: float(v) for k, v in dict(data.get("runtime", {})).items()},
         power=_power(data.get("power", {})),
         handoffs=_handoffs(data.get("handoffs", {})),
+        wakeup=_wakeup(data.get("wakeup", {})),
+        contention=_contention(data.get("contention", {})),
+        layout=_layout(data.get("layout", {})),
     )
 
 
@@ -248,6 +283,57 @@ def _handoffs(data: Any) -> dict[str, dict[str, float]]:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ProfileError("handoffs must map a source device to {destination device: seconds}; re-run hetero profile")
     return {src: {dst: _seconds(row, dst, f"handoffs.{src}") for dst in row} for src, row in data.items()}
+
+
+def _wakeup(data: Any) -> dict[str, tuple[tuple[float, float], ...]]:
+    """The optional wakeup section: per device [[idle_s, extra_s], ...], idle_s increasing, both durations."""
+    if not isinstance(data, dict):
+        raise ProfileError("wakeup must map a device to [[idle_s, extra_s], ...]; re-run hetero profile --update-calibration")
+    tables: dict[str, tuple[tuple[float, float], ...]] = {}
+    for name, rows in data.items():
+        at = f"wakeup.{name}"
+        if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 2 for r in rows):
+            raise ProfileError(f"{at} must be a list of [idle_s, extra_s] pairs; re-run hetero profile --update-calibration")
+        table = tuple((_seconds({"idle_s": r[0]}, "idle_s", f"{at}[{i}]"), _seconds({"extra_s": r[1]}, "extra_s", f"{at}[{i}]"))
+                      for i, r in enumerate(rows))
+        if any(b[0] <= a[0] for a, b in zip(table, table[1:])):
+            raise ProfileError(f"{at}: idle_s must increase from row to row; re-run hetero profile --update-calibration")
+        tables[name] = table
+    return tables
+
+
+def _layout(data: Any) -> dict[str, dict[str, float]]:
+    """The optional layout section: per device {latency_s >= 0, bandwidth_Bps > 0}."""
+    if not isinstance(data, dict):
+        raise ProfileError("layout must map a device to {latency_s, bandwidth_Bps}; re-run hetero profile --update-calibration")
+    fits: dict[str, dict[str, float]] = {}
+    for name, fit in data.items():
+        at = f"layout.{name}"
+        if not isinstance(fit, dict):
+            raise ProfileError(f"{at} must be {{latency_s, bandwidth_Bps}}; re-run hetero profile --update-calibration")
+        bandwidth = float(_need(fit, "bandwidth_Bps", at, (int, float)))
+        if not math.isfinite(bandwidth) or bandwidth <= 0:
+            raise ProfileError(f"{at}.bandwidth_Bps must be positive, got {bandwidth}; re-run hetero profile --update-calibration")
+        fits[str(name)] = {"latency_s": _seconds(fit, "latency_s", at), "bandwidth_Bps": bandwidth}
+    return fits
+
+
+def _contention(data: Any) -> dict[str, dict[str, Any]]:
+    """The optional contention section: groups {device: group name}, slowdown {device: factor >= 1}."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ("groups", "slowdown")):
+        raise ProfileError("contention must be {groups: {device: group}, slowdown: {device: factor}}; "
+                           "re-run hetero profile --update-calibration")
+    groups = {str(k): v for k, v in data.get("groups", {}).items()}
+    for name, group in groups.items():
+        if not isinstance(group, str) or not group:
+            raise ProfileError(f"contention.groups.{name} is {group!r}, not a group name; re-run hetero profile --update-calibration")
+    slowdown: dict[str, float] = {}
+    for name, factor in data.get("slowdown", {}).items():
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor < 1:
+            raise ProfileError(f"contention.slowdown.{name} = {factor!r} is not a factor >= 1; "
+                               "re-run hetero profile --update-calibration")
+        slowdown[str(name)] = float(factor)
+    return {"groups": groups, "slowdown": slowdown} if groups or slowdown else {}
 
 
 def _power(data: Any) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,7 @@ request by request alongside the bare calls:
   request's start and end on a device add beyond the host links), so the cost model and the
   simulators charge it on top of the links' latency, never inside it.
 
-Issue 14's host calibration (``hetero.cost.profiler.calibrate_handoffs``) takes the latency minus
+Issue 14's host calibration (``hetero.cost.links.calibrate_handoffs``) takes the latency minus
 the span of the ops' compute events, which for a remote device is only their queueing (the ops run
 inside the download call): it would count the remote ops' time twice, so
 :func:`with_remote_calibration` replaces the remote devices' entries with these.

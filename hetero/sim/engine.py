@@ -124,6 +124,7 @@ class Simulator:
             raise SimulationError(f"{scenario.where}: events: {err}") from None
         self.speeds = [speeds[name] for name in self.device_names]
         self.workers = [DeviceWorker(self, d, name) for d, name in enumerate(self.device_names)]
+        self.contention_debt_s: dict[int, float] = {}  # per device: slowdown owed to runs of its group (hetero.sim.effects)
         arrivals, noise = np.random.SeedSequence(self.seed).spawn(2)
         self.arrival_rng = np.random.default_rng(arrivals)
         self.noise_rng = np.random.default_rng(noise)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Callable
 
 import simpy
 
+from hetero.sim.effects import charge
 from hetero.sim.plan import RESULT, CompiledPlan
 
 if TYPE_CHECKING:
@@ -129,6 +130,8 @@ class Execution:
         else:
             noise, work = self.noise, plan.work_s
             works = [work[i] * noise[i] for i in nodes]
+        if self.sim.world.effects is not None:  # wake-up after idling, contention (hetero.sim.effects)
+            works = charge(self.sim, device, now, list(works))
         run = Run(self, device, nodes, now, self.sim.speeds[device].finishes(now, list(accumulate(works))))
         sends = plan.sends
         for position, node in enumerate(nodes):

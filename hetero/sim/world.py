@@ -23,6 +23,7 @@ from hetero.cost.energy import DevicePower, EnergyModel
 from hetero.cost.protocol import HOST, CostModel, Link, TableCostModel
 from hetero.errors import HeteroError, ScenarioError
 from hetero.problem import Problem, as_task_graph
+from hetero.sim.effects import DeviceEffects, effects_from_profile, host_link, pair_links
 from hetero.sim.scenario import DeviceEntry, Scenario
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class World:
     name: str = "world"
     preloaded: tuple[str, ...] = ()
     energy: EnergyModel | None = None
+    effects: DeviceEffects | None = None  # wake-up and contention charged when a run begins (hetero.sim.effects)
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -124,6 +126,8 @@ def build_world(scenario: Scenario, load: Callable[[str, str | None], Any] | Non
         if capacity is not None:
             memory.update({name: capacity for name in entry.names})
     links = list(scenario.links) + _default_links(scenario, bases)
+    effects, handoff_links = _profile_effects(scenario, bases, links)
+    links += handoff_links
     try:
         cost = TableCostModel(scenario.device_names, compute, links, host=scenario.host)
     except HeteroError as err:
@@ -133,7 +137,34 @@ def build_world(scenario: Scenario, load: Callable[[str, str | None], Any] | Non
              for watts in [_entry_power(entry, bases[entry.name], precision)] if watts is not None}
     energy = EnergyModel(power, links, scenario.host)
     return World(as_task_graph(graph), cost, tuple(links), memory, spread, name=scenario.name, preloaded=preloaded,
-                 energy=energy)
+                 energy=energy, effects=effects or None)
+
+
+def _profile_effects(scenario: Scenario, bases: Mapping[str, tuple], links: list[Link]) -> tuple[DeviceEffects, list[Link]]:
+    """What the devices' profiles measured beyond op times: wake-up and contention per simulated
+    device, and a hand-off link between two single devices of one profile that the scenario links
+    neither directly nor otherwise (their devices' hand-off cost on top of the via-host fit), as
+    validate's simulator charges (hetero.sim.effects). Replicated entries (count > 1) get no
+    contention: their copies are simulated as separate hardware."""
+    effects = DeviceEffects()
+    by_profile: dict[str, dict[str, str]] = {}
+    for entry in scenario.devices:
+        profile = bases[entry.name][0].profile
+        if entry.spec is not None or profile is None or entry.device is None:
+            continue
+        names = {name: entry.device for name in entry.names}
+        found = effects_from_profile(profile, names, tag=f"{entry.profile}:")
+        if len(entry.names) > 1:
+            found = DeviceEffects(found.wakeup)
+        effects = effects.merged(found)
+        if len(entry.names) == 1:
+            by_profile.setdefault(str(entry.profile), {}).update(names)
+    linked = {frozenset((l.src, l.dst)) for l in links if scenario.host not in (l.src, l.dst)}
+    extra: list[Link] = []
+    for path, names in by_profile.items():
+        profile = next(bases[e.name][0].profile for e in scenario.devices if str(e.profile) == path and e.spec is None)
+        extra += [l for l in pair_links(profile, names) if frozenset((l.src, l.dst)) not in linked]
+    return effects, extra
 
 
 def _entry_power(entry: DeviceEntry, base: tuple, precision: str) -> DevicePower | None:
@@ -223,8 +254,9 @@ def _entry_link(scenario: Scenario, entry: DeviceEntry, base: tuple) -> tuple[fl
         spec = model.specs[entry.spec]
         energy = load_catalog_energy().get(entry.spec)
         return spec.link_latency_s, spec.link_bandwidth_Bps, 0.0 if energy is None else energy.link_J_per_byte
-    fit = model.profile.link(entry.device, HOST) or model.profile.link(HOST, entry.device)
-    if fit is None:
+    profile = model.profile
+    if profile.link(entry.device, HOST) is None and profile.link(HOST, entry.device) is None:
         raise ScenarioError(f"{scenario.where}:{entry.line}: devices: {entry.name} has no link to the host "
                             f"{scenario.host} and its profile measured none; add one under links")
-    return fit.latency_s, fit.bandwidth_Bps, 0.0
+    link = host_link(profile, str(entry.profile), entry.name, entry.device)  # as validate's simulator
+    return link.latency_s, link.bandwidth_Bps, 0.0
