@@ -11,67 +11,17 @@ and end in a global average pool and a Gemm; bench/kernels.py quantizes them as 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+from hetero.ir.synth import CnnBuilder
 
 INPUT_SHAPE = (1, 3, 224, 224)
 
 
-class Net:
-    """A float ONNX graph with random weights, built node by node."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.count = 0
-
-    def name(self, stem: str) -> str:
-        self.count += 1
-        return f"{stem}{self.count}"
-
-    def const(self, array: np.ndarray) -> str:
-        name = self.name("c")
-        self.inits.append(numpy_helper.from_array(array, name))
-        return name
-
-    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
-        out = self.name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
-
-    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1, relu: bool = True) -> str:
-        fan_in = cin // group * k * k
-        w = (self.rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-        b = (0.1 * self.rng.standard_normal(cout)).astype(np.float32)
-        y = self.node("Conv", [x, self.const(w), self.const(b)], kernel_shape=[k, k], strides=[stride, stride],
-                      pads=[k // 2] * 4, group=group)
-        return self.node("Relu", [y]) if relu else y
-
-    def pool(self, op: str, x: str, k: int, stride: int) -> str:
-        return self.node(op, [x], kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
-
-    def shuffle(self, x: str, channels: int, groups: int, hw: int) -> str:
-        y = self.node("Reshape", [x, self.const(np.array([1, groups, channels // groups, hw, hw], np.int64))])
-        y = self.node("Transpose", [y], perm=[0, 2, 1, 3, 4])
-        return self.node("Reshape", [y, self.const(np.array([1, channels, hw, hw], np.int64))])
-
-    def model(self, name: str, x: str, channels: int) -> onnx.ModelProto:
-        y = self.node("Flatten", [self.node("GlobalAveragePool", [x])])
-        w = (self.rng.standard_normal((channels, 100)) / np.sqrt(channels)).astype(np.float32)
-        logits = self.node("Gemm", [y, self.const(w), self.const(np.zeros(100, np.float32))])
-        graph = helper.make_graph(self.nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(INPUT_SHAPE))],
-                                  [helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, 100])], self.inits)
-        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        proto.ir_version = 8
-        return proto
-
-
 def shufflenet_like() -> onnx.ModelProto:
-    net, groups = Net(11), 3
+    net, groups = CnnBuilder(11), 3
     x = net.pool("MaxPool", net.conv("x", 3, 24, 3, stride=2), 3, 2)  # 56x56x24
     channels, hw = 24, 56
     for out_channels, units in ((240, 3), (480, 4), (960, 2)):
@@ -90,11 +40,11 @@ def shufflenet_like() -> onnx.ModelProto:
             else:
                 x = net.node("Relu", [net.node("Add", [x, y])])
             channels, hw = out_channels, hw_out
-    return net.model("shufflenet_like", x, channels)
+    return net.classifier("shufflenet_like", x, channels, 100, INPUT_SHAPE)
 
 
 def inception_like() -> onnx.ModelProto:
-    net = Net(12)
+    net = CnnBuilder(12)
     x = net.pool("MaxPool", net.conv("x", 3, 32, 7, stride=2), 3, 2)  # 56x56x32
     x = net.pool("MaxPool", net.conv(net.conv(x, 32, 32, 1), 32, 96, 3), 3, 2)  # 28x28x96
     channels = 96
@@ -107,11 +57,11 @@ def inception_like() -> onnx.ModelProto:
                  net.conv(net.conv(x, channels, r5, 1), r5, b5, 5), net.conv(net.pool("MaxPool", x, 3, 1), channels, bp, 1)]
         x = net.node("Concat", parts, axis=1)
         channels = b1 + b3 + b5 + bp
-    return net.model("inception_like", x, channels)
+    return net.classifier("inception_like", x, channels, 100, INPUT_SHAPE)
 
 
 def mnasnet_like() -> onnx.ModelProto:
-    net = Net(13)
+    net = CnnBuilder(13)
     x = net.conv("x", 3, 32, 3, stride=2)  # 112x112x32
     x = net.conv(net.conv(x, 32, 32, 3, group=32), 32, 16, 1, relu=False)
     channels = 16
@@ -126,7 +76,7 @@ def mnasnet_like() -> onnx.ModelProto:
             x = net.node("Add", [x, y]) if s == 1 and channels == out_channels else y
             channels = out_channels
     x = net.conv(x, channels, 640, 1)
-    return net.model("mnasnet_like", x, 640)
+    return net.classifier("mnasnet_like", x, 640, 100, INPUT_SHAPE)
 
 
 BUILDERS: dict[str, Callable[[], onnx.ModelProto]] = {

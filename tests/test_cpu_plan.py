@@ -8,13 +8,10 @@ points) with int8 and uint8 activations.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from hetero.backends.cpu.device import CpuDevice
 from hetero.backends.cpu.plan import CpuPlan
@@ -22,6 +19,7 @@ from hetero.backends.discovery import DeviceInfo
 from hetero.exec.executor import run_on_device, run_reference
 from hetero.ir.graph import Graph, TensorSpec, make_op
 from hetero.ir.onnx_import import import_onnx
+from hetero.ir.synth import CnnBuilder
 from hetero.quant.lowering import lower_qdq
 from hetero.quant.qdq import quantize_model
 
@@ -38,43 +36,10 @@ def dev() -> CpuDevice:
 # --- a CNN nobody tuned for -----------------------------------------------------------------
 
 
-class _Builder:
-    """A float ONNX graph of convolutions with random weights, built node by node."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.count = 0
-
-    def name(self, stem: str) -> str:
-        self.count += 1
-        return f"{stem}{self.count}"
-
-    def const(self, array: np.ndarray) -> str:
-        name = self.name("c")
-        self.inits.append(numpy_helper.from_array(array, name))
-        return name
-
-    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
-        out = self.name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
-
-    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1, dilation: int = 1,
-             relu: bool = True) -> str:
-        w = (self.rng.standard_normal((cout, cin // group, k, k)) / np.sqrt(cin // group * k * k)).astype(np.float32)
-        b = (0.1 * self.rng.standard_normal(cout)).astype(np.float32)
-        pad = dilation * (k // 2)
-        y = self.node("Conv", [x, self.const(w), self.const(b)], kernel_shape=[k, k], strides=[stride, stride],
-                      pads=[pad] * 4, group=group, dilations=[dilation, dilation])
-        return self.node("Relu", [y]) if relu else y
-
-
 def unseen_cnn() -> onnx.ModelProto:
     """Stem 7x7/2, max pool, 1x1 / 3x3 / 5x5 branches and a concat, grouped 3x3, channel shuffle,
     depthwise 3x3 and 5x5/2, a dilated 3x3, residual adds, average pool, global pool, Gemm."""
-    b = _Builder(3)
+    b = CnnBuilder(3)
     x = b.conv("x", 3, 16, 7, stride=2)  # 48 -> 24: the unfolded stem
     x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 12x12
     cat = b.node("Concat", [b.conv(x, 16, 16, 1), b.conv(x, 16, 16, 3), b.conv(x, 16, 8, 5)], axis=1)
@@ -89,14 +54,7 @@ def unseen_cnn() -> onnx.ModelProto:
     y = b.node("AveragePool", [y], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
     y = b.conv(y, 48, 48, 5, stride=2, group=48)  # depthwise 5x5 / 2: 6x6
     y = b.conv(y, 48, 64, 3, stride=1)  # implicit GEMM on a 6-wide row
-    y = b.node("Flatten", [b.node("GlobalAveragePool", [y])])
-    w = (b.rng.standard_normal((64, 10)) * 0.1).astype(np.float32)
-    logits = b.node("Gemm", [y, b.const(w), b.const(np.zeros(10, np.float32))])
-    graph = helper.make_graph(b.nodes, "unseen", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 48, 48])],
-                              [helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, 10])], b.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return b.classifier("unseen", y, 64, 10, (1, 3, 48, 48))
 
 
 @pytest.fixture(scope="module", params=["uint8", "int8"])
