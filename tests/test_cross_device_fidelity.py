@@ -189,3 +189,13 @@ def test_update_calibration_of_a_missing_device_is_one_error(tmp_path, capsys):
     assert main(["profile", "--update-calibration", path, "--devices", "cpu,opencl:9"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hetero: error: ") and "opencl:9" in err[0], err
+
+
+def test_update_calibration_refuses_devices_of_other_hosts(tmp_path, capsys):
+    """Its local method would count a remote download call as hand-off: one error naming the device."""
+    path = _profile_with(tmp_path)
+    before = open(path).read()
+    assert main(["profile", "--update-calibration", path, "--devices", "cpu,edge/cpu"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hetero: error: ") and "edge/cpu" in err[0] and "--cluster" in err[0], err
+    assert open(path).read() == before

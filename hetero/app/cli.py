@@ -239,6 +239,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
         if modes or args.output:
             raise InputError("--update-calibration rewrites its own PROFILE; drop -o, --show and --evaluate")
+        remote = [name for name in _device_list(args.devices) if "/" in name]
+        if remote or args.cluster:
+            raise InputError(f"--update-calibration measures devices of this host only ({remote[0] if remote else '--cluster'} "
+                             f"is not); for devices on other hosts re-run hetero profile MODEL --devices ... --cluster ...")
         updated = update_profile_calibration(args.update_calibration, _device_list(args.devices), args.model)
         print(f"updated {args.update_calibration}: hand-offs, wake-up and contention of {', '.join(_device_list(args.devices))}"
               f" ({sum(len(r) for r in updated.handoffs.values())} hand-offs)")
