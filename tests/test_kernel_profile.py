@@ -13,7 +13,7 @@ import pytest
 from hetero.backends.registry import open_device
 from hetero.cost.evaluate import error_metrics, evaluate_kernels_against
 from hetero.cost.kernel_estimate import graph_kernel_cost
-from hetero.cost.kernel_model import kernel_features, step_class
+from hetero.cost.kernel_model import CACHE_BYTES, DERIVED, FEATURES, _matrix, derived, kernel_features, step_class
 from hetero.cost.kernel_profile import (DeviceKernels, KernelProfile, KernelSample, classify_ops, load_kernel_profile,
                                         profile_kernels, save_kernel_profile)
 from hetero.cost.kernel_space import build_sample
@@ -34,7 +34,7 @@ def cpu():
 
 @pytest.fixture(scope="module")
 def kernels(cpu, tmp_path_factory) -> tuple[KernelProfile, Path]:
-    profile = profile_kernels([cpu], ["int8"], budget_s=4.0, seed=1, transfer_sizes=[4096, 65536])
+    profile = profile_kernels([cpu], ["int8", "fp32"], budget_s=4.0, seed=1, transfer_sizes=[4096, 65536])
     path = tmp_path_factory.mktemp("kernels") / "K.json"
     save_kernel_profile(profile, path)
     return profile, path
@@ -47,7 +47,8 @@ def test_profile_round_trips(kernels) -> None:
     assert len(original.samples) >= 12
     assert again.samples == original.samples
     assert again.kinds == original.kinds and again.plan_dispatch_s == original.plan_dispatch_s > 0
-    assert loaded.precisions == ("int8",)
+    assert loaded.precisions == ("int8", "fp32")
+    assert {s.config["precision"] for s in again.samples} == {"int8", "fp32"}
     assert json.loads(path.read_text())["kind"] == "kernels"
 
 
@@ -164,3 +165,57 @@ def test_cli_profiles_kernels_and_schedules_with_them(tmp_path: Path, capsys) ->
     assert set(summary["placement"].values()) == {"cpu"} and summary["makespan"] > 0
     assert main(["profile", "--kernels", "builtin:seed-cnn", "-o", str(path)]) == 1
     assert "takes no MODEL" in capsys.readouterr().err
+
+
+def test_schedule_simulate_validate_charge_the_runtimes_dispatch_evaluate_the_plans(kernels) -> None:
+    """The Runtime's per-op cost (what validate and simulate run, as a model profile's dispatch_s)
+    goes to the cost model; --evaluate compares with run --repeat and charges the plan's."""
+    from hetero.quant.precision import load_with_precision
+
+    profile, path = kernels
+    entry = profile.devices["cpu"]
+    assert entry.runtime_dispatch_s > entry.plan_dispatch_s > 0  # measured: the Runtime does more per op
+    loaded = load_profile(path)
+    assert loaded.runtime["dispatch_s"] == entry.runtime_dispatch_s
+    assert loaded.runtime["plan_dispatch_s"] == entry.plan_dispatch_s
+    graph, precision = load_with_precision("builtin:seed-cnn", "int8")
+    cost, _ = cost_model_for(graph, str(path), ["cpu"], precision)
+    estimate = graph_kernel_cost(graph, "cpu", loaded.kernels)
+    for node in list(graph.nodes)[:5]:
+        assert cost.compute(node, "cpu") == pytest.approx(estimate.op_s(node) + entry.runtime_dispatch_s)
+
+
+def test_an_fp32_scenario_simulates_on_a_kernel_profile_of_both_precisions(kernels, tmp_path: Path) -> None:
+    from hetero.sim import ScenarioError, build_world, parse_scenario
+
+    _, path = kernels
+    text = f"""\
+model: builtin:seed-cnn
+precision: {{precision}}
+host: cpu
+devices:
+  - {{{{name: cpu, profile: {path}, device: cpu}}}}
+workload: {{{{kind: poisson, rate: 20/s}}}}
+duration: 1 s
+"""
+    costs = {}
+    for precision in ("fp32", "int8"):
+        world = build_world(parse_scenario(text.format(precision=precision), f"{precision}.yaml"))
+        costs[precision] = [world.cost.compute(node, "cpu") for node in world.graph.nodes]
+        assert costs[precision] and all(math.isfinite(c) and c > 0 for c in costs[precision])
+    assert costs["fp32"] != costs["int8"]  # each precision's own graph and samples
+    model_profile = Path(__file__).resolve().parents[1] / "profiles" / "seed-cnn.int8.json"
+    with pytest.raises(ScenarioError, match="seed-cnn.int8.json was measured in int8, the scenario runs fp32"):
+        build_world(parse_scenario(text.format(precision="fp32").replace(str(path), str(model_profile)), "m.yaml"))
+
+
+def test_cold_weights_feature_is_weights_times_the_share_of_cache_flushed() -> None:
+    """Trees cannot multiply two features: the bytes an op fetches after a flush are given to them
+    (derived from stored features, so a profile stored before this feature refits the same way)."""
+    weights = 512 * 1024
+    base = {"log_param_bytes": math.log1p(weights), "log_bytes_read": math.log1p(2 * weights)}
+    cold = [derived({**base, "log_flush_bytes": math.log1p(flush)}) for flush in (0, CACHE_BYTES // 2, CACHE_BYTES, 4 * CACHE_BYTES)]
+    assert cold[0] == [0.0, 0.0]
+    assert cold[1][0] == pytest.approx(math.log1p(weights / 2), rel=1e-6)
+    assert cold[2] == cold[3] == pytest.approx([math.log1p(weights), math.log1p(2 * weights)])
+    assert _matrix([base]).shape == (1, len(FEATURES) + len(DERIVED))

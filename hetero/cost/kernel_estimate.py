@@ -2,8 +2,9 @@
 
 Each op costs its kernel class's prediction, plus the layout conversions the device's compiled
 plan inserts for it (before it, for its inputs; a conversion of a graph output goes to the op
-that makes it). The plan's per-op dispatch is ``Profile.runtime.dispatch_s``, which the cost
-model adds to every op. Classes and conversions come from the plan compiled for the graph (cpu);
+that makes it). The cost model adds ``Profile.runtime.dispatch_s`` (the Runtime's per-op cost)
+to every op; ``hetero profile --evaluate`` adds the plan's own (``plan_dispatch_s``), which is what
+``hetero run --repeat`` pays. Classes and conversions come from the plan compiled for the graph (cpu);
 where the graph does not compile there (an op without a kernel), each supported op is classified
 alone and no conversion is charged.
 """
@@ -14,6 +15,9 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
+
+from hetero.backends.base import Device
 from hetero.cost.kernel_model import kernel_features, layout_features, step_class
 from hetero.errors import DeviceError
 from hetero.ir.graph import Graph, Op
@@ -127,8 +131,6 @@ def bytes_per_run(graph: Graph) -> int:
 
 
 def _itemsize(dtype: str) -> int:
-    import numpy as np
-
     return int(np.dtype(dtype).itemsize)
 
 
@@ -145,3 +147,24 @@ def graph_kernel_cost(graph: Graph, device: str, kernels: Any) -> GraphKernelCos
         found = _GRAPHS[key] = (graph, entry, GraphKernelCost(graph, kind, entry.predictor()))
     return found[2]
 
+
+def classify_ops(device: Device, graph: Any) -> dict[str, str]:
+    """Op name -> kernel class: the step the device's compiled plan bound (cpu), else the op type."""
+    plan_for = getattr(device, "plan_for", None)
+    if plan_for is None:
+        return {op.name: op.type for op in graph.ops_in_order()}
+    plan = plan_for(graph)
+    return {instr.step.op.name: step_class(instr.step) for instr in plan.instrs if instr.step is not None}
+
+
+def plan_dispatch_s(device: Device, length: int = 24) -> float:
+    """The compiled plan's own Python per op (cpu), from a chain of Identity ops; 0.0 elsewhere."""
+    from hetero.exec.dispatch import identity_chain
+
+    plan_for = getattr(device, "plan_for", None)
+    if plan_for is None:
+        return 0.0
+    graph = identity_chain(length)
+    plan = plan_for(graph)
+    parts = plan.breakdown({"t0": np.zeros(16, np.float32)}, repeat=50)
+    return (parts["dispatch"] + parts["kernels"]) / length  # Identity's kernel returns its input: all dispatch

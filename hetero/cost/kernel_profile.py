@@ -33,8 +33,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from hetero.backends.base import Device
+from hetero.cost.kernel_estimate import classify_ops, plan_dispatch_s
 from hetero.cost.kernel_model import ClassSamples, Fitted, KernelPredictor, choose_kind, holdout_split, \
-    kernel_features, layout_features, op_type_of, relative_errors, step_class
+    kernel_features, layout_features, op_type_of, relative_errors
 from hetero.cost.kernel_space import FLUSH_MAX_BYTES, LAYOUT_FAMILIES, build_sample, draw_config, families, layout_array, perturb
 from hetero.cost.profile import DeviceProfile, Profile, identity_of
 from hetero.cost.protocol import Link
@@ -189,28 +190,6 @@ def time_config(device: Device, config: Mapping[str, Any], rng: np.random.Genera
         getattr(device, "_thread_trials", {}).clear()  # the cpu device's per-op thread trials hold the ops (and weights)
     features = kernel_features(op, int(config["flush_bytes"]))
     return KernelSample(kernel_class, op.type, dict(config), features, median, p10, p90)
-
-
-def classify_ops(device: Device, graph: Any) -> dict[str, str]:
-    """Op name -> kernel class: the step the device's compiled plan bound (cpu), else the op type."""
-    plan_for = getattr(device, "plan_for", None)
-    if plan_for is None:
-        return {op.name: op.type for op in graph.ops_in_order()}
-    plan = plan_for(graph)
-    return {instr.step.op.name: step_class(instr.step) for instr in plan.instrs if instr.step is not None}
-
-
-def plan_dispatch_s(device: Device, length: int = 24) -> float:
-    """The compiled plan's own Python per op (cpu), from a chain of Identity ops; 0.0 elsewhere."""
-    from hetero.exec.dispatch import identity_chain
-
-    plan_for = getattr(device, "plan_for", None)
-    if plan_for is None:
-        return 0.0
-    graph = identity_chain(length)
-    plan = plan_for(graph)
-    parts = plan.breakdown({"t0": np.zeros(16, np.float32)}, repeat=50)
-    return (parts["dispatch"] + parts["kernels"]) / length  # Identity's kernel returns its input: all dispatch
 
 
 def _adaptive_configs(samples: Sequence[KernelSample], rng: np.random.Generator, around: int) -> list[dict[str, Any]]:
@@ -392,12 +371,14 @@ def parse_kernel_profile(data: Mapping[str, Any]) -> KernelProfile:
 
 def as_profile(kernels: KernelProfile) -> Profile:
     """The kernel profile as a Profile with no measured op entries: the cost model predicts every
-    op from ``Profile.kernels``; ``runtime.dispatch_s`` is the plan's own cost per op."""
+    op from ``Profile.kernels``. ``runtime.dispatch_s`` is what the Runtime adds per op (as in a
+    model profile: schedule, simulate and validate plan for the Runtime); ``runtime.plan_dispatch_s``
+    is the compiled plan's own per-op cost, what ``hetero run --repeat`` and ``--evaluate`` see."""
     devices = {name: DeviceProfile(identity=d.identity, ops={}) for name, d in kernels.devices.items()}
-    dispatch = max((d.plan_dispatch_s for d in kernels.devices.values()), default=0.0)
+    runtime = {"dispatch_s": max((d.runtime_dispatch_s for d in kernels.devices.values()), default=0.0),
+               "plan_dispatch_s": max((d.plan_dispatch_s for d in kernels.devices.values()), default=0.0)}
     return Profile(model="", precision=kernels.precisions[0], created=kernels.created, host=kernels.host,
-                   libraries=kernels.libraries, devices=devices, links=kernels.links, runtime={"dispatch_s": dispatch},
-                   kernels=kernels)
+                   libraries=kernels.libraries, devices=devices, links=kernels.links, runtime=runtime, kernels=kernels)
 
 
 def load_kernel_profile(path: str | os.PathLike[str]) -> KernelProfile:

@@ -216,8 +216,9 @@ def _device_costs(scenario: Scenario, graph: nx.DiGraph) -> dict[str, tuple]:
             if entry.device not in profile.devices:
                 raise ScenarioError(f"{where}:{entry.line}: devices: {entry.profile} has no device '{entry.device}' "
                                     f"(it has {', '.join(profile.devices)})")
-            if profile.precision != scenario.precision:
-                raise ScenarioError(f"{where}:{entry.line}: devices: {entry.profile} was measured in {profile.precision}, "
+            measured_in = profile.kernels.precisions if profile.kernels is not None else (profile.precision,)
+            if scenario.precision not in measured_in:
+                raise ScenarioError(f"{where}:{entry.line}: devices: {entry.profile} was measured in {', '.join(measured_in)}, "
                                     f"the scenario runs {scenario.precision}")
             base = ProfileCostModel(graph, profile, [entry.device], scenario.precision)
             capacity = profile.devices[entry.device].identity.get("memory_bytes")
