@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from hetero.errors import HeteroError, InputError, OutputError
+from hetero.errors import InputError, OutputError
 
 if TYPE_CHECKING:
     from hetero.ir.graph import Graph

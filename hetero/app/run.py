@@ -1,11 +1,10 @@
-"""hetero run: one device (``--device``) or partitioned across several (``--devices``); hetero validate."""
+"""hetero run: one device (``--device``) or partitioned across several (``--devices``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -139,7 +138,7 @@ class Partitioned:
         policy_name = args.policy or "static"
         policy = make_policy(policy_name, _policy_params(args.policy_param))
         placement = args.placement or "auto"
-        return Partitioned(names, policy, policy_name, _faults(args.fault, names), placement, _plan_file(placement))
+        return Partitioned(names, policy, policy_name, _faults(args.fault, names), placement, plan_file(placement))
 
 
 def _stack(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -236,7 +235,7 @@ def run_single(graph: Graph, requests: list[dict[str, np.ndarray]], args: argpar
     return summary, results
 
 
-def _plan_file(placement: str) -> Any:
+def plan_file(placement: str) -> Any:
     """--placement checked before any work: random:SEED parsed, a plan file read (None: none)."""
     from hetero.schedule import read_plan
 
@@ -264,7 +263,7 @@ def run_partitioned(graph: Graph, requests: list[dict[str, np.ndarray]], args: a
             raise InputError(f"--fault {fault.device}@{fault.request}: the run has {count} requests, numbered 0 to "
                              f"{count - 1}; pick one of those (or raise --requests)")
     if setup.plan is not None:
-        _check_plan_fits(setup.placement, setup.plan, graph, names)
+        check_plan_fits(setup.placement, setup.plan, graph, names)
     cluster = open_cluster(getattr(args, "cluster", None), names)
     try:
         return _serve_partitioned(graph, requests, args, setup, count, cluster)
@@ -347,7 +346,7 @@ def live_update(graph: Graph, args: argparse.Namespace, count: int) -> Any:
     return LiveUpdate(new, after, f"--update {args.update}")
 
 
-def _check_plan_fits(path: str, plan: Any, graph: Graph, names: Sequence[str]) -> None:
+def check_plan_fits(path: str, plan: Any, graph: Graph, names: Sequence[str]) -> None:
     """A --placement plan file names this graph's nodes and only --devices devices."""
     nodes = [op.name for op in graph.ops_in_order()]
     missing = [n for n in nodes if n not in plan.placement]
@@ -413,73 +412,3 @@ def random_placement(graph: Graph, devices: dict, seed: int) -> dict[str, str]:
             raise InputError(f"no device among {', '.join(devices)} has a kernel for {op.type} (node {op.name})")
         placement[op.name] = able[int(rng.integers(len(able)))]
     return placement
-
-
-# ----------------------------------------------------------------------------- hetero validate
-
-
-def add_validate_parser(sub: Any) -> None:
-    p = sub.add_parser("validate", help="schedule, simulate and run the same plan for real; compare predicted and measured")
-    p.add_argument("model", help="an .onnx path or builtin:NAME")
-    p.add_argument("--devices", required=True, help="comma-separated measured devices (they must be in the profile)")
-    p.add_argument("--profile", required=True, help="the profile measured on these devices (its precision is used)")
-    p.add_argument("--cluster", metavar="tcp://SCHEDULER:8786", help="a Dask cluster whose hetero workers serve the HOST/DEVICE devices in --devices")
-    p.add_argument("--requests", type=positive_int, default=30, help="requests run for real and simulated")
-    p.add_argument("--inflight", type=positive_int, default=1, help="requests in flight at once (1: latency; more: throughput)")
-    p.add_argument("--algorithm", default="auto", help="with --placement auto: the scheduling algorithm")
-    p.add_argument("--placement", default="auto", help="the plan to check: auto (the scheduler's, default), a PLAN.json "
-                   "from hetero schedule, or random:SEED (each op on a random device that has a kernel for it)")
-    p.add_argument("--json", action="store_true", help="print predicted_s, measured_s, latency_rel_error, per-op and "
-                   "hand-off rows and their totals as JSON")
-    add_input_shape_option(p)
-    p.set_defaults(func=cmd_validate)
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    from hetero.app.validate import validate
-
-    names = device_list(args.devices)
-    _plan_file(args.placement)  # a bad --placement is refused before a cluster is opened
-    cluster = open_cluster(args.cluster, names)
-    try:
-        result = validate(args.model, names, args.profile, requests=args.requests, inflight=args.inflight, algorithm=args.algorithm,
-                          input_shapes=args.input_shape, cluster=cluster, placement=args.placement).to_dict()
-    finally:
-        if cluster is not None:
-            cluster.close()
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"plan: {result['algorithm']}, " + ", ".join(f"{d} {sum(1 for v in result['placement'].values() if v == d)} ops" for d in names))
-    print(f"latency    predicted {result['predicted_s'] * 1e3:9.3f} ms  measured {result['measured_s'] * 1e3:9.3f} ms  error {result['latency_rel_error']:+.1%}")
-    print(f"throughput predicted {result['predicted_throughput_rps']:9.1f} /s  measured {result['measured_throughput_rps']:9.1f} /s  error {result['throughput_rel_error']:+.1%}")
-    print_breakdown(result)
-    return 0
-
-
-def print_breakdown(result: dict[str, Any]) -> None:
-    """validate's per-op and per-hand-off table and its totals (times in microseconds)."""
-    def us(seconds: float | None) -> str:
-        return "" if seconds is None or not math.isfinite(seconds) else f"{seconds * 1e6:.1f}us"
-
-    def rel(value: float | None) -> str:
-        return "" if value is None else f"{value:+.0%}"
-
-    print(f"  {'node':<28} {'device':<14} {'predicted':>11} {'measured':>11} {'diff':>11} {'error':>6}")
-    for row in result["per_op"]:
-        print(f"  {row['node'][:28]:<28} {row['device']:<14} {us(row['predicted_s']):>11} {us(row['measured_s']):>11} "
-              f"{us(row['error_s']):>11} {rel(row['rel_error']):>6}")
-    if result["handoffs"]:
-        print(f"  {'hand-off: producer end to consumer start':<43} {'predicted':>11} {'measured':>11} {'diff':>11} {'error':>6}")
-        for row in result["handoffs"]:
-            edge, devices = f"{row['src']}->{row['dst']}", f"{row['src_device']}->{row['dst_device']}"
-            print(f"  {edge[:28]:<28} {devices[:14]:<14} {us(row['predicted_s']):>11} {us(row['measured_s']):>11} "
-                  f"{us(row['error_s']):>11} {rel(row['rel_error']):>6}")
-    t = result["totals"]
-    print(f"  {'ops, summed':<43} {us(t['op_predicted_s']):>11} {us(t['op_measured_s']):>11} {us(t['op_error_s']):>11}")
-    handoffs = f"hand-offs ({t['handoffs']}), summed"
-    print(f"  {handoffs:<43} {us(t['handoff_predicted_s']):>11} {us(t['handoff_measured_s']):>11} {us(t['handoff_error_s']):>11}")
-    print(f"  {'makespan vs measured median latency':<43} {us(t['makespan_predicted_s']):>11} {us(t['makespan_measured_s']):>11} "
-          f"{us(t['makespan_error_s']):>11}")
-    print(f"  {'rest (host I/O, waits, overlap)':<43} {'':>11} {'':>11} {us(t['rest_error_s']):>11}")
-

@@ -97,10 +97,10 @@ def validate(model: str, device_names: list[str], profile_path: str, requests: i
     """Schedule (or take ``placement``: auto, a PLAN.json path or random:SEED), simulate and run one
     plan; measured devices must be the profiled hardware (HOST/DEVICE ones on ``cluster``, a
     :class:`hetero.remote.Cluster`)."""
-    from hetero.app.run import _check_plan_fits, _plan_file, initial_plan
+    from hetero.app.run import check_plan_fits, initial_plan, plan_file
     from hetero.remote import open_devices
 
-    plan_file = _plan_file(placement)  # a bad --placement is refused before any device is opened
+    fixed = plan_file(placement)  # a bad --placement is refused before any device is opened
     profile = load_profile(profile_path)
     devices = open_devices(device_names, cluster)
     for name, device in devices.items():
@@ -110,13 +110,13 @@ def validate(model: str, device_names: list[str], profile_path: str, requests: i
     if placement == "auto":
         plan = schedule(graph, cost, algorithm=algorithm, memory_bytes=memory)
     else:
-        if plan_file is not None:
-            _check_plan_fits(placement, plan_file, graph, device_names)
+        if fixed is not None:
+            check_plan_fits(placement, fixed, graph, device_names)
         for device in devices.values():
             learn = getattr(device, "learn", None)
             if learn is not None:  # a remote device: its capabilities in one call
                 learn(list(graph.ops_in_order()))
-        plan = initial_plan(graph, cost, devices, placement, plan_file)
+        plan = initial_plan(graph, cost, devices, placement, fixed)
     predicted_latency, predicted_throughput = _simulate(graph, cost, profile_path, device_names, plan, profile.precision, requests, inflight)
     rng = np.random.default_rng(seed)
     spec = graph.inputs[0]

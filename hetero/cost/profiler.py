@@ -24,7 +24,6 @@ import datetime as dt
 import logging
 import platform
 import socket
-import time
 from importlib import metadata
 from typing import Callable, Iterable, Mapping, Sequence
 

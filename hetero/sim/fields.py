@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from hetero.errors import InputError, ScenarioError
+from hetero.errors import ScenarioError
 from hetero.io import did_you_mean
 
 
