@@ -29,7 +29,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -38,75 +37,13 @@ from hetero.backends.base import Buffer, Device
 from hetero.cost.protocol import HOST
 from hetero.errors import DeviceError, HeteroError, InputError
 from hetero.exec.live_update import LiveUpdate, check_same_structure, load_weights
+from hetero.exec.records import Load, Request, RunReport
 from hetero.ir.graph import Graph, Op, check_feeds
 from hetero.policy import Policy, PolicyContext
 from hetero.schedule import Schedule
 from hetero.trace import COMPUTE_LANE, TraceEvent
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Request:
-    """One inference in flight: its plan, tensors by device, and what is still pending."""
-
-    index: int
-    feeds: Mapping[str, np.ndarray]
-    plan: Schedule
-    attempt: int
-    start_s: float
-    pending: dict[str, int]
-    host_copies: dict[str, tuple[np.ndarray, str, float]] = field(default_factory=dict)
-    device_copies: dict[tuple[str, str], Buffer] = field(default_factory=dict)
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    failed: bool = False
-    version: int = 0
-
-
-@dataclass(frozen=True)
-class _Load:
-    """A worker task: prepare model version ``version``'s ops placed on this device."""
-
-    version: int
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """What a run did: outputs and latency per request, placement changes, failures, trace."""
-
-    outputs: list[dict[str, np.ndarray] | None]
-    latencies_s: list[float | None]
-    wall_s: float
-    rebalances: int
-    retries: int
-    failed_requests: int
-    failed_devices: tuple[str, ...]
-    placements: tuple[Mapping[str, str], ...]
-    events: tuple[TraceEvent, ...]
-    op_seconds: Mapping[str, list[float]]  # by the device's clock
-    op_wall_s: Mapping[str, list[float]] = field(default_factory=dict)  # launch to result, host clock
-    model_versions: list[int | None] = field(default_factory=list)  # per request: 0 old, 1 new (None: failed)
-    update: Mapping[str, Any] | None = None  # a live update's loads per device and switch time
-
-    @property
-    def completed(self) -> int:
-        return sum(1 for latency in self.latencies_s if latency is not None)
-
-    def summary(self) -> dict[str, Any]:
-        done = [latency for latency in self.latencies_s if latency is not None]
-        return {
-            "requests": len(self.latencies_s),
-            "median_s": float(np.median(done)) if done else None,
-            "p90_s": float(np.percentile(done, 90)) if done else None,
-            "throughput_rps": len(done) / self.wall_s if self.wall_s > 0 else None,
-            "placement": dict(self.placements[-1]) if self.placements else {},
-            "rebalances": self.rebalances,
-            "retries": self.retries,
-            "failed_requests": self.failed_requests,
-            "failed_devices": list(self.failed_devices),
-            **({"model_versions": list(self.model_versions), "update": dict(self.update)} if self.update is not None else {}),
-        }
 
 
 class Runtime:
@@ -272,9 +209,9 @@ class Runtime:
         self._update["started_s"] = self._now()
         log.info("live update: loading the new weights on %s", ", ".join(self.devices))
         for name in self.devices:
-            self._queues[name].put(_Load(len(self._versions) - 1))
+            self._queues[name].put(Load(len(self._versions) - 1))
 
-    def _load(self, device_name: str, device: Device, task: _Load) -> None:
+    def _load(self, device_name: str, device: Device, task: Load) -> None:
         """Prepare the version's ops the current placement puts here; the last device to finish switches."""
         assert self._update is not None
         ops = self._versions[task.version]
@@ -300,7 +237,7 @@ class Runtime:
         if missing:
             raise DeviceError(f"the plan places {missing[0]} on {plan.placement[missing[0]]}, which this runtime has no worker for")
         pending = {op.name: len({self.producer[t] for t in op.activation_inputs if t in self.producer}) for op in self.order}
-        request = _Request(index, feeds, plan, attempt, self._now(), pending, version=version)
+        request = Request(index, feeds, plan, attempt, self._now(), pending, version=version)
         if version and self._update is not None and self._update["first_request"] is None:
             self._update["first_request"] = index
         for name, array in feeds.items():
@@ -319,7 +256,7 @@ class Runtime:
             item = tasks.get()
             if item is None:
                 return
-            if isinstance(item, _Load):
+            if isinstance(item, Load):
                 self._load(device_name, device, item)
                 continue
             local = [item]
@@ -340,7 +277,7 @@ class Runtime:
                     else:
                         self._queues[target].put((request, ops[consumer]))
 
-    def _input_buffer(self, device_name: str, device: Device, request: _Request, tensor: str) -> Buffer:
+    def _input_buffer(self, device_name: str, device: Device, request: Request, tensor: str) -> Buffer:
         with request.lock:
             resident = request.device_copies.get((tensor, device_name))
             host = request.host_copies.get(tensor)
@@ -359,7 +296,7 @@ class Runtime:
             request.device_copies[(tensor, device_name)] = buffer
         return buffer
 
-    def _run_op(self, device_name: str, device: Device, request: _Request, op: Op) -> list[str]:
+    def _run_op(self, device_name: str, device: Device, request: Request, op: Op) -> list[str]:
         """Run one op of a request; return the consumers it made ready."""
         inputs = [self._input_buffer(device_name, device, request, t) for t in op.activation_inputs]
         start = self._now()
@@ -402,7 +339,7 @@ class Runtime:
         with self._counter_lock:
             self._events.append(event)
 
-    def _complete(self, request: _Request) -> None:
+    def _complete(self, request: Request) -> None:
         latency = self._now() - request.start_s
         self._results[request.index] = {name: request.outputs[name] for name in self.output_names}
         self._model_versions[request.index] = request.version
@@ -421,7 +358,7 @@ class Runtime:
         self._policy("finished", index, None, self._now())
         self._finish_one()
 
-    def _fail(self, request: _Request, device_name: str, err: Exception) -> None:
+    def _fail(self, request: Request, device_name: str, err: Exception) -> None:
         with request.lock:
             if request.failed:
                 return
