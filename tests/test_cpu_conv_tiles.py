@@ -131,3 +131,84 @@ def test_pixel_table() -> None:
     assert table.shape == (12,)  # 10 pixels padded to two tiles of MR = 6
     assert table[:10].tolist() == [0, 8, 16, 24, 32, 1000, 1008, 1016, 1024, 1032]
     assert table[10:].tolist() == [0, 0]
+
+
+
+def _direct_conv_args(seed: int) -> tuple[tuple, int, int, np.ndarray]:
+    """run_conv_tiles' arguments for a 3x3 64 -> 80 conv over an unpadded 20x20 NHWC image (uint8
+    activations, int8 weights with zero point 0: no row sums), the column panels per work item
+    and the number of work items run_conv_tiles makes with 2 threads, and the output array."""
+    rng = np.random.default_rng(seed)
+    c, m, hw, k = 64, 80, 20, 3
+    ho = hw - k + 1
+    img = rng.integers(0, 256, hw * hw * c, dtype=np.uint8)
+    w = rng.integers(-128, 128, (k * k * c, m)).astype(np.int8)
+    packed = cpu_gemm.pack_weights(np.ascontiguousarray(w))
+    npan = packed.data.shape[0]
+    width = npan * cpu_gemm.NR
+    comp = gemm_fused.pad_panels(rng.integers(-9000, 9000, m).astype(np.int32), width)
+    mult = gemm_fused.pad_panels(rng.uniform(1e-4, 1e-3, m).astype(np.float32), width)
+    zeros = np.zeros(width, np.int32)
+    table = gemm_fused.pixel_table(ho, ho, hw * c, c)
+    out = np.zeros((ho * ho, m), np.uint8)
+    args = (img, table, ho * ho, k * c // 4, k, hw * c, False, packed.data, m, np.zeros(cpu_gemm.MR, np.int32), zeros,
+            comp, zeros, mult, (np.int32(3), np.int32(0), np.int32(255)), out)
+    blocks = -(-(-(-ho * ho // cpu_gemm.MR)) // cpu_gemm.MB)
+    ng = -(-npan // min(npan, -(-32 // blocks)))
+    return args, ng, blocks * -(-npan // ng), out
+
+
+def _one_thread(args: tuple) -> np.ndarray:
+    import numba
+
+    numba.set_num_threads(1)
+    try:
+        gemm_fused.run_conv_tiles(*args)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    return args[-1].copy()
+
+
+@pytest.mark.skipif(__import__("numba").config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_helper_threads_give_the_one_thread_result() -> None:
+    """With 2 threads the work loop is shared with helper threads (whichever wake in time):
+    every run equals the 1-thread run bit for bit."""
+    import numba
+
+    args, _, _, out = _direct_conv_args(3)
+    want = _one_thread(args)
+    numba.set_num_threads(2)
+    try:
+        for _ in range(30):
+            out[:] = 0
+            gemm_fused.run_conv_tiles(*args)
+            assert np.array_equal(out, want)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_the_calling_thread_never_waits_for_a_busy_helper() -> None:
+    """A pool whose only helper is stuck in another job: share() still finishes every item on the
+    calling thread (bit-exact), and the helper, once free, finds nothing left to run."""
+    import threading
+
+    from hetero.backends.cpu import helpers
+
+    args, ng, items, out = _direct_conv_args(4)
+    pool = helpers.HelperPool()
+    release, busy = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        busy.set()
+        release.wait(10)
+
+    pool.offer(stuck, 1)
+    assert busy.wait(10)
+    counter = np.zeros(2, np.int64)
+    part_args = (*args[:14], *args[14], out.view(np.uint8), counter, cpu_gemm.MB, ng, helpers.SIGNAL)
+    helpers.share(gemm_fused.conv_tiles_part, part_args, 2, items, counter, pool)
+    assert counter[1] == items and counter[0] >= items
+    done = out.copy()
+    release.set()
+    assert np.array_equal(done, _one_thread(_direct_conv_args(4)[0]))
+    assert pool._job is None  # withdrawn: the freed helper goes back to sleep

@@ -18,6 +18,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from hetero.backends.cpu import helpers
 from hetero.backends.cpu.gemm import MB, MR, NB, NR, _addr, _fetch_add, _gemm_portable
 from hetero.backends.cpu.kernels_int8 import _requant
 
@@ -184,6 +185,23 @@ def _tile_rq(flip, pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias
         _uk_u8_16(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
 
 
+@intrinsic
+def _count_done(typingctx, addr):
+    """Atomically add 1 to the int64 at ``addr`` after every earlier store (release order)."""
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "release")
+        return context.get_dummy_value()
+
+    return types.void(types.intp), codegen
+
+
+#: whether the fused GEMM and the conv tiles share their work with helpers.HELPERS (True) or run
+#: as numba parallel (OpenMP) regions
+USE_HELPERS = True
+
+
 @njit(parallel=True, cache=True)
 def gemm_requant(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0, workers, counter, ng):  # pragma: no cover
     """out[i, col0 + j] = requant(((a - za) @ (b - zb))[i, j] + bias[j]) for i < m, j < n.
@@ -218,6 +236,42 @@ def gemm_requant(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi
                     _tile_rq(flip, pa, lda, pb, kg, 1, 0, y0 + i0 * ldy + col0 + j0, ldy, r0 + i0 * 4, be0 + j0 * 4,
                              co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, ni, nj)
             w = _fetch_add(w0, 1)
+
+
+@njit(nogil=True, cache=True)
+def gemm_requant_part(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0, counter, ng, signal,
+                      announce):  # pragma: no cover - compiled
+    """gemm_requant's work loop for one thread, the GIL released (see conv_tiles_part)."""
+    lda = a.shape[1]
+    ldy = out.shape[1]
+    npan, kg = bp.shape[0], bp.shape[1]
+    mpan = (m + MR - 1) // MR
+    nbn = (npan + ng - 1) // ng
+    nwork = ((mpan + MB - 1) // MB) * nbn
+    rows_a = a.shape[0]
+    a0, e0, b0, y0 = _addr(a), _addr(edge), _addr(bp), _addr(out)
+    r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
+    w0 = _addr(counter)
+    if announce:
+        _fetch_add(_addr(signal), 1)
+    ran = 0
+    w = _fetch_add(w0, 1)
+    while w < nwork:
+        ran += 1
+        bm, bn = w // nbn, w % nbn
+        for q in range(bn * ng, min(bn * ng + ng, npan)):
+            j0 = q * NR
+            nj = min(NR, n - j0)
+            pb = b0 + q * kg * NR * 4
+            for p in range(bm * MB, min(bm * MB + MB, mpan)):
+                i0 = p * MR
+                pa = a0 + i0 * lda if i0 + MR <= rows_a else e0
+                ni = min(MR, m - i0)
+                _tile_rq(flip, pa, lda, pb, kg, 1, 0, y0 + i0 * ldy + col0 + j0, ldy, r0 + i0 * 4, be0 + j0 * 4,
+                         co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, ni, nj)
+        _count_done(w0 + 8)
+        w = _fetch_add(w0, 1)
+    return ran
 
 
 @njit(parallel=True, cache=True)
@@ -258,9 +312,16 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
     workers = numba.get_num_threads()
     row_blocks = (mpan + MB - 1) // MB
     col_groups = min(npan, -(-16 * workers // row_blocks))
-    counter = np.zeros(1, np.int64)
-    gemm_requant(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, workers, counter,
-                 -(-npan // col_groups))
+    ng = -(-npan // col_groups)
+    if not USE_HELPERS:
+        counter = np.zeros(1, np.int64)
+        gemm_requant(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, workers,
+                     counter, ng)
+        return
+    counter = np.zeros(2, np.int64)
+    args = (a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, counter, ng,
+            helpers.SIGNAL)
+    helpers.share(gemm_requant_part, args, workers, row_blocks * (-(-npan // ng)), counter)
 
 
 # --- implicit-GEMM convolution over flat pixel tiles -----------------------------------------
@@ -336,16 +397,61 @@ def pixel_table(ho: int, wo: int, a_oh: int, lda: int) -> np.ndarray:
     return table
 
 
+@njit(nogil=True, cache=True)
+def conv_tiles_part(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out,
+                    counter, mb, ng, signal, announce):  # pragma: no cover - compiled
+    """conv_tiles' work loop for one thread, the GIL released: claims (block, column group)
+    items from ``counter[0]`` until none is left, counting each finished one in ``counter[1]``;
+    returns how many it ran. ``announce``: first bump ``signal[0]`` (helpers.SIGNAL) for
+    lingering helpers."""
+    ldy = out.shape[1]
+    npan = bp.shape[0]
+    kg = bp.shape[1]
+    tiles = (pixels + MR - 1) // MR
+    nbn = (npan + ng - 1) // ng
+    nwork = ((tiles + mb - 1) // mb) * nbn
+    i0, t0, b0, y0 = _addr(img), _addr(table), _addr(bp), _addr(out)
+    r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
+    w0 = _addr(counter)
+    if announce:
+        _fetch_add(_addr(signal), 1)
+    ran = 0
+    w = _fetch_add(w0, 1)
+    while w < nwork:
+        ran += 1
+        bm, bn = w // nbn, w % nbn
+        for q in range(bn * ng, min(bn * ng + ng, npan)):
+            j0 = q * NR
+            nj = min(NR, n - j0)
+            pb = b0 + q * kg * NR * 4
+            for t in range(bm * mb, min(bm * mb + mb, tiles)):
+                p0 = t * MR
+                _tile_ind(flip, t0 + p0 * 8, i0, pb, kgs, nseg, seg, y0 + p0 * ldy + j0, ldy, r0, be0 + j0 * 4,
+                          co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, min(MR, pixels - p0), nj)
+        _count_done(w0 + 8)
+        w = _fetch_add(w0, 1)
+    return ran
+
+
 def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, nseg: int, seg: int, flip: bool,
                    bp: np.ndarray, n: int, rs: np.ndarray, beta: np.ndarray, comp: np.ndarray, bias: np.ndarray,
                    mult: np.ndarray, tail: tuple, out: np.ndarray) -> None:
     """Drive conv_tiles into the (pixels, n) byte array ``out``: ``comp`` holds comp + bias, ``rs``
     (MR zeros), ``beta`` and ``bias`` are not read (no row sums: the weights' zero points equal
-    the shift). Work items of MB tiles by enough column panels for >= 16 items per worker."""
+    the shift). Work items of MB tiles by enough column panels for >= 16 items per worker. With
+    more than one thread the calling thread runs the work loop and helper threads join it if
+    they wake in time (``helpers``); it never waits for a helper to wake."""
     npan = bp.shape[0]
     workers = numba.get_num_threads()
     blocks = -(-(-(-pixels // MR)) // MB)
     col_groups = min(npan, -(-16 * workers // blocks))
-    counter = np.zeros(1, np.int64)
-    conv_tiles(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8),
-               workers, counter, MB, -(-npan // col_groups))
+    ng = -(-npan // col_groups)
+    if not USE_HELPERS:
+        counter = np.zeros(1, np.int64)
+        conv_tiles(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail,
+                   out.view(np.uint8), workers, counter, MB, ng)
+        return
+    counter = np.zeros(2, np.int64)
+    args = (img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8),
+            counter, MB, ng, helpers.SIGNAL)
+    helpers.share(conv_tiles_part, args, workers, blocks * (-(-npan // ng)), counter)
