@@ -20,6 +20,9 @@ are quantized first, with hetero's calibration).
    one-op graph on the cpu device and as a one-node QLinearConv model in onnxruntime, both NCHW
    in and out: GOPS (2*MACs/s) and the ratio; and the cpu plan's step alone on an NHWC input
    (what the op costs inside a compiled plan, where no layout changes around it).
+   ``--blocks``: each implementation runs alone in blocks of back-to-back runs, the blocks
+   alternating (what ``hetero run --repeat`` measures; interleaving run by run, the default,
+   makes every run start with the caches and thread state another implementation left).
 5. ``--cpu-time``: instead of 1-4, each model on one thread, hetero's cpu device and onnxruntime
    (one intra-op thread) alternating, timed by the CPU time of the calling thread (where both
    run all their work at one thread): far less moved by other processes on a shared machine
@@ -151,7 +154,30 @@ def interleaved(runners: dict, repeat: int, reference: np.ndarray) -> tuple[dict
     return times, same
 
 
-def model_bench(model: str, devices: list[str], threads: int, repeat: int) -> tuple[str, float, float, float, float] | None:
+def in_blocks(runners: dict, repeat: int, reference: np.ndarray, rounds: int = 5) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Like :func:`interleaved`, but each runner runs alone in blocks of back-to-back runs (as
+    ``hetero run --repeat`` and an onnxruntime loop do: its caches and threads as its own last run
+    left them), the blocks alternating between runners for ``rounds`` rounds so load hits all alike;
+    3 untimed runs open each block."""
+    for fn in runners.values():
+        for _ in range(6):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    same: dict[str, float] = {}
+    per_block = max(1, repeat // rounds)
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            for _ in range(3):
+                fn()
+            for _ in range(per_block):
+                start = time.perf_counter()
+                out = fn()
+                times[name].append(time.perf_counter() - start)
+            same[name] = float(np.mean(out == reference))
+    return times, same
+
+
+def model_bench(model: str, devices: list[str], threads: int, repeat: int, blocks: bool = False) -> tuple[str, float, float, float, float] | None:
     """Two interleaved phases: onnxruntime with its threads not spinning (as the cpu device's),
     then onnxruntime as it comes (spinning), each against every device."""
     qdq = quantized_onnx(model_spec(model))
@@ -164,7 +190,8 @@ def model_bench(model: str, devices: list[str], threads: int, repeat: int) -> tu
     for name in devices:
         device = open_device(name, threads=threads) if name == "cpu" else open_device(name)
         ours[name] = lambda d=device: run_on_device(graph, d, {spec.name: x})[graph.outputs[0].name]
-    print(f"\n{model} int8 end to end ({threads} threads, median of {repeat}, host input to host output)")
+    order = "in alternating blocks of back-to-back runs" if blocks else "interleaved run by run"
+    print(f"\n{model} int8 end to end ({threads} threads, median of {repeat}, host input to host output, {order})")
     print(f"  {'device':<26} {'ms':>9} {'p90 ms':>9} {'onnxruntime/this':>17} {'outputs = ORT':>14}")
     medians = {}
     for phase in ("ort, not spinning", "ort, spinning"):
@@ -173,7 +200,7 @@ def model_bench(model: str, devices: list[str], threads: int, repeat: int) -> tu
         def peer(peer_session: ort.InferenceSession = peer_session) -> np.ndarray:
             return peer_session.run(None, {spec.name: x})[0]
 
-        times, same = interleaved({phase: peer, **ours}, repeat, reference)
+        times, same = (in_blocks if blocks else interleaved)({phase: peer, **ours}, repeat, reference)
         ort_ms = median_ms(times[phase])
         print(f"  ({load_text()})")
         for name, samples in times.items():
@@ -292,6 +319,8 @@ def main() -> None:
     parser.add_argument("--convs", default="resnet18,mobilenet_v2", help="models whose conv shapes to time ('' for none)")
     parser.add_argument("--devices", help="default: every usable device but reference")
     parser.add_argument("--cpu-time", action="store_true", help="one thread, CPU time per run, cpu device vs onnxruntime only")
+    parser.add_argument("--blocks", action="store_true", help="end to end: each implementation alone in alternating blocks of "
+                        "back-to-back runs (as hetero run --repeat runs), not interleaved run by run")
     args = parser.parse_args()
     if args.cpu_time:
         try:
@@ -310,13 +339,14 @@ def main() -> None:
         gemm_bench(devices, args.threads, max(5, args.repeat // 2))
         summary = []
         for model in args.models.split(","):
-            row = model_bench(model, devices, args.threads, args.repeat)
+            row = model_bench(model, devices, args.threads, args.repeat, args.blocks)
             if row is not None:
                 summary.append(row)
         for model in filter(None, args.convs.split(",")):
             conv_bench(model, args.threads, args.repeat)
         if summary:
-            print(f"\nsummary: cpu device against onnxruntime, {args.threads} threads ({load_text()})")
+            order = "alternating blocks" if args.blocks else "interleaved"
+            print(f"\nsummary: cpu device against onnxruntime, {args.threads} threads, {order} ({load_text()})")
             print("  | model | ORT not spinning ms | hetero cpu ms | ratio | ORT spinning ms | hetero cpu ms | ratio |")
             print("  | --- | --- | --- | --- | --- | --- | --- |")
             for model, quiet_ms, cpu_quiet_ms, spin_ms, cpu_spin_ms in summary:
