@@ -644,3 +644,33 @@ def test_qlinear_softmax(dev: CpuDevice, shape: tuple[int, ...], axis: int, dtyp
     activations = {"x": qtensor(rng, shape, xd)}
     check(dev, *build("QLinearSoftmax", activations, weights, ["x", "sx", "zx", "sy", "zy"], axis=axis, opset=13,
                       **clamp(rng, yd, fused)))
+
+
+def test_thread_choice_ignores_the_first_run_and_takes_the_fastest_of_three():
+    """A small op's first run (first-run costs) never decides its thread count; then three timed
+    runs per choice, alternating, and the faster choice's best time wins."""
+    import numba
+
+    from hetero.backends.cpu.device import THREAD_TRIALS
+    from hetero.quant.precision import load_for_precision
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here: there is no thread count to choose")
+    device = open_device("cpu", threads=2)
+    try:
+        graph = load_for_precision("builtin:seed-cnn", "int8")
+        op = next(o for o in graph.ops_in_order() if 0 < o.flops)
+        device._threads_for(op)
+        device._learn_threads(op, 2, 1.0)  # a very slow first run at 2 threads: ignored
+        seen = []
+        for _ in range(2 * THREAD_TRIALS):
+            threads = device._threads_for(op)
+            seen.append(threads)
+            device._learn_threads(op, threads, 0.002 if threads == 1 else 0.001)
+        assert sorted(seen) == [1] * THREAD_TRIALS + [2] * THREAD_TRIALS
+        trials = device._thread_trials[id(op)][1]
+        assert len(trials[1]) == len(trials[0]) == THREAD_TRIALS and 1.0 not in trials[0]
+        assert device._threads_for(op) in (None, 2)  # all threads were faster: chosen, and kept
+        assert device._threads_for(op) == device._threads_for(op)
+    finally:
+        device.close()

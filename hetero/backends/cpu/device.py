@@ -226,7 +226,10 @@ CONDITIONS: dict[str, Predicate] = {
 #: kernels run ~0.7 TOPS a thread, so an op under this bound takes ~0.5 ms on one: resnet18's
 #: convolutions (0.1-0.24 GFLOPs) are all learned.
 PARALLEL_MIN_FLOPS = 400_000_000
-THREAD_TRIALS = 2
+#: timed runs per choice (the fastest counts), after one untimed first run of the op: its first run
+#: pays first-run costs (fresh output pages, cold weights) of up to milliseconds, which with two
+#: trials could decide a small op's thread count (and so its profiled time) by accident.
+THREAD_TRIALS = 3
 
 
 class CpuDevice(HostDevice):
@@ -312,6 +315,9 @@ class CpuDevice(HostDevice):
         if entry is None or entry[0] is not op or "chosen" in entry[1]:
             return
         trials = entry[1]
+        if "warmed" not in trials:  # the op's first run: not a trial
+            trials["warmed"] = True
+            return
         trials.setdefault(1 if threads == 1 else 0, []).append(seconds)
         if len(trials.get(1, [])) >= THREAD_TRIALS and len(trials.get(0, [])) >= THREAD_TRIALS:
             faster_alone = min(trials[1]) <= min(trials[0])
