@@ -31,7 +31,7 @@ from hetero.backends.base import Buffer, Device, DeviceInfo
 from hetero.errors import DeviceError, InputError
 from hetero.ir.graph import Op
 from hetero.remote.server import DeviceHost, Step, served_devices
-from hetero.remote.wire import pack_op
+from hetero.remote.wire import pack, pack_op, unpack
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,8 @@ class RemoteDevice(Device):
                 ops = {key: op for op, key in self._keys.values()}
                 new = {step.op_key: pack_op(ops[step.op_key]) for step in steps if step.op_key not in self._sent}
                 self.calls += 1
-                arrays, seconds = self.cluster.call(self.host, "execute", self.local, new, uploads, steps, wanted, free)
+                arrays, packed = self.cluster.call(self.host, "execute", self.local, new, uploads, pack((steps, wanted, free)))
+                seconds = unpack(packed)
             except DeviceError as err:
                 if isinstance(err, WorkerLostError):
                     self._lost = True

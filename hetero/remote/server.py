@@ -22,7 +22,7 @@ import numpy as np
 from hetero.backends.base import Buffer, Device
 from hetero.errors import DeviceError
 from hetero.ir.graph import Op
-from hetero.remote.wire import unpack_op
+from hetero.remote.wire import pack, unpack, unpack_op
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,14 @@ class DeviceHost:
         return [None if target.supports(op) else target.why_not(op) for op in ops]
 
     def execute(self, device: str, new_ops: Mapping[str, dict[str, Any]], uploads: Mapping[int, np.ndarray],
-                steps: Sequence[Step], wanted: Sequence[int], free: Sequence[int]) -> tuple[dict[int, np.ndarray], dict[str, float]]:
-        """Store ``new_ops``, upload ``uploads``, run ``steps`` in order, and return the arrays of the
-        ``wanted`` handles and each step's device-clock seconds; ``free`` handles are dropped last."""
+                batch: bytes) -> tuple[dict[int, np.ndarray], bytes]:
+        """Store ``new_ops``, upload ``uploads``, run the ``steps`` of ``batch`` (``wire.pack`` of
+        (steps, wanted, free)) in order, and return the arrays of the ``wanted`` handles and each
+        step's device-clock seconds (packed, a dict by op key); ``free`` handles are dropped last."""
+        steps: Sequence[Step]
+        wanted: Sequence[int]
+        free: Sequence[int]
+        steps, wanted, free = unpack(batch)
         target = self._device(device)
         self.ops.update({key: unpack_op(fields) for key, fields in new_ops.items()})
         seconds: dict[str, float] = {}
@@ -88,7 +93,7 @@ class DeviceHost:
             target.synchronize()
         for handle in free:
             self.buffers.pop(handle, None)
-        return result, seconds
+        return result, pack(seconds)
 
     def release(self) -> int:
         """Drop every op and tensor this client left here; how many tensors were dropped."""
