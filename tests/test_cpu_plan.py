@@ -200,8 +200,8 @@ CONV_CASES = [
     (16, 16, 9, 3, 1, 16, 2),  # depthwise 3x3 dilated
     (24, 24, 11, 5, 2, 24, 1),  # depthwise 5x5 / 2
     (64, 64, 9, 3, 2, 64, 1),  # depthwise 3x3 / 2, wide: pixel by pixel, taps read in place
-    (128, 128, 7, 3, 1, 128, 1),  # depthwise 3x3, wide: pixel by pixel
-    (128, 128, 8, 3, 1, 128, 2),  # depthwise 3x3 dilated, wide: pixel by pixel
+    (128, 128, 7, 3, 1, 128, 1),  # depthwise 3x3, wide: row by row (int16 taps)
+    (128, 128, 8, 3, 1, 128, 2),  # depthwise 3x3 dilated, wide: row by row
     (40, 40, 9, 5, 1, 40, 1),  # depthwise 5x5 (kernels_dw, no padded copy: zeroed edge taps)
     (48, 48, 6, 5, 1, 48, 2),  # depthwise 5x5 dilated on a 6x6 image: every column an edge
     (20, 20, 8, 7, 2, 20, 1),  # depthwise 7x7 / 2
@@ -219,6 +219,39 @@ def test_qlinear_conv_paths(dev: CpuDevice, case: tuple[int, ...], dtypes: tuple
     graph, x = _qconv_graph(rng, *dtypes, *case, w_zp=w_zp)
     got = run_on_device(graph, dev, {"x": x})["y"]
     np.testing.assert_array_equal(got, run_reference(graph, {"x": x})["y"])
+
+
+DEPTHWISE3_CASES = [
+    # channels, hw, stride, dilation: 3x3 depthwise (kernels_nhwc._dw3_row, zero point in the bias)
+    (33, 7, 1, 1),  # odd channels, 7x7: rows
+    (96, 14, 1, 1),  # 14x14: rows
+    (129, 7, 1, 2),  # wide, odd, dilated: rows
+    (65, 14, 2, 1),  # wide stride 2: pixel by pixel
+    (21, 14, 2, 1),  # stride 2, deinterleaved rows
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE3_CASES, ids=[str(c) for c in DEPTHWISE3_CASES])
+@pytest.mark.parametrize("dtypes, w_zp", [(("uint8", "uint8"), "channel"), (("int8", "int8"), "channel"),
+                                          (("uint8", "int8"), "tensor")])
+def test_depthwise3_matches_reference_and_onnxruntime(dev: CpuDevice, case: tuple[int, ...], dtypes: tuple[str, str],
+                                                      w_zp: str) -> None:
+    c, hw, stride, dilation = case
+    rng = np.random.default_rng(c + hw + len(w_zp))
+    graph, x = _qconv_graph(rng, *dtypes, c, c, hw, 3, stride, c, dilation, w_zp=w_zp)
+    got = run_on_device(graph, dev, {"x": x})["y"]
+    np.testing.assert_array_equal(got, run_reference(graph, {"x": x})["y"])
+    (op,) = graph.ops_in_order()
+    node = onnx.helper.make_node("QLinearConv", list(op.inputs), ["y"],
+                                 **{k: list(v) if isinstance(v, tuple) else v for k, v in op.attrs.items()})
+    inits = [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in op.weights.items()]
+    elem = onnx.TensorProto.UINT8 if dtypes[0] == "uint8" else onnx.TensorProto.INT8
+    body = onnx.helper.make_graph([node], "dw3", [onnx.helper.make_tensor_value_info("x", elem, list(x.shape))],
+                                  [onnx.helper.make_tensor_value_info("y", elem, None)], inits)
+    model = onnx.helper.make_model(body, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(got, session.run(None, {"x": x})[0])
 
 
 def test_plan_rejects_an_op_without_a_kernel(dev: CpuDevice) -> None:

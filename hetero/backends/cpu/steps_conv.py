@@ -1,8 +1,8 @@
 """Integer convolutions and GEMMs bound for a compiled plan: weights packed once, epilogue fused.
 
 QLinearConv runs channels-last by one of three paths: depthwise (kernels_nhwc, a vectorised
-multiply-add per tap over whole output rows, or for wide 3x3 ones over each pixel's C-runs read
-in place from the padded image), implicit GEMM for every other dense convolution on VNNI
+multiply-add per tap over whole output rows, or for wide stride-2 3x3 ones over each pixel's
+C-runs read in place from the padded image), implicit GEMM for every other dense convolution on VNNI
 (gemm_fused.conv_tiles: flat tiles of output pixels, each tap row read in place from the zero-point-padded
 image, or from the input itself for 1x1 and unpadded convolutions) and, for grouped
 convolutions, dilated taps, weight zero points that need row sums or a CPU without VNNI,
@@ -55,21 +55,28 @@ def qconv(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
         if m != c:
             return None  # a channel multiplier: the NCHW kernel repeats channels
         taps = (w[:, 0].astype(np.int32) - zw_all.reshape(-1, 1, 1)).transpose(1, 2, 0)  # (kh, kw, C)
-        taps_row = np.ascontiguousarray(np.tile(taps, (1, 1, wo)))  # repeated along an output row
-        bias_row, mult_row = np.tile(bias, wo), np.ascontiguousarray(np.tile(rq.mult, wo))
+        mult_row = np.ascontiguousarray(np.tile(rq.mult, wo))  # repeated along an output row
         zx32 = np.int32(x_zp)
         hp, wp = h + pt + win.pads[2], wd + pl + win.pads[3]
         pad = _pad_bits(x_dtype, x_zp)
         three = (kh, kw, sh, sw_) == (3, 3, 1, 1)
         three_s2 = (kh, kw, sh, sw_, dh, dw) == (3, 3, 2, 2, 1, 1)
-        taps9 = np.ascontiguousarray(taps_row.reshape(9, -1)) if three or three_s2 else taps_row
         half = (wp + 1) // 2
-        # Wide channels: pixel by pixel with (9, C) weights held in L1 and stride-2 taps read in
-        # place (measured 1.0-1.1x at stride 1 from C = 128, 1.05-1.45x at stride 2 from C = 64;
-        # 0.4-0.95x below those, where the row kernels stay).
-        per_pixel = (kh, kw) == (3, 3) and (c >= 128 or (c >= 64 and sh == 2 and sw_ == 2))
-        taps_px = np.ascontiguousarray(taps.reshape(9, c)) if per_pixel else taps_row
-        bias_px, mult_px = bias, np.ascontiguousarray(rq.mult)
+        # 3x3 kernels (kernels_nhwc._dw3_row): int16 taps (w - zw fits) times the raw padded input,
+        # with -zx * sum(taps) folded into the bias. Stride 1 goes row by row at every width
+        # (1.0-1.25x the per-pixel kernel from C = 128 once the taps are int16); wide stride-2
+        # ones pixel by pixel with (9, C) weights held in L1 and taps read in place (measured
+        # 1.05-1.45x the deinterleaved rows from C = 64).
+        per_pixel = (kh, kw) == (3, 3) and c >= 64 and sh == 2 and sw_ == 2
+        taps16 = taps.reshape(9, c).astype(np.int16) if (kh, kw) == (3, 3) else None
+        bias3 = (bias.astype(np.int64) - x_zp * taps.reshape(-1, c).sum(axis=0, dtype=np.int64)).astype(np.int32)
+        taps9 = np.ascontiguousarray(np.tile(taps16, (1, wo))) if three or three_s2 else None
+        bias9 = np.tile(bias3, wo) if three or three_s2 else None
+        taps_px = np.ascontiguousarray(taps16) if per_pixel else None
+        mult_px = np.ascontiguousarray(rq.mult)
+        general = not (per_pixel or three or three_s2)
+        taps_row = np.ascontiguousarray(np.tile(taps, (1, 1, wo))) if general else None
+        bias_row = np.tile(bias, wo) if general else None
 
         def depthwise(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
             x = inputs[0]
@@ -78,13 +85,13 @@ def qconv(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
             for i in range(n):
                 nk.pad_image(x[i].view(np.uint8), pt, pl, pad, padded.view(np.uint8))
                 if per_pixel:
-                    nk.depthwise3_px_nhwc(padded, zx32, taps_px, sh, sw_, dh, dw, bias_px, mult_px, *rq.tail, out[i])
+                    nk.depthwise3_px_nhwc(padded, taps_px, sh, sw_, dh, dw, bias3, mult_px, *rq.tail, out[i])
                 elif three:
-                    nk.depthwise3_nhwc(padded, zx32, taps9, dh, dw, bias_row, mult_row, *rq.tail, out[i])
+                    nk.depthwise3_nhwc(padded, taps9, dh, dw, bias9, mult_row, *rq.tail, out[i])
                 elif three_s2:
                     split = np.empty((hp, 2, half, c), x_dtype)
                     nk.deinterleave(padded.view(np.uint8), split.view(np.uint8))
-                    nk.depthwise3s2_nhwc(split, zx32, taps9, bias_row, mult_row, *rq.tail, out[i])
+                    nk.depthwise3s2_nhwc(split, taps9, bias9, mult_row, *rq.tail, out[i])
                 else:
                     nk.depthwise_nhwc(padded, zx32, taps_row, sh, sw_, dh, dw, bias_row, mult_row, *rq.tail, out[i])
             return [out]
