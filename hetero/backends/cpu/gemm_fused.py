@@ -5,7 +5,7 @@
 registers: ``acc + R_i * beta_j + comp_j`` (gemm's shift terms) ``+ bias_j``, wrapping in
 int32 as numpy does, then rules 2-3 in float32 (``rint(float32(v) * mult_j) + zy``, clamped
 to [lo, hi]) and a 16-byte store per vector. ``rint`` is ``llvm.rint``, which rounds half to
-even like ``np.rint``; no step is contracted into an FMA. A convolution (``conv_tiles``, the
+even like ``np.rint``; no step is contracted into an FMA. A convolution (``conv_tiles_part``, the
 kernel built ``indirect``) or QGemm thus reads its activations once and writes its uint8 output rows
 in place (channels-last).
 """
@@ -197,51 +197,16 @@ def _count_done(typingctx, addr):
     return types.void(types.intp), codegen
 
 
-#: whether the fused GEMM and the conv tiles share their work with helpers.HELPERS (True) or run
-#: as numba parallel (OpenMP) regions
-USE_HELPERS = True
-
-
-@njit(parallel=True, cache=True)
-def gemm_requant(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0, workers, counter, ng):  # pragma: no cover
-    """out[i, col0 + j] = requant(((a - za) @ (b - zb))[i, j] + bias[j]) for i < m, j < n.
-
-    gemm._gemm_vnni's work split; ``out`` is a 2-D byte array (its row stride the output's),
-    ``bias``/``mult``/``beta``/``comp`` padded to the panels' width. A row panel that would
-    read past a's rows reads ``edge`` (the last rows, zero-padded to MR) instead; a tile partly
-    outside the output stores only its rows and columns inside (masked stores). ``workers``
-    threads claim (row block, column group) items from ``counter``."""
-    lda = a.shape[1]
-    ldy = out.shape[1]
-    npan, kg = bp.shape[0], bp.shape[1]
-    mpan = (m + MR - 1) // MR
-    nbn = (npan + ng - 1) // ng
-    nwork = ((mpan + MB - 1) // MB) * nbn
-    rows_a = a.shape[0]
-    a0, e0, b0, y0 = _addr(a), _addr(edge), _addr(bp), _addr(out)
-    r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
-    w0 = _addr(counter)
-    for _ in prange(workers):
-        w = _fetch_add(w0, 1)
-        while w < nwork:
-            bm, bn = w // nbn, w % nbn
-            for q in range(bn * ng, min(bn * ng + ng, npan)):
-                j0 = q * NR
-                nj = min(NR, n - j0)
-                pb = b0 + q * kg * NR * 4
-                for p in range(bm * MB, min(bm * MB + MB, mpan)):
-                    i0 = p * MR
-                    pa = a0 + i0 * lda if i0 + MR <= rows_a else e0
-                    ni = min(MR, m - i0)
-                    _tile_rq(flip, pa, lda, pb, kg, 1, 0, y0 + i0 * ldy + col0 + j0, ldy, r0 + i0 * 4, be0 + j0 * 4,
-                             co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, ni, nj)
-            w = _fetch_add(w0, 1)
-
-
 @njit(nogil=True, cache=True)
 def gemm_requant_part(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0, counter, ng, signal,
                       announce):  # pragma: no cover - compiled
-    """gemm_requant's work loop for one thread, the GIL released (see conv_tiles_part)."""
+    """out[i, col0 + j] = requant(((a - za) @ (b - zb))[i, j] + bias[j]) for i < m, j < n: the
+    work loop of one thread, the GIL released (see conv_tiles_part for ``counter``, ``signal`` and
+    ``announce``). gemm._gemm_vnni's work split; ``out`` is a 2-D byte array (its row stride the
+    output's), ``bias``/``mult``/``beta``/``comp`` padded to the panels' width. A row panel that
+    would read past a's rows reads ``edge`` (the last rows, zero-padded to MR) instead; a tile partly
+    outside the output stores only its rows and columns inside (masked stores). Items are (row
+    block, column group) pairs."""
     lda = a.shape[1]
     ldy = out.shape[1]
     npan, kg = bp.shape[0], bp.shape[1]
@@ -313,11 +278,6 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
     row_blocks = (mpan + MB - 1) // MB
     col_groups = min(npan, -(-16 * workers // row_blocks))
     ng = -(-npan // col_groups)
-    if not USE_HELPERS:
-        counter = np.zeros(1, np.int64)
-        gemm_requant(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, workers,
-                     counter, ng)
-        return
     counter = np.zeros(2, np.int64)
     args = (a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, counter, ng,
             helpers.SIGNAL)
@@ -357,36 +317,6 @@ def _tile_ind(flip, pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbi
         _ui_u8_16(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
 
 
-@njit(parallel=True, cache=True)
-def conv_tiles(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, workers,
-               counter, mb, ng):  # pragma: no cover - compiled
-    """out[p, j] for output pixels p < ``pixels`` and channels j < n: ``workers`` threads claim
-    (block of MB tiles, group of ``ng`` column panels) items from ``counter``; the B panel stays
-    put while the block's tiles pass under it."""
-    ldy = out.shape[1]
-    npan = bp.shape[0]
-    kg = bp.shape[1]
-    tiles = (pixels + MR - 1) // MR
-    nbn = (npan + ng - 1) // ng
-    nwork = ((tiles + mb - 1) // mb) * nbn
-    i0, t0, b0, y0 = _addr(img), _addr(table), _addr(bp), _addr(out)
-    r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
-    w0 = _addr(counter)
-    for _ in prange(workers):
-        w = _fetch_add(w0, 1)
-        while w < nwork:
-            bm, bn = w // nbn, w % nbn
-            for q in range(bn * ng, min(bn * ng + ng, npan)):
-                j0 = q * NR
-                nj = min(NR, n - j0)
-                pb = b0 + q * kg * NR * 4
-                for t in range(bm * mb, min(bm * mb + mb, tiles)):
-                    p0 = t * MR
-                    _tile_ind(flip, t0 + p0 * 8, i0, pb, kgs, nseg, seg, y0 + p0 * ldy + j0, ldy, r0, be0 + j0 * 4,
-                              co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, min(MR, pixels - p0), nj)
-            w = _fetch_add(w0, 1)
-
-
 def pixel_table(ho: int, wo: int, a_oh: int, lda: int) -> np.ndarray:
     """Byte offsets ``oh * a_oh + ow * lda`` of every output pixel's first tap, row-major, padded
     with zeros (pixel 0's, read but never stored) to whole tiles."""
@@ -400,7 +330,9 @@ def pixel_table(ho: int, wo: int, a_oh: int, lda: int) -> np.ndarray:
 @njit(nogil=True, cache=True)
 def conv_tiles_part(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out,
                     counter, mb, ng, signal, announce):  # pragma: no cover - compiled
-    """conv_tiles' work loop for one thread, the GIL released: claims (block, column group)
+    """out[p, j] for output pixels p < ``pixels`` and channels j < n, the work loop of one thread,
+    the GIL released (the B panel stays put while a block's tiles pass under it): claims (block of
+    ``mb`` tiles, group of ``ng`` column panels)
     items from ``counter[0]`` until none is left, counting each finished one in ``counter[1]``;
     returns how many it ran. ``announce``: first bump ``signal[0]`` (helpers.SIGNAL) for
     lingering helpers."""
@@ -436,7 +368,7 @@ def conv_tiles_part(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, c
 def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, nseg: int, seg: int, flip: bool,
                    bp: np.ndarray, n: int, rs: np.ndarray, beta: np.ndarray, comp: np.ndarray, bias: np.ndarray,
                    mult: np.ndarray, tail: tuple, out: np.ndarray) -> None:
-    """Drive conv_tiles into the (pixels, n) byte array ``out``: ``comp`` holds comp + bias, ``rs``
+    """Drive conv_tiles_part into the (pixels, n) byte array ``out``: ``comp`` holds comp + bias, ``rs``
     (MR zeros), ``beta`` and ``bias`` are not read (no row sums: the weights' zero points equal
     the shift). Work items of MB tiles by enough column panels for >= 16 items per worker. With
     more than one thread the calling thread runs the work loop and helper threads join it if
@@ -446,11 +378,6 @@ def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, ns
     blocks = -(-(-(-pixels // MR)) // MB)
     col_groups = min(npan, -(-16 * workers // blocks))
     ng = -(-npan // col_groups)
-    if not USE_HELPERS:
-        counter = np.zeros(1, np.int64)
-        conv_tiles(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail,
-                   out.view(np.uint8), workers, counter, MB, ng)
-        return
     counter = np.zeros(2, np.int64)
     args = (img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8),
             counter, MB, ng, helpers.SIGNAL)
