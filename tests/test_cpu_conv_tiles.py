@@ -205,7 +205,7 @@ def test_the_calling_thread_never_waits_for_a_busy_helper() -> None:
     pool.offer(stuck, 1)
     assert busy.wait(10)
     counter = np.zeros(2, np.int64)
-    part_args = (*args[:14], *args[14], out.view(np.uint8), counter, cpu_gemm.MB, ng, helpers.SIGNAL)
+    part_args = (*args[:14], *args[14], out.view(np.uint8), counter, cpu_gemm.MB, ng)
     helpers.share(gemm_fused.conv_tiles_part, part_args, 2, items, counter, pool)
     assert counter[1] == items and counter[0] >= items
     done = out.copy()

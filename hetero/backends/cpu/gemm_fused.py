@@ -198,11 +198,10 @@ def _count_done(typingctx, addr):
 
 
 @njit(nogil=True, cache=True)
-def gemm_requant_part(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0, counter, ng, signal,
-                      announce):  # pragma: no cover - compiled
+def gemm_requant_part(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0, counter,
+                      ng):  # pragma: no cover - compiled
     """out[i, col0 + j] = requant(((a - za) @ (b - zb))[i, j] + bias[j]) for i < m, j < n: the
-    work loop of one thread, the GIL released (see conv_tiles_part for ``counter``, ``signal`` and
-    ``announce``). gemm._gemm_vnni's work split; ``out`` is a 2-D byte array (its row stride the
+    work loop of one thread, the GIL released (see conv_tiles_part for ``counter``). gemm._gemm_vnni's work split; ``out`` is a 2-D byte array (its row stride the
     output's), ``bias``/``mult``/``beta``/``comp`` padded to the panels' width. A row panel that
     would read past a's rows reads ``edge`` (the last rows, zero-padded to MR) instead; a tile partly
     outside the output stores only its rows and columns inside (masked stores). Items are (row
@@ -217,8 +216,6 @@ def gemm_requant_part(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, l
     a0, e0, b0, y0 = _addr(a), _addr(edge), _addr(bp), _addr(out)
     r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
     w0 = _addr(counter)
-    if announce:
-        _fetch_add(_addr(signal), 1)
     ran = 0
     w = _fetch_add(w0, 1)
     while w < nwork:
@@ -279,8 +276,7 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
     col_groups = min(npan, -(-16 * workers // row_blocks))
     ng = -(-npan // col_groups)
     counter = np.zeros(2, np.int64)
-    args = (a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, counter, ng,
-            helpers.SIGNAL)
+    args = (a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, counter, ng)
     helpers.share(gemm_requant_part, args, workers, row_blocks * (-(-npan // ng)), counter)
 
 
@@ -329,13 +325,12 @@ def pixel_table(ho: int, wo: int, a_oh: int, lda: int) -> np.ndarray:
 
 @njit(nogil=True, cache=True)
 def conv_tiles_part(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out,
-                    counter, mb, ng, signal, announce):  # pragma: no cover - compiled
+                    counter, mb, ng):  # pragma: no cover - compiled
     """out[p, j] for output pixels p < ``pixels`` and channels j < n, the work loop of one thread,
     the GIL released (the B panel stays put while a block's tiles pass under it): claims (block of
     ``mb`` tiles, group of ``ng`` column panels)
     items from ``counter[0]`` until none is left, counting each finished one in ``counter[1]``;
-    returns how many it ran. ``announce``: first bump ``signal[0]`` (helpers.SIGNAL) for
-    lingering helpers."""
+    returns how many it ran."""
     ldy = out.shape[1]
     npan = bp.shape[0]
     kg = bp.shape[1]
@@ -345,8 +340,6 @@ def conv_tiles_part(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, c
     i0, t0, b0, y0 = _addr(img), _addr(table), _addr(bp), _addr(out)
     r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
     w0 = _addr(counter)
-    if announce:
-        _fetch_add(_addr(signal), 1)
     ran = 0
     w = _fetch_add(w0, 1)
     while w < nwork:
@@ -380,5 +373,5 @@ def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, ns
     ng = -(-npan // col_groups)
     counter = np.zeros(2, np.int64)
     args = (img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8),
-            counter, MB, ng, helpers.SIGNAL)
+            counter, MB, ng)
     helpers.share(conv_tiles_part, args, workers, blocks * (-(-npan // ng)), counter)

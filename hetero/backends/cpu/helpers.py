@@ -8,11 +8,9 @@ claiming items from an atomic counter), and afterwards waits only for items a he
 already claimed, never for a helper to wake: a helper that wakes late finds the counter
 exhausted (or the job withdrawn) and goes back to sleep.
 
-After a job a helper may linger for ``LINGER_S``, polling ``SIGNAL`` (which the calling
-thread's kernel bumps once it runs with the GIL released, yielding the CPU between polls)
-instead of sleeping, so that the next conv of a plan run finds it awake. Off by default: 300 us
-measured no better in A/B runs (resnet18 3.80/3.59 vs 4.64/3.39 ms, once 4.32 vs 3.14 ms
-against OpenMP), since the helper then takes the GIL back while the calling thread dispatches.
+A helper does not linger after a job: polling for the next one (300 us, yielding the CPU)
+measured no better in A/B runs (resnet18 3.80/3.59 vs 4.64/3.39 ms), since the helper then takes
+the GIL back while the calling thread dispatches the next op.
 
 Each item is computed the same whichever thread runs it, so results do not depend on timing.
 """
@@ -26,87 +24,11 @@ import time
 from typing import Callable
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 log = logging.getLogger(__name__)
 
 #: the calling thread polls the done counter this many times before yielding its CPU per poll
 _SPIN_POLLS = 2000
-
-
-#: how long a helper polls for the next job before it sleeps (0: it sleeps at once)
-LINGER_S = 0.0
-
-#: SIGNAL[0]: bumped by the calling thread's kernel when a job starts (GIL released)
-SIGNAL = np.zeros(8, np.int64)
-
-
-@intrinsic
-def _load_pause(typingctx, arr):
-    """SIGNAL[0] read atomically (never hoisted out of a loop) after one ``pause``."""
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.bitcast(ary.data, ir.IntType(64).as_pointer())
-        pause = builder.module.declare_intrinsic("llvm.x86.sse2.pause", fnty=ir.FunctionType(ir.VoidType(), []))
-        builder.call(pause, [])
-        return builder.load_atomic(ptr, "monotonic", 8)
-
-    return types.int64(arr), codegen
-
-
-@intrinsic
-def _cycles(typingctx):
-    """The time-stamp counter."""
-
-    def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.readcyclecounter", fnty=ir.FunctionType(ir.IntType(64), []))
-        return builder.call(fn, [])
-
-    return types.int64(), codegen
-
-
-@intrinsic
-def _sched_yield(typingctx):
-    """libc's sched_yield(), resolved by the JIT linker (so the caller can be cached)."""
-
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
-        builder.call(fn, [])
-        return context.get_dummy_value()
-
-    return types.void(), codegen
-
-
-@njit(nogil=True, cache=True)
-def _poll(signal, seen, cycles):  # pragma: no cover - compiled
-    """signal[0] once it differs from ``seen``, or ``seen`` after ``cycles`` TSC ticks; yields
-    the CPU between polls (sched_yield), so a thread woken on this CPU, e.g. one of numba's
-    OpenMP workers, runs at once rather than after this one's time slice."""
-    start = _cycles()
-    while True:
-        _sched_yield()
-        now = _load_pause(signal)
-        if now != seen:
-            return now
-        if _cycles() - start > cycles:
-            return seen
-
-
-def _tsc_hz() -> float:
-    """Time-stamp counter ticks per second (measured over 5 ms)."""
-    _cycles_now()  # compiled or loaded before the measurement
-    start_s, start = time.perf_counter(), int(_cycles_now())
-    time.sleep(0.005)
-    return (int(_cycles_now()) - start) / (time.perf_counter() - start_s)
-
-
-@njit(cache=True)
-def _cycles_now():  # pragma: no cover - compiled
-    return _cycles()
 
 
 class HelperPool:
@@ -120,25 +42,15 @@ class HelperPool:
 
     def _loop(self) -> None:
         seen = 0
-        hz = _tsc_hz()
         while True:
             with self._cond:
                 while self._job is None or self._generation == seen:
                     self._cond.wait()
                 job, seen = self._job, self._generation
-            while job is not None:
-                try:
-                    job()
-                except Exception:  # pragma: no cover - the calling thread does every item anyway
-                    log.exception("cpu helper thread: job failed")
-                job = None
-                linger = int(LINGER_S * hz)
-                signal = int(SIGNAL[0])
-                while job is None and _poll(SIGNAL, signal, linger) != signal:
-                    signal = int(SIGNAL[0])
-                    with self._cond:
-                        if self._job is not None and self._generation != seen:
-                            job, seen = self._job, self._generation
+            try:
+                job()
+            except Exception:  # pragma: no cover - the calling thread does every item anyway
+                log.exception("cpu helper thread: job failed")
 
     def offer(self, job: Callable[[], None], helpers: int) -> None:
         """Make ``job`` (a work loop that is safe to run late, or not at all) the one that
@@ -176,19 +88,19 @@ os.register_at_fork(after_in_child=_after_fork)
 
 def share(part: Callable[..., int], args: tuple, workers: int, items: int, counter: np.ndarray,
           pool: HelperPool | None = None) -> None:
-    """Run the work loop ``part(*args, announce)`` (a nogil kernel claiming ``items`` items from
+    """Run the work loop ``part(*args)`` (a nogil kernel claiming ``items`` items from
     ``counter[0]`` and counting finished ones in ``counter[1]``) on the calling thread, offered
     to ``workers - 1`` helpers of ``pool`` (default ``HELPERS``); return once every item is done."""
     if workers <= 1:
-        part(*args, False)
+        part(*args)
         return
     pool = HELPERS if pool is None else pool
 
     def job() -> None:
-        ITEMS[0] += part(*args, False)
+        ITEMS[0] += part(*args)
 
     pool.offer(job, workers - 1)
-    part(*args, True)
+    part(*args)
     pool.withdraw(job)
     wait_done(counter, items)
     ITEMS[1] += items
