@@ -60,6 +60,22 @@ def test_a_device_whose_build_fails_is_absent_with_the_compilers_first_line():
             assert "no_such_name" in entry.reason
 
 
+@needs_opencl
+def test_usable_devices_compute_the_builtins_hetero_kernels_call():
+    """The probe's second kernel (float16 fma, rint, saturating conversions, exp/erf/tanh...) runs
+    and checks its values on every device discovery calls usable; a compiler that dies on one of
+    them (the wheel's LLVM 14 on Zen 4/5) makes its device absent instead (probe process)."""
+    import pyopencl as cl
+
+    from hetero.backends.opencl import cl_device
+    from hetero.backends.opencl_probe import OPTIONS, run_builtins
+
+    for info in OPENCL:
+        context = cl.Context([cl_device(info)])
+        queue = cl.CommandQueue(context)
+        assert run_builtins(cl, np, context, queue, OPTIONS) == "", info.name
+
+
 @needs_a_listed_device
 def test_a_build_option_the_compiler_rejects_makes_the_device_absent():
     found = probe_opencl(options=["-cl-std=CL1.2", "-no-such-build-option"])

@@ -4,7 +4,8 @@
 driver that crashes or aborts while compiling (an old LLVM on a newer CPU) takes down only this
 process. It imports nothing from hetero. It reads one JSON object on stdin (``source``,
 ``options``: the kernel and build options to probe with, null for the defaults below; ``start``:
-the first device to probe, counted over all platforms) and writes JSON lines on stdout, flushed
+the first device to probe, counted over all platforms; with no ``source`` of the caller's the
+``BUILTINS`` kernel runs too) and writes JSON lines on stdout, flushed
 one by one so a crash loses only the device being probed:
 
     {"event": "device", "index", "platform_index", "device_index", "platform_name",
@@ -35,6 +36,25 @@ __kernel void probe(__global int *data, const int offset) {
 """
 OPTIONS = ["-cl-std=CL1.2"]  # what the OpenCL backend builds with (opencl.BASE_OPTIONS)
 ITEMS = 64
+
+#: the built-ins hetero's kernels (kernels/*.cl) call, on the vector widths they use. A driver
+#: compiles a built-in for the device when a kernel using it first runs, so a compiler that cannot
+#: generate code for this CPU fails here, in the probe's process, and not in the user's: the
+#: pyopencl wheel's PoCL (LLVM 14) dies on float16 fma on AMD Zen 4 and Zen 5.
+BUILTINS = """
+__kernel void builtins(__global const uchar *x, __global float *y, __global uchar *q, const float s) {
+    int i = (int)get_global_id(0);
+    float16 v = convert_float16(vload16(i, x));
+    float16 w = fma(v, (float16)(s), (float16)(0.5f));
+    float8 h = fma(v.lo, v.hi, (float8)(1.0f));
+    float4 f = fma(v.lo.lo, v.hi.hi, (float4)(2.0f));
+    w = fmin(fmax(rint(w), (float16)(0.0f)), (float16)(255.0f));
+    int16 r = convert_int16(w) + convert_int16(ceil(v * 0.25f));
+    vstore16(convert_uchar16_sat(r), i, q);
+    y[i] = exp(v.s0 * 0.01f) + sqrt(v.s1 + 1.0f) + tanh(v.s2 * 0.01f) + log(v.s3 + 1.0f)
+         + erf(v.s4 * 0.01f) + fmod(v.s5, 7.0f) + sin(v.s6 * 0.01f) + h.s0 + f.s1;
+}
+"""
 
 
 class _DlInfo(ctypes.Structure):
@@ -112,8 +132,30 @@ def first_error_line(message: str) -> str:
     return lines[0].split(" - ")[0] if lines else "unknown error"  # "clBuildProgram failed: X - <same again>"
 
 
-def probe(cl: Any, np: Any, device: Any, source: str, options: list[str]) -> str:
-    """"" when the device builds and runs ``source`` correctly, else the first error line."""
+def run_builtins(cl: Any, np: Any, context: Any, queue: Any, options: list[str]) -> str:
+    """"" when the ``BUILTINS`` kernel builds, runs and writes plausible values, else why not."""
+    program = cl.Program(context, BUILTINS).build(options=options)
+    x = (np.arange(16 * ITEMS) % 251).astype(np.uint8)
+    flags = cl.mem_flags
+    x_buffer = cl.Buffer(context, flags.READ_ONLY | flags.COPY_HOST_PTR, hostbuf=x)
+    y_buffer = cl.Buffer(context, flags.WRITE_ONLY, 4 * ITEMS)
+    q_buffer = cl.Buffer(context, flags.WRITE_ONLY, 16 * ITEMS)
+    program.builtins(queue, (ITEMS,), None, x_buffer, y_buffer, q_buffer, np.float32(0.3))
+    y = np.empty(ITEMS, np.float32)
+    q = np.empty(16 * ITEMS, np.uint8)
+    cl.enqueue_copy(queue, y, y_buffer)
+    cl.enqueue_copy(queue, q, q_buffer)
+    queue.finish()
+    v = x.astype(np.float64)
+    expected = np.clip(np.clip(np.rint(v * 0.3 + 0.5), 0, 255) + np.ceil(v * 0.25), 0, 255)
+    if not np.isfinite(y).all() or np.abs(q.astype(np.float64) - expected).max() > 1:
+        return "the built-in functions' probe kernel ran but wrote wrong values"
+    return ""
+
+
+def probe(cl: Any, np: Any, device: Any, source: str, options: list[str], builtins: bool = True) -> str:
+    """"" when the device builds and runs ``source`` correctly (and, with ``builtins``, the
+    ``BUILTINS`` kernel), else the first error line."""
     try:
         context = cl.Context([device])
         queue = cl.CommandQueue(context, properties=cl.command_queue_properties.PROFILING_ENABLE)
@@ -129,6 +171,8 @@ def probe(cl: Any, np: Any, device: Any, source: str, options: list[str]) -> str
             return "the probe kernel ran but wrote wrong values"
         if event.profile.end < event.profile.start:
             return "event profiling gives an end before the start"
+        if builtins:
+            return run_builtins(cl, np, context, queue, options)
     except cl.Error as err:  # LogicError, RuntimeError (a failed build), MemoryError
         return first_error_line(str(err))
     return ""
@@ -157,6 +201,7 @@ def emit(record: dict[str, Any]) -> None:
 
 def main() -> int:
     request = json.loads(sys.stdin.read() or "{}")
+    builtins = not request.get("source")  # a caller's own kernel is probed alone
     source = request.get("source") or SOURCE
     options = request.get("options")
     options = OPTIONS if options is None else list(options)
@@ -193,7 +238,7 @@ def main() -> int:
         })
         devices.append(device)
     for index in range(start, len(devices)):
-        error = probe(cl, np, devices[index], source, options)
+        error = probe(cl, np, devices[index], source, options, builtins)
         emit({"event": "result", "index": index, "ok": not error, "error": error})
     return 0
 
