@@ -289,7 +289,35 @@ def _profile_across_hosts(graph, devices, transfer_sizes):
     assert 0 < dispatch_s < 2e-4  # calibrated here, not through a remote device's round trips
     profile = profile_graph(graph, devices, "builtin:seed-cnn", "int8", budget, transfer_sizes=transfer_sizes,
                             dispatch_s=dispatch_s)
-    return with_remote_calibration(profile, devices, requests=6)
+    return with_remote_calibration(profile, devices, requests=6, graph=graph)
+
+
+def test_remote_ops_are_timed_as_a_request_runs_them(remote):
+    """A remote device's op entries come from serving the whole graph there (the steps of a request
+    in one call), not from one call per op; its wake-up table from an op run first and second in a
+    batch; a crossing between it and another device costs half a request's start and end."""
+    from hetero.remote.calibrate import EXTRA_IDLE_S, OP_ROUNDS, batch_timings, served_timings
+
+    _, cluster = remote
+    graph = load_for_precision("builtin:seed-cnn", "int8")
+    devices = open_devices(["cpu", "edge/cpu"], cluster)
+    edge = devices["edge/cpu"]
+    profile = _profile_across_hosts(graph, list(devices.values()), [1024, 16384])
+    entries = profile.devices["edge/cpu"].ops
+    assert {op.signature() for op in graph.ops_in_order()} <= set(entries)
+    assert all("profiled_alone_s" in stats.features and stats.count >= 10 for stats in entries.values())
+    table = profile.wakeup["edge/cpu"]
+    round_trip = (profile.link("host", "edge/cpu").latency_s + profile.link("edge/cpu", "host").latency_s) / 2
+    assert [idle for idle, _ in table] == pytest.approx([round_trip + extra for extra in EXTRA_IDLE_S])
+    assert all(extra >= 0 for _, extra in table)
+    request = profile.handoff_s("host", "edge/cpu")
+    assert profile.handoff_s("cpu", "edge/cpu") == pytest.approx(request / 2)
+    assert profile.handoff_s("edge/cpu", "cpu") == pytest.approx(request / 2)
+    op = next(o for o in graph.ops_in_order() if o.type == "QLinearConv")
+    warm, first = batch_timings(edge, [op], rounds=2)[op.signature()]
+    assert len(warm) == 2 * len(EXTRA_IDLE_S) and all(len(first[e]) == 2 for e in EXTRA_IDLE_S) and OP_ROUNDS > 2
+    served = served_timings(edge, graph, [profile.link("host", "edge/cpu"), profile.link("edge/cpu", "host")], requests=4)
+    assert set(served) == set(graph.nodes) and all(len(v) == 4 and min(v) > 0 for v in served.values())
 
 
 @pytest.mark.slow

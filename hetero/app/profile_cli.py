@@ -126,7 +126,7 @@ def _profile_measure(args: argparse.Namespace, graph: Any, devices: list, previo
     if args.cluster:  # devices on other hosts: their request crossings, measured around the actor calls (no
         from hetero.remote.calibrate import with_remote_calibration  # progress bar redrawing meanwhile)
 
-        profile = with_remote_calibration(profile, devices)
+        profile = with_remote_calibration(profile, devices, graph=graph)
     save_profile(profile, args.output)
     counts = ", ".join(
         f"{name}: {len(d.ops)} op signatures" + (f" ({sum(1 for s in d.ops.values() if s.features.get('synthetic'))} synthetic)" if args.sweep else "")

@@ -22,11 +22,24 @@ request by request alongside the bare calls:
 Issue 14's host calibration (``hetero.cost.links.calibrate_handoffs``) takes the latency minus
 the span of the ops' compute events, which for a remote device is only their queueing (the ops run
 inside the download call): it would count the remote ops' time twice, so
-:func:`with_remote_calibration` replaces the remote devices' entries with these.
+:func:`with_remote_calibration` replaces the remote devices' entries with these: ``handoffs[host][D]``
+as above, and a hand-off between D and any other device (one crossing, one actor call) half of it.
+
+The profiler times a remote op one call at a time, so every sample is the first op the worker runs
+after idling a round trip, its input freshly uploaded (seed CNN on a loopback worker: QuantizeLinear
+115 us profiled, 28 us serving; Flatten 39 vs 9 us), the error cancelling by chance against the
+request's un-modelled rest. With the model's graph, :func:`served_timings` serves the whole graph on
+each remote device through the real Runtime and takes every op's device-clock seconds as the op's
+entry (inputs produced on the worker, the ops back to back in one call, as a request's steps are);
+:func:`batch_timings` runs a few of its ops twice per batch after an upload call, and the first run's
+excess over the second, at the natural idle (a round trip) and 3 ms more, is the device's ``wakeup``
+table (its threads and caches after idling), which the simulators charge to the first op of each
+batch, once per crossing, as for a local device; the graph's first ops' entries are served less it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -36,6 +49,7 @@ import numpy as np
 
 from hetero.backends.base import Device
 from hetero.cost.protocol import HOST, Link, TableCostModel
+from hetero.ir.graph import Graph, Op
 from hetero.remote.client import RemoteDevice
 
 log = logging.getLogger(__name__)
@@ -44,6 +58,11 @@ SHORT_CHAIN = 2  # Identity ops per request: the per-request costs
 LONG_CHAIN = 8  # and the per-op slope (a longer batch is more exposed to other work preempting the worker)
 REQUESTS = 10
 ROUNDS = 5  # steps per requests: ROUNDS * requests (bare calls, short chain, long chain) in all
+OP_ROUNDS = 6  # batches per probe op and idle point, after
+WARMUP_ROUNDS = 8  # batches that send the op, compile it, pack its weights and learn its thread count
+WAKE_PROBES = 4  # ops of the model whose batches give the wake-up table (spread from small to large)
+SERVED_REQUESTS = 20  # requests of the whole graph served on a remote device for its op entries (after as many warm-up ones)
+EXTRA_IDLE_S = (0.0, 3e-3)  # idle beyond the round trip before a batch: the wake-up table's points
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,22 +142,142 @@ def remote_costs(devices: Sequence[Device], links: Sequence[Link], dispatch_s: f
     return out
 
 
-def with_remote_calibration(profile: Any, devices: Sequence[Device], requests: int = REQUESTS) -> Any:
+def batch_timings(device: RemoteDevice, ops: Sequence[Op], rounds: int = OP_ROUNDS,
+                  extra_idle_s: Sequence[float] = EXTRA_IDLE_S, seed: int = 0) -> dict[str, tuple[list[float], dict[float, list[float]]]]:
+    """Per op signature of ``ops`` (one op each): its device-clock seconds run second in a batch of
+    two runs of it on the same inputs (warm), and run first, after the inputs' upload call and
+    ``extra`` more seconds idle, per extra idle: ``(warm, {extra: first})``. Each batch is one actor
+    call, as a request's steps on the device are."""
+    from hetero.cost.timing import random_input
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, tuple[list[float], dict[float, list[float]]]] = {}
+    for op in ops:
+        if op.signature() in out:
+            continue
+        twin = copy.copy(op)  # another object: its own key on the wire, so its seconds come back apart
+        feeds = [random_input(s, rng) for s in op.input_specs if s is not None and s.name not in op.weights]
+        warm: list[float] = []
+        first: dict[float, list[float]] = {extra: [] for extra in extra_idle_s}
+        for round_ in range(-WARMUP_ROUNDS, rounds):  # the first send the ops and their weights, compile...
+            for extra in extra_idle_s:
+                inputs = [device.upload(x) for x in feeds]
+                if extra:
+                    time.sleep(extra)
+                device.run(op, inputs)
+                outputs = device.run(twin, inputs)
+                device.download(outputs[0])
+                a, b = device.last_seconds(op), device.last_seconds(twin)
+                if round_ >= 0 and a is not None and b is not None:
+                    first[extra].append(a)
+                    warm.append(b)
+        out[op.signature()] = (warm, first)
+    return out
+
+
+def wake_probes(graph: Graph, device: Device, count: int = WAKE_PROBES) -> list[Op]:
+    """Up to ``count`` ops of distinct signatures the device runs, spread over their sizes."""
+    unique: dict[str, Op] = {}
+    for op in graph.ops_in_order():
+        if device.supports(op):
+            unique.setdefault(op.signature(), op)
+    ranked = sorted(unique.values(), key=lambda o: o.flops + o.bytes_read + o.bytes_written)
+    if len(ranked) <= count:
+        return ranked
+    return [ranked[int(round(i))] for i in np.linspace(0, len(ranked) - 1, count)]
+
+
+def served_timings(device: Device, graph: Graph, links: Sequence[Link], requests: int = SERVED_REQUESTS,
+                   seed: int = 0) -> dict[str, list[float]]:
+    """Per op name: its device-clock seconds while the Runtime serves ``requests`` of the whole graph
+    on ``device`` (after as many warm-up requests); {} when the device lacks a kernel for an op."""
+    from hetero.cost.timing import random_input
+    from hetero.exec.runtime import Runtime
+    from hetero.policy import PolicyContext, make_policy
+    from hetero.schedulers import fixed_schedule
+
+    if not all(device.supports(op) for op in graph.ops_in_order()):
+        return {}
+    rng = np.random.default_rng(seed)
+    cost = TableCostModel([device.name], {n: {device.name: 1e-5} for n in graph.nodes}, list(links), host=HOST)
+    plan = fixed_schedule(graph, cost, {n: device.name for n in graph.nodes})
+    runtime = Runtime(graph, {device.name: device}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
+    feeds = [{spec.name: random_input(spec, rng) for spec in graph.inputs}] * requests
+    runtime.serve(feeds)
+    report = runtime.serve(feeds)
+    return {name: list(values) for name, values in report.op_seconds.items()}
+
+
+def _wakeup_table(timings: dict[str, tuple[list[float], dict[float, list[float]]]], round_trip_s: float) -> list[list[float]]:
+    """``[[idle_s, extra_s], ...]``: per extra idle, the median over op signatures of what running
+    first in a batch adds to running second; the idle is the worker's, a round trip more."""
+    table = []
+    for extra in EXTRA_IDLE_S:
+        excess = [float(np.median(first[extra]) - np.median(warm)) for warm, first in timings.values()
+                  if warm and first.get(extra)]
+        if excess:
+            table.append([round_trip_s + extra, max(0.0, float(np.median(excess)))])
+    return table
+
+
+def with_remote_calibration(profile: Any, devices: Sequence[Device], requests: int = REQUESTS,
+                            graph: Graph | None = None) -> Any:
     """``profile`` (a hetero.cost.profile.Profile, a layer above this one) with each remote device's
     :func:`remote_costs`: per op in its op entries, per request as ``handoffs[host][DEVICE]`` (its
-    ``handoffs[DEVICE][host]`` dropped: the request's start and end are both in the first)."""
+    ``handoffs[DEVICE][host]`` dropped: the request's start and end are both in the first) and half
+    of it per crossing between the device and any other; with ``graph``, the remote devices' entries
+    for its ops re-timed in batches (:func:`batch_timings`) and their ``wakeup`` tables."""
     measured = remote_costs(devices, profile.links, float(profile.runtime.get("dispatch_s", 0.0)), requests)
     if not measured:
         return profile
     handoffs = {src: dict(row) for src, row in profile.handoffs.items()}
     entries = dict(profile.devices)
+    wakeup = dict(profile.wakeup)
+    fits = {(link.src, link.dst): link for link in profile.links}
+    half = {name: costs.request_s / 2 for name, costs in measured.items()}
     for name, costs in measured.items():
         handoffs.get(name, {}).pop(HOST, None)
         handoffs.setdefault(HOST, {})[name] = costs.request_s
+        for other in entries:  # one crossing = one actor call for each remote side
+            if other != name:
+                share = half[name] + half.get(other, 0.0)
+                handoffs.setdefault(other, {})[name] = share
+                handoffs.setdefault(name, {})[other] = share
         entry = entries.get(name)
-        if entry is not None:
-            ops = {signature: dataclasses.replace(stats, wall_median_s=stats.median_s + costs.op_s,
-                                                  features={**stats.features, "remote_op_s": costs.op_s})
-                   for signature, stats in entry.ops.items()}
-            entries[name] = dataclasses.replace(entry, ops=ops)
-    return dataclasses.replace(profile, devices=entries, handoffs={src: row for src, row in handoffs.items() if row})
+        if entry is None:
+            continue
+        device = next(d for d in devices if d.name == name)
+        served: dict[str, list[float]] = {}
+        if graph is not None:
+            probes = wake_probes(graph, device)
+            timings = batch_timings(device, probes)
+            round_trip = (fits[(HOST, name)].latency_s + fits[(name, HOST)].latency_s) / 2
+            table = _wakeup_table(timings, round_trip)
+            if table:
+                wakeup[name] = tuple(tuple(point) for point in table)
+            links = [fits[(HOST, name)], fits[(name, HOST)]]
+            by_name = served_timings(device, graph, links)
+            if not by_name:  # an op the device lacks: the probes' second runs in a batch are all there is
+                by_name = {op.name: timings[op.signature()][0] for op in probes}
+            first = {n for n in graph.nodes if graph.in_degree(n) == 0}  # read the uploaded inputs
+            woken = table[0][1] if table else 0.0
+            for op in graph.ops_in_order():
+                values = by_name.get(op.name)
+                if values:
+                    values = [max(v - woken, 0.25 * v) for v in values] if op.name in first else values
+                    served.setdefault(op.signature(), []).extend(values)
+            log.info("%s: %d op signatures timed serving the graph; wake-up %s", name, len(served),
+                     ", ".join(f"+{e * 1e6:.0f} us after {i * 1e3:.2f} ms" for i, e in table))
+        ops = {}
+        for signature, stats in entry.ops.items():
+            warm = served.get(signature)
+            if warm:
+                median = float(np.median(warm))
+                stats = dataclasses.replace(stats, median_s=median, p10_s=float(np.percentile(warm, 10)),
+                                            p90_s=float(np.percentile(warm, 90)), count=len(warm),
+                                            features={**stats.features, "profiled_alone_s": stats.median_s})
+            ops[signature] = dataclasses.replace(stats, wall_median_s=stats.median_s + costs.op_s,
+                                                 features={**stats.features, "remote_op_s": costs.op_s})
+        entries[name] = dataclasses.replace(entry, ops=ops)
+    return dataclasses.replace(profile, devices=entries, handoffs={src: row for src, row in handoffs.items() if row},
+                               wakeup=wakeup)

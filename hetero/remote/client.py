@@ -278,6 +278,10 @@ class RemoteDevice(Device):
             self._flush([])
         return outputs, self._seconds[key]
 
+    def last_seconds(self, op: Op) -> float | None:
+        """The device-clock seconds of ``op``'s last run on the worker (None before its first batch)."""
+        return self._seconds.get(self._key(op))
+
     def download(self, buffer: Buffer) -> np.ndarray:
         if not isinstance(buffer, RemoteBuffer):
             raise DeviceError(f"device {self.name}: cannot download {type(buffer).__name__}, which is not on this device")
