@@ -14,7 +14,7 @@ import numpy as np
 from hetero.backends.base import Device
 from hetero.cost.profile import OpStats, op_features
 from hetero.exec.executor import OpTiming, run_on_device
-from hetero.ir.graph import Graph, Op, TensorSpec
+from hetero.ir.graph import Graph, Op, random_input  # random_input: re-exported (hetero.cost.profiler)
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,6 @@ def robust_stats(samples: Sequence[float]) -> tuple[float, float, float, int, in
         int(kept.size),
         int(values.size - kept.size),
     )
-
-
-def random_input(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
-    """A plausible input array for timing: normal floats, full-range small ints, zero indices."""
-    dtype = np.dtype(spec.dtype)
-    if dtype.kind == "f":
-        return rng.standard_normal(spec.shape).astype(dtype)
-    if dtype.kind == "b":  # masks (And, Where's condition)
-        return rng.integers(0, 2, spec.shape).astype(dtype)
-    if dtype.itemsize == 1:
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max + 1, spec.shape).astype(dtype)
-    return np.zeros(spec.shape, dtype)
 
 
 def time_op(device: Device, op: Op, budget: Budget, rng: np.random.Generator) -> OpStats:

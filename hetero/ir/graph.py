@@ -47,6 +47,20 @@ def _freeze_attr(value: Any) -> Any:
     return value
 
 
+def random_input(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
+    """A plausible input array for timing: normal floats, full-range small ints, zero indices."""
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(spec.shape).astype(dtype)
+    if dtype.kind == "b":  # masks (And, Where's condition)
+        return rng.integers(0, 2, spec.shape).astype(dtype)
+    if dtype.itemsize == 1:
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max + 1, spec.shape).astype(dtype)
+    return np.zeros(spec.shape, dtype)
+
+
+
 @dataclass(frozen=True, eq=False)
 class Op:
     """One operator: type, attributes, tensor specs, constant inputs and its costs.

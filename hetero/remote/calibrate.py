@@ -49,7 +49,7 @@ import numpy as np
 
 from hetero.backends.base import Device
 from hetero.cost.protocol import HOST, Link, TableCostModel
-from hetero.ir.graph import Graph, Op
+from hetero.ir.graph import Graph, Op, random_input
 from hetero.remote.client import RemoteDevice
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,6 @@ def batch_timings(device: RemoteDevice, ops: Sequence[Op], rounds: int = OP_ROUN
     two runs of it on the same inputs (warm), and run first, after the inputs' upload call and
     ``extra`` more seconds idle, per extra idle: ``(warm, {extra: first})``. Each batch is one actor
     call, as a request's steps on the device are."""
-    from hetero.cost.timing import random_input
-
     rng = np.random.default_rng(seed)
     out: dict[str, tuple[list[float], dict[float, list[float]]]] = {}
     for op in ops:
@@ -191,7 +189,6 @@ def served_timings(device: Device, graph: Graph, links: Sequence[Link], requests
                    seed: int = 0) -> dict[str, list[float]]:
     """Per op name: its device-clock seconds while the Runtime serves ``requests`` of the whole graph
     on ``device`` (after as many warm-up requests); {} when the device lacks a kernel for an op."""
-    from hetero.cost.timing import random_input
     from hetero.exec.runtime import Runtime
     from hetero.policy import PolicyContext, make_policy
     from hetero.schedulers import fixed_schedule
