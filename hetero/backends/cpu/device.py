@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from hetero.backends.base import Buffer, DeviceInfo, HostDevice, Kernel, Predicate
+from hetero.backends.cpu import helpers
 from hetero.backends.cpu.kernels_float import FLOAT_KERNELS, reference
 from hetero.backends.cpu.kernels_qtransformer import QTRANSFORMER_KERNELS
 from hetero.backends.cpu.kernels_quant import QUANT_KERNELS
@@ -349,9 +350,9 @@ class CpuDevice(HostDevice):
         with ExitStack() as stack:
             threads = self._threads_for(op)
             if threads is not None:
-                previous = numba.get_num_threads()
-                numba.set_num_threads(threads)
-                stack.callback(numba.set_num_threads, previous)
+                previous = helpers.thread_count()
+                helpers.set_thread_count(threads)
+                stack.callback(helpers.set_thread_count, previous)
             outputs = body()
         elapsed = time.perf_counter() - start - self._preparing
         self._learn_threads(op, threads, elapsed)

@@ -12,7 +12,6 @@ in place (channels-last).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -271,7 +270,7 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
     else:
         edge = np.zeros((MR, a.shape[1]), np.uint8)
         edge[: m - (mpan - 1) * MR] = a[(mpan - 1) * MR : m]
-    workers = numba.get_num_threads()
+    workers = helpers.thread_count()
     row_blocks = (mpan + MB - 1) // MB
     col_groups = min(npan, -(-16 * workers // row_blocks))
     ng = -(-npan // col_groups)
@@ -367,7 +366,7 @@ def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, ns
     more than one thread the calling thread runs the work loop and helper threads join it if
     they wake in time (``helpers``); it never waits for a helper to wake."""
     npan = bp.shape[0]
-    workers = numba.get_num_threads()
+    workers = helpers.thread_count()
     blocks = -(-(-(-pixels // MR)) // MB)
     col_groups = min(npan, -(-16 * workers // blocks))
     ng = -(-npan // col_groups)

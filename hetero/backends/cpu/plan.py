@@ -24,7 +24,7 @@ import numpy as np
 
 from hetero.backends.base import Device
 from hetero.backends.cpu import kernels_nhwc as nk
-from hetero.backends.cpu import steps, steps_dw
+from hetero.backends.cpu import helpers, steps, steps_dw
 from hetero.backends.cpu.memory import keep_freed_memory
 from hetero.backends.cpu.steps import NCHW, NHWC, Step, fallback
 from hetero.backends.cpu.steps_conv import qconv, qgemm
@@ -248,7 +248,7 @@ class CpuPlan:
         values: list[np.ndarray | None] = [None] * self.slot_count
         for name, s in self.input_slots:
             values[s] = np.require(feeds[name], requirements="C")
-        previous = current = numba.get_num_threads()
+        previous = current = helpers.thread_count()
         throttle = device.throttle
         clock = time.perf_counter
         settled = self._settled
@@ -266,7 +266,7 @@ class CpuPlan:
                         threads = device._threads_for(step.op)
                     want = previous if threads is None else threads
                     if want != current:
-                        numba.set_num_threads(want)
+                        helpers.set_thread_count(want)
                         current = want
                     if not (learning or timing):
                         outputs = step.run(inputs)
@@ -289,7 +289,7 @@ class CpuPlan:
                     values[s] = None
         finally:
             if current != previous:
-                numba.set_num_threads(previous)
+                helpers.set_thread_count(previous)
         return {name: values[s] for name, s in self.output_slots}
 
     def breakdown(self, feeds: Mapping[str, np.ndarray], repeat: int = 10) -> dict[str, float]:

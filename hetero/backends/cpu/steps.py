@@ -5,9 +5,9 @@ A :class:`Step` is one op ready to run: the layout each activation input must ar
 one (N, A, B, H, W) as (N, H, W, A, B): a channel shuffle's middle), the
 layout of each output, and a function of the input arrays alone. Integer convolutions and
 GEMMs (steps_conv, steps_dw), pools, residual adds, channel concats and channel shuffles
-(Reshape, Transpose, Reshape) run channels-last (kernels_nhwc, kernels_pool, kernels_channels);
-QuantizeLinear writes channels-last; every other op runs its ordinary kernel (the device's
-table) on NCHW arrays.
+(Reshape, Transpose, Reshape) run channels-last (kernels_nhwc, kernels_pool, kernels_channels,
+as kernels_shared's work loops shared with helper threads); QuantizeLinear writes channels-last;
+every other op runs its ordinary kernel (the device's table) on NCHW arrays.
 Each step computes exactly what the op's ordinary kernel computes (the same int32 sums and
 float32 rules), so plans are bit-identical to per-op runs and to the numpy reference.
 """
@@ -22,8 +22,8 @@ import numpy as np
 from hetero.backends.base import Device
 from hetero.backends.cpu import kernels_int8 as q
 from hetero.backends.cpu import kernels_nhwc as nk
-from hetero.backends.cpu import kernels_pool
 from hetero.backends.cpu import kernels_channels as kc
+from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu.kernels_float import geometry
 from hetero.backends.cpu.kernels_quant import F32, Requant, _ratio, per_channel, scalar
 from hetero.ir.graph import Op
@@ -74,11 +74,12 @@ def qadd(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     fixed = F32(q.qadd_fixed(ra, F32(scalar(za)), rb, F32(scalar(zb)), F32(scalar(zy))))
     rq = Requant.of(op, np.ones(1, F32), 1, zy)
     layout = NHWC if NHWC in available else NCHW
+    chunks = -(-int(np.prod(shape)) // nk.CHUNK)
 
     def add(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         a, b = inputs
         out = np.empty(a.shape, rq.dtype)
-        nk.qadd_flat(a.reshape(-1), b.reshape(-1), ra, rb, fixed, rq.lo, rq.hi, out.reshape(-1))
+        ks.run_items(ks.qadd_part, (a.reshape(-1), b.reshape(-1), ra, rb, fixed, rq.lo, rq.hi, out.reshape(-1)), chunks)
         return [out]
 
     return Step(op, (layout, layout), (layout,), add)
@@ -96,7 +97,7 @@ def max_pool(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
 
     def pool(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = np.empty(out_shape, dtype)
-        kernels_pool.max_pool_nhwc(inputs[0], *geometry(win), low, out)
+        ks.run_items(ks.max_pool_part, (inputs[0], *geometry(win), low, out), out_shape[0] * out_shape[1])
         return [out]
 
     return Step(op, (NHWC,), (NHWC,), pool)
@@ -111,7 +112,7 @@ def _global_pool(op: Op, spec_shape: tuple[int, ...], sx, zx, sy, zy) -> Run:
 
     def pool(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = np.empty(out_shape, rq.dtype)
-        nk.global_pool_nhwc(inputs[0].reshape(n, h * w, c), zx32, mult, *rq.tail, out.reshape(n, c))
+        ks.run_items(ks.global_pool_part, (inputs[0].reshape(n, h * w, c), zx32, mult, *rq.tail, out.reshape(n, c)), n)
         return [out]
 
     return pool
@@ -146,7 +147,8 @@ def qaverage_pool(device: Device, op: Op, available: tuple[str, ...]) -> Step | 
 
     def pool(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = np.empty(out_shape, rq.dtype)
-        nk.average_pool_nhwc(inputs[0], zx32, *geometry(win), sx32, count, sy32, *rq.tail, out)
+        ks.run_items(ks.average_pool_part, (inputs[0], zx32, *geometry(win), sx32, count, sy32, *rq.tail, out),
+                     out.shape[0] * out.shape[1])
         return [out]
 
     return Step(op, (NHWC,), (NHWC,), pool)
@@ -185,11 +187,12 @@ def qconcat(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
         flat = out.reshape(n * h * w, -1)
         if copied:
             srcs = tuple(np.ascontiguousarray(inputs[k]).reshape(n * h * w, -1).view(np.uint8).view(word) for k in copied)
-            kc.copy_columns(srcs, begins, flat.view(np.uint8).view(word))
+            ks.run_items(ks.copy_columns_part, (srcs, begins, flat.view(np.uint8).view(word)), -(-(n * h * w) // kc.PIXELS_PER_ITEM))
         for part, (begin, width, same, zp, scale) in zip(inputs, plan):
             if not same:
                 src = np.ascontiguousarray(part).reshape(n * h * w, width)
-                q.requant_tensor(src, zp, scale, *tail, flat[:, begin : begin + width])
+                ks.run_items(ks.requant_rows_part, (src, zp, scale, *tail, flat[:, begin : begin + width]),
+                             -(-(n * h * w) // ks.ROWS_PER_ITEM))
         return [out]
 
     return Step(op, (NHWC,) * parts, (NHWC,), concat)
@@ -212,11 +215,12 @@ def quantize(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     info = np.iinfo(dtype)
     scales, zps = per_channel(scale, c, F32), per_channel(zp, c, F32)
     lo, hi = F32(info.min), F32(info.max)
+    items = n * -(-(h * w) // ks.QUANTIZE_BLOCK)
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = np.ascontiguousarray(inputs[0], F32)
         out = np.empty((n, h, w, c), dtype)
-        nk.quantize_to_nhwc(x.reshape(n, c, h * w), scales, zps, lo, hi, out.reshape(n, h * w, c))
+        ks.run_items(ks.quantize_part, (x.reshape(n, c, h * w), scales, zps, lo, hi, out.reshape(n, h * w, c)), items)
         return [out]
 
     return Step(op, (NCHW,), (NHWC,), run)
@@ -234,7 +238,8 @@ def dequantize(device: Device, op: Op, available: tuple[str, ...]) -> Step | Non
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = np.empty(shape, F32)
-        nk.dequantize_flat(np.ascontiguousarray(inputs[0]).reshape(-1), z32, s32, out.reshape(-1))
+        ks.run_items(ks.dequantize_part, (np.ascontiguousarray(inputs[0]).reshape(-1), z32, s32, out.reshape(-1)),
+                     -(-out.size // nk.CHUNK))
         return [out]
 
     return Step(op, (NCHW,), (NCHW,), run)
@@ -282,11 +287,12 @@ def transpose(device: Device, op: Op, available: tuple[str, ...]) -> Step | None
         return None
     n, a, b, h, w = spec.shape
     dtype = np.dtype(spec.dtype)
+    items = -(-(n * h * w) // kc.PIXELS_PER_ITEM)
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = np.ascontiguousarray(inputs[0])
         out = np.empty((n, h, w, b, a), dtype)
-        kc.swap_channel_axes(x.view(np.uint8).reshape(n * h * w, a, b), out.view(np.uint8).reshape(n * h * w, b, a))
+        ks.run_items(ks.swap_part, (x.view(np.uint8).reshape(n * h * w, a, b), out.view(np.uint8).reshape(n * h * w, b, a)), items)
         return [out]
 
     return Step(op, (NHWC,), (NHWC,), run)

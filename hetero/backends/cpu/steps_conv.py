@@ -20,6 +20,7 @@ from hetero.backends.base import Device
 from hetero.backends.cpu import gemm as cpu_gemm
 from hetero.backends.cpu import gemm_fused as fused
 from hetero.backends.cpu import kernels_nhwc as nk
+from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu.kernels_float import geometry, is_depthwise
 from hetero.backends.cpu.kernels_quant import F32, Requant, per_channel, scalar
 from hetero.backends.cpu.steps import NCHW, NHWC, Step
@@ -84,14 +85,14 @@ def qconv(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
             padded = np.empty((hp, wp, c), x_dtype)
             for i in range(n):
                 nk.pad_image(x[i].view(np.uint8), pt, pl, pad, padded.view(np.uint8))
-                if per_pixel:
-                    nk.depthwise3_px_nhwc(padded, taps_px, sh, sw_, dh, dw, bias3, mult_px, *rq.tail, out[i])
+                if per_pixel:  # 3x3 kernels: one output row per work item, shared with helper threads
+                    ks.run_items(ks.dw3_px_part, (padded, taps_px, sh, sw_, dh, dw, bias3, mult_px, *rq.tail, out[i]), ho)
                 elif three:
-                    nk.depthwise3_nhwc(padded, taps9, dh, dw, bias9, mult_row, *rq.tail, out[i])
+                    ks.run_items(ks.dw3_rows_part, (padded, taps9, dh, dw, bias9, mult_row, *rq.tail, out[i]), ho)
                 elif three_s2:
                     split = np.empty((hp, 2, half, c), x_dtype)
                     nk.deinterleave(padded.view(np.uint8), split.view(np.uint8))
-                    nk.depthwise3s2_nhwc(split, taps9, bias9, mult_row, *rq.tail, out[i])
+                    ks.run_items(ks.dw3s2_rows_part, (split, taps9, bias9, mult_row, *rq.tail, out[i]), ho)
                 else:
                     nk.depthwise_nhwc(padded, zx32, taps_row, sh, sw_, dh, dw, bias_row, mult_row, *rq.tail, out[i])
             return [out]

@@ -3,10 +3,11 @@
 One input channel per group and one output channel per input channel (a channel multiplier
 goes to steps_conv.qconv, which leaves it to the NCHW kernel). The weights minus their zero
 points are laid out per tap once, the input zero point folded into the bias, and the kernel
-run pixel by pixel (``dw_pixels``). 3x3 stays with steps_conv (a padded copy, then row or pixel
-kernels with the nine taps in registers): a 3x3 kernel without the copy here was measured
-0.8-1.05x of those (one thread, CPU time, mobilenet_v2's shapes), while this module's 5x5 runs
-1.05-1.5x faster than the general kernel with the copy. Results equal kernels_int8's bit for bit.
+run pixel by pixel (``dw_pixels``; kernels_shared's work loop, rows shared with helper threads).
+3x3 stays with steps_conv (a padded copy, then row or pixel kernels with the nine taps in
+registers): a 3x3 kernel without the copy here was measured 0.8-1.05x of those (one thread, CPU
+time, mobilenet_v2's shapes), while this module's 5x5 runs 1.05-1.5x faster than the general
+kernel with the copy. Results equal kernels_int8's bit for bit.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from hetero.backends.base import Device
 from hetero.backends.cpu import kernels_dw as dk
+from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu.kernels_float import geometry, is_depthwise
 from hetero.backends.cpu.kernels_quant import Requant, per_channel, scalar
 from hetero.backends.cpu.steps import NHWC, Step
@@ -58,7 +60,8 @@ def depthwise(device: Device, op: Op, available: tuple[str, ...]) -> Step | None
         x = inputs[0]
         out = np.empty(out_shape, rq.dtype)
         for i in range(n):
-            dk.dw_pixels(x[i], zrow, taps, sh, sw_, dh, dw, pt, pl, edge_of, edge_taps, edge_bias, bias, mult, *tail, out[i])
+            ks.run_items(ks.dw_pixels_part, (x[i], zrow, taps, sh, sw_, dh, dw, pt, pl, edge_of, edge_taps, edge_bias, bias,
+                                             mult, *tail, out[i]), ho)
         return [out]
 
     return Step(op, (NHWC,), (NHWC,), pixels)

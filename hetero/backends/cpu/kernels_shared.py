@@ -1,0 +1,370 @@
+"""Work loops for the plan's small NHWC kernels, shared with helper threads instead of OpenMP.
+
+Depthwise convs, QLinearAdd, pools, the input's QuantizeLinear and the output's DequantizeLinear,
+concats and channel shuffles ran as numba OpenMP regions (kernels_nhwc, kernels_dw, kernels_pool,
+kernels_channels, kernels_int8.requant_tensor): with passive workers on a busy 2-vCPU machine
+each region's closing barrier waits for a worker that wakes after the work is done. Here each kernel
+is a ``nogil`` loop that claims work items (output rows, flat chunks, pixel blocks) from an
+atomic counter and counts finished ones, run through ``helpers.share``: the calling thread does
+every item a helper has not claimed and never waits for a helper to wake. The loop bodies are
+the OpenMP kernels' own inlined helpers, so each item is computed exactly as before, bit for bit,
+whichever thread runs it. Measured (2-vCPU Zen 4 VM shared with other work, one process,
+alternating): these kernels' sum over mobilenet_v2-like shapes 1.14x the OpenMP kernels at 2
+threads at load 2.2 (0.92x at load 1.1), 0.99-1.00x at 1 thread; whole models 1.04-1.16x on
+resnet18 and mobilenet_v2, 0.95-1.08x on the others, at load 0.7-1.5.
+
+numba's cache caveat: these functions inline code from kernels_nhwc, kernels_dw, kernels_pool,
+kernels_channels and kernels_int8; after changing those clear this module's ``*.nbi``/``*.nbc``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from hetero.backends.cpu import helpers
+from hetero.backends.cpu.gemm import _addr, _fetch_add
+from hetero.backends.cpu.gemm_fused import _count_done
+from hetero.backends.cpu.kernels_channels import PIXELS_PER_ITEM
+from hetero.backends.cpu.kernels_dw import _col, _finish, _mac, _mac5, _tap_row
+from hetero.backends.cpu.kernels_int8 import _requant
+from hetero.backends.cpu.kernels_nhwc import CHUNK, _dequantize_span, _dw3_row, _qadd_span, _quantize_span, _scatter
+from hetero.backends.cpu.kernels_pool import _copy, _fill, _vmax
+
+__all__ = ["run_items", "dw3_rows_part", "dw3s2_rows_part", "dw3_px_part", "qadd_part", "max_pool_part",
+           "quantize_part", "dw_pixels_part", "copy_columns_part", "swap_part", "global_pool_part",
+           "average_pool_part", "requant_rows_part", "dequantize_part", "QUANTIZE_BLOCK", "ROWS_PER_ITEM"]
+
+QUANTIZE_BLOCK = 256
+"""Pixels per work item of ``quantize_part`` (as kernels_nhwc.quantize_to_nhwc)."""
+ROWS_PER_ITEM = 256
+"""Rows (pixels) per work item of ``requant_rows_part``."""
+
+
+def run_items(part, args: tuple, items: int) -> None:
+    """Run the work loop ``part(*args, counter)`` over ``items`` items on numba's current thread
+    count: the calling thread and whichever helper threads wake in time (``helpers.share``)."""
+    if items <= 0:
+        return
+    counter = np.zeros(2, np.int64)
+    workers = min(helpers.thread_count(), items)
+    helpers.share(part, args + (counter,), workers, items, counter)
+
+
+@njit(nogil=True, cache=True)
+def dw3_rows_part(xp, taps, dh, dw, bias, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
+    """kernels_nhwc.depthwise3_nhwc (3x3, stride 1) one output row per item; returns the items run."""
+    hp, wp, ch = xp.shape
+    ho, wo = out.shape[0], out.shape[1]
+    span = wo * ch
+    xr = xp.reshape(hp, wp * ch)
+    orr = out.reshape(ho, span)
+    d = dw * ch
+    w0 = _addr(counter)
+    ran = 0
+    oh = _fetch_add(w0, 1)
+    while oh < ho:
+        ran += 1
+        ra, rb, rc = xr[oh], xr[oh + dh], xr[oh + 2 * dh]
+        _dw3_row(ra[:span], ra[d : d + span], ra[2 * d : 2 * d + span], rb[:span], rb[d : d + span], rb[2 * d : 2 * d + span],
+                 rc[:span], rc[d : d + span], rc[2 * d : 2 * d + span], taps, bias, mult, zy, lo, hi, orr[oh])
+        _count_done(w0 + 8)
+        oh = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def dw3s2_rows_part(xd, taps, bias, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
+    """kernels_nhwc.depthwise3s2_nhwc (3x3, stride 2, deinterleaved rows) one output row per item."""
+    ho, wo, ch = out.shape
+    span = wo * ch
+    rows = xd.reshape(xd.shape[0], 2, xd.shape[2] * ch)
+    orr = out.reshape(ho, span)
+    w0 = _addr(counter)
+    ran = 0
+    oh = _fetch_add(w0, 1)
+    while oh < ho:
+        ran += 1
+        ea, oa = rows[2 * oh, 0], rows[2 * oh, 1]
+        eb, ob = rows[2 * oh + 1, 0], rows[2 * oh + 1, 1]
+        ec, oc = rows[2 * oh + 2, 0], rows[2 * oh + 2, 1]
+        _dw3_row(ea[:span], oa[:span], ea[ch : ch + span], eb[:span], ob[:span], eb[ch : ch + span],
+                 ec[:span], oc[:span], ec[ch : ch + span], taps, bias, mult, zy, lo, hi, orr[oh])
+        _count_done(w0 + 8)
+        oh = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def dw3_px_part(xp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
+    """kernels_nhwc.depthwise3_px_nhwc (3x3, pixel by pixel) one output row per item."""
+    hp, wp, ch = xp.shape
+    ho, wo = out.shape[0], out.shape[1]
+    xr = xp.reshape(hp, wp * ch)
+    d = dw * ch
+    w0 = _addr(counter)
+    ran = 0
+    oh = _fetch_add(w0, 1)
+    while oh < ho:
+        ran += 1
+        ra, rb, rc = xr[oh * sh], xr[oh * sh + dh], xr[oh * sh + 2 * dh]
+        orow = out[oh]
+        for ow in range(wo):
+            s0 = ow * sw * ch
+            s1, s2 = s0 + d, s0 + 2 * d
+            _dw3_row(ra[s0 : s0 + ch], ra[s1 : s1 + ch], ra[s2 : s2 + ch], rb[s0 : s0 + ch], rb[s1 : s1 + ch],
+                     rb[s2 : s2 + ch], rc[s0 : s0 + ch], rc[s1 : s1 + ch], rc[s2 : s2 + ch], taps, bias, mult,
+                     zy, lo, hi, orow[ow])
+        _count_done(w0 + 8)
+        oh = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def qadd_part(a, b, ra, rb, fixed, lo, hi, out, counter):  # pragma: no cover - compiled
+    """kernels_nhwc.qadd_flat, one CHUNK of the flat arrays per item."""
+    n = out.size
+    chunks = (n + CHUNK - 1) // CHUNK
+    w0 = _addr(counter)
+    ran = 0
+    t = _fetch_add(w0, 1)
+    while t < chunks:
+        ran += 1
+        lo_i, hi_i = t * CHUNK, min(n, t * CHUNK + CHUNK)
+        _qadd_span(a[lo_i:hi_i], b[lo_i:hi_i], ra, rb, fixed, lo, hi, out[lo_i:hi_i])
+        _count_done(w0 + 8)
+        t = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def max_pool_part(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, counter):  # pragma: no cover - compiled
+    """kernels_pool.max_pool_nhwc, one (image, output row) per item."""
+    nb, ho, wo, ch = out.shape
+    h, w = x.shape[1], x.shape[2]
+    xr = x.reshape(nb, h, w * ch)
+    w0 = _addr(counter)
+    ran = 0
+    t = _fetch_add(w0, 1)
+    while t < nb * ho:
+        ran += 1
+        n, oh = t // ho, t % ho
+        column = xr[n, 0].copy()  # the kernel rows' maximum, per input column
+        first = True
+        for i in range(kh):
+            ih = oh * sh - pt + i * dh
+            if 0 <= ih < h:
+                if first:
+                    _copy(column, xr[n, ih])
+                    first = False
+                else:
+                    _vmax(column, xr[n, ih])
+        orow = out[n, oh]
+        if first:  # every kernel row in the padding (ceil mode)
+            _fill(orow.reshape(wo * ch), low)
+        else:
+            for ow in range(wo):
+                o = orow[ow]
+                _fill(o, low)
+                for j in range(kw):
+                    iw = ow * sw - pl + j * dw
+                    if 0 <= iw < w:
+                        _vmax(o, column[iw * ch : iw * ch + ch])
+        _count_done(w0 + 8)
+        t = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def quantize_part(x, scale, zp, lo, hi, out, counter):  # pragma: no cover - compiled
+    """kernels_nhwc.quantize_to_nhwc, one (image, block of QUANTIZE_BLOCK pixels) per item."""
+    nb, ch, pixels = x.shape
+    block = QUANTIZE_BLOCK
+    nblk = (pixels + block - 1) // block
+    tile = np.empty((ch, block), out.dtype)
+    w0 = _addr(counter)
+    ran = 0
+    t = _fetch_add(w0, 1)
+    while t < nb * nblk:
+        ran += 1
+        n, b = t // nblk, t % nblk
+        p0, p1 = b * block, min(pixels, b * block + block)
+        for c in range(ch):
+            _quantize_span(x[n, c, p0:p1], scale[c], zp[c], lo, hi, tile[c, : p1 - p0])
+        dst = out[n].reshape(pixels * ch)[p0 * ch : p1 * ch]
+        for c in range(ch):
+            _scatter(dst[c:], tile[c, : p1 - p0], ch)
+        _count_done(w0 + 8)
+        t = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def dw_pixels_part(x, zrow, taps, sh, sw, dh, dw, pt, pl, edge_of, edge_taps, edge_bias, bias, mult, zy, lo, hi, out,
+                   counter):  # pragma: no cover - compiled
+    """kernels_dw.dw_pixels (any depthwise kernel read in place), one output row per item."""
+    h, w, ch = x.shape
+    ho, wo = out.shape[0], out.shape[1]
+    kh, kw = taps.shape[0], taps.shape[1]
+    xr = x.reshape(h, w * ch)
+    acc = np.empty(ch, np.int32)
+    w0 = _addr(counter)
+    ran = 0
+    oh = _fetch_add(w0, 1)
+    while oh < ho:
+        ran += 1
+        orow = out[oh]
+        for ow in range(wo):
+            acc[:] = 0
+            iw0 = ow * sw - pl
+            e = edge_of[ow]
+            tp = taps if e < 0 else edge_taps[e]
+            bp = bias if e < 0 else edge_bias[e]
+            for i in range(kh):
+                row = _tap_row(xr, zrow, oh * sh - pt + i * dh, h)
+                wi = tp[i]
+                if kw == 5:
+                    s0, s1, s2 = _col(iw0, w) * ch, _col(iw0 + dw, w) * ch, _col(iw0 + 2 * dw, w) * ch
+                    s3, s4 = _col(iw0 + 3 * dw, w) * ch, _col(iw0 + 4 * dw, w) * ch
+                    _mac5(acc, row[s0 : s0 + ch], row[s1 : s1 + ch], row[s2 : s2 + ch], row[s3 : s3 + ch], row[s4 : s4 + ch], wi)
+                else:
+                    for j in range(kw):
+                        s0 = _col(iw0 + j * dw, w) * ch
+                        _mac(acc, row[s0 : s0 + ch], wi[j])
+            _finish(acc, bp, mult, zy, lo, hi, orow[ow])
+        _count_done(w0 + 8)
+        oh = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def copy_columns_part(srcs, begins, dst, counter):  # pragma: no cover - compiled
+    """kernels_channels.copy_columns (a concat's parts into column slices), PIXELS_PER_ITEM rows per item."""
+    pixels = dst.shape[0]
+    items = (pixels + PIXELS_PER_ITEM - 1) // PIXELS_PER_ITEM
+    w0 = _addr(counter)
+    ran = 0
+    item = _fetch_add(w0, 1)
+    while item < items:
+        ran += 1
+        for p in range(item * PIXELS_PER_ITEM, min(pixels, item * PIXELS_PER_ITEM + PIXELS_PER_ITEM)):
+            d = dst[p]
+            for k in range(len(srcs)):
+                s = srcs[k][p]
+                begin = begins[k]
+                for t in range(s.size):
+                    d[begin + t] = s[t]
+        _count_done(w0 + 8)
+        item = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def swap_part(x, out, counter):  # pragma: no cover - compiled
+    """kernels_channels.swap_channel_axes (a channel shuffle's transpose), PIXELS_PER_ITEM pixels per item."""
+    pixels, a, b = x.shape
+    items = (pixels + PIXELS_PER_ITEM - 1) // PIXELS_PER_ITEM
+    w0 = _addr(counter)
+    ran = 0
+    item = _fetch_add(w0, 1)
+    while item < items:
+        ran += 1
+        for p in range(item * PIXELS_PER_ITEM, min(pixels, item * PIXELS_PER_ITEM + PIXELS_PER_ITEM)):
+            xp, op = x[p], out[p]
+            for i in range(a):
+                for j in range(b):
+                    op[j, i] = xp[i, j]
+        _count_done(w0 + 8)
+        item = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def global_pool_part(x, zx, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
+    """kernels_nhwc.global_pool_nhwc, one image per item."""
+    nb, pixels, ch = x.shape
+    w0 = _addr(counter)
+    ran = 0
+    n = _fetch_add(w0, 1)
+    while n < nb:
+        ran += 1
+        acc = np.zeros(ch, np.int64)
+        for p in range(pixels):
+            xs = x[n, p]
+            for c in range(ch):
+                acc[c] += np.int32(xs[c]) - zx
+        for c in range(ch):
+            out[n, c] = _requant(np.int32(acc[c]), mult, zy, lo, hi)
+        _count_done(w0 + 8)
+        n = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def average_pool_part(x, zx, kh, kw, sh, sw, dh, dw, pt, pl, sx, count, sy, zy, lo, hi, out,
+                      counter):  # pragma: no cover - compiled
+    """kernels_nhwc.average_pool_nhwc, one (image, output row) per item."""
+    nb, ho, wo, ch = out.shape
+    h, w = x.shape[1], x.shape[2]
+    total = np.empty(ch, np.float32)
+    w0 = _addr(counter)
+    ran = 0
+    t = _fetch_add(w0, 1)
+    while t < nb * ho:
+        ran += 1
+        n, oh = t // ho, t % ho
+        for ow in range(wo):
+            total[:] = 0.0
+            for i in range(kh):
+                ih = oh * sh - pt + i * dh
+                if 0 <= ih < h:
+                    for j in range(kw):
+                        iw = ow * sw - pl + j * dw
+                        if 0 <= iw < w:
+                            xs = x[n, ih, iw]
+                            for c in range(ch):
+                                total[c] += sx * np.float32(np.int32(xs[c]) - zx)
+            o = out[n, oh, ow]
+            for c in range(ch):
+                average = total[c] / count[oh, ow]
+                o[c] = min(max(np.rint(average / sy + zy), lo), hi)
+        _count_done(w0 + 8)
+        t = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def requant_rows_part(src, zi, si, sy, zy, lo, hi, dst, counter):  # pragma: no cover - compiled
+    """kernels_int8.requant_tensor (a concat part with its own scale), ROWS_PER_ITEM rows per item."""
+    outer, inner = src.shape
+    items = (outer + ROWS_PER_ITEM - 1) // ROWS_PER_ITEM
+    w0 = _addr(counter)
+    ran = 0
+    item = _fetch_add(w0, 1)
+    while item < items:
+        ran += 1
+        for o in range(item * ROWS_PER_ITEM, min(outer, item * ROWS_PER_ITEM + ROWS_PER_ITEM)):
+            for i in range(inner):
+                value = np.float32(np.int32(src[o, i]) - zi) * si
+                y = np.rint(value / sy) + zy
+                dst[o, i] = min(max(y, lo), hi)
+        _count_done(w0 + 8)
+        item = _fetch_add(w0, 1)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def dequantize_part(q, zp, scale, out, counter):  # pragma: no cover - compiled
+    """kernels_nhwc.dequantize_flat, one CHUNK per item."""
+    n = out.size
+    chunks = (n + CHUNK - 1) // CHUNK
+    w0 = _addr(counter)
+    ran = 0
+    t = _fetch_add(w0, 1)
+    while t < chunks:
+        ran += 1
+        lo_i, hi_i = t * CHUNK, min(n, t * CHUNK + CHUNK)
+        _dequantize_span(q[lo_i:hi_i], zp, scale, out[lo_i:hi_i])
+        _count_done(w0 + 8)
+        t = _fetch_add(w0, 1)
+    return ran
