@@ -219,3 +219,69 @@ def test_cold_weights_feature_is_weights_times_the_share_of_cache_flushed() -> N
     assert cold[1][0] == pytest.approx(math.log1p(weights / 2), rel=1e-6)
     assert cold[2] == cold[3] == pytest.approx([math.log1p(weights), math.log1p(2 * weights)])
     assert _matrix([base]).shape == (1, len(FEATURES) + len(DERIVED))
+
+
+def test_a_models_op_maps_to_the_sample_configuration_of_its_signature() -> None:
+    """config_of(op) is what the sampler times for a model's op: the op build_sample makes from it
+    has the model op's type, input, weight and output shapes and dtypes and attributes, for every
+    op of resnet18."""
+    from hetero.cost.kernel_space import config_of
+    from hetero.quant.precision import load_with_precision
+
+    graph, _ = load_with_precision("builtin:resnet18", "int8")
+    rng = np.random.default_rng(0)
+    families = set()
+    for op in graph.ops_in_order():
+        config = config_of(op, 1 << 20)
+        assert config is not None, op.name
+        _, sample = build_sample(config, rng)
+        families.add(config["family"])
+        assert sample.type == op.type, op.name
+        assert [(s.shape, s.dtype) for s in sample.input_specs if s is not None] == \
+            [(s.shape, s.dtype) for s in op.input_specs if s is not None], op.name
+        assert [(s.shape, s.dtype) for s in sample.output_specs] == [(s.shape, s.dtype) for s in op.output_specs], op.name
+        for key, value in op.attrs.items():  # the sample may add defaults (dilations) the builtin leaves out
+            assert tuple(np.atleast_1d(sample.attrs[key])) == tuple(np.atleast_1d(value)), (op.name, key)
+    assert {"quantize", "stem", "maxpool", "conv", "pointwise", "add", "globalpool", "flatten", "gemm", "dequantize"} <= families
+
+
+def test_small_ops_are_timed_at_each_thread_choice_not_by_the_devices_trials(cpu) -> None:
+    """time_settled forces one thread, then the cap, on a fresh plan each (the device records no
+    trial runs of the op), and keeps the faster choice's statistics; ops the device never learns
+    (at or above PARALLEL_MIN_FLOPS) go to time_in_plan unchanged."""
+    import numba
+
+    from hetero.backends.cpu.device import PARALLEL_MIN_FLOPS
+    from hetero.cost.kernel_timing import _learns_threads, time_settled
+
+    config = {"family": "add", "precision": "int8", "dtype": "uint8", "cin": 32, "cout": 32, "h": 14, "w": 14, "k": 1,
+              "stride": 1, "group": 1, "relu": 0, "flush_bytes": 1 << 18}
+    rng = np.random.default_rng(3)
+    graph, op = build_sample(config, rng)
+    assert op.flops < PARALLEL_MIN_FLOPS
+    assert _learns_threads(cpu, op) == (numba.config.NUMBA_NUM_THREADS > 1)
+    median, p10, p90 = time_settled(cpu, graph, op, rng, 1 << 18, budget_s=0.02)
+    assert 0 < p10 <= median <= p90
+    trials = cpu._thread_trials[id(op)][1]
+    if _learns_threads(cpu, op):
+        assert trials["chosen"] in (0, 1) and 1 not in trials and 0 not in trials  # forced, never trialled
+    cpu.close()
+    cpu._thread_trials.clear()
+    big = build_sample({**config, "family": "conv", "cin": 256, "cout": 256, "h": 56, "w": 56, "k": 3}, rng)[1]
+    assert big.flops >= PARALLEL_MIN_FLOPS and not _learns_threads(cpu, big)
+
+
+def test_the_helper_waker_offers_the_cpu_helpers_a_job(cpu) -> None:
+    import numba
+
+    from hetero.backends.cpu import helpers
+    from hetero.cost.kernel_timing import _helper_waker
+
+    wake = _helper_waker(cpu)
+    if numba.config.NUMBA_NUM_THREADS == 1:
+        assert wake is None
+        return
+    before = helpers.HELPERS._generation
+    wake()
+    assert helpers.HELPERS._generation == before + 1
+    assert len(helpers.HELPERS._threads) >= numba.config.NUMBA_NUM_THREADS - 1

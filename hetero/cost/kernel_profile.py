@@ -4,8 +4,8 @@
 family (hetero.cost.kernel_space: a prior drawn from real architectures' shapes), builds each
 as a small graph, lets the device's plan choose the kernel (its class, hetero.cost.kernel_model)
 and times it inside the plan's runs as ``hetero profile`` times a model's ops (median of
-repeats, ``profiler.time_ops_in_graph``); layout conversions are timed alone. Half the budget
-goes to the prior; the rest to adaptive rounds (nn-Meter's scheme): fit each class, take its
+repeats, ``profiler.time_ops_in_graph``; the timing lives in hetero.cost.kernel_timing); layout
+conversions are timed alone. Half the budget goes to the prior; the rest to adaptive rounds (nn-Meter's scheme): fit each class, take its
 held-out samples predicted more than 10% off and sample ``around`` new configurations near
 each. Stored: the samples (class, op type, config, features, seconds), each class's chosen
 predictor kind, the plan's per-op dispatch cost, the runtime's, links, host and libraries.
@@ -35,8 +35,10 @@ import numpy as np
 from hetero.backends.base import Device
 from hetero.cost.kernel_estimate import classify_ops, plan_dispatch_s
 from hetero.cost.kernel_model import ClassSamples, Fitted, KernelPredictor, choose_kind, holdout_split, \
-    kernel_features, layout_features, op_type_of, relative_errors
-from hetero.cost.kernel_space import FLUSH_MAX_BYTES, LAYOUT_FAMILIES, build_sample, draw_config, families, layout_array, perturb
+    kernel_features, op_type_of, relative_errors
+from hetero.cost.kernel_space import LAYOUT_FAMILIES, build_sample, draw_config, families, perturb
+from hetero.cost.kernel_timing import (SAMPLE_BUDGET_S, _helper_waker, _learns_threads, _time_layout,  # noqa: F401
+                                       flush_caches, time_in_plan, time_settled)
 from hetero.cost.profile import DeviceProfile, Profile, identity_of
 from hetero.cost.protocol import Link
 from hetero.errors import DeviceError, HeteroError, ProfileError
@@ -46,7 +48,6 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 KIND = "kernels"
-SAMPLE_BUDGET_S = 0.08  # timing of one configuration (the plan's repeats), seconds
 PRIOR_SHARE = 0.5
 AROUND = 6  # new configurations per badly predicted point (nn-Meter: 20)
 BAD = 0.10
@@ -104,67 +105,7 @@ class KernelProfile:
     seed: int = 0
 
 
-# --- measuring ------------------------------------------------------------------------------
-
-
-def _time_layout(config: Mapping[str, Any], rng: np.random.Generator, repeat: int = 15) -> tuple[str, dict, float, float, float]:
-    from hetero.backends.cpu.plan import to_nchw, to_nhwc
-    from hetero.cost.profiler import robust_stats
-
-    array = layout_array(config, rng)
-    convert = to_nhwc if config["family"] == "to_nhwc" else to_nchw
-    for _ in range(2):
-        convert(array)
-    samples = []
-    for _ in range(repeat):
-        flush_caches(int(config["flush_bytes"]))
-        start = time.perf_counter()
-        convert(array)
-        samples.append(time.perf_counter() - start)
-    median, p10, p90, _, _ = robust_stats(samples)
-    shape = array.shape if config["family"] == "to_nhwc" else (array.shape[0], array.shape[3], array.shape[1], array.shape[2])
-    return f"layout/{config['family']}", layout_features(shape, array.dtype.itemsize, int(config["flush_bytes"])), median, p10, p90
-
-
-_SCRATCH: list[np.ndarray] = []
-
-
-def flush_caches(nbytes: int) -> None:
-    """Touch every cache line of ``nbytes`` of memory: between two launches of an op inside a
-    model the rest of the model's weights and activations pass through the caches (a sample's
-    ``flush_bytes``, a feature the predictors see, stands for the model's bytes per run)."""
-    if not _SCRATCH or _SCRATCH[0].size < nbytes:
-        _SCRATCH[:] = [np.zeros(max(nbytes, FLUSH_MAX_BYTES), np.uint8)]
-    _SCRATCH[0][:nbytes:64] += 1
-
-
-def time_in_plan(device: Device, graph: Any, op: Any, rng: np.random.Generator, flush_bytes: int, warmup: int = 4, min_count: int = 5,
-                 max_count: int = 30, target_spread: float = 0.05, budget_s: float = SAMPLE_BUDGET_S) -> tuple[float, float, float]:
-    """(median, p10, p90) seconds of ``op`` inside the device's runs of ``graph`` (the plan's own
-    per-step clock, as ``hetero profile`` times a model's ops), caches flushed before each run."""
-    from hetero.cost.profiler import random_input, robust_stats
-    from hetero.exec.executor import run_on_device
-
-    feeds = {spec.name: random_input(spec, rng) for spec in graph.inputs}
-    samples: list[float] = []
-
-    def record(seen: Any, outputs: Any, timing: Any) -> None:
-        if seen is op:
-            samples.append(max(timing.wall_s, timing.device_s))  # what a runtime sees, as a model profile's expected_s
-
-    for _ in range(warmup):  # compiles, packs, and lets the device learn the op's thread count
-        flush_caches(flush_bytes)
-        run_on_device(graph, device, feeds)
-    started = time.perf_counter()
-    while len(samples) < max_count:
-        flush_caches(flush_bytes)
-        run_on_device(graph, device, feeds, observe=record, timed=True)
-        if len(samples) >= min_count:
-            median, p10, p90, _, _ = robust_stats(samples)
-            if p90 - p10 <= target_spread * median or time.perf_counter() - started > budget_s:
-                break
-    median, p10, p90, _, _ = robust_stats(samples)
-    return median, p10, p90
+# --- measuring (the timing itself: hetero.cost.kernel_timing) ---------------------------------
 
 
 def time_config(device: Device, config: Mapping[str, Any], rng: np.random.Generator) -> KernelSample | None:
@@ -184,7 +125,7 @@ def time_config(device: Device, config: Mapping[str, Any], rng: np.random.Genera
         return None
     try:
         kernel_class = classify_ops(device, graph).get(op.name, op.type)
-        median, p10, p90 = time_in_plan(device, graph, op, rng, int(config["flush_bytes"]))
+        median, p10, p90 = time_settled(device, graph, op, rng, int(config["flush_bytes"]))
     finally:
         device.close()  # drop the plan and its packed weights
         getattr(device, "_thread_trials", {}).clear()  # the cpu device's per-op thread trials hold the ops (and weights)

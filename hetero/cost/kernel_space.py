@@ -248,8 +248,8 @@ def build_sample(config: Mapping[str, Any], rng: np.random.Generator) -> tuple[G
         if precision == "int8":
             sy, zy = _qparams(rng, dtype)
             if family == "gemm":
-                weights = {"sa": sa, "za": za, "wq": rng.integers(-127, 128, (cout, cin)).astype(np.int8),
-                           "sw": np.asarray(2e-3, np.float32), "zw": np.asarray(0, np.int8),
+                weights = {"sa": sa, "za": za, "wq": rng.integers(-127, 128, (cout, cin)).astype(np.int8),  # per-channel, as models' QGemm
+                           "sw": rng.uniform(1e-3, 3e-3, cout).astype(np.float32), "zw": np.zeros(cout, np.int8),
                            "bq": rng.integers(-5000, 5000, cout).astype(np.int32), "sy": sy, "zy": zy}
                 op_type, inputs, attrs = "QGemm", ["x", "sa", "za", "wq", "sw", "zw", "bq", "sy", "zy"], {"transB": 1}
             else:
@@ -344,3 +344,46 @@ def layout_array(config: Mapping[str, Any], rng: np.random.Generator) -> np.ndar
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     return rng.integers(0, 256, shape).astype(np.uint8).view(dtype)
+
+
+def config_of(op: Op, flush_bytes: int) -> dict[str, Any] | None:
+    """The sample configuration of a model's op (None for an op no family describes): what the
+    sampler would time for it, so that a model's op can be re-timed alone."""
+    x = next((s for s in op.input_specs if s is not None and s.name not in op.weights), None)
+    if x is None:
+        return None
+    shape = tuple(x.shape)
+    int8 = x.dtype != "float32" or op.type == "QuantizeLinear"  # a QuantizeLinear reads floats, writes 8 bits
+    c: dict[str, Any] = {"precision": "int8" if int8 else "fp32",
+                         "dtype": str(op.output_specs[0].dtype if op.type == "QuantizeLinear" else x.dtype),
+                         "cin": int(shape[1]) if len(shape) > 1 else 1, "cout": int(op.output_specs[0].shape[1]) if len(op.output_specs[0].shape) > 1 else 1,
+                         "h": int(shape[2]) if len(shape) == 4 else 1, "w": int(shape[3]) if len(shape) == 4 else 1,
+                         "k": 1, "stride": 1, "group": 1, "relu": 0, "flush_bytes": int(flush_bytes)}
+    attrs = op.attrs
+    if op.type in ("QLinearConv", "Conv"):
+        w = next(op.weights[t] for t in op.inputs if t in op.weights and op.weights[t].ndim == 4)
+        k, group = int(w.shape[2]), int(attrs.get("group", 1))
+        c.update(k=k, stride=int(tuple(attrs.get("strides", (1,)))[0]), group=group, pad=int(tuple(attrs.get("pads", (k // 2,)))[0]))
+        c["family"] = ("depthwise" if group > 1 and group == c["cin"] == c["cout"] else "grouped" if group > 1
+                       else "stem" if c["cin"] <= 3 else "pointwise" if k == 1 else "conv")
+    elif op.type in ("MaxPool", "QLinearAveragePool", "AveragePool"):
+        k = int(tuple(attrs["kernel_shape"])[0])
+        c.update(family="maxpool" if op.type == "MaxPool" else "avgpool", k=k, stride=int(tuple(attrs.get("strides", (1,)))[0]),
+                 pad=int(tuple(attrs.get("pads", (0,)))[0]), ceil=int(attrs.get("ceil_mode", 0)))
+    elif op.type in ("QLinearGlobalAveragePool", "GlobalAveragePool"):
+        c["family"] = "globalpool"
+    elif op.type in ("QLinearAdd", "QLinearMul", "Add", "Mul"):
+        other = [s for s in op.input_specs if s is not None and s.name not in op.weights]
+        c.update(family="add" if op.type.endswith("Add") else "mul", broadcast=int(len(other) > 1 and other[1].shape != other[0].shape))
+    elif op.type in ("QGemm", "Gemm", "QLinearMatMul"):
+        c.update(family="matmul" if op.type == "QLinearMatMul" else "gemm", rows=int(shape[0]), cin=int(shape[-1]),
+                 cout=int(op.output_specs[0].shape[-1]))
+    elif op.type == "QuantizeLinear" and len(shape) == 4:
+        c["family"] = "quantize"
+    elif op.type == "DequantizeLinear" and len(shape) == 2:
+        c.update(family="dequantize", rows=int(shape[0]), cout=int(shape[1]))
+    elif op.type == "Flatten" and len(shape) == 4 and shape[2] == shape[3] == 1:
+        c["family"] = "flatten"
+    else:
+        return None
+    return c
