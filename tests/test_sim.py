@@ -142,6 +142,22 @@ def test_shared_link_contention():
         assert network.bytes_moved() == {"a -> b": 2000, "b -> a": 0}
 
 
+def test_a_serial_group_carries_one_transfer_at_a_time_latency_included():
+    """Links of one serial group (a device on another host: one actor call at a time) deliver
+    transfers one after another, each its whole latency + bytes; other links overlap them."""
+    env = simpy.Environment()
+    links = [Link("far", "host", 0.5, 1000.0, serial="far"), Link("cpu", "far", 0.5, 1000.0, serial="far"),
+             Link("cpu", "host", 0.5, 1000.0)]
+    network = Network(env, links, host="host")
+    arrivals: dict[str, list[float]] = {}
+    for label, (src, dst) in {"up": ("host", "far"), "pair": ("cpu", "far"), "back": ("far", "host"),
+                              "local": ("cpu", "host"), "local2": ("host", "cpu")}.items():
+        network.send(500, src, dst, 0.0, lambda label=label: arrivals.setdefault(label, []).append(env.now))
+    env.run()
+    assert sorted(t for k in ("up", "pair", "back") for t in arrivals[k]) == pytest.approx([1.0, 2.0, 3.0])
+    assert arrivals["local"] == arrivals["local2"] == pytest.approx([1.0])  # not in the group: at once
+
+
 def test_shared_link_staggered_and_bandwidth_drop():
     env = simpy.Environment()
     factors = {frozenset(("a", "b")): [(1.5, 10.0, 0.5)]}

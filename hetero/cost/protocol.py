@@ -56,6 +56,9 @@ class Link:
     The one link record of every layer: a cost model's links (problem files), a profile's
     measured paths (``via`` "direct" or the device they go through, ``points`` the measured
     (bytes, seconds)), and a scenario's links (both directions; ``shared``: transfers contend).
+    ``serial``: links naming the same group carry one transfer at a time, first come first served
+    (in the simulator; the actor calls of one device on another host, which its client makes one
+    after another).
     """
 
     src: str
@@ -66,6 +69,7 @@ class Link:
     via: str = "direct"
     points: tuple[tuple[int, float], ...] = ()
     energy_J_per_byte: float = 0.0
+    serial: str = ""
 
     def __post_init__(self) -> None:
         if self.src == self.dst:
@@ -92,7 +96,7 @@ def link_table(links: Iterable[Link]) -> dict[tuple[str, str], Link]:
         table[(link.src, link.dst)] = link
     for link in listed:
         table.setdefault((link.dst, link.src), Link(link.dst, link.src, link.latency_s, link.bandwidth_Bps, link.shared, link.via,
-                                                      energy_J_per_byte=link.energy_J_per_byte))
+                                                      energy_J_per_byte=link.energy_J_per_byte, serial=link.serial))
     return table
 
 

@@ -66,7 +66,15 @@ def host_link(profile: "Profile", profile_path: str, name: str, device: str) -> 
     up, down = up or down, down or up
     assert up is not None and down is not None
     latency = (up.latency_s + profile.handoff_s(HOST, device) + down.latency_s + profile.handoff_s(device, HOST)) / 2
-    return Link(name, HOST, latency, 2.0 / (1.0 / up.bandwidth_Bps + 1.0 / down.bandwidth_Bps))
+    return Link(name, HOST, latency, 2.0 / (1.0 / up.bandwidth_Bps + 1.0 / down.bandwidth_Bps),
+                serial=name if on_another_host(profile, device) else "")
+
+
+def on_another_host(profile: "Profile", device: str) -> bool:
+    """Whether the profile measured ``device`` on another host (kind remote-*): its tensors cross
+    in actor calls that its client makes one at a time, so its links are one ``serial`` group."""
+    entry = profile.devices.get(device)
+    return entry is not None and str(entry.identity.get("kind", "")).startswith("remote-")
 
 
 def pair_links(profile: "Profile", names: Mapping[str, str]) -> list[Link]:
@@ -87,7 +95,8 @@ def pair_links(profile: "Profile", names: Mapping[str, str]) -> list[Link]:
                 if fit:
                     latency += fit["latency_s"]
                     per_byte += 1.0 / fit["bandwidth_Bps"]
-            links.append(Link(a_name, b_name, latency, 1.0 / per_byte))
+            remote = a_name if on_another_host(profile, a) else b_name if on_another_host(profile, b) else ""
+            links.append(Link(a_name, b_name, latency, 1.0 / per_byte, serial=remote))
     return links
 
 

@@ -6,6 +6,9 @@ other (as the cost model assumes), so a transfer is one timeout. A shared link (
 divides its bandwidth equally among the transfers on it at each moment (processor sharing): two
 equal transfers that start together both take twice as long. Devices without a direct link talk
 through the host, store and forward, as in :class:`hetero.cost.protocol.TableCostModel`.
+Links of one ``serial`` group carry one transfer at a time, first come first served, each taking
+its whole time (latency included): the actor calls of a device on another host, which its client
+makes one after another, so two tensors crossing at once take two round trips, not one.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ Observer = Callable[[str, str, int, float, float], None]  # src, dst, bytes, sec
 class Channel:
     """One link, both directions; bytes moved are counted per direction."""
 
-    def __init__(self, env: simpy.Environment, spec: Link, bandwidth: RateProfile) -> None:
+    def __init__(self, env: simpy.Environment, spec: Link, bandwidth: RateProfile,
+                 serial: simpy.Resource | None = None) -> None:
         self.env = env
+        self.serial = serial  # one transfer at a time with the other links of its group
         self.spec = spec
         self.latency_s = spec.latency_s
         self.bandwidth = bandwidth
@@ -89,7 +94,7 @@ class Route:
     """The hops from one device to another; ``fixed`` when none is shared or changes bandwidth."""
 
     hops: tuple[Hop, ...]
-    shared: bool
+    shared: bool  # or serial: carried by a process (_carry), not one timeout
     fixed: bool
     latency_s: float
     seconds_per_byte: float
@@ -113,10 +118,12 @@ class Network:
         self.observe = observe
         self.channels: dict[tuple[str, str], Channel] = {}
         factors = factors or {}
+        serial: dict[str, simpy.Resource] = {}
         for spec in links:
             if (spec.src, spec.dst) in self.channels:
                 raise InputError(f"link {spec.src} - {spec.dst} is listed twice")
-            channel = Channel(env, spec, RateProfile(spec.bandwidth_Bps, factors.get(frozenset((spec.src, spec.dst)), ())))
+            group = serial.setdefault(spec.serial, simpy.Resource(env, capacity=1)) if spec.serial else None
+            channel = Channel(env, spec, RateProfile(spec.bandwidth_Bps, factors.get(frozenset((spec.src, spec.dst)), ())), group)
             self.channels[(spec.src, spec.dst)] = self.channels[(spec.dst, spec.src)] = channel
         self._routes: dict[tuple[str, str], Route] = {}
 
@@ -133,7 +140,7 @@ class Network:
                 hops = (Hop(self.channels[(src, self.host)], src, self.host), Hop(self.channels[(self.host, dst)], self.host, dst))
             else:
                 raise InputError(f"no route from {src} to {dst}: no direct link and none through the host {self.host}; add a link")
-            shared = any(hop.channel.shared for hop in hops)
+            shared = any(hop.channel.shared or hop.channel.serial is not None for hop in hops)
             fixed = not shared and all(hop.channel.bandwidth.constant for hop in hops)
             route = Route(hops, shared, fixed, sum(hop.channel.latency_s for hop in hops),
                           sum(1.0 / hop.channel.bandwidth.base for hop in hops))
@@ -187,11 +194,16 @@ class Network:
         if valid is not None and not valid():
             return
         for hop in route.hops:
+            turn = hop.channel.serial.request() if hop.channel.serial is not None else None
+            if turn is not None:
+                yield turn
             begin = self.env.now
             if hop.channel.shared:
                 yield hop.channel.transmit(nbytes)
             else:
                 yield self.env.timeout(hop.channel.arrival(begin, nbytes) - begin)
+            if turn is not None:
+                hop.channel.serial.release(turn)
             self._account(hop, nbytes, begin, self.env.now, label)
         if self.observe is not None:
             self.observe(route.hops[0].src, route.hops[-1].dst, nbytes, self.env.now - start_s, self.env.now)
