@@ -123,6 +123,7 @@ def _profile_measure(args: argparse.Namespace, graph: Any, devices: list, previo
 
         profile = profile_graph(graph, devices, args.model, args.precision, budget, previous, sizes, advance, sweep=args.sweep,
                                 dispatch_s=measure_dispatch(devices), handoffs=True)
+    profile = _with_model_dispatch(profile, graph, devices)
     if args.cluster:  # devices on other hosts: their request crossings, measured around the actor calls (no
         from hetero.remote.calibrate import with_remote_calibration  # progress bar redrawing meanwhile)
 
@@ -134,6 +135,35 @@ def _profile_measure(args: argparse.Namespace, graph: Any, devices: list, previo
     )
     print(f"wrote {args.output} ({counts}; {len(profile.links)} links)")
     return 0
+
+
+def _with_model_dispatch(profile: Any, graph: Any, devices: list) -> Any:
+    """``profile`` with ``runtime.dispatch_s`` raised to what the runtime adds per op serving the
+    profiled model on a host device of this machine (``hetero.exec.dispatch.model_dispatch_s``),
+    when that is more than the Identity chain's figure (kept as ``runtime.dispatch_identity_s``)."""
+    import dataclasses
+
+    from hetero.cost.protocol import HOST
+    from hetero.exec.dispatch import HOST_KINDS, REMOTE_KIND_PREFIX, model_dispatch_s
+
+    here = [d for d in devices if d.kind in HOST_KINDS and not d.kind.startswith(REMOTE_KIND_PREFIX)]
+    entry = profile.devices.get(here[0].name) if here else None
+    if entry is None:
+        return profile
+    device = here[0]
+    ops = list(graph.ops_in_order())
+    if any(op.signature() not in entry.ops for op in ops):
+        return profile
+    op_s = {op.name: entry.ops[op.signature()].expected_s for op in ops}
+    up, down = profile.link(HOST, device.name), profile.link(device.name, HOST)
+    outside = profile.handoff_s(HOST, device.name) + profile.handoff_s(device.name, HOST)
+    outside += sum(up.seconds(spec.nbytes) for spec in graph.inputs) if up is not None else 0.0
+    outside += sum(down.seconds(spec.nbytes) for spec in graph.outputs) if down is not None else 0.0
+    measured = model_dispatch_s(graph, device, op_s, outside)
+    identity = float(profile.runtime.get("dispatch_s", 0.0))
+    if measured is None or measured <= identity:
+        return profile
+    return dataclasses.replace(profile, runtime={**profile.runtime, "dispatch_s": measured, "dispatch_identity_s": identity})
 
 
 def _profile_kernels(args: argparse.Namespace) -> int:
