@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from hetero.backends.base import Device
+from hetero.exec.dispatch import probe_ops
 from hetero.ir.graph import Graph, Op
 
 log = logging.getLogger(__name__)
@@ -65,19 +66,6 @@ def wakeup_extra_s(table: Sequence[tuple[float, float]], idle_s: float) -> float
             return previous_extra + share * (point_extra - previous_extra)
         previous_idle, previous_extra = point_idle, point_extra
     return previous_extra
-
-
-def _probes(device: Device, graph: Graph, count: int = PROBE_OPS) -> list[Op]:
-    """Up to ``count`` distinct ops of the graph the device runs, spread from small to large."""
-    unique: dict[str, Op] = {}
-    for op in graph.ops_in_order():
-        if device.supports(op):
-            unique.setdefault(op.signature(), op)
-    ranked = sorted(unique.values(), key=lambda o: o.flops + o.bytes_read + o.bytes_written)
-    if len(ranked) <= count:
-        return ranked
-    picks = np.linspace(0, len(ranked) - 1, count + 2)[1:-1]  # leave out the very smallest and largest
-    return [ranked[int(round(i))] for i in picks]
 
 
 class _Launcher:
@@ -143,7 +131,7 @@ def calibrate_wakeup(devices: Sequence[Device], graph: Graph, seed: int = 0, idl
     the op's slowdown. The median over the probe ops of (median after idling - median right
     after), never below 0."""
     rng = np.random.default_rng(seed)
-    launchers = {d.name: _Launcher(d, _probes(d, graph), rng) for d in devices}
+    launchers = {d.name: _Launcher(d, probe_ops(d, graph, PROBE_OPS), rng) for d in devices}
     out: dict[str, list[list[float]]] = {}
     try:
         for i, device in enumerate(devices):
@@ -183,7 +171,7 @@ def calibrate_contention(devices: Sequence[Device], graph: Graph, groups: Mappin
     the partner runs (its smallest probe op in a loop on another thread), median over the probes
     of median(concurrent) / median(alone), at least 1."""
     rng = np.random.default_rng(seed)
-    launchers = {d.name: _Launcher(d, _probes(d, graph), rng) for d in devices}
+    launchers = {d.name: _Launcher(d, probe_ops(d, graph, PROBE_OPS), rng) for d in devices}
     try:
         return _contention(devices, launchers, groups, repeat)
     finally:

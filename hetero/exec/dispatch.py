@@ -8,14 +8,14 @@ profile cost model adds it to every op, so plans price what the runtime really c
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from hetero.backends.base import Device
 from hetero.cost.protocol import TableCostModel
 from hetero.exec.runtime import Runtime
-from hetero.ir.graph import Graph, TensorSpec, make_op
+from hetero.ir.graph import Graph, Op, TensorSpec, make_op
 from hetero.policy import PolicyContext, make_policy
 from hetero.schedulers import fixed_schedule
 
@@ -51,14 +51,38 @@ def identity_chain(length: int) -> Graph:
     return Graph.build(ops, [spec], [f"t{length}"], name="dispatch-calibration")
 
 
+def single_device_runtime(graph: Graph, device: Device, op_s: float | Mapping[str, float], links: Sequence = (),
+                          host: str | None = None) -> Runtime:
+    """A static Runtime serving every op of ``graph`` on ``device``, its plan priced at ``op_s``
+    seconds an op (one figure, or by node) with ``links``: the harness of the calibrations that
+    serve a graph through the real runtime (this module's, hetero.remote.calibrate's)."""
+    seconds = {name: op_s if isinstance(op_s, float) else op_s[name] for name in graph.nodes}
+    cost = TableCostModel([device.name], {name: {device.name: s} for name, s in seconds.items()}, list(links), host=host)
+    plan = fixed_schedule(graph, cost, {name: device.name for name in graph.nodes})
+    return Runtime(graph, {device.name: device}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
+
+
+def probe_ops(device: Device, graph: Graph, count: int) -> list[Op]:
+    """Up to ``count`` ops of distinct signatures the device runs, spread from small to large (the
+    very smallest and largest left out when there are more): the probes of the wake-up and
+    contention calibrations."""
+    unique: dict[str, Op] = {}
+    for op in graph.ops_in_order():
+        if device.supports(op):
+            unique.setdefault(op.signature(), op)
+    ranked = sorted(unique.values(), key=lambda o: o.flops + o.bytes_read + o.bytes_written)
+    if len(ranked) <= count:
+        return ranked
+    picks = np.linspace(0, len(ranked) - 1, count + 2)[1:-1]
+    return [ranked[int(round(i))] for i in picks]
+
+
 def calibrate_dispatch(device: Device, length: int = 24, requests: int = 60) -> float:
     """Seconds the runtime adds per op: a chain of tiny Identity ops served on one device,
     latency minus the ops' own wall time, per op."""
     graph = identity_chain(length)
     op_s = op_wall_s(device, graph)
-    cost = TableCostModel([device.name], {name: {device.name: op_s} for name in graph.nodes}, [])
-    plan = fixed_schedule(graph, cost, {name: device.name for name in graph.nodes})
-    runtime = Runtime(graph, {device.name: device}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
+    runtime = single_device_runtime(graph, device, op_s)
     feeds = [{"t0": np.zeros(16, np.float32)}] * requests
     runtime.serve(feeds[:5])
     report = runtime.serve(feeds)
@@ -98,9 +122,7 @@ def model_dispatch_s(graph: Graph, device: Device, op_s: dict[str, float], outsi
     if not all(device.supports(op) for op in graph.ops_in_order()):
         return None
     rng = np.random.default_rng(seed)
-    cost = TableCostModel([device.name], {name: {device.name: op_s[name]} for name in graph.nodes}, [])
-    plan = fixed_schedule(graph, cost, {name: device.name for name in graph.nodes})
-    runtime = Runtime(graph, {device.name: device}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
+    runtime = single_device_runtime(graph, device, op_s)
     feeds = [{spec.name: random_input(spec, rng) for spec in graph.inputs}] * requests
     runtime.serve(feeds[:5])
     report = runtime.serve(feeds)

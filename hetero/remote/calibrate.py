@@ -48,7 +48,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hetero.backends.base import Device
-from hetero.cost.protocol import HOST, Link, TableCostModel
+from hetero.cost.protocol import HOST, Link
 from hetero.ir.graph import Graph, Op, random_input
 from hetero.remote.client import RemoteDevice
 
@@ -75,16 +75,11 @@ class RemoteCosts:
 
 def _chain_runtime(device: Device, length: int, links: Sequence[Link], requests: int) -> tuple[Any, list]:
     """A Runtime serving a ``length``-op Identity chain all on ``device``, warmed up, and its feeds."""
-    from hetero.exec.dispatch import identity_chain
-    from hetero.exec.runtime import Runtime
-    from hetero.policy import PolicyContext, make_policy
-    from hetero.schedulers import fixed_schedule
+    from hetero.exec.dispatch import identity_chain, single_device_runtime
 
     graph = identity_chain(length)
     spec = graph.inputs[0]
-    cost = TableCostModel([device.name], {n: {device.name: 1e-5} for n in graph.nodes}, list(links), host=HOST)
-    plan = fixed_schedule(graph, cost, {n: device.name for n in graph.nodes})
-    runtime = Runtime(graph, {device.name: device}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
+    runtime = single_device_runtime(graph, device, 1e-5, links, host=HOST)
     feeds = [{spec.name: np.zeros(spec.shape, np.float32)}] * requests
     runtime.serve(feeds[:3])  # ops sent, their seconds known: the measured rounds are steady
     return runtime, feeds
@@ -173,32 +168,16 @@ def batch_timings(device: RemoteDevice, ops: Sequence[Op], rounds: int = OP_ROUN
     return out
 
 
-def wake_probes(graph: Graph, device: Device, count: int = WAKE_PROBES) -> list[Op]:
-    """Up to ``count`` ops of distinct signatures the device runs, spread over their sizes."""
-    unique: dict[str, Op] = {}
-    for op in graph.ops_in_order():
-        if device.supports(op):
-            unique.setdefault(op.signature(), op)
-    ranked = sorted(unique.values(), key=lambda o: o.flops + o.bytes_read + o.bytes_written)
-    if len(ranked) <= count:
-        return ranked
-    return [ranked[int(round(i))] for i in np.linspace(0, len(ranked) - 1, count)]
-
-
 def served_timings(device: Device, graph: Graph, links: Sequence[Link], requests: int = SERVED_REQUESTS,
                    seed: int = 0) -> dict[str, list[float]]:
     """Per op name: its device-clock seconds while the Runtime serves ``requests`` of the whole graph
     on ``device`` (after as many warm-up requests); {} when the device lacks a kernel for an op."""
-    from hetero.exec.runtime import Runtime
-    from hetero.policy import PolicyContext, make_policy
-    from hetero.schedulers import fixed_schedule
+    from hetero.exec.dispatch import single_device_runtime
 
     if not all(device.supports(op) for op in graph.ops_in_order()):
         return {}
     rng = np.random.default_rng(seed)
-    cost = TableCostModel([device.name], {n: {device.name: 1e-5} for n in graph.nodes}, list(links), host=HOST)
-    plan = fixed_schedule(graph, cost, {n: device.name for n in graph.nodes})
-    runtime = Runtime(graph, {device.name: device}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
+    runtime = single_device_runtime(graph, device, 1e-5, links, host=HOST)
     feeds = [{spec.name: random_input(spec, rng) for spec in graph.inputs}] * requests
     runtime.serve(feeds)
     report = runtime.serve(feeds)
@@ -246,7 +225,9 @@ def with_remote_calibration(profile: Any, devices: Sequence[Device], requests: i
         device = next(d for d in devices if d.name == name)
         served: dict[str, list[float]] = {}
         if graph is not None:
-            probes = wake_probes(graph, device)
+            from hetero.exec.dispatch import probe_ops
+
+            probes = probe_ops(device, graph, WAKE_PROBES)
             timings = batch_timings(device, probes)
             round_trip = (fits[(HOST, name)].latency_s + fits[(name, HOST)].latency_s) / 2
             table = _wakeup_table(timings, round_trip)

@@ -122,7 +122,9 @@ class Network:
         for spec in links:
             if (spec.src, spec.dst) in self.channels:
                 raise InputError(f"link {spec.src} - {spec.dst} is listed twice")
-            group = serial.setdefault(spec.serial, simpy.Resource(env, capacity=1)) if spec.serial else None
+            if spec.serial and spec.serial not in serial:
+                serial[spec.serial] = simpy.Resource(env, capacity=1)
+            group = serial.get(spec.serial) if spec.serial else None
             channel = Channel(env, spec, RateProfile(spec.bandwidth_Bps, factors.get(frozenset((spec.src, spec.dst)), ())), group)
             self.channels[(spec.src, spec.dst)] = self.channels[(spec.dst, spec.src)] = channel
         self._routes: dict[tuple[str, str], Route] = {}

@@ -5,7 +5,7 @@ zx * sum(w)`` per channel, exact in int32), so each tap is one multiply-add; a k
 or below the image reads ``zrow``, a row of the zero point (adding ``zx * w``, which the folded
 bias takes away again); an output column whose taps leave the image at a side reads the nearest
 image column instead, against its own copy of the weights with those taps zeroed and its own
-folded bias (``edge_weights``), so edge pixels cost what inner ones do. ``dw_pixels`` runs any
+folded bias (``edge_weights``), so edge pixels cost what inner ones do. ``kernels_shared.dw_pixels_part`` runs any
 kernel size pixel by pixel, a kernel row at a time (five taps summed in registers for 5x5).
 Work items are output rows (splitting a row's channels between threads was measured slower:
 per-chunk weight views stop LLVM hoisting their loads). Every result equals kernels_int8's:
@@ -15,11 +15,11 @@ the same int32 sums, then rules 2-3 in float32.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from hetero.backends.cpu.kernels_int8 import _requant
 
-__all__ = ["dw_pixels", "edge_weights"]
+__all__ = ["edge_weights"]
 
 
 @njit(cache=True, inline="always")
@@ -51,39 +51,6 @@ def _mac5(acc, x0, x1, x2, x3, x4, w):  # pragma: no cover - compiled
 def _finish(acc, bias, mult, zy, lo, hi, out):  # pragma: no cover - compiled
     for t in range(out.size):
         out[t] = _requant(np.int32(acc[t] + bias[t]), mult[t], zy, lo, hi)
-
-
-@njit(parallel=True, cache=True)
-def dw_pixels(x, zrow, taps, sh, sw, dh, dw, pt, pl, edge_of, edge_taps, edge_bias, bias, mult, zy, lo, hi, out):  # pragma: no cover
-    """Depthwise conv of one HWC image x (H, W, C) into out (Ho, Wo, C), pixel by pixel: taps
-    (kh, kw, C) int32 weights minus their zero point, bias (C,) with the input zero point folded
-    in, zrow (W*C,) the zero point; edge_of[ow] >= 0 for a column whose taps leave the image
-    indexes edge_taps (E, kh, kw, C) and edge_bias (E, C). One work item per output row."""
-    h, w, ch = x.shape
-    ho, wo = out.shape[0], out.shape[1]
-    kh, kw = taps.shape[0], taps.shape[1]
-    xr = x.reshape(h, w * ch)
-    for oh in prange(ho):
-        acc = np.empty(ch, np.int32)
-        orow = out[oh]
-        for ow in range(wo):
-            acc[:] = 0
-            iw0 = ow * sw - pl
-            e = edge_of[ow]
-            tp = taps if e < 0 else edge_taps[e]
-            bp = bias if e < 0 else edge_bias[e]
-            for i in range(kh):
-                row = _tap_row(xr, zrow, oh * sh - pt + i * dh, h)
-                wi = tp[i]
-                if kw == 5:
-                    s0, s1, s2 = _col(iw0, w) * ch, _col(iw0 + dw, w) * ch, _col(iw0 + 2 * dw, w) * ch
-                    s3, s4 = _col(iw0 + 3 * dw, w) * ch, _col(iw0 + 4 * dw, w) * ch
-                    _mac5(acc, row[s0 : s0 + ch], row[s1 : s1 + ch], row[s2 : s2 + ch], row[s3 : s3 + ch], row[s4 : s4 + ch], wi)
-                else:
-                    for j in range(kw):
-                        s0 = _col(iw0 + j * dw, w) * ch
-                        _mac(acc, row[s0 : s0 + ch], wi[j])
-            _finish(acc, bp, mult, zy, lo, hi, orow[ow])
 
 
 def edge_weights(taps: np.ndarray, bias: np.ndarray, zx: int, w: int, wo: int, stride: int, dilation: int,

@@ -38,18 +38,7 @@ def _qadd_span(a, b, ra, rb, fixed, lo, hi, out):  # pragma: no cover - compiled
         y = lo if y < lo else y
         out[i] = hi if y > hi else y
 
-
-@njit(parallel=True, cache=True)
-def qadd_flat(a, b, ra, rb, fixed, lo, hi, out):  # pragma: no cover - compiled
-    """Rule 4 on two same-shape flat int arrays: rint(fma(a, ra, fma(b, rb, fixed))), clamped
-    (kernels_int8.qadd's SIDE_NONE case, vectorised)."""
-    n = out.size
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        lo_i, hi_i = t * CHUNK, min(n, t * CHUNK + CHUNK)
-        _qadd_span(a[lo_i:hi_i], b[lo_i:hi_i], ra, rb, fixed, lo, hi, out[lo_i:hi_i])
-
-__all__ = ["im2row_padded", "row_sums",
-           "global_pool_nhwc", "average_pool_nhwc", "quantize_to_nhwc", "nchw_to_nhwc", "nhwc_to_nchw"]
+__all__ = ["im2row_padded", "row_sums", "nchw_to_nhwc", "nhwc_to_nchw"]
 
 
 @njit(cache=True, inline="always")
@@ -140,46 +129,6 @@ def row_sums(a, m, k, shift, out):  # pragma: no cover - compiled
         out[i] = s + shift * k
 
 
-@njit(parallel=True, cache=True)
-def global_pool_nhwc(x, zx, mult, zy, lo, hi, out):  # pragma: no cover - compiled
-    """Rule 5 over whole images: x (N, H*W, C) ints, out (N, C)."""
-    nb, pixels, ch = x.shape
-    for n in prange(nb):
-        acc = np.zeros(ch, np.int64)
-        for p in range(pixels):
-            xs = x[n, p]
-            for c in range(ch):
-                acc[c] += np.int32(xs[c]) - zx
-        for c in range(ch):
-            out[n, c] = _requant(np.int32(acc[c]), mult, zy, lo, hi)
-
-
-@njit(parallel=True, cache=True)
-def average_pool_nhwc(x, zx, kh, kw, sh, sw, dh, dw, pt, pl, sx, count, sy, zy, lo, hi, out):  # pragma: no cover
-    """Rule 5's float path on NHWC (see kernels_int8.qaverage_pool): the same float32 sums in
-    window order, per channel."""
-    nb, ho, wo, ch = out.shape
-    h, w = x.shape[1], x.shape[2]
-    for t in prange(nb * ho):
-        n, oh = t // ho, t % ho
-        total = np.empty(ch, np.float32)
-        for ow in range(wo):
-            total[:] = 0.0
-            for i in range(kh):
-                ih = oh * sh - pt + i * dh
-                if 0 <= ih < h:
-                    for j in range(kw):
-                        iw = ow * sw - pl + j * dw
-                        if 0 <= iw < w:
-                            xs = x[n, ih, iw]
-                            for c in range(ch):
-                                total[c] += sx * np.float32(np.int32(xs[c]) - zx)
-            o = out[n, oh, ow]
-            for c in range(ch):
-                average = total[c] / count[oh, ow]
-                o[c] = min(max(np.rint(average / sy + zy), lo), hi)
-
-
 @njit(cache=True, inline="always")
 def _quantize_span(x, s, z, lo, hi, out):  # pragma: no cover - compiled
     for i in range(out.size):
@@ -200,37 +149,10 @@ def _gather(dst, src, step):  # pragma: no cover - compiled
         dst[i] = src[i * step]
 
 
-@njit(parallel=True, cache=True)
-def quantize_to_nhwc(x, scale, zp, lo, hi, out):  # pragma: no cover - compiled
-    """QuantizeLinear of x (N, C, H*W) float32 into out (N, H*W, C): saturate(rint(x / s[c]) + z[c]),
-    each block of pixels quantized channel by channel (vectorised), then interleaved."""
-    nb, ch, pixels = x.shape
-    block = 256
-    nblk = (pixels + block - 1) // block
-    for t in prange(nb * nblk):
-        n, b = t // nblk, t % nblk
-        p0, p1 = b * block, min(pixels, b * block + block)
-        tile = np.empty((ch, block), out.dtype)
-        for c in range(ch):
-            _quantize_span(x[n, c, p0:p1], scale[c], zp[c], lo, hi, tile[c, : p1 - p0])
-        dst = out[n].reshape(pixels * ch)[p0 * ch : p1 * ch]
-        for c in range(ch):
-            _scatter(dst[c:], tile[c, : p1 - p0], ch)
-
-
 @njit(cache=True, inline="always")
 def _dequantize_span(q, z, s, out):  # pragma: no cover - compiled
     for i in range(out.size):
         out[i] = np.float32(np.int32(q[i]) - z) * s
-
-
-@njit(parallel=True, cache=True)
-def dequantize_flat(q, zp, scale, out):  # pragma: no cover - compiled
-    """DequantizeLinear per tensor on flat arrays: float32(q - zp) * scale."""
-    n = out.size
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        lo_i, hi_i = t * CHUNK, min(n, t * CHUNK + CHUNK)
-        _dequantize_span(q[lo_i:hi_i], zp, scale, out[lo_i:hi_i])
 
 
 @njit(parallel=True, cache=True)
@@ -346,42 +268,3 @@ def deinterleave(xp, out):  # pragma: no cover - compiled
                 _copy(out[r, 0, p], xp[r, 2 * p])
             if 2 * p + 1 < wp:
                 _copy(out[r, 1, p], xp[r, 2 * p + 1])
-
-
-@njit(parallel=True, cache=True)
-def depthwise3s2_nhwc(xd, taps, bias, mult, zy, lo, hi, out):  # pragma: no cover - compiled
-    """depthwise_nhwc for a 3x3 kernel at stride 2 (no dilation) from ``deinterleave``'s rows:
-    taps 0, 1, 2 of a kernel row read even pixels, odd pixels, even pixels one further."""
-    ho, wo, ch = out.shape
-    span = wo * ch
-    rows = xd.reshape(xd.shape[0], 2, xd.shape[2] * ch)
-    orr = out.reshape(ho, span)
-    for oh in prange(ho):
-        ea, oa = rows[2 * oh, 0], rows[2 * oh, 1]
-        eb, ob = rows[2 * oh + 1, 0], rows[2 * oh + 1, 1]
-        ec, oc = rows[2 * oh + 2, 0], rows[2 * oh + 2, 1]
-        _dw3_row(ea[:span], oa[:span], ea[ch : ch + span], eb[:span], ob[:span], eb[ch : ch + span],
-                 ec[:span], oc[:span], ec[ch : ch + span], taps, bias, mult, zy, lo, hi, orr[oh])
-
-
-@njit(parallel=True, cache=True)
-def depthwise3_px_nhwc(xp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out):  # pragma: no cover - compiled
-    """depthwise_nhwc for a 3x3 kernel at any stride and dilation, pixel by pixel: each output
-    pixel's nine taps are contiguous C-runs of the padded rows, times taps (9, C), summed in
-    registers. Weights, bias and multipliers stay (C,)-wide and in L1 (an output row's tiled
-    copy, Wo*C*36 bytes, does not), and a stride-2 tap reads in place (no deinterleave)."""
-    hp, wp, ch = xp.shape
-    ho, wo = out.shape[0], out.shape[1]
-    xr = xp.reshape(hp, wp * ch)
-    d = dw * ch
-    for oh in prange(ho):
-        ra, rb, rc = xr[oh * sh], xr[oh * sh + dh], xr[oh * sh + 2 * dh]
-        orow = out[oh]
-        for ow in range(wo):
-            s0 = ow * sw * ch
-            s1, s2 = s0 + d, s0 + 2 * d
-            _dw3_row(ra[s0 : s0 + ch], ra[s1 : s1 + ch], ra[s2 : s2 + ch], rb[s0 : s0 + ch], rb[s1 : s1 + ch],
-                     rb[s2 : s2 + ch], rc[s0 : s0 + ch], rc[s1 : s1 + ch], rc[s2 : s2 + ch], taps, bias, mult,
-                     zy, lo, hi, orow[ow])
-
-

@@ -1,17 +1,19 @@
 """Work loops for the plan's small NHWC kernels, shared with helper threads instead of OpenMP.
 
 Depthwise convs, QLinearAdd, pools, the input's QuantizeLinear and the output's DequantizeLinear,
-concats and channel shuffles ran as numba OpenMP regions (kernels_nhwc, kernels_dw, kernels_pool,
-kernels_channels, kernels_int8.requant_tensor): with passive workers on a busy 2-vCPU machine
-each region's closing barrier waits for a worker that wakes after the work is done. Here each kernel
-is a ``nogil`` loop that claims work items (output rows, flat chunks, pixel blocks) from an
-atomic counter and counts finished ones, run through ``helpers.share``: the calling thread does
-every item a helper has not claimed and never waits for a helper to wake. The loop bodies are
-the OpenMP kernels' own inlined helpers, so each item is computed exactly as before, bit for bit,
-whichever thread runs it. Measured (2-vCPU Zen 4 VM shared with other work, one process,
-alternating): these kernels' sum over mobilenet_v2-like shapes 1.14x the OpenMP kernels at 2
-threads at load 2.2 (0.92x at load 1.1), 0.99-1.00x at 1 thread; whole models 1.04-1.16x on
-resnet18 and mobilenet_v2, 0.95-1.08x on the others, at load 0.7-1.5.
+concats and channel shuffles ran as numba OpenMP regions: with passive workers on a busy 2-vCPU
+machine each region's closing barrier waits for a worker that wakes after the work is done. Here
+each kernel is a ``nogil`` loop that claims work items (output rows, flat chunks, pixel blocks)
+from an atomic counter and counts finished ones, run through ``helpers.share``: the calling thread
+does every item a helper has not claimed and never waits for a helper to wake. The loop bodies
+inline the helpers of kernels_nhwc, kernels_dw, kernels_pool, kernels_channels and kernels_int8
+(the OpenMP kernels' bodies, which these loops replaced), so each item is computed as before, bit
+for bit, whichever thread runs it. Measured (2-vCPU Zen 4 VM shared with other work, one process,
+alternating, against the OpenMP kernels before they were removed): these kernels' sum over
+mobilenet_v2-like shapes 1.14x at 2 threads at load 2.2 (0.92x at load 1.1), 0.99-1.00x at 1
+thread; whole models 1.04-1.16x on resnet18 and mobilenet_v2, 0.95-1.08x on the others, at load
+0.7-1.5. ``kernels_nhwc.depthwise3_nhwc`` stays as the OpenMP reference tests/test_cpu_shared
+compares two helper threads against.
 
 numba's cache caveat: these functions inline code from kernels_nhwc, kernels_dw, kernels_pool,
 kernels_channels and kernels_int8; after changing those clear this module's ``*.nbi``/``*.nbc``.
@@ -36,7 +38,7 @@ __all__ = ["run_items", "dw3_rows_part", "dw3s2_rows_part", "dw3_px_part", "qadd
            "average_pool_part", "requant_rows_part", "dequantize_part", "QUANTIZE_BLOCK", "ROWS_PER_ITEM"]
 
 QUANTIZE_BLOCK = 256
-"""Pixels per work item of ``quantize_part`` (as kernels_nhwc.quantize_to_nhwc)."""
+"""Pixels per work item of ``quantize_part``."""
 ROWS_PER_ITEM = 256
 """Rows (pixels) per work item of ``requant_rows_part``."""
 
@@ -75,7 +77,7 @@ def dw3_rows_part(xp, taps, dh, dw, bias, mult, zy, lo, hi, out, counter):  # pr
 
 @njit(nogil=True, cache=True)
 def dw3s2_rows_part(xd, taps, bias, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
-    """kernels_nhwc.depthwise3s2_nhwc (3x3, stride 2, deinterleaved rows) one output row per item."""
+    """3x3 depthwise, stride 2, on deinterleaved rows (``_dw3_row``), one output row per item."""
     ho, wo, ch = out.shape
     span = wo * ch
     rows = xd.reshape(xd.shape[0], 2, xd.shape[2] * ch)
@@ -97,7 +99,7 @@ def dw3s2_rows_part(xd, taps, bias, mult, zy, lo, hi, out, counter):  # pragma: 
 
 @njit(nogil=True, cache=True)
 def dw3_px_part(xp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
-    """kernels_nhwc.depthwise3_px_nhwc (3x3, pixel by pixel) one output row per item."""
+    """3x3 depthwise pixel by pixel (any stride or dilation), one output row per item."""
     hp, wp, ch = xp.shape
     ho, wo = out.shape[0], out.shape[1]
     xr = xp.reshape(hp, wp * ch)
@@ -122,7 +124,7 @@ def dw3_px_part(xp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, counter):
 
 @njit(nogil=True, cache=True)
 def qadd_part(a, b, ra, rb, fixed, lo, hi, out, counter):  # pragma: no cover - compiled
-    """kernels_nhwc.qadd_flat, one CHUNK of the flat arrays per item."""
+    """QLinearAdd over flat arrays (``_qadd_span``), one CHUNK per item."""
     n = out.size
     chunks = (n + CHUNK - 1) // CHUNK
     w0 = _addr(counter)
@@ -139,7 +141,7 @@ def qadd_part(a, b, ra, rb, fixed, lo, hi, out, counter):  # pragma: no cover - 
 
 @njit(nogil=True, cache=True)
 def max_pool_part(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, counter):  # pragma: no cover - compiled
-    """kernels_pool.max_pool_nhwc, one (image, output row) per item."""
+    """MaxPool, rows first (kernels_pool's helpers), one (image, output row) per item."""
     nb, ho, wo, ch = out.shape
     h, w = x.shape[1], x.shape[2]
     xr = x.reshape(nb, h, w * ch)
@@ -177,7 +179,7 @@ def max_pool_part(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, counter):  # prag
 
 @njit(nogil=True, cache=True)
 def quantize_part(x, scale, zp, lo, hi, out, counter):  # pragma: no cover - compiled
-    """kernels_nhwc.quantize_to_nhwc, one (image, block of QUANTIZE_BLOCK pixels) per item."""
+    """QuantizeLinear of an NCHW float image into NHWC, one (image, block of QUANTIZE_BLOCK pixels) per item."""
     nb, ch, pixels = x.shape
     block = QUANTIZE_BLOCK
     nblk = (pixels + block - 1) // block
@@ -202,7 +204,7 @@ def quantize_part(x, scale, zp, lo, hi, out, counter):  # pragma: no cover - com
 @njit(nogil=True, cache=True)
 def dw_pixels_part(x, zrow, taps, sh, sw, dh, dw, pt, pl, edge_of, edge_taps, edge_bias, bias, mult, zy, lo, hi, out,
                    counter):  # pragma: no cover - compiled
-    """kernels_dw.dw_pixels (any depthwise kernel read in place), one output row per item."""
+    """Any depthwise kernel read in place (kernels_dw's helpers and edge weights), one output row per item."""
     h, w, ch = x.shape
     ho, wo = out.shape[0], out.shape[1]
     kh, kw = taps.shape[0], taps.shape[1]
@@ -239,7 +241,7 @@ def dw_pixels_part(x, zrow, taps, sh, sw, dh, dw, pt, pl, edge_of, edge_taps, ed
 
 @njit(nogil=True, cache=True)
 def copy_columns_part(srcs, begins, dst, counter):  # pragma: no cover - compiled
-    """kernels_channels.copy_columns (a concat's parts into column slices), PIXELS_PER_ITEM rows per item."""
+    """A concat's parts into their column slices, PIXELS_PER_ITEM rows per item."""
     pixels = dst.shape[0]
     items = (pixels + PIXELS_PER_ITEM - 1) // PIXELS_PER_ITEM
     w0 = _addr(counter)
@@ -261,7 +263,7 @@ def copy_columns_part(srcs, begins, dst, counter):  # pragma: no cover - compile
 
 @njit(nogil=True, cache=True)
 def swap_part(x, out, counter):  # pragma: no cover - compiled
-    """kernels_channels.swap_channel_axes (a channel shuffle's transpose), PIXELS_PER_ITEM pixels per item."""
+    """A channel shuffle's transpose of the two channel axes, PIXELS_PER_ITEM pixels per item."""
     pixels, a, b = x.shape
     items = (pixels + PIXELS_PER_ITEM - 1) // PIXELS_PER_ITEM
     w0 = _addr(counter)
@@ -281,7 +283,7 @@ def swap_part(x, out, counter):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True)
 def global_pool_part(x, zx, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
-    """kernels_nhwc.global_pool_nhwc, one image per item."""
+    """QLinearGlobalAveragePool on NHWC, one image per item."""
     nb, pixels, ch = x.shape
     w0 = _addr(counter)
     ran = 0
@@ -303,7 +305,7 @@ def global_pool_part(x, zx, mult, zy, lo, hi, out, counter):  # pragma: no cover
 @njit(nogil=True, cache=True)
 def average_pool_part(x, zx, kh, kw, sh, sw, dh, dw, pt, pl, sx, count, sy, zy, lo, hi, out,
                       counter):  # pragma: no cover - compiled
-    """kernels_nhwc.average_pool_nhwc, one (image, output row) per item."""
+    """QLinearAveragePool on NHWC (float sums in window order), one (image, output row) per item."""
     nb, ho, wo, ch = out.shape
     h, w = x.shape[1], x.shape[2]
     total = np.empty(ch, np.float32)
@@ -355,7 +357,7 @@ def requant_rows_part(src, zi, si, sy, zy, lo, hi, dst, counter):  # pragma: no 
 
 @njit(nogil=True, cache=True)
 def dequantize_part(q, zp, scale, out, counter):  # pragma: no cover - compiled
-    """kernels_nhwc.dequantize_flat, one CHUNK per item."""
+    """DequantizeLinear over a flat array (``_dequantize_span``), one CHUNK per item."""
     n = out.size
     chunks = (n + CHUNK - 1) // CHUNK
     w0 = _addr(counter)

@@ -3,7 +3,7 @@
 One input channel per group and one output channel per input channel (a channel multiplier
 goes to steps_conv.qconv, which leaves it to the NCHW kernel). The weights minus their zero
 points are laid out per tap once, the input zero point folded into the bias, and the kernel
-run pixel by pixel (``dw_pixels``; kernels_shared's work loop, rows shared with helper threads).
+run pixel by pixel (``kernels_shared.dw_pixels_part``, rows shared with helper threads).
 3x3 stays with steps_conv (a padded copy, then row or pixel kernels with the nine taps in
 registers): a 3x3 kernel without the copy here was measured 0.8-1.05x of those (one thread, CPU
 time, mobilenet_v2's shapes), while this module's 5x5 runs 1.05-1.5x faster than the general
