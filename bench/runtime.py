@@ -7,7 +7,8 @@ Run: ``.venv/bin/python bench/runtime.py [--models seed-cnn,resnet18] [--devices
   from the runtime's own trace (target: under 50 us per op);
 - latency: one request at a time; throughput: ``--inflight`` requests at a time;
 - peers: the same int8 graph on each single device through the runtime, and onnxruntime on the
-  same QDQ model with the same thread count (2).
+  same QDQ model with the same thread count (2); on the cpu device also with the runtime's
+  same-device segments off (every op its own queue task, as before hetero.exec.segments).
 """
 
 from __future__ import annotations
@@ -74,9 +75,13 @@ def bench(model: str, names: list[str], requests: int, inflight: int) -> None:
         ort_samples.append(time.perf_counter() - start)
     ort_latency = statistics.median(ort_samples)
     print(f"  {'onnxruntime':<32} {ort_latency * 1e3:>10.3f} {1 / ort_latency:>8.0f} {'':>15} {1.0:>18.2f}x")
-    for label, plan in plans.items():
+    rows = [(label, plan, True) for label, plan in plans.items()]
+    if "cpu" in names:  # the runtime before same-device segments: every op its own queue task
+        rows.insert(1, ("single cpu, op by op", plans["single cpu"], False))
+    for label, plan, segments in rows:
         used = sorted(set(plan.placement.values()))
-        runtime = Runtime(graph, {n: devices[n] for n in used}, make_policy("static"), PolicyContext(graph, cost), initial=plan)
+        runtime = Runtime(graph, {n: devices[n] for n in used}, make_policy("static"), PolicyContext(graph, cost),
+                          initial=plan, segments=segments)
         runtime.serve(feeds[:3])
         latency_run = runtime.serve(feeds, inflight=1)
         throughput_run = runtime.serve(feeds, inflight=inflight)

@@ -175,6 +175,9 @@ class PerOpCpu(CpuDevice):
     def timed_run_native(self, op: Any, inputs: Sequence[Buffer]) -> tuple[list[Buffer], float]:
         return self.timed_run(op, inputs)
 
+    def run_segment(self, graph: Any, inputs: Any) -> None:
+        return None  # declines same-device segments: the runtime runs every op on its own
+
 
 def test_cpu_only_partition_converts_as_the_compiled_plan_does(model: dict[str, Any]) -> None:
     graph, devices = model["graph"], {n: model["devices"][n] for n in ("cpu", "reference")}

@@ -38,6 +38,7 @@ from hetero.cost.protocol import HOST
 from hetero.errors import DeviceError, HeteroError, InputError
 from hetero.exec.live_update import LiveUpdate, check_same_structure, load_weights
 from hetero.exec.records import Load, Request, RunReport
+from hetero.exec.segments import Segment, plan_segments, prepare_segment, segment_graph
 from hetero.ir.graph import Graph, Op, check_feeds
 from hetero.policy import Policy, PolicyContext
 from hetero.schedule import Schedule
@@ -50,7 +51,7 @@ class Runtime:
     """Serve requests through a partitioned graph on real devices under a policy."""
 
     def __init__(self, graph: Graph, devices: Mapping[str, Device], policy: Policy, context: PolicyContext,
-                 max_attempts: int = 3, initial: Schedule | None = None) -> None:
+                 max_attempts: int = 3, initial: Schedule | None = None, segments: bool = True) -> None:
         self.graph = graph
         self.initial = initial
         self.devices = dict(devices)
@@ -70,6 +71,11 @@ class Runtime:
         self._clock0 = time.perf_counter()
         self._versions: list[dict[str, Op]] = [self.ops]
         self._current_version = 0
+        #: devices that run a same-device segment as one compiled plan (hetero.exec.segments)
+        self._segmented = {name for name, d in self.devices.items() if segments and hasattr(d, "run_segment")}
+        self._segment_cache: dict[int, tuple[Schedule, int, dict[str, Segment]]] = {}  # by plan object
+        self._placement_segments: dict[tuple, dict[str, Segment]] = {}  # by placement and version
+        self._segment_lock = threading.Lock()
 
     # --- the policy, behind one lock (workers call it concurrently) ---------------------------------
 
@@ -92,6 +98,8 @@ class Runtime:
         """
         feeds = [check_feeds(self.graph, r) for r in requests]
         self._versions, self._current_version = [self.ops], 0
+        self._segment_cache.clear()  # another serve's version 1 may be another model: its segments go
+        self._placement_segments = {key: found for key, found in self._placement_segments.items() if key[1] == 0}
         self._update: dict[str, Any] | None = None
         if update is not None:
             if not 0 <= update.after_request < len(feeds):
@@ -218,6 +226,10 @@ class Runtime:
         mine = [ops[n] for n, d in self._placements[-1].items() if d == device_name]
         start = self._now()
         loaded = load_weights(device, mine)
+        if device_name in self._segmented:  # compile its segments of the new version (for inputs from the host)
+            for segment in self._segments_of(self._placements[-1], task.version).values():
+                if segment.device == device_name:
+                    prepare_segment(device, segment)
         end = self._now()
         self._record(TraceEvent(f"load weights v{task.version}", "transfer", device_name, "link from host", start, end,
                                 {"bytes": loaded, "ops": len(mine)}))
@@ -265,7 +277,10 @@ class Runtime:
                 if request.failed:
                     continue
                 try:
-                    ready = self._run_op(device_name, device, request, op)
+                    segment = self._segments(request).get(op.name) if device_name in self._segmented else None
+                    ready = None if segment is None else self._run_segment(device_name, device, request, segment)
+                    if ready is None:
+                        ready = self._run_op(device_name, device, request, op)
                 except Exception as err:  # a device fault of any kind fails this request, which is retried
                     self._fail(request, device_name, err)
                     continue
@@ -296,6 +311,55 @@ class Runtime:
             request.device_copies[(tensor, device_name)] = buffer
         return buffer
 
+    def _segments(self, request: Request) -> dict[str, Segment]:
+        """The same-device segments of the request's plan and model version, by root op (built once
+        per plan and version; their graphs are what the devices compile)."""
+        entry = self._segment_cache.get(id(request.plan))
+        if entry is None or entry[0] is not request.plan or entry[1] != request.version:
+            entry = self._segment_cache[id(request.plan)] = (request.plan, request.version,
+                                                             self._segments_of(request.plan.placement, request.version))
+        return entry[2]
+
+    def _segments_of(self, placement: Mapping[str, str], version: int) -> dict[str, Segment]:
+        key = (tuple(placement[op.name] for op in self.order), version)
+        found = self._placement_segments.get(key)
+        if found is None:
+            with self._segment_lock:
+                found = self._placement_segments.get(key)
+                if found is None:
+                    ops = self._versions[version]
+                    found = plan_segments([ops[op.name] for op in self.order], placement, self.producer, self.readers,
+                                          self.output_names, self._segmented)
+                    for root, segment in found.items():
+                        segment.graph = segment_graph(segment, f"{self.graph.name}:{segment.device}:{root}")
+                    self._placement_segments[key] = found
+        return found
+
+    def _run_segment(self, device_name: str, device: Device, request: Request, segment: Segment) -> list[str] | None:
+        """Run a segment of a request as one plan on its device; the consumers outside it made
+        ready, or None when the device declines (a fault injected: the ops then run one by one)."""
+        inputs = {t: self._input_buffer(device_name, device, request, t) for t in segment.inputs}
+        result = device.run_segment(segment.graph, inputs)
+        if result is None:
+            return None
+        outputs, spans = result
+        clock0 = self._clock0
+        observed = []
+        with self._counter_lock:
+            for op, begin, finish in spans:
+                start, end = begin - clock0, finish - clock0
+                self._events.append(TraceEvent(op.name, "compute", device_name, COMPUTE_LANE, start, end,
+                                               {"request": request.index, "device_s": finish - begin, "segment": segment.ops[0].name}))
+                self._op_seconds.setdefault(op.name, []).append(finish - begin)
+                self._op_wall.setdefault(op.name, []).append(finish - begin)
+                observed.append((op.name, finish - begin, end))
+        with self._policy_lock:
+            for name, seconds, end in observed:
+                self.policy.observe(name, device_name, seconds, end)
+        for tensor in segment.outputs:
+            self._publish(device_name, device, request, tensor, outputs[tensor])
+        return self._made_ready(request, segment.ops, segment.members)
+
     def _run_op(self, device_name: str, device: Device, request: Request, op: Op) -> list[str]:
         """Run one op of a request; return the consumers it made ready."""
         inputs = [self._input_buffer(device_name, device, request, t) for t in op.activation_inputs]
@@ -307,27 +371,39 @@ class Runtime:
         with self._counter_lock:
             self._op_seconds.setdefault(op.name, []).append(seconds)
             self._op_wall.setdefault(op.name, []).append(end - start)
-        placement = request.plan.placement
         for tensor, buffer in zip(op.outputs, outputs):
-            remote = any(placement[c] != device_name for c in self.readers[tensor])
+            self._publish(device_name, device, request, tensor, buffer)
+        return self._made_ready(request, [op], {op.name})
+
+    def _publish(self, device_name: str, device: Device, request: Request, tensor: str, buffer: Buffer) -> None:
+        """Keep an op's output on its device; copy it to the host when another device or the
+        request's result reads it."""
+        remote = any(request.plan.placement[c] != device_name for c in self.readers[tensor])
+        with request.lock:
+            request.device_copies[(tensor, device_name)] = buffer
+        if remote or tensor in self.output_names:
+            down_start = self._now()
+            array = device.download(buffer)
+            down_end = self._now()
+            if tensor in self.output_names:
+                self._policy("observe_transfer", device_name, HOST, int(array.nbytes), down_end - down_start, down_end)
             with request.lock:
-                request.device_copies[(tensor, device_name)] = buffer
-            if remote or tensor in self.output_names:
-                down_start = self._now()
-                array = device.download(buffer)
-                down_end = self._now()
+                request.host_copies[tensor] = (array, device_name, down_end - down_start)
                 if tensor in self.output_names:
-                    self._policy("observe_transfer", device_name, HOST, int(array.nbytes), down_end - down_start, down_end)
-                with request.lock:
-                    request.host_copies[tensor] = (array, device_name, down_end - down_start)
-                    if tensor in self.output_names:
-                        request.outputs[tensor] = array
+                    request.outputs[tensor] = array
+
+    def _made_ready(self, request: Request, done: Sequence[Op], members: set[str]) -> list[str]:
+        """Count ``done``'s ops off their consumers outside ``members``; the consumers now ready.
+        Completes the request once every output is on the host."""
         ready = []
         with request.lock:
-            for consumer in self.consumers[op.name]:
-                request.pending[consumer] -= 1
-                if request.pending[consumer] == 0:
-                    ready.append(consumer)
+            for op in done:
+                for consumer in self.consumers[op.name]:
+                    if consumer in members:
+                        continue
+                    request.pending[consumer] -= 1
+                    if request.pending[consumer] == 0:
+                        ready.append(consumer)
             complete = len(request.outputs) == len(self.output_names) and not request.failed
         if complete:
             self._complete(request)

@@ -254,6 +254,7 @@ class CpuDevice(HostDevice):
         self._thread_trials: dict[int, tuple[Op, dict]] = {}
         self._plans: dict[int, tuple[Graph, CpuPlan]] = {}
         self._steps: dict[int, tuple[Op, dict[tuple[str, ...], Step | None]]] = {}  # per op: by input layouts
+        self._segment_plans: dict[tuple, tuple[Graph, CpuPlan]] = {}  # runtime segments: by graph and input layouts
         limit_blas_to_one_thread()
         log.debug("opened %s with threads=%s throttle=%s", info.name, self.threads, self.throttle)
 
@@ -270,6 +271,7 @@ class CpuDevice(HostDevice):
         self._supports.clear()
         self._plans.clear()
         self._steps.clear()
+        self._segment_plans.clear()
 
     def plan_for(self, graph: Graph) -> CpuPlan | None:
         """The graph compiled for this device, built on first use and kept; None while a fault
@@ -389,6 +391,29 @@ class CpuDevice(HostDevice):
             return [CpuBuffer(y, form) for y, form in zip(outputs, step.gives)]
 
         return self._launch(op, body)
+
+    def run_segment(self, graph: Graph, inputs: Mapping[str, Buffer]) -> tuple[dict[str, CpuBuffer], list] | None:
+        """Run a graph of ops placed together here (a runtime segment: ``hetero.exec.segments``) as one
+        compiled plan on buffers in their own layouts, compiled once per graph and input layouts;
+        the outputs as ``CpuBuffer`` in the layouts their steps wrote, and ``(op, start, end)`` per op
+        on the ``time.perf_counter`` clock. None while a fault is injected: the runtime then runs
+        the ops one by one, which count down to it."""
+        if self._fail_countdown is not None:
+            return None
+        buffers = {name: x if isinstance(x, CpuBuffer) else CpuBuffer(np.asarray(x), NCHW) for name, x in inputs.items()}
+        layouts = tuple(buffers[spec.name].layout for spec in graph.inputs)
+        key = (id(graph), layouts)
+        entry = self._segment_plans.get(key)
+        if entry is None or entry[0] is not graph:
+            for op in graph.ops_in_order():
+                if not self.supports(op):
+                    raise DeviceError(f"{self.why_not(op)}; run it on another device (hetero devices lists them)")
+            plan = CpuPlan(self, graph, {spec.name: form for spec, form in zip(graph.inputs, layouts)}, native=True)
+            entry = self._segment_plans[key] = (graph, plan)
+        plan = entry[1]
+        spans: list = []
+        outputs = plan.run({name: buffers[name].array for name in buffers}, spans=spans)
+        return {name: CpuBuffer(array, plan.output_layouts[name]) for name, array in outputs.items()}, spans
 
     def timed_run_native(self, op: Op, inputs: Sequence[Buffer]) -> tuple[list[Buffer], float]:
         """``run_native`` timed on the host clock (the runtime's path on this device)."""

@@ -191,12 +191,20 @@ class Instr:
 
 
 class CpuPlan:
-    """A graph compiled for one CpuDevice; ``run(feeds)`` returns the outputs as NCHW arrays."""
+    """A graph compiled for one CpuDevice; ``run(feeds)`` returns the outputs as NCHW arrays.
 
-    def __init__(self, device: "CpuDevice", graph: Graph) -> None:
+    ``input_layouts`` (by input name; default NCHW) says which inputs arrive channels-last, and
+    ``native`` keeps every output in the layout its step wrote (``output_layouts`` says which),
+    as the runtime's same-device segments need (``CpuDevice.run_segment``): a tensor crosses
+    between two segments of the device without conversions. The steps come from the device's
+    per-op cache (``CpuDevice._step``), so a plan and per-op runs share packed weights."""
+
+    def __init__(self, device: "CpuDevice", graph: Graph, input_layouts: Mapping[str, str] | None = None,
+                 native: bool = False) -> None:
         keep_freed_memory()
         self.device = device
         self.graph = graph
+        input_layouts = dict(input_layouts or {})
         slots: dict[tuple[str, str], int] = {}
         layout: dict[str, str] = {}
         instrs: list[tuple[Step | None, Callable | None, tuple[int, ...], tuple[int, ...]]] = []
@@ -214,17 +222,25 @@ class CpuPlan:
 
         self.input_slots = []
         for spec in graph.inputs:
-            layout[spec.name] = NCHW
-            self.input_slots.append((spec.name, slot(spec.name, NCHW)))
+            layout[spec.name] = input_layouts.get(spec.name, NCHW)
+            self.input_slots.append((spec.name, slot(spec.name, layout[spec.name])))
+        cached = getattr(device, "_step", None)
         for op in graph.ops_in_order():
             available = tuple(layout[t] for t in op.activation_inputs)
-            step = build_step(device, op, available)
+            step = cached(op, available) if cached is not None else None
+            if step is None:
+                step = build_step(device, op, available)
             reads = tuple(need(t, form) for t, form in zip(op.activation_inputs, step.wants))
             for tensor, form in zip(op.outputs, step.gives):
                 layout[tensor] = form
             writes = tuple(slot(t, form) for t, form in zip(op.outputs, step.gives))
             instrs.append((step, None, reads, writes))
-        self.output_slots = [(spec.name, need(spec.name, NCHW)) for spec in graph.outputs]
+        if native:
+            self.output_slots = [(spec.name, slots[(spec.name, layout[spec.name])]) for spec in graph.outputs]
+            self.output_layouts = {spec.name: layout[spec.name] for spec in graph.outputs}
+        else:
+            self.output_slots = [(spec.name, need(spec.name, NCHW)) for spec in graph.outputs]
+            self.output_layouts = {spec.name: NCHW for spec in graph.outputs}
         keep = {s for _, s in self.output_slots}
         last: dict[int, int] = {}
         for index, (_, _, reads, _) in enumerate(instrs):
@@ -240,10 +256,13 @@ class CpuPlan:
         log.debug("compiled %s for %s: %d ops, %d layout conversions", graph.name, device.name,
                   len(self.instrs) - converts, converts)
 
-    def run(self, feeds: Mapping[str, np.ndarray], observe: Observe | None = None, timed: bool = False) -> dict[str, np.ndarray]:
-        """Run the plan on host arrays (already checked against the graph's inputs). Once the
-        device has settled an op's thread count, its step runs without the learning's
-        bookkeeping (no clock, no trial records) unless a hook or the throttle needs its time."""
+    def run(self, feeds: Mapping[str, np.ndarray], observe: Observe | None = None, timed: bool = False,
+            spans: list | None = None) -> dict[str, np.ndarray]:
+        """Run the plan on host arrays (already checked against the graph's inputs; in the layouts
+        ``input_layouts`` gave). Once the device has settled an op's thread count, its step runs
+        without the learning's bookkeeping (no clock, no trial records) unless a hook, ``spans``
+        (gets ``(op, start, end)`` per op on the ``time.perf_counter`` clock) or the throttle
+        needs its time."""
         device = self.device
         values: list[np.ndarray | None] = [None] * self.slot_count
         for name, s in self.input_slots:
@@ -252,7 +271,7 @@ class CpuPlan:
         throttle = device.throttle
         clock = time.perf_counter
         settled = self._settled
-        timing = observe is not None or throttle > 1.0
+        timing = observe is not None or throttle > 1.0 or spans is not None
         try:
             for index, instr in enumerate(self.instrs):
                 inputs = [values[s] for s in instr.reads]
@@ -280,6 +299,8 @@ class CpuPlan:
                                 settled[index] = device._threads_for(step.op)
                         if throttle > 1.0:
                             time.sleep((throttle - 1.0) * elapsed)
+                        if spans is not None:
+                            spans.append((step.op, start, clock()))
                         if observe is not None:
                             observe(step.op, [self._nchw(o, f) for o, f in zip(outputs, step.gives)],
                                     (elapsed, elapsed) if timed else None)
