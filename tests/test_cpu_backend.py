@@ -646,6 +646,44 @@ def test_qlinear_softmax(dev: CpuDevice, shape: tuple[int, ...], axis: int, dtyp
                       **clamp(rng, yd, fused)))
 
 
+def test_all_threads_are_confirmed_where_the_op_runs_or_given_up():
+    """An op whose trials chose all threads is timed again in the runs after (CONFIRM_RUNS): slower
+    there than its best one-thread trial, it goes back to one thread, and the other ops still
+    confirming start again; as fast, it keeps all threads. ``learning`` is true until then."""
+    import numba
+
+    from hetero.backends.cpu.device import CONFIRM_RUNS, THREAD_TRIALS
+    from hetero.quant.precision import load_for_precision
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here: there is no thread count to choose")
+    device = open_device("cpu", threads=2)
+    try:
+        graph = load_for_precision("builtin:seed-cnn", "int8")
+        first, second = [o for o in graph.ops_in_order() if 0 < o.flops][:2]
+        for op in (first, second):  # trials: all threads faster (1 ms against 2 ms)
+            device._threads_for(op)
+            device._learn_threads(op, 2, 1.0)
+            for _ in range(2 * THREAD_TRIALS):
+                threads = device._threads_for(op)
+                device._learn_threads(op, threads, 0.002 if threads == 1 else 0.001)
+            assert device._threads_for(op) in (None, 2)
+        assert device.learning(graph)
+        for _ in range(CONFIRM_RUNS - 1):  # the second op, timed where it runs: as fast as in its trials
+            device._learn_threads(second, device._threads_for(second), 0.001)
+        for _ in range(CONFIRM_RUNS):  # the first, 3 ms where it runs: back to one thread
+            device._learn_threads(first, device._threads_for(first), 0.003)
+        assert device._threads_for(first) == 1
+        trials = device._thread_trials[id(second)][1]
+        assert trials["confirm"] == []  # started again: its neighbour's threads changed
+        for _ in range(CONFIRM_RUNS):
+            device._learn_threads(second, device._threads_for(second), 0.0011)
+        assert device._threads_for(second) in (None, 2) and "confirm" not in trials
+        assert device._threads_for(first) == 1  # a flip is final
+    finally:
+        device.close()
+
+
 def test_thread_choice_ignores_the_first_run_and_takes_the_fastest_of_three():
     """A small op's first run (first-run costs) never decides its thread count; then three timed
     runs per choice, alternating, and the faster choice's best time wins."""

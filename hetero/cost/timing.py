@@ -13,7 +13,7 @@ import numpy as np
 
 from hetero.backends.base import Device
 from hetero.cost.profile import OpStats, op_features
-from hetero.exec.executor import OpTiming, run_on_device
+from hetero.exec.executor import OpTiming, run_on_device, settle
 from hetero.ir.graph import Graph, Op, random_input  # random_input: re-exported (hetero.cost.profiler)
 
 
@@ -106,6 +106,7 @@ def time_ops_in_graph(device: Device, graph: Graph, budget: Budget, rng: np.rand
 
     for _ in range(budget.warmup):
         one_run(False)
+    settle(graph, device, lambda: one_run(False))  # the cpu device's thread counts chosen before sampling
     started = time.perf_counter()
     runs = 0
     while runs < budget.max_count:

@@ -107,6 +107,21 @@ def run_on_device(
     return result
 
 
+#: most warm-up runs spent waiting for a device to settle its choices (the cpu device's thread counts)
+SETTLE_RUNS = 40
+
+
+def settle(graph: Graph, device: Device, run: Callable[[], object]) -> None:
+    """Warm up with ``run`` while the device still learns how to run ``graph`` (``learning``:
+    the cpu device's thread-count trials), at most SETTLE_RUNS times, so timed runs after it
+    measure the choices the device keeps."""
+    learning = getattr(device, "learning", None)
+    for _ in range(SETTLE_RUNS):
+        if learning is None or not learning(graph):
+            return
+        run()
+
+
 def time_on_device(
     graph: Graph, device: Device, feeds: Mapping[str, np.ndarray], repeat: int, warmup: int = 2
 ) -> tuple[dict[str, np.ndarray], list[float]]:
@@ -114,6 +129,7 @@ def time_on_device(
     outputs = {}
     for _ in range(max(warmup, 1)):  # compiles kernels and prepares weights outside the timing
         outputs = run_on_device(graph, device, feeds)
+    settle(graph, device, lambda: run_on_device(graph, device, feeds))
     seconds = []
     for _ in range(repeat):
         start = time.perf_counter()

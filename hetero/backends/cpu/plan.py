@@ -156,7 +156,7 @@ def _thread_count_settled(device: "CpuDevice", op: Op) -> bool:
     if device.threads == 1 or numba.config.NUMBA_NUM_THREADS == 1 or op.flops >= PARALLEL_MIN_FLOPS:
         return True
     entry = device._thread_trials.get(id(op))
-    return entry is not None and entry[0] is op and "chosen" in entry[1]
+    return entry is not None and entry[0] is op and "chosen" in entry[1] and "confirm" not in entry[1]
 
 
 @dataclass(frozen=True)
