@@ -249,7 +249,8 @@ def run_demo(out_dir: str | Path, say: Callable[[str], None] = print) -> Path:
     section(f"4. Profile on {', '.join(names)}")
     opened = {n: (cpu if n == "cpu" else open_device(n)) for n in names}
     profile = profile_graph(int8_graph, list(opened.values()), MODEL, "int8", Budget(seconds_per_op=0.2),
-                            transfer_sizes=[1024 * 4**i for i in range(8)], dispatch_s=measure_dispatch(list(opened.values())))
+                            transfer_sizes=[1024 * 4**i for i in range(8)], dispatch_s=measure_dispatch(list(opened.values())),
+                            handoffs=True)  # request start/end, hand-offs, wake-up, contention (~3 s): what the runtime adds
     profile_path = out / "profile.int8.json"
     save_profile(profile, profile_path)
     lines += ["Medians by each device's clock inside whole-graph runs; in brackets the host wall clock of a launch.", "",

@@ -79,13 +79,23 @@ def probe_ops(device: Device, graph: Graph, count: int) -> list[Op]:
 
 def calibrate_dispatch(device: Device, length: int = 24, requests: int = 60) -> float:
     """Seconds the runtime adds per op: a chain of tiny Identity ops served on one device,
-    latency minus the ops' own wall time, per op."""
+    latency minus the ops' own wall time, per op. On a device that runs same-device segments as
+    one plan (``run_segment``: the cpu device) the chain is one segment: there it is the gaps
+    between the ops' spans inside the plan, per op (a request's start and end are the host
+    hand-off the profile measures apart, ``hetero.cost.links.calibrate_handoffs``)."""
     graph = identity_chain(length)
     op_s = op_wall_s(device, graph)
     runtime = single_device_runtime(graph, device, op_s)
     feeds = [{"t0": np.zeros(16, np.float32)}] * requests
     runtime.serve(feeds[:5])
     report = runtime.serve(feeds)
+    if hasattr(device, "run_segment"):
+        spans: dict[int, list[tuple[float, float]]] = {}
+        for event in report.events:
+            if event.kind == "compute":
+                spans.setdefault(int(event.args["request"]), []).append((event.start_s, event.end_s))
+        gaps = [(max(e for _, e in s) - min(b for b, _ in s) - sum(e - b for b, e in s)) / length for s in spans.values()]
+        return max(0.0, float(np.median(gaps))) if gaps else 0.0
     latency = float(np.median([x for x in report.latencies_s if x is not None]))
     return max(0.0, (latency - length * op_s) / length)
 
