@@ -174,7 +174,10 @@ def test_schedule_simulate_validate_charge_the_runtimes_dispatch_evaluate_the_pl
 
     profile, path = kernels
     entry = profile.devices["cpu"]
-    assert entry.runtime_dispatch_s > entry.plan_dispatch_s > 0  # measured: the Runtime does more per op
+    assert entry.plan_dispatch_s > 0 and entry.runtime_dispatch_s >= 0
+    # the Runtime runs a cpu partition as the compiled plan (same-device segments): its per-op cost
+    # is the plan's within a few microseconds (op by op it added 8-13 us an op)
+    assert abs(entry.runtime_dispatch_s - entry.plan_dispatch_s) < 5e-6
     loaded = load_profile(path)
     assert loaded.runtime["dispatch_s"] == entry.runtime_dispatch_s
     assert loaded.runtime["plan_dispatch_s"] == entry.plan_dispatch_s

@@ -89,6 +89,9 @@ def test_handoff_rows_are_exactly_the_cross_device_edges(random_run):
         assert row["bytes"] == graph.edges[row["src"], row["dst"]]["nbytes"]
         assert row["predicted_s"] == pytest.approx(predicted[row["src"], row["dst"]])
         assert 0 < row["measured_s"] < result.measured_latency_s
+        assert row["waited_s"] >= 0  # the gap starts when the consumer's last input is ready
+        if graph.in_degree(row["dst"]) == 1:
+            assert row["waited_s"] == 0  # no other input to wait for
 
 
 def test_a_plan_file_is_the_placement_validated_and_printed(random_run, tmp_path, capsys):

@@ -155,9 +155,11 @@ def _per_op(graph: Graph, plan: Schedule, cost: Any, seconds: Mapping[str, list[
 
 def _handoffs(graph: Graph, plan: Schedule, cost: Any, events: Any) -> list[dict[str, Any]]:
     """One row per cross-device edge of the plan: the predicted transfer against the measured gap,
-    the median over requests of the consumer's start minus the producer's end (host clock). The gap
-    holds what a hand-off costs for real: download, queue wake-up, upload, synchronisation, and
-    waiting for the consumer's other inputs or for its device to be free."""
+    the median over requests of the consumer's start minus the end of its last producer to finish
+    (host clock; for the edge from that producer: its end). The gap holds what a hand-off costs for
+    real: download, queue wake-up, upload, synchronisation, and waiting for the consumer's device to
+    be free; ``waited_s`` (median) is how long the tensor was ready before the consumer's other
+    inputs were, time spent on another path and not on this hand-off."""
     started: dict[tuple[int, str], float] = {}
     ended: dict[tuple[int, str], float] = {}
     for event in events:  # sorted by start; a retried op's last run counts
@@ -175,11 +177,17 @@ def _handoffs(graph: Graph, plan: Schedule, cost: Any, events: Any) -> list[dict
         expected = predicted.get((src, dst))
         if expected is None:
             expected = cost.transfer(nbytes, src_device, dst_device)
-        gaps = [started[(r, dst)] - ended[(r, src)] for r in requests if (r, src) in ended and (r, dst) in started]
+        gaps, waits = [], []
+        for r in requests:
+            if (r, src) not in ended or (r, dst) not in started:
+                continue
+            ready = max(ended[(r, p)] for p in graph.predecessors(dst) if (r, p) in ended)
+            gaps.append(started[(r, dst)] - ready)
+            waits.append(ready - ended[(r, src)])
         measured = float(np.median(gaps)) if gaps else math.nan
         rows.append({
             "src": src, "dst": dst, "src_device": src_device, "dst_device": dst_device, "bytes": nbytes,
-            "predicted_s": float(expected), "measured_s": measured,
+            "predicted_s": float(expected), "measured_s": measured, "waited_s": float(np.median(waits)) if waits else None,
             "error_s": float(expected) - measured if gaps else None,
             "rel_error": (float(expected) - measured) / measured if gaps and measured > 0 else None,
         })

@@ -64,11 +64,13 @@ def print_breakdown(result: dict[str, Any]) -> None:
         print(f"  {row['node'][:28]:<28} {row['device']:<14} {us(row['predicted_s']):>11} {us(row['measured_s']):>11} "
               f"{us(row['error_s']):>11} {rel(row['rel_error']):>6}")
     if result["handoffs"]:
-        print(f"  {'hand-off: producer end to consumer start':<43} {'predicted':>11} {'measured':>11} {'diff':>11} {'error':>6}")
+        print(f"  {'hand-off: last input ready to consumer start':<43} {'predicted':>11} {'measured':>11} {'diff':>11} {'error':>6}"
+              f" {'ready before the other inputs':>30}")
         for row in result["handoffs"]:
             edge, devices = f"{row['src']}->{row['dst']}", f"{row['src_device']}->{row['dst_device']}"
+            waited = row.get("waited_s")
             print(f"  {edge[:28]:<28} {devices[:14]:<14} {us(row['predicted_s']):>11} {us(row['measured_s']):>11} "
-                  f"{us(row['error_s']):>11} {rel(row['rel_error']):>6}")
+                  f"{us(row['error_s']):>11} {rel(row['rel_error']):>6} {us(waited) if waited else '':>30}")
     t = result["totals"]
     print(f"  {'ops, summed':<43} {us(t['op_predicted_s']):>11} {us(t['op_measured_s']):>11} {us(t['op_error_s']):>11}")
     handoffs = f"hand-offs ({t['handoffs']}), summed"
