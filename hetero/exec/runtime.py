@@ -66,6 +66,9 @@ class Runtime:
             t: [c for c in self.consumers[op.name] if t in self.ops[c].activation_inputs] for op in self.order for t in op.outputs
         }
         self.output_names = [spec.name for spec in graph.outputs]
+        #: per op: how many ops it reads from (a request's countdown starts from a copy); ops reading none
+        self._pending = {op.name: len({self.producer[t] for t in op.activation_inputs if t in self.producer}) for op in self.order}
+        self._roots = [name for name, count in self._pending.items() if count == 0]
         self._policy_lock = threading.Lock()
         self._queues: dict[str, queue.Queue] = {}
         self._clock0 = time.perf_counter()
@@ -248,16 +251,15 @@ class Runtime:
         missing = [n for n, d in plan.placement.items() if d not in self.devices]
         if missing:
             raise DeviceError(f"the plan places {missing[0]} on {plan.placement[missing[0]]}, which this runtime has no worker for")
-        pending = {op.name: len({self.producer[t] for t in op.activation_inputs if t in self.producer}) for op in self.order}
+        pending = dict(self._pending)
         request = Request(index, feeds, plan, attempt, self._now(), pending, version=version)
         if version and self._update is not None and self._update["first_request"] is None:
             self._update["first_request"] = index
         for name, array in feeds.items():
             request.host_copies[name] = (array, HOST, 0.0)
         ops = self._versions[version]
-        for op in self.order:
-            if pending[op.name] == 0:
-                self._queues[plan.placement[op.name]].put((request, ops[op.name]))
+        for name in self._roots:
+            self._queues[plan.placement[name]].put((request, ops[name]))
 
     # --- one device's worker ---------------------------------------------------------------------
 
