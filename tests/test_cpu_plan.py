@@ -200,14 +200,19 @@ CONV_CASES = [
     (24, 24, 10, 3, 1, 24, 1),  # depthwise 3x3
     (24, 24, 11, 3, 2, 24, 1),  # depthwise 3x3 / 2 (even and odd pixels split)
     (32, 32, 12, 3, 2, 32, 1),  # depthwise 3x3 / 2, even width
+    (12, 12, 9, 3, 2, 12, 1),  # depthwise 3x3 / 2, pixels moved as 4-byte words, odd width
+    (6, 6, 10, 3, 2, 6, 1),  # depthwise 3x3 / 2, 2-byte words, even width
     (16, 16, 9, 3, 1, 16, 2),  # depthwise 3x3 dilated
     (24, 24, 11, 5, 2, 24, 1),  # depthwise 5x5 / 2
     (64, 64, 9, 3, 2, 64, 1),  # depthwise 3x3 / 2, wide: pixel by pixel, taps read in place
     (128, 128, 7, 3, 1, 128, 1),  # depthwise 3x3, wide: row by row (int16 taps)
     (128, 128, 8, 3, 1, 128, 2),  # depthwise 3x3 dilated, wide: row by row
-    (40, 40, 9, 5, 1, 40, 1),  # depthwise 5x5 (kernels_dw, no padded copy: zeroed edge taps)
-    (48, 48, 6, 5, 1, 48, 2),  # depthwise 5x5 dilated on a 6x6 image: every column an edge
+    (40, 40, 9, 5, 1, 40, 1),  # depthwise 5x5 (kernels_dw: padded copy, 25 taps in registers, by rows at stride 1)
+    (48, 48, 6, 5, 1, 48, 2),  # depthwise 5x5 dilated on a 6x6 image: every tap row reads the padding
     (20, 20, 8, 7, 2, 20, 1),  # depthwise 7x7 / 2
+    (16, 16, 7, 5, 2, 16, 1),  # depthwise 5x5 / 2, C a multiple of 16 (no spare lanes)
+    (6, 6, 9, 5, 2, 6, 1),  # depthwise 5x5 / 2, C < 16: spare lanes spill over several pixels, a row's last into the scratch
+    (20, 20, 10, 5, 2, 20, 2),  # depthwise 5x5 / 2 dilated, pixel by pixel over 32 lanes
     (160, 160, 10, 3, 2, 160, 1),  # depthwise 3x3 / 2, wide, even width
     (8, 16, 9, 3, 1, 8, 1),  # depthwise with a channel multiplier (the NCHW kernel)
     (1, 32, 26, 3, 1, 1, 1),  # one input channel (the seed CNN): dense, K padded to 4

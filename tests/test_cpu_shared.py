@@ -1,7 +1,7 @@
 """The plan's small NHWC kernels as work loops shared with helper threads (kernels_shared), bit for bit.
 
 Depthwise 3x3 convs (stride 1 by rows, stride 2 deinterleaved, wide stride 2 pixel by pixel),
-5x5 depthwise convs read in place, QLinearAdd, MaxPool and QuantizeLinear run through
+5x5 depthwise convs from a padded copy, other sizes read in place, QLinearAdd, MaxPool and QuantizeLinear run through
 ``kernels_shared.run_items`` in a plan; each one-op graph at 2 threads must equal the numpy int8
 reference and a one-node onnxruntime model, for odd channel counts and uint8/int8 activations
 and weights (concat copies and channel shuffles: tests/test_cpu_plan.py's untuned CNN). The work
@@ -70,7 +70,8 @@ DW_CASES = [
     (7, (5, 9), 1, 3),  # few channels, non-square
     (24, (15, 15), 2, 3),  # 3x3 stride 2 from deinterleaved rows (C < 64), odd size
     (67, (14, 11), 2, 3),  # 3x3 stride 2 pixel by pixel (C >= 64), odd channels
-    (29, (11, 12), 1, 5),  # 5x5 read in place (kernels_dw), edge columns with their own weights
+    (29, (11, 12), 1, 5),  # 5x5 from the padded copy (kernels_dw), C rounded up to 32
+    (21, (9, 10), 1, 7),  # 7x7 read in place, edge columns with their own weights
     (40, (14, 13), 2, 5),  # 5x5 stride 2
 ]
 DTYPES = [("uint8", "int8"), ("int8", "int8"), ("uint8", "uint8")]

@@ -202,7 +202,7 @@ def gemm_requant_part(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, l
     """out[i, col0 + j] = requant(((a - za) @ (b - zb))[i, j] + bias[j]) for i < m, j < n: the
     work loop of one thread, the GIL released (see conv_tiles_part for ``counter``). gemm._gemm_vnni's work split; ``out`` is a 2-D byte array (its row stride the
     output's), ``bias``/``mult``/``beta``/``comp`` padded to the panels' width. A row panel that
-    would read past a's rows reads ``edge`` (the last rows, zero-padded to MR) instead; a tile partly
+    would read past a's rows reads ``edge`` (the last rows, filled up to MR with rows never stored) instead; a tile partly
     outside the output stores only its rows and columns inside (masked stores). Items are (row
     block, column group) pairs."""
     lda = a.shape[1]
@@ -267,8 +267,8 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
     mpan, npan = (m + MR - 1) // MR, bp.shape[0]
     if a.shape[0] >= mpan * MR:
         edge = a[:MR]  # never read: every row panel lies inside a
-    else:
-        edge = np.zeros((MR, a.shape[1]), np.uint8)
+    else:  # rows past m are read but never stored: left as they come (no zeroing of MR x K per run)
+        edge = np.empty((MR, a.shape[1]), np.uint8)
         edge[: m - (mpan - 1) * MR] = a[(mpan - 1) * MR : m]
     workers = helpers.thread_count()
     row_blocks = (mpan + MB - 1) // MB

@@ -257,14 +257,30 @@ def depthwise_nhwc(xp, zx, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out):  
 
 
 @njit(cache=True)  # serial (SERIAL_COPIES)
-def deinterleave(xp, out):  # pragma: no cover - compiled
-    """out[r, 0, p] = xp[r, 2p] and out[r, 1, p] = xp[r, 2p + 1]: even and odd pixels of each
-    padded HWC row apart, so a stride-2 tap reads one contiguous run."""
-    hp, wp, ch = xp.shape
-    half = out.shape[2]
-    for r in prange(hp):
-        for p in range(half):
-            if 2 * p < wp:
-                _copy(out[r, 0, p], xp[r, 2 * p])
-            if 2 * p + 1 < wp:
-                _copy(out[r, 1, p], xp[r, 2 * p + 1])
+def pad_deinterleave(x, pt, pl, pad, out):  # pragma: no cover - compiled
+    """The HWC image x placed at (pt, pl) in a ``pad``-filled image, its even and odd columns
+    apart: out[r, 0, p] = padded[r, 2p], out[r, 1, p] = padded[r, 2p + 1] (columns past the
+    padded width are ``pad`` too), in one pass, so a stride-2 tap reads one contiguous run.
+    Pixels are moved as words (x, out and pad viewed as the widest word dividing C)."""
+    h, w, cw = x.shape
+    hp, half = out.shape[0], out.shape[2]
+    xr = x.reshape(h, w * cw)
+    rows = out.reshape(hp, 2, half * cw)
+    for r in range(hp):
+        ih = r - pt
+        if ih < 0 or ih >= h:
+            _fill(rows[r].reshape(2 * half * cw), pad)
+            continue
+        src = xr[ih]
+        for side in range(2):
+            dst = rows[r, side]
+            for q in range(half):
+                iw = 2 * q + side - pl
+                at = q * cw
+                if 0 <= iw < w:
+                    at_src = iw * cw
+                    for k in range(cw):
+                        dst[at + k] = src[at_src + k]
+                else:
+                    for k in range(cw):
+                        dst[at + k] = pad

@@ -6,16 +6,16 @@ machine each region's closing barrier waits for a worker that wakes after the wo
 each kernel is a ``nogil`` loop that claims work items (output rows, flat chunks, pixel blocks)
 from an atomic counter and counts finished ones, run through ``helpers.share``: the calling thread
 does every item a helper has not claimed and never waits for a helper to wake. The loop bodies
-inline the helpers of kernels_nhwc, kernels_dw, kernels_pool, kernels_channels and kernels_int8
+inline the helpers of kernels_nhwc, kernels_pool, kernels_channels and kernels_int8
 (the OpenMP kernels' bodies, which these loops replaced), so each item is computed as before, bit
-for bit, whichever thread runs it. Measured (2-vCPU Zen 4 VM shared with other work, one process,
-alternating, against the OpenMP kernels before they were removed): these kernels' sum over
-mobilenet_v2-like shapes 1.14x at 2 threads at load 2.2 (0.92x at load 1.1), 0.99-1.00x at 1
+for bit, whichever thread runs it (depthwise loops for kernels other than 3x3 are in kernels_dw).
+Measured (2-vCPU Zen 4 VM shared with other work, one process, alternating, against the OpenMP
+kernels before they were removed): these kernels' sum over mobilenet_v2-like shapes 1.14x at 2 threads at load 2.2 (0.92x at load 1.1), 0.99-1.00x at 1
 thread; whole models 1.04-1.16x on resnet18 and mobilenet_v2, 0.95-1.08x on the others, at load
 0.7-1.5. ``kernels_nhwc.depthwise3_nhwc`` stays as the OpenMP reference tests/test_cpu_shared
 compares two helper threads against.
 
-numba's cache caveat: these functions inline code from kernels_nhwc, kernels_dw, kernels_pool,
+numba's cache caveat: these functions inline code from kernels_nhwc, kernels_pool,
 kernels_channels and kernels_int8; after changing those clear this module's ``*.nbi``/``*.nbc``.
 """
 
@@ -28,13 +28,12 @@ from hetero.backends.cpu import helpers
 from hetero.backends.cpu.gemm import _addr, _fetch_add
 from hetero.backends.cpu.gemm_fused import _count_done
 from hetero.backends.cpu.kernels_channels import PIXELS_PER_ITEM
-from hetero.backends.cpu.kernels_dw import _col, _finish, _mac, _mac5, _tap_row
 from hetero.backends.cpu.kernels_int8 import _requant
 from hetero.backends.cpu.kernels_nhwc import CHUNK, _dequantize_span, _dw3_row, _qadd_span, _quantize_span, _scatter
 from hetero.backends.cpu.kernels_pool import _copy, _fill, _vmax
 
 __all__ = ["run_items", "dw3_rows_part", "dw3s2_rows_part", "dw3_px_part", "qadd_part", "max_pool_part",
-           "quantize_part", "dw_pixels_part", "copy_columns_part", "swap_part", "global_pool_part",
+           "quantize_part", "copy_columns_part", "swap_part", "global_pool_part",
            "average_pool_part", "requant_rows_part", "dequantize_part", "QUANTIZE_BLOCK", "ROWS_PER_ITEM"]
 
 QUANTIZE_BLOCK = 256
@@ -145,13 +144,13 @@ def max_pool_part(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, counter):  # prag
     nb, ho, wo, ch = out.shape
     h, w = x.shape[1], x.shape[2]
     xr = x.reshape(nb, h, w * ch)
+    column = np.empty(w * ch, x.dtype)  # the kernel rows' maximum, per input column
     w0 = _addr(counter)
     ran = 0
     t = _fetch_add(w0, 1)
     while t < nb * ho:
         ran += 1
         n, oh = t // ho, t % ho
-        column = xr[n, 0].copy()  # the kernel rows' maximum, per input column
         first = True
         for i in range(kh):
             ih = oh * sh - pt + i * dh
@@ -198,44 +197,6 @@ def quantize_part(x, scale, zp, lo, hi, out, counter):  # pragma: no cover - com
             _scatter(dst[c:], tile[c, : p1 - p0], ch)
         _count_done(w0 + 8)
         t = _fetch_add(w0, 1)
-    return ran
-
-
-@njit(nogil=True, cache=True)
-def dw_pixels_part(x, zrow, taps, sh, sw, dh, dw, pt, pl, edge_of, edge_taps, edge_bias, bias, mult, zy, lo, hi, out,
-                   counter):  # pragma: no cover - compiled
-    """Any depthwise kernel read in place (kernels_dw's helpers and edge weights), one output row per item."""
-    h, w, ch = x.shape
-    ho, wo = out.shape[0], out.shape[1]
-    kh, kw = taps.shape[0], taps.shape[1]
-    xr = x.reshape(h, w * ch)
-    acc = np.empty(ch, np.int32)
-    w0 = _addr(counter)
-    ran = 0
-    oh = _fetch_add(w0, 1)
-    while oh < ho:
-        ran += 1
-        orow = out[oh]
-        for ow in range(wo):
-            acc[:] = 0
-            iw0 = ow * sw - pl
-            e = edge_of[ow]
-            tp = taps if e < 0 else edge_taps[e]
-            bp = bias if e < 0 else edge_bias[e]
-            for i in range(kh):
-                row = _tap_row(xr, zrow, oh * sh - pt + i * dh, h)
-                wi = tp[i]
-                if kw == 5:
-                    s0, s1, s2 = _col(iw0, w) * ch, _col(iw0 + dw, w) * ch, _col(iw0 + 2 * dw, w) * ch
-                    s3, s4 = _col(iw0 + 3 * dw, w) * ch, _col(iw0 + 4 * dw, w) * ch
-                    _mac5(acc, row[s0 : s0 + ch], row[s1 : s1 + ch], row[s2 : s2 + ch], row[s3 : s3 + ch], row[s4 : s4 + ch], wi)
-                else:
-                    for j in range(kw):
-                        s0 = _col(iw0 + j * dw, w) * ch
-                        _mac(acc, row[s0 : s0 + ch], wi[j])
-            _finish(acc, bp, mult, zy, lo, hi, orow[ow])
-        _count_done(w0 + 8)
-        oh = _fetch_add(w0, 1)
     return ran
 
 

@@ -1,10 +1,11 @@
 """Integer convolutions and GEMMs bound for a compiled plan: weights packed once, epilogue fused.
 
 QLinearConv runs channels-last by one of three paths: depthwise (kernels_nhwc, a vectorised
-multiply-add per tap over whole output rows, or for wide stride-2 3x3 ones over each pixel's
-C-runs read in place from the padded image), implicit GEMM for every other dense convolution on VNNI
-(gemm_fused.conv_tiles: flat tiles of output pixels, each tap row read in place from the zero-point-padded
-image, or from the input itself for 1x1 and unpadded convolutions) and, for grouped
+multiply-add per tap over whole output rows of the padded image, deinterleaved for narrow stride-2
+ones, or for wide stride-2 3x3 ones over each pixel's C-runs read in place from it), implicit GEMM
+for every other dense convolution on VNNI (gemm_fused.conv_tiles: flat tiles of output pixels,
+each tap row read in place from the zero-point-padded image, or from the input itself for 1x1 and
+unpadded convolutions) and, for grouped
 convolutions, dilated taps, weight zero points that need row sums or a CPU without VNNI,
 im2row (none for a pointwise conv) and one flat GEMM. Every GEMM is gemm_fused's, so bias,
 requantization and the fused Relu/Clip range are applied as the int32 tile leaves the registers.
@@ -19,6 +20,7 @@ import numpy as np
 from hetero.backends.base import Device
 from hetero.backends.cpu import gemm as cpu_gemm
 from hetero.backends.cpu import gemm_fused as fused
+from hetero.backends.cpu import kernels_channels as kc
 from hetero.backends.cpu import kernels_nhwc as nk
 from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu.kernels_float import geometry, is_depthwise
@@ -63,11 +65,14 @@ def qconv(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
         three = (kh, kw, sh, sw_) == (3, 3, 1, 1)
         three_s2 = (kh, kw, sh, sw_, dh, dw) == (3, 3, 2, 2, 1, 1)
         half = (wp + 1) // 2
+        word = kc.word_view((c,))  # stride-2 rows move pixels as words of this size
+        pad_word = np.full(word.itemsize, pad, np.uint8).view(word)[0]
         # 3x3 kernels (kernels_nhwc._dw3_row): int16 taps (w - zw fits) times the raw padded input,
         # with -zx * sum(taps) folded into the bias. Stride 1 goes row by row at every width
         # (1.0-1.25x the per-pixel kernel from C = 128 once the taps are int16); wide stride-2
         # ones pixel by pixel with (9, C) weights held in L1 and taps read in place (measured
-        # 1.05-1.45x the deinterleaved rows from C = 64).
+        # 1.05-1.45x the deinterleaved rows from C = 64; 0.97-1.04x once the rows' input is padded
+        # and deinterleaved in one pass, nk.pad_deinterleave, 1.07-1.10x the two passes at C < 64).
         per_pixel = (kh, kw) == (3, 3) and c >= 64 and sh == 2 and sw_ == 2
         taps16 = taps.reshape(9, c).astype(np.int16) if (kh, kw) == (3, 3) else None
         bias3 = (bias.astype(np.int64) - x_zp * taps.reshape(-1, c).sum(axis=0, dtype=np.int64)).astype(np.int32)
@@ -76,22 +81,25 @@ def qconv(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
         taps_px = np.ascontiguousarray(taps16) if per_pixel else None
         mult_px = np.ascontiguousarray(rq.mult)
         general = not (per_pixel or three or three_s2)
+        split_rows = three_s2 and not per_pixel  # padded and deinterleaved in one pass, no padded copy
         taps_row = np.ascontiguousarray(np.tile(taps, (1, 1, wo))) if general else None
         bias_row = np.tile(bias, wo) if general else None
 
         def depthwise(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
             x = inputs[0]
             out = np.empty(out_shape, rq.dtype)
-            padded = np.empty((hp, wp, c), x_dtype)
+            padded = None if split_rows else np.empty((hp, wp, c), x_dtype)
             for i in range(n):
-                nk.pad_image(x[i].view(np.uint8), pt, pl, pad, padded.view(np.uint8))
+                if padded is not None:
+                    nk.pad_image(x[i].view(np.uint8), pt, pl, pad, padded.view(np.uint8))
                 if per_pixel:  # 3x3 kernels: one output row per work item, shared with helper threads
                     ks.run_items(ks.dw3_px_part, (padded, taps_px, sh, sw_, dh, dw, bias3, mult_px, *rq.tail, out[i]), ho)
                 elif three:
                     ks.run_items(ks.dw3_rows_part, (padded, taps9, dh, dw, bias9, mult_row, *rq.tail, out[i]), ho)
                 elif three_s2:
                     split = np.empty((hp, 2, half, c), x_dtype)
-                    nk.deinterleave(padded.view(np.uint8), split.view(np.uint8))
+                    nk.pad_deinterleave(x[i].view(np.uint8).view(word), pt, pl, pad_word,
+                                        split.view(np.uint8).view(word))
                     ks.run_items(ks.dw3s2_rows_part, (split, taps9, bias9, mult_row, *rq.tail, out[i]), ho)
                 else:
                     nk.depthwise_nhwc(padded, zx32, taps_row, sh, sw_, dh, dw, bias_row, mult_row, *rq.tail, out[i])

@@ -1,13 +1,16 @@
-"""Depthwise QLinearConv bound for a compiled plan: channels-last, no padded copy (kernels_dw).
+"""Depthwise QLinearConv bound for a compiled plan: channels-last, kernels_dw's kernels.
 
 One input channel per group and one output channel per input channel (a channel multiplier
 goes to steps_conv.qconv, which leaves it to the NCHW kernel). The weights minus their zero
-points are laid out per tap once, the input zero point folded into the bias, and the kernel
-run pixel by pixel (``kernels_shared.dw_pixels_part``, rows shared with helper threads).
-3x3 stays with steps_conv (a padded copy, then row or pixel kernels with the nine taps in
-registers): a 3x3 kernel without the copy here was measured 0.8-1.05x of those (one thread, CPU
-time, mobilenet_v2's shapes), while this module's 5x5 runs 1.05-1.5x faster than the general
-kernel with the copy. Results equal kernels_int8's bit for bit.
+points are laid out per tap once and the input zero point folded into the bias. 5x5 kernels
+pad the image with its zero point once and sum each output's 25 taps in registers, by rows at
+stride 1 (``kernels_dw.dw5_rows_part``), else by pixels (``dw5_px_part``). One thread, CPU time,
+in one process on mnasnet-like's six 5x5 shapes: 1.4-4.1x the in-place kernel they replaced,
+which paid a scalar remainder loop when C is not a multiple of 16 and read int32 weights, with
+four edge copies of them on a 7-wide image (bench/op_gap.py compares ops with onnxruntime).
+Other sizes read the image in place with zeroed edge taps (``kernels_dw.dw_pixels_part``),
+pixel by pixel. Rows are shared with helper threads. 3x3 stays with steps_conv (a padded copy,
+then row or pixel kernels with the nine taps in registers). Results equal kernels_int8's bit for bit.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import numpy as np
 
 from hetero.backends.base import Device
 from hetero.backends.cpu import kernels_dw as dk
+from hetero.backends.cpu import kernels_nhwc as nk
 from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu.kernels_float import geometry, is_depthwise
 from hetero.backends.cpu.kernels_quant import Requant, per_channel, scalar
-from hetero.backends.cpu.steps import NHWC, Step
+from hetero.backends.cpu.steps import NHWC, Run, Step
+from hetero.backends.cpu.steps_conv import _pad_bits
 from hetero.ir.graph import Op
 from hetero.ir.ops.nn import window
 from hetero.ir.ops.qlinear import channel_multiplier
@@ -51,17 +56,60 @@ def depthwise(device: Device, op: Op, available: tuple[str, ...]) -> Step | None
     raw_bias = per_channel(b, m, np.int32)
     bias = (raw_bias - np.int64(zx32) * taps.sum(axis=(0, 1), dtype=np.int64)).astype(np.int32)  # wraps as int32 sums do
     mult = np.ascontiguousarray(rq.mult)
-    zrow = np.full(wd * c, scalar(zx), x_dtype)
-    edge_of, edge_taps, edge_bias = dk.edge_weights(taps, raw_bias, int(zx32), wd, wo, sw_, dw, pl)
     out_shape = (n, ho, wo, m)
     tail = rq.tail
+    if (kh, kw) == (5, 5):
+        run = _five_by_five(taps, bias, mult, tail, x_dtype, scalar(zx), win, (n, c, h, wd), out_shape, rq.dtype)
+        return Step(op, (NHWC,), (NHWC,), run)
+    zrow = np.full(wd * c, scalar(zx), x_dtype)
+    edge_of, edge_taps, edge_bias = dk.edge_weights(taps, raw_bias, int(zx32), wd, wo, sw_, dw, pl)
 
     def pixels(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         out = np.empty(out_shape, rq.dtype)
         for i in range(n):
-            ks.run_items(ks.dw_pixels_part, (x[i], zrow, taps, sh, sw_, dh, dw, pt, pl, edge_of, edge_taps, edge_bias, bias,
+            ks.run_items(dk.dw_pixels_part, (x[i], zrow, taps, sh, sw_, dh, dw, pt, pl, edge_of, edge_taps, edge_bias, bias,
                                              mult, *tail, out[i]), ho)
         return [out]
 
     return Step(op, (NHWC,), (NHWC,), pixels)
+
+
+def _five_by_five(taps: np.ndarray, bias: np.ndarray, mult: np.ndarray, tail: tuple, x_dtype: np.dtype, zx: int, win,
+                  x_shape: tuple[int, ...], out_shape: tuple[int, ...], y_dtype: np.dtype) -> Run:
+    """The run of a 5x5 depthwise step: each image padded with ``zx``, then at stride 1
+    ``dw5_rows_part`` (weights repeated along an output row: long vector loops, measured
+    1.1-1.9x the per-pixel kernel at one thread on mnasnet-like's shapes), else ``dw5_px_part``
+    over the channels rounded up to 16 (zero weights past C; the flat buffer has 16 bytes of slack
+    after the image). ``taps`` (5, 5, C) int32 minus their zero points, ``bias`` with zx folded."""
+    n, c, h, wd = x_shape
+    _, _, sh, sw, dh, dw, pt, pl = geometry(win)
+    ho, wo = out_shape[1], out_shape[2]
+    hp, wp = h + pt + win.pads[2], wd + pl + win.pads[3]
+    rows = (sh, sw) == (1, 1)
+    cp = -(-c // dk.LANES) * dk.LANES
+    taps16 = np.zeros((25, cp), np.int16)
+    taps16[:, :c] = taps.reshape(25, c)  # |w - zw| <= 255
+    bias_p, mult_p = np.zeros(cp, np.int32), np.zeros(cp, mult.dtype)
+    bias_p[:c], mult_p[:c] = bias, mult
+    if rows:
+        taps16, bias_p, mult_p = np.ascontiguousarray(np.tile(taps16[:, :c], (1, wo))), np.tile(bias, wo), np.tile(mult, wo)
+    size = hp * wp * c
+    pad = _pad_bits(x_dtype, zx)
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        out = np.empty(out_shape, y_dtype)
+        flat = np.empty(size + dk.LANES, np.uint8)
+        flat[size:] = pad
+        padded = flat[:size].reshape(hp, wp, c)
+        for i in range(n):
+            nk.pad_image(x[i].view(np.uint8), pt, pl, pad, padded)
+            if rows:
+                ks.run_items(dk.dw5_rows_part, (padded.view(x_dtype), taps16, dh, dw, bias_p, mult_p, *tail, out[i]), ho)
+            else:
+                ks.run_items(dk.dw5_px_part, (flat.view(x_dtype), wp, taps16, sh, sw, dh, dw, bias_p, mult_p, *tail, out[i]),
+                             ho)
+        return [out]
+
+    return run
