@@ -285,12 +285,17 @@ class CpuDevice(HostDevice):
         without a kernel here."""
         if self._fail_countdown is not None:
             return None
-        entry = self._plans.get(id(graph))
+        return self._compiled(self._plans, id(graph), graph)
+
+    def _compiled(self, cache: dict, key: Any, graph: Graph, **options: Any) -> CpuPlan:
+        """``cache[key]``'s plan of ``graph`` (CpuPlan ``options``), compiled on first use; DeviceError
+        naming the first op without a kernel here."""
+        entry = cache.get(key)
         if entry is None or entry[0] is not graph:
             for op in graph.ops_in_order():
                 if not self.supports(op):
                     raise DeviceError(f"{self.why_not(op)}; run it on another device (hetero devices lists them)")
-            entry = self._plans[id(graph)] = (graph, CpuPlan(self, graph))
+            entry = cache[key] = (graph, CpuPlan(self, graph, **options))
         return entry[1]
 
     def prepared(self, op: Op, make: Callable[[], Any]) -> Any:
@@ -442,15 +447,8 @@ class CpuDevice(HostDevice):
             return None
         buffers = {name: x if isinstance(x, CpuBuffer) else CpuBuffer(np.asarray(x), NCHW) for name, x in inputs.items()}
         layouts = tuple(buffers[spec.name].layout for spec in graph.inputs)
-        key = (id(graph), layouts)
-        entry = self._segment_plans.get(key)
-        if entry is None or entry[0] is not graph:
-            for op in graph.ops_in_order():
-                if not self.supports(op):
-                    raise DeviceError(f"{self.why_not(op)}; run it on another device (hetero devices lists them)")
-            plan = CpuPlan(self, graph, {spec.name: form for spec, form in zip(graph.inputs, layouts)}, native=True)
-            entry = self._segment_plans[key] = (graph, plan)
-        plan = entry[1]
+        plan = self._compiled(self._segment_plans, (id(graph), layouts), graph,
+                              input_layouts={spec.name: form for spec, form in zip(graph.inputs, layouts)}, native=True)
         spans: list = []
         outputs = plan.run({name: buffers[name].array for name in buffers}, spans=spans)
         return {name: CpuBuffer(array, plan.output_layouts[name]) for name, array in outputs.items()}, spans

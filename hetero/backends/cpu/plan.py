@@ -224,12 +224,13 @@ class CpuPlan:
         for spec in graph.inputs:
             layout[spec.name] = input_layouts.get(spec.name, NCHW)
             self.input_slots.append((spec.name, slot(spec.name, layout[spec.name])))
-        cached = getattr(device, "_step", None)
+        cached = getattr(device, "_step", None)  # own_step, built once per op and layouts (None: no own step)
         for op in graph.ops_in_order():
             available = tuple(layout[t] for t in op.activation_inputs)
-            step = cached(op, available) if cached is not None else None
-            if step is None:
+            if cached is None:
                 step = build_step(device, op, available)
+            else:
+                step = cached(op, available) or fallback(device, op)
             reads = tuple(need(t, form) for t, form in zip(op.activation_inputs, step.wants))
             for tensor, form in zip(op.outputs, step.gives):
                 layout[tensor] = form
