@@ -18,8 +18,9 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from hetero.backends.cpu import helpers
-from hetero.backends.cpu.gemm import MB, MR, NB, NR, _addr, _fetch_add, _gemm_portable
+from hetero.backends.cpu.gemm import MB, MR, NB, NR, _addr, _gemm_portable
 from hetero.backends.cpu.kernels_int8 import _requant
+from hetero.backends.cpu.native import claim
 
 
 def _make_ukernel_rq(mr: int, nb: int, flip: bool, indirect: bool = False):
@@ -197,27 +198,16 @@ def _count_done(typingctx, addr):
 
 
 @njit(nogil=True, cache=True)
-def gemm_requant_part(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0, counter,
-                      ng):  # pragma: no cover - compiled
-    """out[i, col0 + j] = requant(((a - za) @ (b - zb))[i, j] + bias[j]) for i < m, j < n: the
-    work loop of one thread, the GIL released (see conv_tiles_part for ``counter``). gemm._gemm_vnni's work split; ``out`` is a 2-D byte array (its row stride the
-    output's), ``bias``/``mult``/``beta``/``comp`` padded to the panels' width. A row panel that
-    would read past a's rows reads ``edge`` (the last rows, filled up to MR with rows never stored) instead; a tile partly
-    outside the output stores only its rows and columns inside (masked stores). Items are (row
-    block, column group) pairs."""
-    lda = a.shape[1]
-    ldy = out.shape[1]
-    npan, kg = bp.shape[0], bp.shape[1]
+def gemm_requant_core(a0, e0, rows_a, lda, m, flip, b0, npan, kg, n, r0, be0, co0, bi0, mu0, zy, lo, hi, y0, ldy,
+                      col0, w0, tag, ng):  # pragma: no cover - compiled
+    """gemm_requant_part on addresses: the work loop a native helper runs from a job's words
+    (``native``), claiming items of job ``tag`` from the counter at ``w0``."""
     mpan = (m + MR - 1) // MR
     nbn = (npan + ng - 1) // ng
     nwork = ((mpan + MB - 1) // MB) * nbn
-    rows_a = a.shape[0]
-    a0, e0, b0, y0 = _addr(a), _addr(edge), _addr(bp), _addr(out)
-    r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
-    w0 = _addr(counter)
     ran = 0
-    w = _fetch_add(w0, 1)
-    while w < nwork:
+    w = claim(w0, tag, nwork)
+    while w >= 0:
         ran += 1
         bm, bn = w // nbn, w % nbn
         for q in range(bn * ng, min(bn * ng + ng, npan)):
@@ -231,8 +221,22 @@ def gemm_requant_part(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, l
                 _tile_rq(flip, pa, lda, pb, kg, 1, 0, y0 + i0 * ldy + col0 + j0, ldy, r0 + i0 * 4, be0 + j0 * 4,
                          co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, ni, nj)
         _count_done(w0 + 8)
-        w = _fetch_add(w0, 1)
+        w = claim(w0, tag, nwork)
     return ran
+
+
+@njit(nogil=True, cache=True)
+def gemm_requant_part(a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0, counter,
+                      ng):  # pragma: no cover - compiled
+    """out[i, col0 + j] = requant(((a - za) @ (b - zb))[i, j] + bias[j]) for i < m, j < n: the
+    work loop of one thread, the GIL released (see conv_tiles_part for ``counter``). gemm._gemm_vnni's work split; ``out`` is a 2-D byte array (its row stride the
+    output's), ``bias``/``mult``/``beta``/``comp`` padded to the panels' width. A row panel that
+    would read past a's rows reads ``edge`` (the last rows, filled up to MR with rows never stored) instead; a tile partly
+    outside the output stores only its rows and columns inside (masked stores). Items are (row
+    block, column group) pairs."""
+    return gemm_requant_core(_addr(a), _addr(edge), a.shape[0], a.shape[1], m, flip, _addr(bp), bp.shape[0],
+                             bp.shape[1], n, _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult), zy, lo,
+                             hi, _addr(out), out.shape[1], col0, _addr(counter), 0, ng)
 
 
 @njit(parallel=True, cache=True)
@@ -274,9 +278,16 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
     row_blocks = (mpan + MB - 1) // MB
     col_groups = min(npan, -(-16 * workers // row_blocks))
     ng = -(-npan // col_groups)
+    items = row_blocks * (-(-npan // ng))
+    workers = min(workers, items)
+    if workers > 1:
+        jobs = _native_jobs()
+        if jobs is not None and jobs.run_shared(jobs.gemm_requant_shared, workers, (
+                a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, ng)):
+            return
     counter = np.zeros(2, np.int64)
     args = (a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, counter, ng)
-    helpers.share(gemm_requant_part, args, workers, row_blocks * (-(-npan // ng)), counter)
+    helpers.share(gemm_requant_part, args, workers, items, counter)
 
 
 # --- implicit-GEMM convolution over flat pixel tiles -----------------------------------------
@@ -323,25 +334,16 @@ def pixel_table(ho: int, wo: int, a_oh: int, lda: int) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True)
-def conv_tiles_part(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out,
-                    counter, mb, ng):  # pragma: no cover - compiled
-    """out[p, j] for output pixels p < ``pixels`` and channels j < n, the work loop of one thread,
-    the GIL released (the B panel stays put while a block's tiles pass under it): claims (block of
-    ``mb`` tiles, group of ``ng`` column panels)
-    items from ``counter[0]`` until none is left, counting each finished one in ``counter[1]``;
-    returns how many it ran."""
-    ldy = out.shape[1]
-    npan = bp.shape[0]
-    kg = bp.shape[1]
+def conv_tiles_core(i0, t0, pixels, kgs, nseg, seg, flip, b0, npan, kg, n, r0, be0, co0, bi0, mu0, zy, lo, hi, y0,
+                    ldy, w0, tag, mb, ng):  # pragma: no cover - compiled
+    """conv_tiles_part on addresses: the work loop a native helper runs from a job's words
+    (``native``), claiming items of job ``tag`` from the counter at ``w0``."""
     tiles = (pixels + MR - 1) // MR
     nbn = (npan + ng - 1) // ng
     nwork = ((tiles + mb - 1) // mb) * nbn
-    i0, t0, b0, y0 = _addr(img), _addr(table), _addr(bp), _addr(out)
-    r0, be0, co0, bi0, mu0 = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
-    w0 = _addr(counter)
     ran = 0
-    w = _fetch_add(w0, 1)
-    while w < nwork:
+    w = claim(w0, tag, nwork)
+    while w >= 0:
         ran += 1
         bm, bn = w // nbn, w % nbn
         for q in range(bn * ng, min(bn * ng + ng, npan)):
@@ -353,8 +355,21 @@ def conv_tiles_part(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, c
                 _tile_ind(flip, t0 + p0 * 8, i0, pb, kgs, nseg, seg, y0 + p0 * ldy + j0, ldy, r0, be0 + j0 * 4,
                           co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, min(MR, pixels - p0), nj)
         _count_done(w0 + 8)
-        w = _fetch_add(w0, 1)
+        w = claim(w0, tag, nwork)
     return ran
+
+
+@njit(nogil=True, cache=True)
+def conv_tiles_part(img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out,
+                    counter, mb, ng):  # pragma: no cover - compiled
+    """out[p, j] for output pixels p < ``pixels`` and channels j < n, the work loop of one thread,
+    the GIL released (the B panel stays put while a block's tiles pass under it): claims (block of
+    ``mb`` tiles, group of ``ng`` column panels)
+    items from ``counter[0]`` (job tag 0: ``native.claim``) until none is left, counting each
+    finished one in ``counter[1]``; returns how many it ran."""
+    return conv_tiles_core(_addr(img), _addr(table), pixels, kgs, nseg, seg, flip, _addr(bp), bp.shape[0],
+                           bp.shape[1], n, _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult), zy, lo, hi,
+                           _addr(out), out.shape[1], _addr(counter), 0, mb, ng)
 
 
 def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, nseg: int, seg: int, flip: bool,
@@ -370,7 +385,27 @@ def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, ns
     blocks = -(-(-(-pixels // MR)) // MB)
     col_groups = min(npan, -(-16 * workers // blocks))
     ng = -(-npan // col_groups)
+    items = blocks * (-(-npan // ng))
+    workers = min(workers, items)
+    if workers > 1:
+        jobs = _native_jobs()
+        if jobs is not None and jobs.run_shared(jobs.conv_tiles_shared, workers, (
+                img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8),
+                MB, ng)):
+            return
     counter = np.zeros(2, np.int64)
     args = (img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8),
             counter, MB, ng)
-    helpers.share(conv_tiles_part, args, workers, blocks * (-(-npan // ng)), counter)
+    helpers.share(conv_tiles_part, args, workers, items, counter)
+
+
+_JOBS: list = []
+
+
+def _native_jobs():
+    """native_jobs (imported on first use: it imports this module), or None where native helpers are off."""
+    if not _JOBS:
+        from hetero.backends.cpu import native, native_jobs
+
+        _JOBS.append(native_jobs if native.ENABLED else None)
+    return _JOBS[0]

@@ -31,6 +31,7 @@ from hetero.backends.cpu.kernels_channels import PIXELS_PER_ITEM
 from hetero.backends.cpu.kernels_int8 import _requant
 from hetero.backends.cpu.kernels_nhwc import CHUNK, _dequantize_span, _dw3_row, _qadd_span, _quantize_span, _scatter
 from hetero.backends.cpu.kernels_pool import _copy, _fill, _vmax
+from hetero.backends.cpu.native import claim
 
 __all__ = ["run_items", "dw3_rows_part", "dw3s2_rows_part", "dw3_px_part", "qadd_part", "max_pool_part",
            "quantize_part", "copy_columns_part", "swap_part", "global_pool_part",
@@ -47,44 +48,75 @@ def run_items(part, args: tuple, items: int) -> None:
     count: the calling thread and whichever helper threads wake in time (``helpers.share``)."""
     if items <= 0:
         return
-    counter = np.zeros(2, np.int64)
     workers = min(helpers.thread_count(), items)
+    if workers > 1 and _native_run(part, args, workers):
+        return
+    counter = np.zeros(2, np.int64)
     helpers.share(part, args + (counter,), workers, items, counter)
+
+
+_NATIVE: list = []
+
+
+def _native_run(part, args: tuple, workers: int) -> bool:
+    """``native_jobs.run_part`` (imported on first use: it imports this module); False where
+    native helpers are off."""
+    if not _NATIVE:
+        from hetero.backends.cpu import native
+
+        if native.ENABLED:
+            from hetero.backends.cpu import native_jobs
+
+            _NATIVE.append(native_jobs.run_part)
+        else:
+            _NATIVE.append(None)
+    run = _NATIVE[0]
+    return run is not None and run(part, args, workers)
 
 
 @njit(nogil=True, cache=True)
 def dw3_rows_part(xp, taps, dh, dw, bias, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
     """kernels_nhwc.depthwise3_nhwc (3x3, stride 1) one output row per item; returns the items run."""
+    return dw3_rows_core(xp, taps, dh, dw, bias, mult, zy, lo, hi, out, _addr(counter), 0)
+
+
+@njit(nogil=True, cache=True)
+def dw3_rows_core(xp, taps, dh, dw, bias, mult, zy, lo, hi, out, w0, tag):  # pragma: no cover - compiled
+    """dw3_rows_part claiming items of job ``tag`` from the counter at ``w0`` (``native.claim``)."""
     hp, wp, ch = xp.shape
     ho, wo = out.shape[0], out.shape[1]
     span = wo * ch
     xr = xp.reshape(hp, wp * ch)
     orr = out.reshape(ho, span)
     d = dw * ch
-    w0 = _addr(counter)
     ran = 0
-    oh = _fetch_add(w0, 1)
-    while oh < ho:
+    oh = claim(w0, tag, ho)
+    while oh >= 0:
         ran += 1
         ra, rb, rc = xr[oh], xr[oh + dh], xr[oh + 2 * dh]
         _dw3_row(ra[:span], ra[d : d + span], ra[2 * d : 2 * d + span], rb[:span], rb[d : d + span], rb[2 * d : 2 * d + span],
                  rc[:span], rc[d : d + span], rc[2 * d : 2 * d + span], taps, bias, mult, zy, lo, hi, orr[oh])
         _count_done(w0 + 8)
-        oh = _fetch_add(w0, 1)
+        oh = claim(w0, tag, ho)
     return ran
 
 
 @njit(nogil=True, cache=True)
 def dw3s2_rows_part(xd, taps, bias, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
     """3x3 depthwise, stride 2, on deinterleaved rows (``_dw3_row``), one output row per item."""
+    return dw3s2_rows_core(xd, taps, bias, mult, zy, lo, hi, out, _addr(counter), 0)
+
+
+@njit(nogil=True, cache=True)
+def dw3s2_rows_core(xd, taps, bias, mult, zy, lo, hi, out, w0, tag):  # pragma: no cover - compiled
+    """dw3s2_rows_part claiming items of job ``tag`` from the counter at ``w0``."""
     ho, wo, ch = out.shape
     span = wo * ch
     rows = xd.reshape(xd.shape[0], 2, xd.shape[2] * ch)
     orr = out.reshape(ho, span)
-    w0 = _addr(counter)
     ran = 0
-    oh = _fetch_add(w0, 1)
-    while oh < ho:
+    oh = claim(w0, tag, ho)
+    while oh >= 0:
         ran += 1
         ea, oa = rows[2 * oh, 0], rows[2 * oh, 1]
         eb, ob = rows[2 * oh + 1, 0], rows[2 * oh + 1, 1]
@@ -92,21 +124,26 @@ def dw3s2_rows_part(xd, taps, bias, mult, zy, lo, hi, out, counter):  # pragma: 
         _dw3_row(ea[:span], oa[:span], ea[ch : ch + span], eb[:span], ob[:span], eb[ch : ch + span],
                  ec[:span], oc[:span], ec[ch : ch + span], taps, bias, mult, zy, lo, hi, orr[oh])
         _count_done(w0 + 8)
-        oh = _fetch_add(w0, 1)
+        oh = claim(w0, tag, ho)
     return ran
 
 
 @njit(nogil=True, cache=True)
 def dw3_px_part(xp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
     """3x3 depthwise pixel by pixel (any stride or dilation), one output row per item."""
+    return dw3_px_core(xp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, _addr(counter), 0)
+
+
+@njit(nogil=True, cache=True)
+def dw3_px_core(xp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, w0, tag):  # pragma: no cover - compiled
+    """dw3_px_part claiming items of job ``tag`` from the counter at ``w0``."""
     hp, wp, ch = xp.shape
     ho, wo = out.shape[0], out.shape[1]
     xr = xp.reshape(hp, wp * ch)
     d = dw * ch
-    w0 = _addr(counter)
     ran = 0
-    oh = _fetch_add(w0, 1)
-    while oh < ho:
+    oh = claim(w0, tag, ho)
+    while oh >= 0:
         ran += 1
         ra, rb, rc = xr[oh * sh], xr[oh * sh + dh], xr[oh * sh + 2 * dh]
         orow = out[oh]
@@ -117,24 +154,29 @@ def dw3_px_part(xp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, counter):
                      rb[s2 : s2 + ch], rc[s0 : s0 + ch], rc[s1 : s1 + ch], rc[s2 : s2 + ch], taps, bias, mult,
                      zy, lo, hi, orow[ow])
         _count_done(w0 + 8)
-        oh = _fetch_add(w0, 1)
+        oh = claim(w0, tag, ho)
     return ran
 
 
 @njit(nogil=True, cache=True)
 def qadd_part(a, b, ra, rb, fixed, lo, hi, out, counter):  # pragma: no cover - compiled
     """QLinearAdd over flat arrays (``_qadd_span``), one CHUNK per item."""
+    return qadd_core(a, b, ra, rb, fixed, lo, hi, out, _addr(counter), 0)
+
+
+@njit(nogil=True, cache=True)
+def qadd_core(a, b, ra, rb, fixed, lo, hi, out, w0, tag):  # pragma: no cover - compiled
+    """qadd_part claiming items of job ``tag`` from the counter at ``w0``."""
     n = out.size
     chunks = (n + CHUNK - 1) // CHUNK
-    w0 = _addr(counter)
     ran = 0
-    t = _fetch_add(w0, 1)
-    while t < chunks:
+    t = claim(w0, tag, chunks)
+    while t >= 0:
         ran += 1
         lo_i, hi_i = t * CHUNK, min(n, t * CHUNK + CHUNK)
         _qadd_span(a[lo_i:hi_i], b[lo_i:hi_i], ra, rb, fixed, lo, hi, out[lo_i:hi_i])
         _count_done(w0 + 8)
-        t = _fetch_add(w0, 1)
+        t = claim(w0, tag, chunks)
     return ran
 
 

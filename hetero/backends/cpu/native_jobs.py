@@ -1,0 +1,319 @@
+"""The jobs native helper threads run (``native``): the fused GEMM's and the implicit-GEMM
+convolution's work loops, the 3x3 depthwise convolutions' and QLinearAdd's, posted as a kind and
+a block of words (arrays are rebuilt from their addresses and shapes with ``numba.carray``).
+
+The calling thread writes a job's words (array addresses, sizes, the requantizer's float32
+constants as float64 bits), publishes it, runs the same address-based work loop
+(``gemm_fused.conv_tiles_core``, ``gemm_requant_core``) and waits for the items helpers claimed,
+all in one compiled call: posting costs no Python and no GIL hand-off. Kinds not posted here
+(other depthwise convs, pools, concats, ...) share work through ``helpers``' Python threads.
+
+numba's cache caveat: these functions compile gemm_fused's work loops into this module's cache;
+after changing those clear this module's ``*.nbi``/``*.nbc``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import carray, njit, types
+from numba.extending import intrinsic
+
+from hetero.backends.cpu import kernels_shared as ks
+from hetero.backends.cpu import native
+from hetero.backends.cpu.gemm import MB, MR, _addr
+from hetero.backends.cpu.gemm_fused import conv_tiles_core, gemm_requant_core
+from hetero.backends.cpu.helpers import _load_acquire, _pause
+from hetero.backends.cpu.kernels_nhwc import CHUNK
+from hetero.backends.cpu.kernels_shared import dw3_px_core, dw3_rows_core, dw3s2_rows_core, qadd_core
+from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, GEN, HELPED, KIND, NARGS, SLEEPERS, STOP,
+                                        SYS_FUTEX, TS, WORKERS, _atomic_add, _call6, _cycles, _fence, _load_seq,
+                                        begin_post, end_post, wait_done)
+
+KIND_CONV, KIND_GEMM = 1, 2
+# depthwise 3x3 and QLinearAdd, uint8 activations; + 1 for int8 ones
+KIND_DW3_ROWS, KIND_DW3S2_ROWS, KIND_DW3_PX, KIND_QADD = 4, 6, 8, 10
+
+
+@intrinsic
+def _voidptr(typingctx, addr):
+    """An address as a void pointer (for ``numba.carray``)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.voidptr))
+
+    return types.voidptr(types.intp), codegen
+
+
+@njit(inline="always")
+def _bytes(dtype, addr, shape):  # pragma: no cover - compiled
+    return carray(_voidptr(addr), shape, dtype)
+
+
+@njit(nogil=True, cache=True)
+def _run_small(kind, w, fl, w0, tag, s8):  # pragma: no cover - compiled
+    """The depthwise and QLinearAdd jobs with activations of type ``s8`` (np.int8 or np.uint8)."""
+    if kind == KIND_DW3_ROWS:
+        return dw3_rows_core(_bytes(s8, w[0], (w[1], w[2], w[3])), carray(_voidptr(w[4]), (9, w[5]), np.int16),
+                             w[6], w[7], carray(_voidptr(w[8]), w[5], np.int32), carray(_voidptr(w[9]), w[5], np.float32),
+                             np.float32(fl[10]), np.float32(fl[11]), np.float32(fl[12]),
+                             _bytes(s8, w[13], (w[14], w[15], w[3])), w0, tag)
+    if kind == KIND_DW3S2_ROWS:
+        return dw3s2_rows_core(_bytes(s8, w[0], (w[1], 2, w[2], w[3])), carray(_voidptr(w[4]), (9, w[5]), np.int16),
+                               carray(_voidptr(w[8]), w[5], np.int32), carray(_voidptr(w[9]), w[5], np.float32),
+                               np.float32(fl[10]), np.float32(fl[11]), np.float32(fl[12]),
+                               _bytes(s8, w[13], (w[14], w[15], w[3])), w0, tag)
+    if kind == KIND_DW3_PX:
+        return dw3_px_core(_bytes(s8, w[0], (w[1], w[2], w[3])), carray(_voidptr(w[4]), (9, w[3]), np.int16),
+                           w[16], w[17], w[6], w[7], carray(_voidptr(w[8]), w[3], np.int32),
+                           carray(_voidptr(w[9]), w[3], np.float32), np.float32(fl[10]), np.float32(fl[11]),
+                           np.float32(fl[12]), _bytes(s8, w[13], (w[14], w[15], w[3])), w0, tag)
+    if kind == KIND_QADD:
+        return qadd_core(_bytes(s8, w[0], w[1]), _bytes(s8, w[2], w[1]), np.float32(fl[3]), np.float32(fl[4]),
+                         np.float32(fl[5]), np.float32(fl[6]), np.float32(fl[7]), _bytes(s8, w[8], w[1]), w0, tag)
+    return 0
+
+
+@njit(nogil=True, cache=True)
+def run_block(kind, words, w0, tag):  # pragma: no cover - compiled
+    """Run job ``tag``'s work loop from its words; the items this thread ran."""
+    fl = words.view(np.float64)
+    if kind == KIND_CONV:
+        return conv_tiles_core(words[0], words[1], words[2], words[3], words[4], words[5], words[6] != 0, words[7],
+                               words[8], words[9], words[10], words[11], words[12], words[13], words[14], words[15],
+                               np.float32(fl[16]), np.float32(fl[17]), np.float32(fl[18]), words[19], words[20], w0,
+                               tag, words[21], words[22])
+    if kind == KIND_GEMM:
+        return gemm_requant_core(words[0], words[1], words[2], words[3], words[4], words[5] != 0, words[6], words[7],
+                                 words[8], words[9], words[10], words[11], words[12], words[13], words[14],
+                                 np.float32(fl[15]), np.float32(fl[16]), np.float32(fl[17]), words[18], words[19],
+                                 words[20], w0, tag, words[21])
+    if kind >= KIND_DW3_ROWS:
+        if kind & 1:
+            return _run_small(kind & ~1, words, fl, w0, tag, np.int8)
+        return _run_small(kind & ~1, words, fl, w0, tag, np.uint8)
+    return 0
+
+
+@njit(nogil=True, cache=True)
+def helper_main(ctl, index, spin_cycles, sysfn):  # pragma: no cover - compiled
+    """A native helper's whole life: run posted jobs, spin ``spin_cycles`` after each, then
+    sleep on the futex word until woken (``native``'s protocol)."""
+    base = ctl.ctypes.data
+    words = np.empty(NARGS, np.int64)
+    seen = _load_seq(base + GEN * 8)
+    last = _cycles()
+    while True:
+        g = _load_acquire(base + GEN * 8)
+        if g != seen:
+            if g & 1:  # a block being written
+                _pause()
+                continue
+            kind = ctl[KIND]
+            workers = ctl[WORKERS]
+            for i in range(NARGS):
+                words[i] = ctl[ARGS + i]
+            _fence()
+            if _load_seq(base + GEN * 8) == g:  # the block was not rewritten while copied
+                seen = g
+                if index < workers - 1:
+                    ran = run_block(kind, words, base + CLAIM * 8, (g >> 1) & 0x7FFFFFFF)
+                    if ran > 0:
+                        _atomic_add(base + HELPED * 8, ran)
+                last = _cycles()
+            continue
+        if _load_acquire(base + STOP * 8) != 0:
+            return 0
+        if _cycles() - last < spin_cycles:
+            _pause()
+            continue
+        word = _load_seq(base + FUTEX * 8)
+        _atomic_add(base + SLEEPERS * 8, 1)
+        if _load_seq(base + GEN * 8) == seen and _load_seq(base + STOP * 8) == 0:
+            _call6(sysfn, SYS_FUTEX, base + FUTEX * 8, FUTEX_WAIT_PRIVATE, word & 0xFFFFFFFF, base + TS * 8, 0)
+        _atomic_add(base + SLEEPERS * 8, -1)
+        last = _cycles()
+
+
+@njit(nogil=True, cache=True)
+def conv_tiles_shared(ctl, workers, sysfn, img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias,
+                      mult, zy, lo, hi, out, mb, ng):  # pragma: no cover - compiled
+    """gemm_fused.conv_tiles_part on ``workers`` threads: this one and ``workers - 1`` native helpers."""
+    tag = begin_post(ctl)
+    a = ctl[ARGS:]
+    fl = a.view(np.float64)
+    a[0], a[1], a[2], a[3], a[4], a[5], a[6] = _addr(img), _addr(table), pixels, kgs, nseg, seg, 1 if flip else 0
+    a[7], a[8], a[9], a[10] = _addr(bp), bp.shape[0], bp.shape[1], n
+    a[11], a[12], a[13], a[14], a[15] = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
+    fl[16], fl[17], fl[18] = zy, lo, hi
+    a[19], a[20], a[21], a[22] = _addr(out), out.shape[1], mb, ng
+    end_post(ctl, KIND_CONV, workers, sysfn)
+    base = _addr(ctl)
+    conv_tiles_core(_addr(img), _addr(table), pixels, kgs, nseg, seg, flip, _addr(bp), bp.shape[0], bp.shape[1], n,
+                    _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult), zy, lo, hi, _addr(out),
+                    out.shape[1], base + CLAIM * 8, tag, mb, ng)
+    npan = bp.shape[0]
+    nwork = ((((pixels + MR - 1) // MR) + mb - 1) // mb) * ((npan + ng - 1) // ng)
+    wait_done(ctl, nwork)
+
+
+@njit(nogil=True, cache=True)
+def gemm_requant_shared(ctl, workers, sysfn, a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out,
+                        col0, ng):  # pragma: no cover - compiled
+    """gemm_fused.gemm_requant_part on ``workers`` threads: this one and ``workers - 1`` native helpers."""
+    tag = begin_post(ctl)
+    w = ctl[ARGS:]
+    fl = w.view(np.float64)
+    w[0], w[1], w[2], w[3], w[4], w[5] = _addr(a), _addr(edge), a.shape[0], a.shape[1], m, 1 if flip else 0
+    w[6], w[7], w[8], w[9] = _addr(bp), bp.shape[0], bp.shape[1], n
+    w[10], w[11], w[12], w[13], w[14] = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
+    fl[15], fl[16], fl[17] = zy, lo, hi
+    w[18], w[19], w[20], w[21] = _addr(out), out.shape[1], col0, ng
+    end_post(ctl, KIND_GEMM, workers, sysfn)
+    base = _addr(ctl)
+    gemm_requant_core(_addr(a), _addr(edge), a.shape[0], a.shape[1], m, flip, _addr(bp), bp.shape[0], bp.shape[1], n,
+                      _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult), zy, lo, hi, _addr(out),
+                      out.shape[1], col0, base + CLAIM * 8, tag, ng)
+    npan = bp.shape[0]
+    nwork = ((((m + MR - 1) // MR) + MB - 1) // MB) * ((npan + ng - 1) // ng)
+    wait_done(ctl, nwork)
+
+
+@njit(nogil=True, cache=True)
+def _dw_words(ctl, xp, taps, dh, dw, bias, mult, zy, lo, hi, out):  # pragma: no cover - compiled
+    w = ctl[ARGS:]
+    fl = w.view(np.float64)
+    w[0], w[1], w[2], w[3] = _addr(xp), xp.shape[0], xp.shape[-2], xp.shape[-1]
+    w[4], w[5], w[6], w[7] = _addr(taps), taps.shape[1], dh, dw
+    w[8], w[9] = _addr(bias), _addr(mult)
+    fl[10], fl[11], fl[12] = zy, lo, hi
+    w[13], w[14], w[15] = _addr(out), out.shape[0], out.shape[1]
+
+
+@njit(nogil=True, cache=True)
+def dw3_rows_shared(ctl, workers, sysfn, kind, xp, taps, dh, dw, bias, mult, zy, lo, hi, out):  # pragma: no cover
+    """kernels_shared.dw3_rows_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    _dw_words(ctl, xp, taps, dh, dw, bias, mult, zy, lo, hi, out)
+    end_post(ctl, kind, workers, sysfn)
+    dw3_rows_core(xp, taps, dh, dw, bias, mult, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, out.shape[0])
+
+
+@njit(nogil=True, cache=True)
+def dw3s2_rows_shared(ctl, workers, sysfn, kind, xd, taps, bias, mult, zy, lo, hi, out):  # pragma: no cover
+    """kernels_shared.dw3s2_rows_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    _dw_words(ctl, xd, taps, 1, 1, bias, mult, zy, lo, hi, out)
+    end_post(ctl, kind, workers, sysfn)
+    dw3s2_rows_core(xd, taps, bias, mult, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, out.shape[0])
+
+
+@njit(nogil=True, cache=True)
+def dw3_px_shared(ctl, workers, sysfn, kind, xp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out):  # pragma: no cover
+    """kernels_shared.dw3_px_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    _dw_words(ctl, xp, taps, dh, dw, bias, mult, zy, lo, hi, out)
+    ctl[ARGS + 16], ctl[ARGS + 17] = sh, sw
+    end_post(ctl, kind, workers, sysfn)
+    dw3_px_core(xp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, out.shape[0])
+
+
+@njit(nogil=True, cache=True)
+def qadd_shared(ctl, workers, sysfn, kind, a, b, ra, rb, fixed, lo, hi, out):  # pragma: no cover - compiled
+    """kernels_shared.qadd_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    w = ctl[ARGS:]
+    fl = w.view(np.float64)
+    w[0], w[1], w[2] = _addr(a), out.size, _addr(b)
+    fl[3], fl[4], fl[5], fl[6], fl[7] = ra, rb, fixed, lo, hi
+    w[8] = _addr(out)
+    end_post(ctl, kind, workers, sysfn)
+    qadd_core(a, b, ra, rb, fixed, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, (out.size + CHUNK - 1) // CHUNK)
+
+
+def _signed(arrays) -> int | None:
+    """1 if every array holds int8, 0 if every one uint8, None otherwise (not posted natively)."""
+    kinds = {a.dtype for a in arrays}
+    if kinds == {np.dtype(np.uint8)}:
+        return 0
+    if kinds == {np.dtype(np.int8)}:
+        return 1
+    return None
+
+
+def _dw3_rows(args):
+    s8 = _signed((args[0], args[-1]))
+    return None if s8 is None else (dw3_rows_shared, KIND_DW3_ROWS + s8)
+
+
+def _dw3s2_rows(args):
+    s8 = _signed((args[0], args[-1]))
+    return None if s8 is None else (dw3s2_rows_shared, KIND_DW3S2_ROWS + s8)
+
+
+def _dw3_px(args):
+    s8 = _signed((args[0], args[-1]))
+    return None if s8 is None else (dw3_px_shared, KIND_DW3_PX + s8)
+
+
+def _qadd(args):
+    s8 = _signed((args[0], args[1], args[-1]))
+    return None if s8 is None else (qadd_shared, KIND_QADD + s8)
+
+
+NATIVE_PARTS = {ks.dw3_rows_part: _dw3_rows, ks.dw3s2_rows_part: _dw3s2_rows, ks.dw3_px_part: _dw3_px,
+                ks.qadd_part: _qadd}
+"""kernels_shared work loops posted to native helpers: part -> (args -> (shared function, kind) or None)."""
+
+
+def run_part(part, args: tuple, workers: int) -> bool:
+    """Run the kernels_shared work loop ``part(*args, counter)`` on ``workers`` threads through
+    native helpers; False (nothing run) where it has no native job or the pool is busy or off."""
+    how = NATIVE_PARTS.get(part)
+    if how is None:
+        return False
+    chosen = how(args)
+    if chosen is None:
+        return False
+    return run_shared(chosen[0], workers, (chosen[1], *args))
+
+
+def run_shared(shared, workers: int, args: tuple) -> bool:
+    """``shared(ctl, workers, sysfn, *args)`` with the pool's lock held; False where the pool is
+    off or another thread holds it (the caller then runs the job through ``helpers``)."""
+    pool_ = pool()
+    if pool_ is None or not pool_.lock.acquire(blocking=False):
+        return False
+    try:
+        pool_.ensure(workers - 1)
+        shared(pool_.ctl, workers, pool_.sysfn, *args)
+    finally:
+        pool_.lock.release()
+    return True
+
+
+_POOL: native.NativePool | None = None
+
+
+def pool() -> native.NativePool | None:
+    """The process's native helper pool (started on first use), or None where native helpers are off."""
+    global _POOL
+    if not native.ENABLED:
+        return None
+    if _POOL is None:
+        _POOL = native.NativePool(helper_main)
+    return _POOL
+
+
+def _after_fork() -> None:
+    """A forked child has none of the parent's helper threads: start afresh."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_after_fork)
