@@ -27,6 +27,13 @@ are quantized first, with hetero's calibration).
    (one intra-op thread) alternating, timed by the CPU time of the calling thread (where both
    run all their work at one thread): far less moved by other processes on a shared machine
    than wall-clock latency, which waits for the core. Prints medians and the ratio.
+6. ``--processes``: end to end, each implementation in a process of its own (hetero's cpu
+   device as ``hetero run --device cpu --repeat`` runs it; onnxruntime spinning, as it comes, and
+   not spinning), the processes alternating for ``--rounds`` rounds; each warms up (the cpu
+   device until its thread choices settle), then times ``--repeat`` back-to-back runs. Two
+   thread pools in one process disturb each other: a spinning pool holds the second core for
+   milliseconds after its run, into the next implementation's. Prints the medians over all
+   rounds and the ratio onnxruntime/hetero, and checks the outputs are equal.
 Runs alternate between implementations so background load hits all alike; the load average
 is printed with each table (the machine may be shared).
 """
@@ -311,6 +318,85 @@ def cpu_time_bench(models: list[str], repeat: int) -> None:
         print(f"  {model:<18} {theirs_ms:>9.3f} {ours_ms:>14.3f} {theirs_ms / ours_ms:>16.2f}x {same:>13.1%}")
 
 
+IMPLEMENTATIONS = ("ort", "ort-nospin", "cpu")
+
+
+def child(kind: str, model_file: str, input_file: str, threads: int, repeat: int) -> None:
+    """One implementation alone in this process: warm up, time ``repeat`` runs, print JSON."""
+    import hashlib
+    import json
+
+    import onnx
+
+    x = np.load(input_file)
+    if kind == "cpu":
+        graph = lower_qdq(import_onnx(onnx.load(model_file), label=Path(model_file).stem))
+        device = open_device("cpu", threads=threads)
+        feeds = {graph.inputs[0].name: x}
+
+        def run() -> np.ndarray:
+            return run_on_device(graph, device, feeds)[graph.outputs[0].name]
+
+        for _ in range(200):  # until every op's thread count is settled (CpuDevice.learning)
+            run()
+            if not device.learning(graph):
+                break
+    else:
+        peer = session(Path(model_file).read_bytes(), threads, spinning=kind == "ort")
+        name = peer.get_inputs()[0].name
+
+        def run() -> np.ndarray:
+            return peer.run(None, {name: x})[0]
+
+    for _ in range(5):
+        run()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = run()
+        samples.append(time.perf_counter() - start)
+    print(json.dumps({"samples": samples, "output": hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest()}))
+
+
+def process_bench(models: list[str], threads: int, repeat: int, rounds: int) -> None:
+    """Each implementation in its own process, alternating (section 6 of the docstring)."""
+    import json
+    import subprocess
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for model in models:
+            qdq = quantized_onnx(model_spec(model))
+            model_file, input_file = Path(folder) / f"{model}.onnx", Path(folder) / f"{model}.npy"
+            model_file.write_bytes(qdq.SerializeToString())
+            graph = lower_qdq(import_onnx(qdq, label=model))
+            np.save(input_file, np.random.default_rng(1).random(graph.inputs[0].shape, dtype=np.float32))
+            samples: dict[str, list[float]] = {kind: [] for kind in IMPLEMENTATIONS}
+            outputs: dict[str, set[str]] = {kind: set() for kind in IMPLEMENTATIONS}
+            for _ in range(rounds):
+                for kind in IMPLEMENTATIONS:
+                    done = subprocess.run([sys.executable, __file__, "--child", kind, "--model-file", str(model_file),
+                                           "--input", str(input_file), "--threads", str(threads), "--repeat", str(repeat)],
+                                          capture_output=True, text=True)
+                    if done.returncode != 0:
+                        sys.exit(f"bench/kernels.py: {kind} on {model} failed: {done.stderr.strip().splitlines()[-1:]}")
+                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                    samples[kind].extend(result["samples"])
+                    outputs[kind].add(result["output"])
+            same = outputs["cpu"] == outputs["ort"] == outputs["ort-nospin"] and len(outputs["cpu"]) == 1
+            ms = {kind: median_ms(values) for kind, values in samples.items()}
+            rows.append((model, ms, same))
+            print(f"  {model}: ort {ms['ort']:.3f} ms, ort not spinning {ms['ort-nospin']:.3f} ms, hetero cpu "
+                  f"{ms['cpu']:.3f} ms ({load_text()})", flush=True)
+    print(f"\nsummary: cpu device against onnxruntime, {threads} threads, each in its own process, {rounds} alternating "
+          f"rounds of {repeat} runs ({load_text()})")
+    print("  | model | ORT spinning ms | ORT not spinning ms | hetero cpu ms | vs spinning | vs not spinning | outputs equal |")
+    print("  | --- | --- | --- | --- | --- | --- | --- |")
+    for model, ms, same in rows:
+        print(f"  | {model} | {ms['ort']:.2f} | {ms['ort-nospin']:.2f} | {ms['cpu']:.2f} | {ms['ort'] / ms['cpu']:.2f}x | "
+              f"{ms['ort-nospin'] / ms['cpu']:.2f}x | {'yes' if same else 'NO'} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -321,7 +407,22 @@ def main() -> None:
     parser.add_argument("--cpu-time", action="store_true", help="one thread, CPU time per run, cpu device vs onnxruntime only")
     parser.add_argument("--blocks", action="store_true", help="end to end: each implementation alone in alternating blocks of "
                         "back-to-back runs (as hetero run --repeat runs), not interleaved run by run")
+    parser.add_argument("--processes", action="store_true", help="end to end: each implementation in its own process, "
+                        "alternating (no two thread pools in one process)")
+    parser.add_argument("--rounds", type=int, default=3, help="--processes: alternating rounds")
+    parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--model-file", help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(args.child, args.model_file, args.input, args.threads, args.repeat)
+        return
+    if args.processes:
+        try:
+            process_bench(args.models.split(","), args.threads, args.repeat, args.rounds)
+        except HeteroError as err:
+            sys.exit(f"bench/kernels.py: error: {err}")
+        return
     if args.cpu_time:
         try:
             cpu_time_bench(args.models.split(","), args.repeat)

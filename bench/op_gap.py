@@ -42,15 +42,17 @@ from hetero.quant.lowering import lower_qdq  # noqa: E402
 from hetero.quant.precision import quantized_onnx  # noqa: E402
 
 TOKEN = re.compile(r"_token_\d+$")
+#: threads on both sides (--threads; onnxruntime spins with more than one, as it does by default)
+THREADS = [1]
 
 
 def ort_profile(model_bytes: bytes, feeds: dict, repeat: int, between) -> dict[str, list]:
     """onnxruntime at one thread with its profiler on: per node name, (op type, output shape,
     microseconds per run). ``between()`` runs after each profiled run (the other side's turn)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = THREADS[0]
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if THREADS[0] > 1 else "0")
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(tempfile.gettempdir(), "hetero-op-gap")
     sess = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
@@ -96,7 +98,7 @@ def op_gap(model: str, repeat: int) -> list[tuple]:
     graph = lower_qdq(import_onnx(qdq, label=model))
     spec = graph.inputs[0]
     feeds = {spec.name: np.random.default_rng(1).random(spec.shape, dtype=np.float32)}
-    plan = open_device("cpu", threads=1).plan_for(graph)
+    plan = open_device("cpu", threads=THREADS[0]).plan_for(graph)
     ours: dict[str, list[float]] = defaultdict(list)
 
     def observe(op, outputs, times) -> None:
@@ -160,7 +162,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="profiled runs per side (medians)")
     parser.add_argument("--top", type=int, default=15, help="rows: the ops losing the most time")
     parser.add_argument("--all", action="store_true", help="every op in ORT's order instead of the worst")
+    parser.add_argument("--threads", type=int, default=1, help="threads on both sides (onnxruntime spinning above 1)")
     args = parser.parse_args()
+    THREADS[0] = args.threads
     try:
         for model in args.models.split(","):
             print_table(model, op_gap(model, args.repeat), args.top, args.all)

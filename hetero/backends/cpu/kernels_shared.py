@@ -221,14 +221,19 @@ def max_pool_part(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, counter):  # prag
 @njit(nogil=True, cache=True)
 def quantize_part(x, scale, zp, lo, hi, out, counter):  # pragma: no cover - compiled
     """QuantizeLinear of an NCHW float image into NHWC, one (image, block of QUANTIZE_BLOCK pixels) per item."""
+    return quantize_core(x, scale, zp, lo, hi, out, _addr(counter), 0)
+
+
+@njit(nogil=True, cache=True)
+def quantize_core(x, scale, zp, lo, hi, out, w0, tag):  # pragma: no cover - compiled
+    """quantize_part claiming items of job ``tag`` from the counter at ``w0``."""
     nb, ch, pixels = x.shape
     block = QUANTIZE_BLOCK
     nblk = (pixels + block - 1) // block
     tile = np.empty((ch, block), out.dtype)
-    w0 = _addr(counter)
     ran = 0
-    t = _fetch_add(w0, 1)
-    while t < nb * nblk:
+    t = claim(w0, tag, nb * nblk)
+    while t >= 0:
         ran += 1
         n, b = t // nblk, t % nblk
         p0, p1 = b * block, min(pixels, b * block + block)
@@ -238,7 +243,7 @@ def quantize_part(x, scale, zp, lo, hi, out, counter):  # pragma: no cover - com
         for c in range(ch):
             _scatter(dst[c:], tile[c, : p1 - p0], ch)
         _count_done(w0 + 8)
-        t = _fetch_add(w0, 1)
+        t = claim(w0, tag, nb * nblk)
     return ran
 
 

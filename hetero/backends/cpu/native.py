@@ -193,6 +193,14 @@ def end_post(ctl, kind, workers, sysfn):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True)
+def _wake(ctl, sysfn):  # pragma: no cover - compiled
+    base = ctl.ctypes.data
+    if _load_seq(base + SLEEPERS * 8) > 0:
+        _atomic_add(base + FUTEX * 8, 1)
+        _call6(sysfn, SYS_FUTEX, base + FUTEX * 8, FUTEX_WAKE_PRIVATE, 1 << 20, 0, 0)
+
+
+@njit(nogil=True, cache=True)
 def wait_done(ctl, nwork):  # pragma: no cover - compiled
     """Spin until ``nwork`` items are done: only items a helper claimed and is computing remain."""
     a = ctl.ctypes.data + DONE * 8
@@ -220,7 +228,9 @@ class NativePool:
     that finds ``lock`` taken runs its job through ``helpers`` instead)."""
 
     def __init__(self, helper_main) -> None:
-        self.ctl = np.zeros(SIZE, np.int64)
+        raw = np.zeros(SIZE + 16, np.int64)  # the control words from a 128-byte boundary (cache lines apart)
+        skip = (-raw.ctypes.data % 128) // 8
+        self.ctl = raw[skip : skip + SIZE]
         self.ctl[TS + 1] = 50_000_000  # a sleeping helper re-checks every 50 ms (it is woken sooner)
         self.lock = threading.Lock()
         self._start = threading.Lock()
@@ -246,6 +256,10 @@ class NativePool:
                                           name=f"hetero-cpu-native-{index}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
+
+    def wake(self) -> None:
+        """Wake every sleeping helper without a job (it spins for SPIN_US, then sleeps again)."""
+        _wake(self.ctl, self.sysfn)
 
     @property
     def helped(self) -> int:

@@ -26,14 +26,15 @@ from hetero.backends.cpu.gemm import MB, MR, _addr
 from hetero.backends.cpu.gemm_fused import conv_tiles_core, gemm_requant_core
 from hetero.backends.cpu.helpers import _load_acquire, _pause
 from hetero.backends.cpu.kernels_nhwc import CHUNK
-from hetero.backends.cpu.kernels_shared import dw3_px_core, dw3_rows_core, dw3s2_rows_core, qadd_core
+from hetero.backends.cpu.kernels_shared import (QUANTIZE_BLOCK, dw3_px_core, dw3_rows_core, dw3s2_rows_core,
+                                                qadd_core, quantize_core)
 from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, GEN, HELPED, KIND, NARGS, SLEEPERS, STOP,
                                         SYS_FUTEX, TS, WORKERS, _atomic_add, _call6, _cycles, _fence, _load_seq,
                                         begin_post, end_post, wait_done)
 
 KIND_CONV, KIND_GEMM = 1, 2
 # depthwise 3x3 and QLinearAdd, uint8 activations; + 1 for int8 ones
-KIND_DW3_ROWS, KIND_DW3S2_ROWS, KIND_DW3_PX, KIND_QADD = 4, 6, 8, 10
+KIND_DW3_ROWS, KIND_DW3S2_ROWS, KIND_DW3_PX, KIND_QADD, KIND_QUANTIZE = 4, 6, 8, 10, 12
 
 
 @intrinsic
@@ -69,6 +70,10 @@ def _run_small(kind, w, fl, w0, tag, s8):  # pragma: no cover - compiled
                            w[16], w[17], w[6], w[7], carray(_voidptr(w[8]), w[3], np.int32),
                            carray(_voidptr(w[9]), w[3], np.float32), np.float32(fl[10]), np.float32(fl[11]),
                            np.float32(fl[12]), _bytes(s8, w[13], (w[14], w[15], w[3])), w0, tag)
+    if kind == KIND_QUANTIZE:
+        return quantize_core(carray(_voidptr(w[0]), (w[1], w[2], w[3]), np.float32),
+                             carray(_voidptr(w[4]), w[2], np.float32), carray(_voidptr(w[5]), w[2], np.float32),
+                             np.float32(fl[6]), np.float32(fl[7]), _bytes(s8, w[8], (w[1], w[3], w[2])), w0, tag)
     if kind == KIND_QADD:
         return qadd_core(_bytes(s8, w[0], w[1]), _bytes(s8, w[2], w[1]), np.float32(fl[3]), np.float32(fl[4]),
                          np.float32(fl[5]), np.float32(fl[6]), np.float32(fl[7]), _bytes(s8, w[8], w[1]), w0, tag)
@@ -236,6 +241,21 @@ def qadd_shared(ctl, workers, sysfn, kind, a, b, ra, rb, fixed, lo, hi, out):  #
     wait_done(ctl, (out.size + CHUNK - 1) // CHUNK)
 
 
+@njit(nogil=True, cache=True)
+def quantize_shared(ctl, workers, sysfn, kind, x, scale, zp, lo, hi, out):  # pragma: no cover - compiled
+    """kernels_shared.quantize_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    w = ctl[ARGS:]
+    fl = w.view(np.float64)
+    w[0], w[1], w[2], w[3] = _addr(x), x.shape[0], x.shape[1], x.shape[2]
+    w[4], w[5] = _addr(scale), _addr(zp)
+    fl[6], fl[7] = lo, hi
+    w[8] = _addr(out)
+    end_post(ctl, kind, workers, sysfn)
+    quantize_core(x, scale, zp, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, x.shape[0] * ((x.shape[2] + QUANTIZE_BLOCK - 1) // QUANTIZE_BLOCK))
+
+
 def _signed(arrays) -> int | None:
     """1 if every array holds int8, 0 if every one uint8, None otherwise (not posted natively)."""
     kinds = {a.dtype for a in arrays}
@@ -266,8 +286,15 @@ def _qadd(args):
     return None if s8 is None else (qadd_shared, KIND_QADD + s8)
 
 
+def _quantize(args):
+    s8 = _signed((args[-1],))
+    if s8 is None or args[0].dtype != np.float32 or not all(a.flags.c_contiguous for a in (args[0], args[1], args[2], args[-1])):
+        return None
+    return quantize_shared, KIND_QUANTIZE + s8
+
+
 NATIVE_PARTS = {ks.dw3_rows_part: _dw3_rows, ks.dw3s2_rows_part: _dw3s2_rows, ks.dw3_px_part: _dw3_px,
-                ks.qadd_part: _qadd}
+                ks.qadd_part: _qadd, ks.quantize_part: _quantize}
 """kernels_shared work loops posted to native helpers: part -> (args -> (shared function, kind) or None)."""
 
 
@@ -308,6 +335,14 @@ def pool() -> native.NativePool | None:
     if _POOL is None:
         _POOL = native.NativePool(helper_main)
     return _POOL
+
+
+def wake() -> None:
+    """Wake sleeping native helpers (if started): they spin for SPIN_US from now. A plan run with
+    more than one thread starts with this, so its ops, whichever thread count they run at, find
+    the helpers awake (a helper woken by a job's post arrives tens of microseconds late)."""
+    if _POOL is not None and _POOL.ctl[SLEEPERS] > 0:
+        _POOL.wake()
 
 
 def _after_fork() -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from hetero.backends.base import Device
 from hetero.backends.cpu import kernels_nhwc as nk
-from hetero.backends.cpu import helpers, steps, steps_dw
+from hetero.backends.cpu import helpers, native_jobs, steps, steps_dw
 from hetero.backends.cpu.memory import keep_freed_memory
 from hetero.backends.cpu.steps import NCHW, NHWC, Step, fallback
 from hetero.backends.cpu.steps_conv import qconv, qgemm
@@ -265,6 +265,8 @@ class CpuPlan:
         (gets ``(op, start, end)`` per op on the ``time.perf_counter`` clock) or the throttle
         needs its time."""
         device = self.device
+        if device.threads > 1:
+            native_jobs.wake()  # native helpers spin through the run (between ops of one thread too)
         values: list[np.ndarray | None] = [None] * self.slot_count
         for name, s in self.input_slots:
             values[s] = np.require(feeds[name], requirements="C")
