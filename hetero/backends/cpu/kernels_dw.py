@@ -27,6 +27,7 @@ from numba import njit
 from hetero.backends.cpu.gemm import _addr, _fetch_add
 from hetero.backends.cpu.gemm_fused import _count_done
 from hetero.backends.cpu.kernels_int8 import _requant
+from hetero.backends.cpu.native import claim
 
 __all__ = ["edge_weights", "LANES", "dw5_rows_part", "dw5_px_part", "dw_pixels_part"]
 
@@ -112,22 +113,27 @@ def edge_weights(taps: np.ndarray, bias: np.ndarray, zx: int, w: int, wo: int, s
 def dw5_rows_part(xp, taps, dh, dw, bias, mult, zy, lo, hi, out, counter):  # pragma: no cover - compiled
     """5x5 depthwise at stride 1 on a zero-point-padded image (kernels_dw._dw5_span over a whole
     output row: taps (25, Wo*C) int16, bias/mult (Wo*C,), repeated along the row), one row per item."""
+    return dw5_rows_core(xp, taps, dh, dw, bias, mult, zy, lo, hi, out, _addr(counter), 0)
+
+
+@njit(nogil=True, cache=True)
+def dw5_rows_core(xp, taps, dh, dw, bias, mult, zy, lo, hi, out, w0, tag):  # pragma: no cover - compiled
+    """dw5_rows_part claiming items of job ``tag`` from the counter at ``w0`` (``native.claim``)."""
     hp, wp, ch = xp.shape
     ho, wo = out.shape[0], out.shape[1]
     span = wo * ch
     xr = xp.reshape(hp, wp * ch)
     orr = out.reshape(ho, span)
     d = dw * ch
-    w0 = _addr(counter)
     ran = 0
-    oh = _fetch_add(w0, 1)
-    while oh < ho:
+    oh = claim(w0, tag, ho)
+    while oh >= 0:
         ran += 1
         _dw5_span(_five(xr[oh], 0, d, span), _five(xr[oh + dh], 0, d, span), _five(xr[oh + 2 * dh], 0, d, span),
                   _five(xr[oh + 3 * dh], 0, d, span), _five(xr[oh + 4 * dh], 0, d, span), taps, bias, mult, zy, lo, hi,
                   orr[oh])
         _count_done(w0 + 8)
-        oh = _fetch_add(w0, 1)
+        oh = claim(w0, tag, ho)
     return ran
 
 
@@ -139,16 +145,21 @@ def dw5_px_part(xflat, wp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, co
     ``taps`` (25, Cp) int16 and ``bias``/``mult`` (Cp,) zero-padded to Cp (C rounded up to 16).
     Each pixel computes Cp channels; the extra ones land on the next pixel's outputs (written
     after them), or, for a row's last pixel, in a scratch copied out."""
+    return dw5_px_core(xflat, wp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, _addr(counter), 0)
+
+
+@njit(nogil=True, cache=True)
+def dw5_px_core(xflat, wp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, w0, tag):  # pragma: no cover - compiled
+    """dw5_px_part claiming items of job ``tag`` from the counter at ``w0``."""
     ho, wo, ch = out.shape
     cp = taps.shape[1]
     row = wp * ch
     d = dw * ch
     span = wo * ch
     tmp = np.empty(cp, out.dtype)
-    w0 = _addr(counter)
     ran = 0
-    oh = _fetch_add(w0, 1)
-    while oh < ho:
+    oh = claim(w0, tag, ho)
+    while oh >= 0:
         ran += 1
         orow = out[oh].reshape(span)
         base = oh * sh * row
@@ -164,7 +175,7 @@ def dw5_px_part(xflat, wp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, co
                 for t in range(ch):
                     orow[at + t] = tmp[t]
         _count_done(w0 + 8)
-        oh = _fetch_add(w0, 1)
+        oh = claim(w0, tag, ho)
     return ran
 
 

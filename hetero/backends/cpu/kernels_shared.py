@@ -183,14 +183,19 @@ def qadd_core(a, b, ra, rb, fixed, lo, hi, out, w0, tag):  # pragma: no cover - 
 @njit(nogil=True, cache=True)
 def max_pool_part(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, counter):  # pragma: no cover - compiled
     """MaxPool, rows first (kernels_pool's helpers), one (image, output row) per item."""
+    return max_pool_core(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, _addr(counter), 0)
+
+
+@njit(nogil=True, cache=True)
+def max_pool_core(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, w0, tag):  # pragma: no cover - compiled
+    """max_pool_part claiming items of job ``tag`` from the counter at ``w0``."""
     nb, ho, wo, ch = out.shape
     h, w = x.shape[1], x.shape[2]
     xr = x.reshape(nb, h, w * ch)
     column = np.empty(w * ch, x.dtype)  # the kernel rows' maximum, per input column
-    w0 = _addr(counter)
     ran = 0
-    t = _fetch_add(w0, 1)
-    while t < nb * ho:
+    t = claim(w0, tag, nb * ho)
+    while t >= 0:
         ran += 1
         n, oh = t // ho, t % ho
         first = True
@@ -214,7 +219,7 @@ def max_pool_part(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, counter):  # prag
                     if 0 <= iw < w:
                         _vmax(o, column[iw * ch : iw * ch + ch])
         _count_done(w0 + 8)
-        t = _fetch_add(w0, 1)
+        t = claim(w0, tag, nb * ho)
     return ran
 
 

@@ -20,14 +20,16 @@ import numpy as np
 from numba import carray, njit, types
 from numba.extending import intrinsic
 
+from hetero.backends.cpu import kernels_dw as dk
 from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu import native
 from hetero.backends.cpu.gemm import MB, MR, _addr
 from hetero.backends.cpu.gemm_fused import conv_tiles_core, gemm_requant_core
 from hetero.backends.cpu.helpers import _load_acquire, _pause
 from hetero.backends.cpu.kernels_nhwc import CHUNK
+from hetero.backends.cpu.kernels_dw import dw5_px_core, dw5_rows_core
 from hetero.backends.cpu.kernels_shared import (QUANTIZE_BLOCK, dw3_px_core, dw3_rows_core, dw3s2_rows_core,
-                                                qadd_core, quantize_core)
+                                                max_pool_core, qadd_core, quantize_core)
 from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, GEN, HELPED, KIND, NARGS, SLEEPERS, STOP,
                                         SYS_FUTEX, TS, WORKERS, _atomic_add, _call6, _cycles, _fence, _load_seq,
                                         begin_post, end_post, wait_done)
@@ -35,6 +37,7 @@ from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, 
 KIND_CONV, KIND_GEMM = 1, 2
 # depthwise 3x3 and QLinearAdd, uint8 activations; + 1 for int8 ones
 KIND_DW3_ROWS, KIND_DW3S2_ROWS, KIND_DW3_PX, KIND_QADD, KIND_QUANTIZE = 4, 6, 8, 10, 12
+KIND_DW5_ROWS, KIND_DW5_PX, KIND_MAX_POOL = 14, 16, 18
 
 
 @intrinsic
@@ -70,6 +73,19 @@ def _run_small(kind, w, fl, w0, tag, s8):  # pragma: no cover - compiled
                            w[16], w[17], w[6], w[7], carray(_voidptr(w[8]), w[3], np.int32),
                            carray(_voidptr(w[9]), w[3], np.float32), np.float32(fl[10]), np.float32(fl[11]),
                            np.float32(fl[12]), _bytes(s8, w[13], (w[14], w[15], w[3])), w0, tag)
+    if kind == KIND_DW5_ROWS:
+        return dw5_rows_core(_bytes(s8, w[0], (w[1], w[2], w[3])), carray(_voidptr(w[4]), (25, w[5]), np.int16),
+                             w[6], w[7], carray(_voidptr(w[8]), w[5], np.int32), carray(_voidptr(w[9]), w[5], np.float32),
+                             np.float32(fl[10]), np.float32(fl[11]), np.float32(fl[12]),
+                             _bytes(s8, w[13], (w[14], w[15], w[3])), w0, tag)
+    if kind == KIND_DW5_PX:
+        return dw5_px_core(_bytes(s8, w[0], w[1]), w[2], carray(_voidptr(w[4]), (25, w[5]), np.int16), w[16], w[17],
+                           w[6], w[7], carray(_voidptr(w[8]), w[5], np.int32), carray(_voidptr(w[9]), w[5], np.float32),
+                           np.float32(fl[10]), np.float32(fl[11]), np.float32(fl[12]),
+                           _bytes(s8, w[13], (w[14], w[15], w[3])), w0, tag)
+    if kind == KIND_MAX_POOL:
+        return max_pool_core(_bytes(s8, w[0], (w[1], w[2], w[3], w[4])), w[11], w[12], w[13], w[14], w[15], w[16],
+                             w[17], w[18], s8(w[10]), _bytes(s8, w[5], (w[1], w[6], w[7], w[4])), w0, tag)
     if kind == KIND_QUANTIZE:
         return quantize_core(carray(_voidptr(w[0]), (w[1], w[2], w[3]), np.float32),
                              carray(_voidptr(w[4]), w[2], np.float32), carray(_voidptr(w[5]), w[2], np.float32),
@@ -242,6 +258,47 @@ def qadd_shared(ctl, workers, sysfn, kind, a, b, ra, rb, fixed, lo, hi, out):  #
 
 
 @njit(nogil=True, cache=True)
+def dw5_rows_shared(ctl, workers, sysfn, kind, xp, taps, dh, dw, bias, mult, zy, lo, hi, out):  # pragma: no cover
+    """kernels_dw.dw5_rows_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    _dw_words(ctl, xp, taps, dh, dw, bias, mult, zy, lo, hi, out)
+    end_post(ctl, kind, workers, sysfn)
+    dw5_rows_core(xp, taps, dh, dw, bias, mult, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, out.shape[0])
+
+
+@njit(nogil=True, cache=True)
+def dw5_px_shared(ctl, workers, sysfn, kind, xflat, wp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi,
+                  out):  # pragma: no cover - compiled
+    """kernels_dw.dw5_px_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    w = ctl[ARGS:]
+    fl = w.view(np.float64)
+    w[0], w[1], w[2], w[3] = _addr(xflat), xflat.shape[0], wp, out.shape[2]
+    w[4], w[5], w[6], w[7] = _addr(taps), taps.shape[1], dh, dw
+    w[8], w[9] = _addr(bias), _addr(mult)
+    fl[10], fl[11], fl[12] = zy, lo, hi
+    w[13], w[14], w[15], w[16], w[17] = _addr(out), out.shape[0], out.shape[1], sh, sw
+    end_post(ctl, kind, workers, sysfn)
+    dw5_px_core(xflat, wp, taps, sh, sw, dh, dw, bias, mult, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, out.shape[0])
+
+
+@njit(nogil=True, cache=True)
+def max_pool_shared(ctl, workers, sysfn, kind, x, kh, kw, sh, sw, dh, dw, pt, pl, low, out):  # pragma: no cover
+    """kernels_shared.max_pool_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    w = ctl[ARGS:]
+    w[0], w[1], w[2], w[3], w[4] = _addr(x), x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    w[5], w[6], w[7] = _addr(out), out.shape[1], out.shape[2]
+    w[10] = low
+    w[11], w[12], w[13], w[14], w[15], w[16], w[17], w[18] = kh, kw, sh, sw, dh, dw, pt, pl
+    end_post(ctl, kind, workers, sysfn)
+    max_pool_core(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, out.shape[0] * out.shape[1])
+
+
+@njit(nogil=True, cache=True)
 def quantize_shared(ctl, workers, sysfn, kind, x, scale, zp, lo, hi, out):  # pragma: no cover - compiled
     """kernels_shared.quantize_part on ``workers`` threads (native helpers)."""
     tag = begin_post(ctl)
@@ -286,6 +343,23 @@ def _qadd(args):
     return None if s8 is None else (qadd_shared, KIND_QADD + s8)
 
 
+def _dw5_rows(args):
+    s8 = _signed((args[0], args[-1]))
+    return None if s8 is None else (dw5_rows_shared, KIND_DW5_ROWS + s8)
+
+
+def _dw5_px(args):
+    s8 = _signed((args[0], args[-1]))
+    return None if s8 is None else (dw5_px_shared, KIND_DW5_PX + s8)
+
+
+def _max_pool(args):
+    s8 = _signed((args[0], args[-1]))
+    if s8 is None or not (args[0].flags.c_contiguous and args[-1].flags.c_contiguous):
+        return None
+    return max_pool_shared, KIND_MAX_POOL + s8
+
+
 def _quantize(args):
     s8 = _signed((args[-1],))
     if s8 is None or args[0].dtype != np.float32 or not all(a.flags.c_contiguous for a in (args[0], args[1], args[2], args[-1])):
@@ -294,7 +368,8 @@ def _quantize(args):
 
 
 NATIVE_PARTS = {ks.dw3_rows_part: _dw3_rows, ks.dw3s2_rows_part: _dw3s2_rows, ks.dw3_px_part: _dw3_px,
-                ks.qadd_part: _qadd, ks.quantize_part: _quantize}
+                ks.qadd_part: _qadd, ks.quantize_part: _quantize, dk.dw5_rows_part: _dw5_rows,
+                dk.dw5_px_part: _dw5_px, ks.max_pool_part: _max_pool}
 """kernels_shared work loops posted to native helpers: part -> (args -> (shared function, kind) or None)."""
 
 

@@ -265,7 +265,7 @@ class CpuPlan:
         (gets ``(op, start, end)`` per op on the ``time.perf_counter`` clock) or the throttle
         needs its time."""
         device = self.device
-        if device.threads > 1:
+        if device.threads != 1:  # None: numba's whole pool
             native_jobs.wake()  # native helpers spin through the run (between ops of one thread too)
         values: list[np.ndarray | None] = [None] * self.slot_count
         for name, s in self.input_slots:
