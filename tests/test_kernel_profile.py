@@ -154,6 +154,52 @@ def test_evaluate_against_a_hand_built_model_profile(cpu) -> None:
     assert device["model_predicted_s"] == pytest.approx(2 * (1e-5 + 1e-6), rel=1e-3)
 
 
+def test_samples_are_fitted_at_the_first_probes_speed_and_evaluated_at_the_models(cpu) -> None:
+    """Samples taken while the machine ran at half speed (speed 2.0: the probe took twice its
+    first time) fit as if at full speed; a model profile measured when the probe took 2x the
+    kernel profile's is predicted at that speed in the report's ``speed`` figures, not in the raw ones."""
+    spec = TensorSpec("x", (1, 8, 4, 4), "float32")
+    first = make_op("r1", "Relu", ["x"], ["y"], {}, {"x": spec}, {})
+    second = make_op("r2", "Relu", ["y"], ["z"], {}, {"y": first.output_specs[0]}, {})
+    graph = Graph.build([first, second], [spec], ["z"], name="relus")
+    kernel_class = classify_ops(cpu, graph)["r1"]
+    cpu.close()
+    features = kernel_features(first, 1 << 20)
+    samples = tuple(KernelSample(kernel_class, "Relu", {}, features, 2e-5, 2e-5, 2e-5, 2.0) for _ in range(4))
+    entry = DeviceKernels({"kind": "cpu"}, samples, 1e-6, 1e-6, {kernel_class: "loglin"}, probe_s=1e-4)
+    assert entry.by_class()[kernel_class].seconds == (1e-5,) * 4
+    kernels = KernelProfile("now", {}, {}, ("fp32",), {"cpu": entry})
+    stats = {first.signature(): OpStats("Relu", 2.1e-5, 2.1e-5, 2.1e-5, 5, 0, 0.0, {})}
+    other = Profile("relus", "fp32", "now", {}, {}, {"cpu": DeviceProfile({}, stats)}, runtime={"speed_probe_s:cpu": 2e-4})
+    report = evaluate_kernels_against(kernels, other, graph)
+    device = report["devices"]["cpu"]
+    assert device["within_20pct"] == 0.0  # 10 us predicted against 21 us measured
+    assert device["speed"]["factor"] == pytest.approx(2.0)
+    assert device["speed"]["within_10pct"] == 1.0 and report["speed"]["within_10pct"] == 1.0
+    assert device["speed"]["model_predicted_s"] == pytest.approx(2 * device["model_predicted_s"])
+
+
+def test_the_speed_probe_times_the_cpu_device_and_a_bad_speed_is_refused(cpu, kernels, tmp_path: Path) -> None:
+    from hetero.cost.speed import speed_probe
+
+    first = speed_probe(cpu)
+    assert first is not None and 0 < first < 0.1
+    profile, path = kernels
+    assert profile.devices["cpu"].probe_s is not None and profile.devices["cpu"].probe_s > 0
+    assert all(s.speed > 0 for s in profile.devices["cpu"].samples)
+    data = json.loads(path.read_text())
+    data["devices"]["cpu"]["samples"][3]["speed"] = 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match=r"devices\.cpu\.samples\[3\]\.speed"):
+        load_kernel_profile(bad)
+    for sample in data["devices"]["cpu"]["samples"]:
+        del sample["speed"]  # a profile from before the probe: every sample at the first speed
+    del data["devices"]["cpu"]["probe_s"]
+    bad.write_text(json.dumps(data))
+    assert {s.speed for s in load_kernel_profile(bad).devices["cpu"].samples} == {1.0}
+
+
 def test_cli_profiles_kernels_and_schedules_with_them(tmp_path: Path, capsys) -> None:
     from hetero.app.cli import main
 

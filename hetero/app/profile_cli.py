@@ -276,4 +276,9 @@ def _kernels_evaluate(args: argparse.Namespace, kernels: Any) -> int:
         if "model_predicted_s" in device:
             print(f"  {name}: whole model predicted {device['model_predicted_s'] * 1e3:.3f} ms (kernels, layout conversions, "
                   f"plan dispatch); its ops measured {device['model_ops_measured_s'] * 1e3:.3f} ms; unpredictable ops: {device['unpredictable']}")
+        if "speed" in device:
+            m = device["speed"]
+            print(f"  {name}: at the machine's speed when {args.against} was measured (speed probe {m['factor']:.2f}x the "
+                  f"kernel profile's): within 10%: {m['within_10pct']:.0%}  within 20%: {m['within_20pct']:.0%}  RMSPE: "
+                  f"{m['rmspe']:.1%}  Spearman: {m['spearman']:.3f}; whole model {m['model_predicted_s'] * 1e3:.3f} ms")
     return 0

@@ -134,6 +134,7 @@ def evaluate_kernels_against(kernels: Any, other: Profile, graph: Any) -> dict[s
     alone: per op kernel time vs the measured one, per class and overall, and the whole model's
     predicted latency (kernels, layout conversions, the plan's dispatch per op) vs the sum measured."""
     from hetero.cost.kernel_estimate import graph_kernel_cost
+    from hetero.cost.speed import probe_key
 
     names = [n for n in other.devices if n in kernels.devices]
     if not names:
@@ -157,8 +158,22 @@ def evaluate_kernels_against(kernels: Any, other: Profile, graph: Any) -> dict[s
                          "measured_s": stats.expected_s})
         report = _class_report(rows)
         report.update(unpredictable=skipped, model_predicted_s=model_predicted, model_ops_measured_s=model_measured)
+        reference, then = kernels.devices[name].probe_s, other.runtime.get(probe_key(name))
+        if reference and then:  # the machine ran at another speed when OTHER was measured
+            factor = then / reference
+            scaled = [dict(r, predicted_s=r["predicted_s"] * factor) for r in rows]
+            at_speed = _class_report(scaled)
+            at_speed.pop("rows")
+            report["speed"] = dict(factor=factor, model_predicted_s=model_predicted * factor, **at_speed)
         devices[name] = report
-    return _kernel_summary(devices)
+    summary = _kernel_summary(devices)
+    scaled_rows = [dict(r, predicted_s=r["predicted_s"] * d["speed"]["factor"]) for d in devices.values() if "speed" in d
+                   for r in d["rows"]]
+    if scaled_rows and all("speed" in d for d in devices.values()):
+        overall = _class_report(scaled_rows)
+        overall.pop("rows")
+        summary["speed"] = overall
+    return summary
 
 
 def _kernel_summary(devices: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -63,6 +63,7 @@ class KernelSample:
     seconds: float
     p10_s: float
     p90_s: float
+    speed: float = 1.0  # the speed probe's time when sampled over its first time (hetero.cost.speed)
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,15 @@ class DeviceKernels:
     runtime_dispatch_s: float = 0.0
     kinds: Mapping[str, str] = field(default_factory=dict)
     holdout: Mapping[str, float] = field(default_factory=dict)
+    probe_s: float | None = None  # the speed probe's first time (hetero.cost.speed): what predictions are for
 
     def by_class(self) -> dict[str, ClassSamples]:
+        """Samples per class, each brought to the first probe's machine speed (seconds / speed)."""
         grouped: dict[str, list[KernelSample]] = {}
         for sample in self.samples:
             grouped.setdefault(sample.kernel_class, []).append(sample)
-        return {c: ClassSamples(tuple(s.features for s in v), tuple(s.seconds for s in v)) for c, v in grouped.items()}
+        return {c: ClassSamples(tuple(s.features for s in v), tuple(s.seconds / s.speed for s in v))
+                for c, v in grouped.items()}
 
     def predictor(self) -> KernelPredictor:
         """Per-class predictors refitted from the samples (kept per object: fitting takes a while)."""
@@ -144,10 +148,11 @@ def _adaptive_configs(samples: Sequence[KernelSample], rng: np.random.Generator,
         if len(group) < 12:
             bad += [(1.0, s) for s in group]
             continue
-        kind, _ = choose_kind([s.features for s in group], [s.seconds for s in group])
+        seconds = [s.seconds / s.speed for s in group]  # at the first probe's speed, as the predictors fit
+        kind, _ = choose_kind([s.features for s in group], seconds)
         train, test = holdout_split(len(group), seed=len(group))
-        model = Fitted(kind, [group[i].features for i in train], [group[i].seconds for i in train])
-        errors = np.abs(relative_errors(model.predict([group[i].features for i in test]), [group[i].seconds for i in test]))
+        model = Fitted(kind, [group[i].features for i in train], [seconds[i] for i in train])
+        errors = np.abs(relative_errors(model.predict([group[i].features for i in test]), [seconds[i] for i in test]))
         bad += [(float(e), group[i]) for e, i in zip(errors, test) if e > BAD]
     bad.sort(key=lambda pair: -pair[0])
     return [perturb(s.config, rng) for _, s in bad for _ in range(around)]
@@ -156,9 +161,12 @@ def _adaptive_configs(samples: Sequence[KernelSample], rng: np.random.Generator,
 def measure_device(device: Device, precisions: Sequence[str], budget_s: float, seed: int = 0, around: int = AROUND,
                    progress: Callable[[float, str], None] | None = None) -> DeviceKernels:
     """Sample one device's kernels for ``budget_s`` seconds of wall time (prior, then adaptive rounds)."""
+    from hetero.cost.speed import SpeedTracker
+
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     samples: list[KernelSample] = []
+    speed = SpeedTracker(device)
 
     def spent() -> float:
         return time.perf_counter() - started
@@ -170,7 +178,7 @@ def measure_device(device: Device, precisions: Sequence[str], budget_s: float, s
             log.warning("%s: %s %s failed: %s", device.name, config["precision"], config["family"], err)
             return
         if sample is not None and sample.seconds > 0:
-            samples.append(sample)
+            samples.append(replace(sample, speed=speed.ratio()))
         if progress:
             progress(min(spent() / budget_s, 1.0), f"{device.name}: {phase} {config['precision']} {config['family']} ({len(samples)})")
 
@@ -199,8 +207,12 @@ def measure_device(device: Device, precisions: Sequence[str], budget_s: float, s
         kinds[kernel_class], holdout[kernel_class] = choose_kind(group.features, group.seconds)
     from hetero.exec.dispatch import measure_dispatch
 
+    if speed.probes:
+        log.info("%s: speed probe %.0f-%.0f us (first %.0f us)", device.name, 1e6 * min(speed.probes),
+                 1e6 * max(speed.probes), 1e6 * speed.reference)
     return DeviceKernels(identity=identity_of(device.info), samples=tuple(samples), plan_dispatch_s=plan_dispatch_s(device),
-                         runtime_dispatch_s=measure_dispatch([device]), kinds=kinds, holdout=holdout)
+                         runtime_dispatch_s=measure_dispatch([device]), kinds=kinds, holdout=holdout,
+                         probe_s=speed.reference)
 
 
 def profile_kernels(devices: Sequence[Device], precisions: Sequence[str] = ("int8", "fp32"), budget_s: float = 180.0,
@@ -234,10 +246,11 @@ def to_json(profile: KernelProfile) -> dict[str, Any]:
                    "points": [list(p) for p in l.points]} for l in profile.links],
         "devices": {name: {
             "identity": dict(d.identity), "plan_dispatch_s": d.plan_dispatch_s, "runtime_dispatch_s": d.runtime_dispatch_s,
+            "probe_s": d.probe_s,
             "classes": {c: {"kind": d.kinds[c], "holdout_rmspe": None if math.isnan(d.holdout.get(c, math.nan)) else d.holdout[c],
                             "n": sum(1 for s in d.samples if s.kernel_class == c)} for c in sorted(d.kinds)},
             "samples": [{"class": s.kernel_class, "op_type": s.op_type, "config": dict(s.config), "features": dict(s.features),
-                         "seconds": s.seconds, "p10_s": s.p10_s, "p90_s": s.p90_s} for s in d.samples],
+                         "seconds": s.seconds, "p10_s": s.p10_s, "p90_s": s.p90_s, "speed": s.speed} for s in d.samples],
         } for name, d in profile.devices.items()},
     }
 
@@ -289,18 +302,23 @@ def parse_kernel_profile(data: Mapping[str, Any]) -> KernelProfile:
                 raise ProfileError(f"{where}.class '{kernel_class}' is not a kernel class of op type '{op_type}' "
                                    "hetero knows; re-run hetero profile --kernels")
             features = _field(s, "features", where, dict)
+            speed = s.get("speed", 1.0)
+            if not isinstance(speed, (int, float)) or isinstance(speed, bool) or not 0 < speed < math.inf:
+                raise ProfileError(f"{where}.speed is {speed!r}, not a positive number; re-run hetero profile --kernels")
             samples.append(KernelSample(kernel_class, op_type, dict(_field(s, "config", where, dict)),
                                         {k: float(v) for k, v in features.items()}, _duration(s, "seconds", where),
-                                        _duration(s, "p10_s", where), _duration(s, "p90_s", where)))
+                                        _duration(s, "p10_s", where), _duration(s, "p90_s", where), float(speed)))
         classes = _field(entry, "classes", at, dict)
         kinds = {}
         for c, info in classes.items():
             kinds[c] = _field(info, "kind", f"{at}.classes[{c}]", str)
             if kinds[c] not in ("rf", "hgb", "lin+rf", "loglin"):
                 raise ProfileError(f"{at}.classes[{c}].kind is '{kinds[c]}', not rf, hgb, lin+rf or loglin")
+        probe = entry.get("probe_s")
         devices[name] = DeviceKernels(identity=_field(entry, "identity", at, dict), samples=tuple(samples),
                                       plan_dispatch_s=_duration(entry, "plan_dispatch_s", at),
-                                      runtime_dispatch_s=_duration(entry, "runtime_dispatch_s", at), kinds=kinds)
+                                      runtime_dispatch_s=_duration(entry, "runtime_dispatch_s", at), kinds=kinds,
+                                      probe_s=None if probe is None else _duration(entry, "probe_s", at))
     links = tuple(Link(_field(l, "src", f"links[{i}]", str), _field(l, "dst", f"links[{i}]", str),
                        _duration(l, "latency_s", f"links[{i}]"), float(_field(l, "bandwidth_Bps", f"links[{i}]", (int, float))),
                        via=str(l.get("via", "direct")), points=tuple((int(b), float(t)) for b, t in l.get("points", [])))

@@ -114,12 +114,16 @@ def profile_graph(
     with ``hetero.exec.dispatch.measure_dispatch(devices)`` (0.0: not measured). With ``handoffs`` and
     two or more devices, the runtime calibrations are measured too (hetero.cost.calibration: each
 device pair's and the host's hand-off cost, wake-up after idling, contention)."""
+    from hetero.cost.speed import probe_key, speed_probe
+
     rng = np.random.default_rng(seed)
     unique: dict[str, Op] = {}
     for op in graph.ops_in_order():
         unique.setdefault(op.signature(), op)
     device_profiles: dict[str, DeviceProfile] = {}
+    probes: dict[str, float] = {}
     for device in devices:
+        before = speed_probe(device) if device.kind == "cpu" else None
         reused: Mapping[str, OpStats] = {}
         if previous is not None and device.name in previous.devices:
             entry = previous.devices[device.name]
@@ -151,6 +155,9 @@ device pair's and the host's hand-off cost, wake-up after idling, contention).""
         if sweep > 0:
             measured.update(sweep_device(device, unique, measured, sweep, rng, sweep_budget, progress))
         device_profiles[device.name] = DeviceProfile(identity=identity_of(device.info), ops=measured)
+        after = speed_probe(device) if before is not None else None
+        if before is not None and after is not None:  # the machine's speed while this device was timed
+            probes[probe_key(device.name)] = (before + after) / 2
     power = {device.name: _device_power(device, unique.values(), rng) for device in devices}
     if progress:
         progress("links")
@@ -170,7 +177,7 @@ device pair's and the host's hand-off cost, wake-up after idling, contention).""
         libraries=library_versions(),
         devices=device_profiles,
         links=tuple(links),
-        runtime={"dispatch_s": dispatch_s},
+        runtime={"dispatch_s": dispatch_s, **probes},
         power=power,
         **calibrated,
     )
