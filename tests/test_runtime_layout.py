@@ -235,3 +235,39 @@ def test_plain_run_still_takes_and_gives_nchw_arrays(model: dict[str, Any]) -> N
             cpu.timed_run_native(conv, [cpu.upload(x)])
     finally:
         cpu.repair()
+
+
+def test_cpu_helpers_stop_spinning_while_a_plan_shares_the_cores(model: dict[str, Any], monkeypatch) -> None:
+    """A plan with ops on an OpenCL CPU device (PoCL: the same cores) tells the cpu device to let
+    its native helpers sleep after each job; a cpu-only plan does not; after the run they spin again."""
+    if "opencl:0" not in model["devices"]:
+        pytest.skip("no usable OpenCL device here (see conftest.usable_opencl)")
+    from hetero.backends.cpu import native, native_jobs
+    from hetero.cost.contention import HOST_GROUP, resource_group
+    from hetero.cost.profile import identity_of
+
+    devices = {n: model["devices"][n] for n in ("cpu", "opencl:0")}
+    if resource_group(identity_of(devices["opencl:0"].info)) != HOST_GROUP:
+        pytest.skip("opencl:0 is not a CPU device here: it shares no cores with the cpu device")
+    calls: list[bool] = []
+    real = CpuDevice.share_cores
+    spinning: list[bool] = []
+
+    def record(self: CpuDevice, sharing: bool) -> None:
+        calls.append(sharing)
+        real(self, sharing)
+        pool = native_jobs.pool()
+        spinning.append(pool.spinning if pool is not None else False)
+
+    monkeypatch.setattr(CpuDevice, "share_cores", record)
+    graph = model["graph"]
+    ops = list(graph.ops_in_order())
+    mixed = {op.name: ("opencl:0" if i % 2 and devices["opencl:0"].supports(op) else "cpu") for i, op in enumerate(ops)}
+    assert "opencl:0" in mixed.values()
+    _serve(model, devices, mixed)
+    assert calls[0] is True and calls[-1] is False
+    if native.ENABLED:
+        assert spinning[0] is False and spinning[-1] is (native.SPIN_US > 0)
+    calls.clear()
+    _serve(model, devices, {op.name: "cpu" for op in ops})
+    assert True not in calls

@@ -170,6 +170,7 @@ class Runtime:
                 worker.join()
             for name in broken:
                 self.devices[name].repair()
+            self._share_cores(None)  # helpers spin again after this run
         wall = time.perf_counter() - started
         if self._fatal is not None and not any(self._latencies):
             raise self._fatal
@@ -251,6 +252,7 @@ class Runtime:
         missing = [n for n, d in plan.placement.items() if d not in self.devices]
         if missing:
             raise DeviceError(f"the plan places {missing[0]} on {plan.placement[missing[0]]}, which this runtime has no worker for")
+        self._share_cores(plan)
         pending = dict(self._pending)
         request = Request(index, feeds, plan, attempt, self._now(), pending, version=version)
         if version and self._update is not None and self._update["first_request"] is None:
@@ -260,6 +262,23 @@ class Runtime:
         ops = self._versions[version]
         for name in self._roots:
             self._queues[plan.placement[name]].put((request, ops[name]))
+
+    def _share_cores(self, plan: Any) -> None:
+        """Tell devices whose helper threads spin (the cpu device) whether ``plan`` also runs ops
+        on another device of their resource group (an OpenCL CPU device on the same cores)."""
+        used = frozenset(plan.placement.values()) if plan is not None else frozenset()
+        if used == getattr(self, "_sharing_for", None):
+            return
+        self._sharing_for = used
+        from hetero.cost.contention import resource_group  # (it imports this module)
+        from hetero.cost.profile import identity_of
+
+        groups = {name: resource_group(identity_of(self.devices[name].info)) for name in used if name in self.devices}
+        for name, device in self.devices.items():
+            hook = getattr(device, "share_cores", None)
+            if hook is not None:
+                mine = resource_group(identity_of(device.info))
+                hook(mine is not None and any(g == mine for other, g in groups.items() if other != name))
 
     # --- one device's worker ---------------------------------------------------------------------
 

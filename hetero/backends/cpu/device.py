@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from hetero.backends.base import Buffer, DeviceInfo, HostDevice, Kernel, Predicate
-from hetero.backends.cpu import helpers
+from hetero.backends.cpu import helpers, native_jobs
 from hetero.backends.cpu.kernels_float import FLOAT_KERNELS, reference
 from hetero.backends.cpu.kernels_qtransformer import QTRANSFORMER_KERNELS
 from hetero.backends.cpu.kernels_quant import QUANT_KERNELS
@@ -363,6 +363,11 @@ class CpuDevice(HostDevice):
                 entry[1]["confirm"] = []
             else:  # trials dropped or forced meanwhile (the kernel profiler's)
                 del self._confirming[key]
+
+    def share_cores(self, sharing: bool) -> None:
+        """Another device (an OpenCL CPU device) runs on these cores while ``sharing``: the
+        native helper threads then sleep after each job instead of spinning for the next."""
+        native_jobs.share_cores(sharing)
 
     def learning(self, graph: Graph) -> bool:
         """Whether the device is still choosing a thread count for an op of ``graph`` (its first

@@ -52,7 +52,7 @@ ENABLED = (os.environ.get("HETERO_CPU_NATIVE", "1") != "0" and sys.platform.star
 """Whether kernels post their work items to native helpers (else to ``helpers``' threads)."""
 
 # control array layout (int64 words; the job word, the claim counter and the block on separate lines)
-GEN, STOP, SLEEPERS, FUTEX, TS = 0, 1, 2, 3, 4  # TS, TS + 1: the futex wait's timeout (timespec)
+GEN, STOP, SLEEPERS, FUTEX, TS, SPIN = 0, 1, 2, 3, 4, 6  # TS, TS + 1: the futex wait's timeout (timespec)
 CLAIM, DONE, HELPED = 8, 9, 10
 KIND, WORKERS, ARGS = 16, 17, 24
 NARGS = 40
@@ -236,7 +236,7 @@ class NativePool:
         self._start = threading.Lock()
         self._main = helper_main
         self._threads: list[threading.Thread] = []
-        self._spin_cycles: int | None = None
+        self._cycles_per_us: float | None = None
         libc = ctypes.CDLL(None, use_errno=True)
         self.sysfn = int(ctypes.cast(libc.syscall, ctypes.c_void_p).value)
 
@@ -245,17 +245,28 @@ class NativePool:
         if len(self._threads) >= helpers:
             return
         with self._start:
-            if self._spin_cycles is None:
-                self._spin_cycles = int(SPIN_US * _cycles_per_us())
+            if self._cycles_per_us is None:
+                self.set_spin_us(SPIN_US)
                 idle = np.zeros(SIZE, np.int64)
                 idle[STOP] = 1
-                self._main(idle, 0, 0, self.sysfn)  # compiled (or loaded) here, not on a helper thread
+                self._main(idle, 0, self.sysfn)  # compiled (or loaded) here, not on a helper thread
             while len(self._threads) < helpers:
                 index = len(self._threads)
-                thread = threading.Thread(target=self._main, args=(self.ctl, index, self._spin_cycles, self.sysfn),
+                thread = threading.Thread(target=self._main, args=(self.ctl, index, self.sysfn),
                                           name=f"hetero-cpu-native-{index}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
+
+    def set_spin_us(self, microseconds: float) -> None:
+        """How long helpers spin for the next job after their last one (0: they sleep at once,
+        e.g. while another device runs on the same cores); helpers read it at every poll."""
+        if self._cycles_per_us is None:
+            self._cycles_per_us = _cycles_per_us()
+        self.ctl[SPIN] = int(max(0.0, microseconds) * self._cycles_per_us)
+
+    @property
+    def spinning(self) -> bool:
+        return bool(self.ctl[SPIN] > 0)
 
     def wake(self) -> None:
         """Wake every sleeping helper without a job (it spins for SPIN_US, then sleeps again)."""

@@ -30,8 +30,8 @@ from hetero.backends.cpu.kernels_nhwc import CHUNK
 from hetero.backends.cpu.kernels_dw import dw5_px_core, dw5_rows_core
 from hetero.backends.cpu.kernels_shared import (QUANTIZE_BLOCK, dw3_px_core, dw3_rows_core, dw3s2_rows_core,
                                                 max_pool_core, qadd_core, quantize_core)
-from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, GEN, HELPED, KIND, NARGS, SLEEPERS, STOP,
-                                        SYS_FUTEX, TS, WORKERS, _atomic_add, _call6, _cycles, _fence, _load_seq,
+from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, GEN, HELPED, KIND, NARGS, SLEEPERS,
+                                        SPIN, STOP, SYS_FUTEX, TS, WORKERS, _atomic_add, _call6, _cycles, _fence, _load_seq,
                                         begin_post, end_post, wait_done)
 
 KIND_CONV, KIND_GEMM = 1, 2
@@ -118,8 +118,8 @@ def run_block(kind, words, w0, tag):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True)
-def helper_main(ctl, index, spin_cycles, sysfn):  # pragma: no cover - compiled
-    """A native helper's whole life: run posted jobs, spin ``spin_cycles`` after each, then
+def helper_main(ctl, index, sysfn):  # pragma: no cover - compiled
+    """A native helper's whole life: run posted jobs, spin ``ctl[SPIN]`` cycles after each, then
     sleep on the futex word until woken (``native``'s protocol)."""
     base = ctl.ctypes.data
     words = np.empty(NARGS, np.int64)
@@ -146,7 +146,7 @@ def helper_main(ctl, index, spin_cycles, sysfn):  # pragma: no cover - compiled
             continue
         if _load_acquire(base + STOP * 8) != 0:
             return 0
-        if _cycles() - last < spin_cycles:
+        if _cycles() - last < ctl[SPIN]:
             _pause()
             continue
         word = _load_seq(base + FUTEX * 8)
@@ -416,8 +416,17 @@ def wake() -> None:
     """Wake sleeping native helpers (if started): they spin for SPIN_US from now. A plan run with
     more than one thread starts with this, so its ops, whichever thread count they run at, find
     the helpers awake (a helper woken by a job's post arrives tens of microseconds late)."""
-    if _POOL is not None and _POOL.ctl[SLEEPERS] > 0:
+    if _POOL is not None and _POOL.ctl[SLEEPERS] > 0 and _POOL.ctl[SPIN] > 0:
         _POOL.wake()
+
+
+def share_cores(sharing: bool) -> None:
+    """While another device runs on this host's cores (``sharing``: an OpenCL CPU device in the
+    same plan), native helpers sleep right after each job instead of spinning SPIN_US for the
+    next (a spinning helper took the core PoCL's threads needed); back to SPIN_US otherwise."""
+    pool_ = pool()
+    if pool_ is not None:
+        pool_.set_spin_us(0.0 if sharing else native.SPIN_US)
 
 
 def _after_fork() -> None:
