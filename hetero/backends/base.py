@@ -86,6 +86,14 @@ def check_int8_gemm(device: str, path: object) -> str:
     return str(path)
 
 
+def on_host_cores(identity: Mapping[str, object]) -> bool:
+    """Whether a device (its identity: ``DeviceInfo.to_dict()`` or a profile's record) computes on
+    the host's CPU cores: the cpu device, an OpenCL device on the CPU (PoCL's pthread driver)."""
+    kind = str(identity.get("kind", ""))
+    description = str(identity.get("description", "")).lower()
+    return kind == "cpu" or (kind == "opencl" and ("pthread" in description or "cpu" in description.split("-")[0]))
+
+
 def host_cpu_name() -> str:
     """The host CPU's model name (/proc/cpuinfo, else what platform knows)."""
     try:

@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from hetero.backends.base import Device
+from hetero.backends.base import Device, on_host_cores
 from hetero.exec.dispatch import probe_ops
 from hetero.ir.graph import Graph, Op
 
@@ -45,13 +45,7 @@ HOST_GROUP = "host-cores"
 def resource_group(identity: Mapping[str, object]) -> str | None:
     """The resource group a device shares: the host's cores for the cpu device and an OpenCL device
     that runs on the CPU (PoCL's pthread driver); None for a device with its own hardware."""
-    kind = str(identity.get("kind", ""))
-    description = str(identity.get("description", "")).lower()
-    if kind == "cpu":
-        return HOST_GROUP
-    if kind == "opencl" and ("pthread" in description or "cpu" in description.split("-")[0]):
-        return HOST_GROUP
-    return None
+    return HOST_GROUP if on_host_cores(identity) else None
 
 
 def wakeup_extra_s(table: Sequence[tuple[float, float]], idle_s: float) -> float:

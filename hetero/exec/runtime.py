@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hetero.backends.base import Buffer, Device
+from hetero.backends.base import Buffer, Device, on_host_cores
 from hetero.cost.protocol import HOST
 from hetero.errors import DeviceError, HeteroError, InputError
 from hetero.exec.live_update import LiveUpdate, check_same_structure, load_weights
@@ -265,20 +265,16 @@ class Runtime:
 
     def _share_cores(self, plan: Any) -> None:
         """Tell devices whose helper threads spin (the cpu device) whether ``plan`` also runs ops
-        on another device of their resource group (an OpenCL CPU device on the same cores)."""
+        on another device computing on the host's cores (an OpenCL CPU device: PoCL)."""
         used = frozenset(plan.placement.values()) if plan is not None else frozenset()
         if used == getattr(self, "_sharing_for", None):
             return
         self._sharing_for = used
-        from hetero.cost.contention import resource_group  # (it imports this module)
-        from hetero.cost.profile import identity_of
-
-        groups = {name: resource_group(identity_of(self.devices[name].info)) for name in used if name in self.devices}
+        on_cores = {name for name in used if name in self.devices and on_host_cores(self.devices[name].info.to_dict())}
         for name, device in self.devices.items():
             hook = getattr(device, "share_cores", None)
             if hook is not None:
-                mine = resource_group(identity_of(device.info))
-                hook(mine is not None and any(g == mine for other, g in groups.items() if other != name))
+                hook(on_host_cores(device.info.to_dict()) and bool(on_cores - {name}))
 
     # --- one device's worker ---------------------------------------------------------------------
 

@@ -455,7 +455,10 @@ class CpuDevice(HostDevice):
         plan = self._compiled(self._segment_plans, (id(graph), layouts), graph,
                               input_layouts={spec.name: form for spec, form in zip(graph.inputs, layouts)}, native=True)
         spans: list = []
-        outputs = plan.run({name: buffers[name].array for name in buffers}, spans=spans)
+        try:
+            outputs = plan.run({name: buffers[name].array for name in buffers}, spans=spans)
+        finally:
+            native_jobs.rest()  # the runtime's own threads (queues, other devices) want the cores next
         return {name: CpuBuffer(array, plan.output_layouts[name]) for name, array in outputs.items()}, spans
 
     def timed_run_native(self, op: Op, inputs: Sequence[Buffer]) -> tuple[list[Buffer], float]:

@@ -52,7 +52,7 @@ ENABLED = (os.environ.get("HETERO_CPU_NATIVE", "1") != "0" and sys.platform.star
 """Whether kernels post their work items to native helpers (else to ``helpers``' threads)."""
 
 # control array layout (int64 words; the job word, the claim counter and the block on separate lines)
-GEN, STOP, SLEEPERS, FUTEX, TS, SPIN = 0, 1, 2, 3, 4, 6  # TS, TS + 1: the futex wait's timeout (timespec)
+GEN, STOP, SLEEPERS, FUTEX, TS, SPIN, REST = 0, 1, 2, 3, 4, 6, 7  # TS, TS + 1: the futex wait's timeout (timespec)
 CLAIM, DONE, HELPED = 8, 9, 10
 KIND, WORKERS, ARGS = 16, 17, 24
 NARGS = 40
@@ -263,6 +263,10 @@ class NativePool:
         if self._cycles_per_us is None:
             self._cycles_per_us = _cycles_per_us()
         self.ctl[SPIN] = int(max(0.0, microseconds) * self._cycles_per_us)
+
+    def rest(self) -> None:
+        """Idle helpers go to sleep now rather than spin out their SPIN_US (a job or ``wake`` brings them back)."""
+        self.ctl[REST] += 1
 
     @property
     def spinning(self) -> bool:

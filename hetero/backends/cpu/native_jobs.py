@@ -30,8 +30,8 @@ from hetero.backends.cpu.kernels_nhwc import CHUNK
 from hetero.backends.cpu.kernels_dw import dw5_px_core, dw5_rows_core
 from hetero.backends.cpu.kernels_shared import (QUANTIZE_BLOCK, dw3_px_core, dw3_rows_core, dw3s2_rows_core,
                                                 max_pool_core, qadd_core, quantize_core)
-from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, GEN, HELPED, KIND, NARGS, SLEEPERS,
-                                        SPIN, STOP, SYS_FUTEX, TS, WORKERS, _atomic_add, _call6, _cycles, _fence, _load_seq,
+from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, GEN, HELPED, KIND, NARGS, REST,
+                                        SLEEPERS, SPIN, STOP, SYS_FUTEX, TS, WORKERS, _atomic_add, _call6, _cycles, _fence, _load_seq,
                                         begin_post, end_post, wait_done)
 
 KIND_CONV, KIND_GEMM = 1, 2
@@ -124,6 +124,7 @@ def helper_main(ctl, index, sysfn):  # pragma: no cover - compiled
     base = ctl.ctypes.data
     words = np.empty(NARGS, np.int64)
     seen = _load_seq(base + GEN * 8)
+    rested = _load_seq(base + REST * 8)
     last = _cycles()
     while True:
         g = _load_acquire(base + GEN * 8)
@@ -146,9 +147,11 @@ def helper_main(ctl, index, sysfn):  # pragma: no cover - compiled
             continue
         if _load_acquire(base + STOP * 8) != 0:
             return 0
-        if _cycles() - last < ctl[SPIN]:
+        asked = _load_acquire(base + REST * 8)
+        if asked == rested and _cycles() - last < ctl[SPIN]:
             _pause()
             continue
+        rested = asked
         word = _load_seq(base + FUTEX * 8)
         _atomic_add(base + SLEEPERS * 8, 1)
         if _load_seq(base + GEN * 8) == seen and _load_seq(base + STOP * 8) == 0:
@@ -418,6 +421,14 @@ def wake() -> None:
     the helpers awake (a helper woken by a job's post arrives tens of microseconds late)."""
     if _POOL is not None and _POOL.ctl[SLEEPERS] > 0 and _POOL.ctl[SPIN] > 0:
         _POOL.wake()
+
+
+def rest() -> None:
+    """Let idle native helpers sleep now instead of spinning out SPIN_US (the end of a runtime
+    segment: the runtime's queue and device threads run next on these cores); the next plan run
+    wakes them."""
+    if _POOL is not None:
+        _POOL.rest()
 
 
 def share_cores(sharing: bool) -> None:

@@ -253,6 +253,7 @@ class CpuPlan:
         ]
         self.slot_count = len(slots)
         self._settled: list[object] = [_LEARNING] * len(self.instrs)  # per instruction: its thread count once settled
+        self._helpers_wanted: bool | None = None  # once every count is settled: whether any is above one
         converts = sum(1 for i in self.instrs if i.step is None)
         log.debug("compiled %s for %s: %d ops, %d layout conversions", graph.name, device.name,
                   len(self.instrs) - converts, converts)
@@ -265,7 +266,7 @@ class CpuPlan:
         (gets ``(op, start, end)`` per op on the ``time.perf_counter`` clock) or the throttle
         needs its time."""
         device = self.device
-        if device.threads != 1:  # None: numba's whole pool
+        if device.threads != 1 and self._wants_helpers():  # (threads None: numba's whole pool)
             native_jobs.wake()  # native helpers spin through the run (between ops of one thread too)
         values: list[np.ndarray | None] = [None] * self.slot_count
         for name, s in self.input_slots:
@@ -315,6 +316,18 @@ class CpuPlan:
             if current != previous:
                 helpers.set_thread_count(previous)
         return {name: values[s] for name, s in self.output_slots}
+
+    def _wants_helpers(self) -> bool:
+        """Whether a run has an op on more than one thread (or one still choosing): only then are
+        sleeping native helpers woken at its start (a plan settled on one thread everywhere, like
+        the seed CNN's, would pay a wake-up per run for nothing)."""
+        wanted = self._helpers_wanted
+        if wanted is None:
+            counts = [t for t, instr in zip(self._settled, self.instrs) if instr.step is not None]
+            if any(t is _LEARNING for t in counts):
+                return True
+            wanted = self._helpers_wanted = any(t is None or t != 1 for t in counts)
+        return wanted
 
     def breakdown(self, feeds: Mapping[str, np.ndarray], repeat: int = 10) -> dict[str, float]:
         """Where a run's time goes, median seconds of ``repeat`` runs: ``total`` (one plain run),
