@@ -132,17 +132,23 @@ def test_error_metrics_on_a_hand_built_case() -> None:
     assert m["spearman"] == pytest.approx(0.8)  # ranks 1, 2, 4, 3 against 1, 2, 3, 4
 
 
-def test_evaluate_against_a_hand_built_model_profile(cpu) -> None:
-    """Two Relu ops of one signature, their class sampled at a constant 10 us, measured 10.5 us:
-    both within 10%, RMSPE 0.05/1.05; the class name comes from the plan; the whole model adds
-    the plan's dispatch per op."""
+def two_relus(cpu) -> tuple[Graph, object, str, dict]:
+    """Two Relu ops of one signature: the graph, the first op, its kernel class (from the plan)
+    and its features."""
     spec = TensorSpec("x", (1, 8, 4, 4), "float32")
     first = make_op("r1", "Relu", ["x"], ["y"], {}, {"x": spec}, {})
     second = make_op("r2", "Relu", ["y"], ["z"], {}, {"y": first.output_specs[0]}, {})
     graph = Graph.build([first, second], [spec], ["z"], name="relus")
     kernel_class = classify_ops(cpu, graph)["r1"]
     cpu.close()
-    features = kernel_features(first, 1 << 20)
+    return graph, first, kernel_class, kernel_features(first, 1 << 20)
+
+
+def test_evaluate_against_a_hand_built_model_profile(cpu) -> None:
+    """Two Relu ops of one signature, their class sampled at a constant 10 us, measured 10.5 us:
+    both within 10%, RMSPE 0.05/1.05; the class name comes from the plan; the whole model adds
+    the plan's dispatch per op."""
+    graph, first, kernel_class, features = two_relus(cpu)
     samples = tuple(KernelSample(kernel_class, "Relu", {}, features, 1e-5, 1e-5, 1e-5) for _ in range(4))
     kernels = KernelProfile("now", {}, {}, ("fp32",), {"cpu": DeviceKernels({"kind": "cpu"}, samples, 1e-6, 1e-6, {kernel_class: "loglin"})})
     stats = {op.signature(): OpStats("Relu", t, t, t, 5, 0, 0.0, {}) for op, t in ((first, 1.05e-5),)}
@@ -158,13 +164,7 @@ def test_samples_are_fitted_at_the_first_probes_speed_and_evaluated_at_the_model
     """Samples taken while the machine ran at half speed (speed 2.0: the probe took twice its
     first time) fit as if at full speed; a model profile measured when the probe took 2x the
     kernel profile's is predicted at that speed in the report's ``speed`` figures, not in the raw ones."""
-    spec = TensorSpec("x", (1, 8, 4, 4), "float32")
-    first = make_op("r1", "Relu", ["x"], ["y"], {}, {"x": spec}, {})
-    second = make_op("r2", "Relu", ["y"], ["z"], {}, {"y": first.output_specs[0]}, {})
-    graph = Graph.build([first, second], [spec], ["z"], name="relus")
-    kernel_class = classify_ops(cpu, graph)["r1"]
-    cpu.close()
-    features = kernel_features(first, 1 << 20)
+    graph, first, kernel_class, features = two_relus(cpu)
     samples = tuple(KernelSample(kernel_class, "Relu", {}, features, 2e-5, 2e-5, 2e-5, 2.0) for _ in range(4))
     entry = DeviceKernels({"kind": "cpu"}, samples, 1e-6, 1e-6, {kernel_class: "loglin"}, probe_s=1e-4)
     assert entry.by_class()[kernel_class].seconds == (1e-5,) * 4

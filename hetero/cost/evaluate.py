@@ -140,6 +140,7 @@ def evaluate_kernels_against(kernels: Any, other: Profile, graph: Any) -> dict[s
     if not names:
         raise ProfileError(f"the profiles share no device (have {sorted(kernels.devices)} and {sorted(other.devices)})")
     devices = {}
+    scaled_rows: list[dict[str, Any]] = []  # every device's rows at its model profile's speed
     for name in names:
         estimate = graph_kernel_cost(graph, name, kernels)
         measured = other.devices[name].ops
@@ -162,13 +163,12 @@ def evaluate_kernels_against(kernels: Any, other: Profile, graph: Any) -> dict[s
         if reference and then:  # the machine ran at another speed when OTHER was measured
             factor = then / reference
             scaled = [dict(r, predicted_s=r["predicted_s"] * factor) for r in rows]
+            scaled_rows.extend(scaled)
             at_speed = _class_report(scaled)
             at_speed.pop("rows")
             report["speed"] = dict(factor=factor, model_predicted_s=model_predicted * factor, **at_speed)
         devices[name] = report
     summary = _kernel_summary(devices)
-    scaled_rows = [dict(r, predicted_s=r["predicted_s"] * d["speed"]["factor"]) for d in devices.values() if "speed" in d
-                   for r in d["rows"]]
     if scaled_rows and all("speed" in d for d in devices.values()):
         overall = _class_report(scaled_rows)
         overall.pop("rows")

@@ -76,6 +76,7 @@ class Runtime:
         self._current_version = 0
         #: devices that run a same-device segment as one compiled plan (hetero.exec.segments)
         self._segmented = {name for name, d in self.devices.items() if segments and hasattr(d, "run_segment")}
+        self._sharing_for: frozenset[str] | None = None  # the devices of the plan _share_cores last told about
         self._segment_cache: dict[int, tuple[Schedule, int, dict[str, Segment]]] = {}  # by plan object
         self._placement_segments: dict[tuple, dict[str, Segment]] = {}  # by placement and version
         self._segment_lock = threading.Lock()
@@ -267,7 +268,7 @@ class Runtime:
         """Tell devices whose helper threads spin (the cpu device) whether ``plan`` also runs ops
         on another device computing on the host's cores (an OpenCL CPU device: PoCL)."""
         used = frozenset(plan.placement.values()) if plan is not None else frozenset()
-        if used == getattr(self, "_sharing_for", None):
+        if used == self._sharing_for:
             return
         self._sharing_for = used
         on_cores = {name for name in used if name in self.devices and on_host_cores(self.devices[name].info.to_dict())}

@@ -17,7 +17,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from hetero.backends.cpu import helpers
+from hetero.backends.cpu import helpers, native
 from hetero.backends.cpu.gemm import MB, MR, NB, NR, _addr, _gemm_portable
 from hetero.backends.cpu.kernels_int8 import _requant
 from hetero.backends.cpu.native import claim
@@ -281,7 +281,7 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
     items = row_blocks * (-(-npan // ng))
     workers = min(workers, items)
     if workers > 1:
-        jobs = _native_jobs()
+        jobs = native.jobs()
         if jobs is not None and jobs.run_shared(jobs.gemm_requant_shared, workers, (
                 a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, ng)):
             return
@@ -388,7 +388,7 @@ def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, ns
     items = blocks * (-(-npan // ng))
     workers = min(workers, items)
     if workers > 1:
-        jobs = _native_jobs()
+        jobs = native.jobs()
         if jobs is not None and jobs.run_shared(jobs.conv_tiles_shared, workers, (
                 img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8),
                 MB, ng)):
@@ -398,14 +398,3 @@ def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, ns
             counter, MB, ng)
     helpers.share(conv_tiles_part, args, workers, items, counter)
 
-
-_JOBS: list = []
-
-
-def _native_jobs():
-    """native_jobs (imported on first use: it imports this module), or None where native helpers are off."""
-    if not _JOBS:
-        from hetero.backends.cpu import native, native_jobs
-
-        _JOBS.append(native_jobs if native.ENABLED else None)
-    return _JOBS[0]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hetero.backends.cpu import helpers
+from hetero.backends.cpu import helpers, native
 from hetero.backends.cpu.gemm import _addr, _fetch_add
 from hetero.backends.cpu.gemm_fused import _count_done
 from hetero.backends.cpu.kernels_channels import PIXELS_PER_ITEM
@@ -49,29 +49,12 @@ def run_items(part, args: tuple, items: int) -> None:
     if items <= 0:
         return
     workers = min(helpers.thread_count(), items)
-    if workers > 1 and _native_run(part, args, workers):
-        return
+    if workers > 1:
+        jobs = native.jobs()
+        if jobs is not None and jobs.run_part(part, args, workers):
+            return
     counter = np.zeros(2, np.int64)
     helpers.share(part, args + (counter,), workers, items, counter)
-
-
-_NATIVE: list = []
-
-
-def _native_run(part, args: tuple, workers: int) -> bool:
-    """``native_jobs.run_part`` (imported on first use: it imports this module); False where
-    native helpers are off."""
-    if not _NATIVE:
-        from hetero.backends.cpu import native
-
-        if native.ENABLED:
-            from hetero.backends.cpu import native_jobs
-
-            _NATIVE.append(native_jobs.run_part)
-        else:
-            _NATIVE.append(None)
-    run = _NATIVE[0]
-    return run is not None and run(part, args, workers)
 
 
 @njit(nogil=True, cache=True)

@@ -51,6 +51,22 @@ ENABLED = (os.environ.get("HETERO_CPU_NATIVE", "1") != "0" and sys.platform.star
            and platform.machine().lower() in ("x86_64", "amd64"))
 """Whether kernels post their work items to native helpers (else to ``helpers``' threads)."""
 
+_JOBS: list = []
+
+
+def jobs():
+    """The ``native_jobs`` module, imported on first use (it imports the kernel modules that
+    post to it), or None where native helpers are off."""
+    if not _JOBS:
+        if ENABLED:
+            from hetero.backends.cpu import native_jobs
+
+            _JOBS.append(native_jobs)
+        else:
+            _JOBS.append(None)
+    return _JOBS[0]
+
+
 # control array layout (int64 words; the job word, the claim counter and the block on separate lines)
 GEN, STOP, SLEEPERS, FUTEX, TS, SPIN, REST = 0, 1, 2, 3, 4, 6, 7  # TS, TS + 1: the futex wait's timeout (timespec)
 CLAIM, DONE, HELPED = 8, 9, 10

@@ -326,34 +326,15 @@ def _signed(arrays) -> int | None:
     return None
 
 
-def _dw3_rows(args):
-    s8 = _signed((args[0], args[-1]))
-    return None if s8 is None else (dw3_rows_shared, KIND_DW3_ROWS + s8)
+def _by_activations(shared, kind: int, *positions: int):
+    """A part's selector: ``shared`` and ``kind`` (+ 1 for int8) where the activations at
+    ``positions`` of its args are all uint8 or all int8, else None."""
 
+    def select(args):
+        s8 = _signed(tuple(args[p] for p in positions))
+        return None if s8 is None else (shared, kind + s8)
 
-def _dw3s2_rows(args):
-    s8 = _signed((args[0], args[-1]))
-    return None if s8 is None else (dw3s2_rows_shared, KIND_DW3S2_ROWS + s8)
-
-
-def _dw3_px(args):
-    s8 = _signed((args[0], args[-1]))
-    return None if s8 is None else (dw3_px_shared, KIND_DW3_PX + s8)
-
-
-def _qadd(args):
-    s8 = _signed((args[0], args[1], args[-1]))
-    return None if s8 is None else (qadd_shared, KIND_QADD + s8)
-
-
-def _dw5_rows(args):
-    s8 = _signed((args[0], args[-1]))
-    return None if s8 is None else (dw5_rows_shared, KIND_DW5_ROWS + s8)
-
-
-def _dw5_px(args):
-    s8 = _signed((args[0], args[-1]))
-    return None if s8 is None else (dw5_px_shared, KIND_DW5_PX + s8)
+    return select
 
 
 def _max_pool(args):
@@ -370,9 +351,13 @@ def _quantize(args):
     return quantize_shared, KIND_QUANTIZE + s8
 
 
-NATIVE_PARTS = {ks.dw3_rows_part: _dw3_rows, ks.dw3s2_rows_part: _dw3s2_rows, ks.dw3_px_part: _dw3_px,
-                ks.qadd_part: _qadd, ks.quantize_part: _quantize, dk.dw5_rows_part: _dw5_rows,
-                dk.dw5_px_part: _dw5_px, ks.max_pool_part: _max_pool}
+NATIVE_PARTS = {ks.dw3_rows_part: _by_activations(dw3_rows_shared, KIND_DW3_ROWS, 0, -1),
+                ks.dw3s2_rows_part: _by_activations(dw3s2_rows_shared, KIND_DW3S2_ROWS, 0, -1),
+                ks.dw3_px_part: _by_activations(dw3_px_shared, KIND_DW3_PX, 0, -1),
+                ks.qadd_part: _by_activations(qadd_shared, KIND_QADD, 0, 1, -1),
+                dk.dw5_rows_part: _by_activations(dw5_rows_shared, KIND_DW5_ROWS, 0, -1),
+                dk.dw5_px_part: _by_activations(dw5_px_shared, KIND_DW5_PX, 0, -1),
+                ks.quantize_part: _quantize, ks.max_pool_part: _max_pool}
 """kernels_shared work loops posted to native helpers: part -> (args -> (shared function, kind) or None)."""
 
 
