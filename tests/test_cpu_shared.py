@@ -1,7 +1,8 @@
 """The plan's small NHWC kernels as work loops shared with helper threads (kernels_shared), bit for bit.
 
-Depthwise 3x3 convs (stride 1 by rows, stride 2 deinterleaved, wide stride 2 pixel by pixel),
-5x5 depthwise convs from a padded copy, other sizes read in place, QLinearAdd, MaxPool and QuantizeLinear run through
+Depthwise convs (on AVX-512 VNNI kernels_dwv where the weights fit int8, and with it off: 3x3 by
+rows at stride 1, deinterleaved or pixel by pixel at stride 2, 5x5 from a padded copy, other sizes
+read in place), QLinearAdd, MaxPool and QuantizeLinear run through
 ``kernels_shared.run_items`` in a plan; each one-op graph at 2 threads must equal the numpy int8
 reference and a one-node onnxruntime model, for odd channel counts and uint8/int8 activations
 and weights (concat copies and channel shuffles: tests/test_cpu_plan.py's untuned CNN). The work
@@ -19,6 +20,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hetero.backends.cpu import helpers
+from hetero.backends.cpu import kernels_dwv as dv
 from hetero.backends.cpu import kernels_nhwc as nk
 from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu.device import CpuDevice
@@ -79,7 +81,12 @@ DTYPES = [("uint8", "int8"), ("int8", "int8"), ("uint8", "uint8")]
 
 @pytest.mark.parametrize("case", DW_CASES, ids=[str(c) for c in DW_CASES])
 @pytest.mark.parametrize("dtypes", DTYPES, ids=["-".join(d) for d in DTYPES])
-def test_depthwise_equals_reference_and_onnxruntime(dev: CpuDevice, case: tuple, dtypes: tuple[str, str]) -> None:
+@pytest.mark.parametrize("vnni", [True, False], ids=["kernels_dwv", "int16"])
+def test_depthwise_equals_reference_and_onnxruntime(dev: CpuDevice, case: tuple, dtypes: tuple[str, str], vnni: bool,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    if vnni and not dv.HAS_VNNI:
+        pytest.skip("this CPU lacks AVX-512 VNNI: kernels_dwv is not used here")
+    monkeypatch.setattr(dv, "ENABLED", vnni)
     c, hw, stride, k = case
     x_dtype, w_dtype = dtypes
     rng = np.random.default_rng(c + stride)

@@ -21,6 +21,7 @@ from numba import carray, njit, types
 from numba.extending import intrinsic
 
 from hetero.backends.cpu import kernels_dw as dk
+from hetero.backends.cpu import kernels_dwv as dv
 from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu import native
 from hetero.backends.cpu.gemm import MB, MR, _addr
@@ -28,6 +29,7 @@ from hetero.backends.cpu.gemm_fused import conv_tiles_core, gemm_requant_core
 from hetero.backends.cpu.helpers import _load_acquire, _pause
 from hetero.backends.cpu.kernels_nhwc import CHUNK
 from hetero.backends.cpu.kernels_dw import dw5_px_core, dw5_rows_core
+from hetero.backends.cpu.kernels_dwv import dwv_core
 from hetero.backends.cpu.kernels_shared import (QUANTIZE_BLOCK, dw3_px_core, dw3_rows_core, dw3s2_rows_core,
                                                 max_pool_core, qadd_core, quantize_core)
 from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, GEN, HELPED, KIND, NARGS, REST,
@@ -37,7 +39,7 @@ from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, 
 KIND_CONV, KIND_GEMM = 1, 2
 # depthwise 3x3 and QLinearAdd, uint8 activations; + 1 for int8 ones
 KIND_DW3_ROWS, KIND_DW3S2_ROWS, KIND_DW3_PX, KIND_QADD, KIND_QUANTIZE = 4, 6, 8, 10, 12
-KIND_DW5_ROWS, KIND_DW5_PX, KIND_MAX_POOL = 14, 16, 18
+KIND_DW5_ROWS, KIND_DW5_PX, KIND_MAX_POOL, KIND_DWV = 14, 16, 18, 20
 
 
 @intrinsic
@@ -83,6 +85,12 @@ def _run_small(kind, w, fl, w0, tag, s8):  # pragma: no cover - compiled
                            w[6], w[7], carray(_voidptr(w[8]), w[5], np.int32), carray(_voidptr(w[9]), w[5], np.float32),
                            np.float32(fl[10]), np.float32(fl[11]), np.float32(fl[12]),
                            _bytes(s8, w[13], (w[14], w[15], w[3])), w0, tag)
+    if kind == KIND_DWV:
+        return dwv_core(_bytes(s8, w[0], (w[1], w[2], w[3])), _bytes(s8, w[4], w[5]),
+                        carray(_voidptr(w[6]), (w[7], w[8], w[9], 16, 4), np.int8), w[10], w[11] != 0, w[12], w[13],
+                        w[14], w[15], w[16], w[17], carray(_voidptr(w[18]), w[7] * 16, np.int32),
+                        carray(_voidptr(w[19]), w[7] * 16, np.float32), np.float32(fl[20]), np.float32(fl[21]),
+                        np.float32(fl[22]), _bytes(s8, w[23], (w[24], w[25], w[3])), w0, tag)
     if kind == KIND_MAX_POOL:
         return max_pool_core(_bytes(s8, w[0], (w[1], w[2], w[3], w[4])), w[11], w[12], w[13], w[14], w[15], w[16],
                              w[17], w[18], s8(w[10]), _bytes(s8, w[5], (w[1], w[6], w[7], w[4])), w0, tag)
@@ -288,6 +296,24 @@ def dw5_px_shared(ctl, workers, sysfn, kind, xflat, wp, taps, sh, sw, dh, dw, bi
 
 
 @njit(nogil=True, cache=True)
+def dwv_shared(ctl, workers, sysfn, kind, x, zrow, wv, kw, flip, sh, sw, dh, dw, pt, pl, bias, mult, zy, lo, hi,
+               out):  # pragma: no cover - compiled
+    """kernels_dwv.dwv_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    w = ctl[ARGS:]
+    fl = w.view(np.float64)
+    w[0], w[1], w[2], w[3], w[4], w[5] = _addr(x), x.shape[0], x.shape[1], x.shape[2], _addr(zrow), zrow.size
+    w[6], w[7], w[8], w[9], w[10], w[11] = _addr(wv), wv.shape[0], wv.shape[1], wv.shape[2], kw, 1 if flip else 0
+    w[12], w[13], w[14], w[15], w[16], w[17] = sh, sw, dh, dw, pt, pl
+    w[18], w[19] = _addr(bias), _addr(mult)
+    fl[20], fl[21], fl[22] = zy, lo, hi
+    w[23], w[24], w[25] = _addr(out), out.shape[0], out.shape[1]
+    end_post(ctl, kind, workers, sysfn)
+    dwv_core(x, zrow, wv, kw, flip, sh, sw, dh, dw, pt, pl, bias, mult, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, out.shape[0])
+
+
+@njit(nogil=True, cache=True)
 def max_pool_shared(ctl, workers, sysfn, kind, x, kh, kw, sh, sw, dh, dw, pt, pl, low, out):  # pragma: no cover
     """kernels_shared.max_pool_part on ``workers`` threads (native helpers)."""
     tag = begin_post(ctl)
@@ -357,6 +383,7 @@ NATIVE_PARTS = {ks.dw3_rows_part: _by_activations(dw3_rows_shared, KIND_DW3_ROWS
                 ks.qadd_part: _by_activations(qadd_shared, KIND_QADD, 0, 1, -1),
                 dk.dw5_rows_part: _by_activations(dw5_rows_shared, KIND_DW5_ROWS, 0, -1),
                 dk.dw5_px_part: _by_activations(dw5_px_shared, KIND_DW5_PX, 0, -1),
+                dv.dwv_part: _by_activations(dwv_shared, KIND_DWV, 0, -1),
                 ks.quantize_part: _quantize, ks.max_pool_part: _max_pool}
 """kernels_shared work loops posted to native helpers: part -> (args -> (shared function, kind) or None)."""
 

@@ -1,16 +1,19 @@
-"""Depthwise QLinearConv bound for a compiled plan: channels-last, kernels_dw's kernels.
+"""Depthwise QLinearConv bound for a compiled plan: channels-last, kernels_dwv's or kernels_dw's kernels.
 
 One input channel per group and one output channel per input channel (a channel multiplier
-goes to steps_conv.qconv, which leaves it to the NCHW kernel). The weights minus their zero
-points are laid out per tap once and the input zero point folded into the bias. 5x5 kernels
-pad the image with its zero point once and sum each output's 25 taps in registers, by rows at
-stride 1 (``kernels_dw.dw5_rows_part``), else by pixels (``dw5_px_part``). One thread, CPU time,
-in one process on mnasnet-like's six 5x5 shapes: 1.4-4.1x the in-place kernel they replaced,
-which paid a scalar remainder loop when C is not a multiple of 16 and read int32 weights, with
-four edge copies of them on a 7-wide image (bench/op_gap.py compares ops with onnxruntime).
-Other sizes read the image in place with zeroed edge taps (``kernels_dw.dw_pixels_part``),
-pixel by pixel. Rows are shared with helper threads. 3x3 stays with steps_conv (a padded copy,
-then row or pixel kernels with the nine taps in registers). Results equal kernels_int8's bit for bit.
+goes to steps_conv.qconv, which leaves it to the NCHW kernel). On a CPU with AVX-512 VNNI, 3x3,
+5x5 and 7x7 kernels whose weights minus their zero points fit int8 (symmetric int8 weights
+always do) run kernels_dwv's micro-kernel: four taps of sixteen channels per vpdpbusd, read in
+place (no padded copy), requantized as the sums leave the registers. One thread, in one process,
+on mobilenet_v2's 3x3 shapes including the padded copy the int16 kernels need: 1.1-1.3x them at
+stride 1, 1.1-1.7x at stride 2 (noisy 2-vCPU VM; bench/op_gap.py compares ops with onnxruntime).
+Otherwise the weights minus their zero points are laid out per tap once and the input zero point
+folded into the bias. 5x5 kernels pad the image with its zero point once and sum each output's 25
+taps in registers, by rows at stride 1 (``kernels_dw.dw5_rows_part``), else by pixels
+(``dw5_px_part``). Other sizes read the image in place with zeroed edge taps
+(``kernels_dw.dw_pixels_part``), pixel by pixel. Rows are shared with helper threads. 3x3 stays
+with steps_conv (a padded copy, then row or pixel kernels with the nine taps in registers).
+Results equal kernels_int8's bit for bit.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 
 from hetero.backends.base import Device
 from hetero.backends.cpu import kernels_dw as dk
+from hetero.backends.cpu import kernels_dwv as dv
 from hetero.backends.cpu import kernels_nhwc as nk
 from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu.kernels_float import geometry, is_depthwise
@@ -46,14 +50,16 @@ def depthwise(device: Device, op: Op, available: tuple[str, ...]) -> Step | None
         return None
     win = window(op.attrs, (h, wd), w.shape[2:])
     kh, kw, sh, sw_, dh, dw, pt, pl = geometry(win)
-    if (kh, kw) == (3, 3):
-        return None  # steps_conv's 3x3 kernels (see the module docstring)
     ho, wo = win.out_hw
     x_dtype = np.dtype(x_spec.dtype)
     rq = Requant.of(op, channel_multiplier(sx, sw, sy), m, zy)
     zx32 = np.int32(scalar(zx))
     taps = np.ascontiguousarray((w[:, 0].astype(np.int32) - per_channel(zw, m, np.int32).reshape(-1, 1, 1)).transpose(1, 2, 0))
     raw_bias = per_channel(b, m, np.int32)
+    if dv.ENABLED and (kh, kw) in dv.SIZES and dv.fits(taps):
+        return Step(op, (NHWC,), (NHWC,), _vnni(taps, raw_bias, rq, x_dtype, scalar(zx), win, (n, c, h, wd), (n, ho, wo, m)))
+    if (kh, kw) == (3, 3):
+        return None  # steps_conv's 3x3 kernels (see the module docstring)
     bias = (raw_bias - np.int64(zx32) * taps.sum(axis=(0, 1), dtype=np.int64)).astype(np.int32)  # wraps as int32 sums do
     mult = np.ascontiguousarray(rq.mult)
     out_shape = (n, ho, wo, m)
@@ -73,6 +79,35 @@ def depthwise(device: Device, op: Op, available: tuple[str, ...]) -> Step | None
         return [out]
 
     return Step(op, (NHWC,), (NHWC,), pixels)
+
+
+def _vnni(taps: np.ndarray, raw_bias: np.ndarray, rq: Requant, x_dtype: np.dtype, zx: int, win,
+          x_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Run:
+    """The run of a depthwise step on kernels_dwv's VNNI micro-kernel (weights minus their zero
+    point fit int8): no padded copy; the input zero point (plus 128 for int8 inputs, which are
+    flipped to uint8) folded into the bias, wrapping as int32 sums do; C rounded up to 16."""
+    n, c, h, wd = x_shape
+    _, kw, sh, sw, dh, dw, pt, pl = geometry(win)
+    flip = x_dtype == np.dtype(np.int8)
+    zu = np.int64(zx) + (128 if flip else 0)
+    c16 = -(-c // dv.LANES) * dv.LANES
+    bias = np.zeros(c16, np.int32)
+    bias[:c] = (raw_bias.astype(np.int64) - zu * taps.sum(axis=(0, 1), dtype=np.int64)).astype(np.int32)
+    mult = np.zeros(c16, np.float32)
+    mult[:c] = rq.mult
+    packed = dv.pack(taps)
+    zrow = np.full(wd * c + dv.LANES, zx, x_dtype)
+    tail = rq.tail
+    ho = out_shape[1]
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        out = np.empty(out_shape, rq.dtype)
+        for i in range(n):
+            ks.run_items(dv.dwv_part, (np.ascontiguousarray(x[i]), zrow, packed, kw, flip, sh, sw, dh, dw, pt, pl, bias, mult, *tail, out[i]), ho)
+        return [out]
+
+    return run
 
 
 def _five_by_five(taps: np.ndarray, bias: np.ndarray, mult: np.ndarray, tail: tuple, x_dtype: np.dtype, zx: int, win,
