@@ -126,12 +126,14 @@ def test_qadd_equals_reference_and_onnxruntime(dev: CpuDevice, dtype: str) -> No
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
-def test_quantize_then_max_pool_equal_reference_and_onnxruntime(dev: CpuDevice, dtype: str) -> None:
-    """QuantizeLinear of a 37-channel image of 255 pixels (blocks of 256 pixels: one partial), written
-    channels-last, then MaxPool 3x3 / 2 on it (the plan pools NHWC inputs only)."""
+@pytest.mark.parametrize("channels", [37, 3, 1])
+def test_quantize_then_max_pool_equal_reference_and_onnxruntime(dev: CpuDevice, dtype: str, channels: int) -> None:
+    """QuantizeLinear of an image of 255 pixels (blocks of 256 pixels: one partial; 37 channels
+    through a tile, 3 interleaved in one loop, 1 directly), written channels-last, then MaxPool
+    3x3 / 2 on it (the plan pools NHWC inputs only)."""
     rng = np.random.default_rng(9)
     info = np.iinfo(dtype)
-    f = rng.standard_normal((1, 37, 17, 15)).astype(np.float32)
+    f = (rng.standard_normal((1, channels, 17, 15)) * 2).astype(np.float32)
     q_spec = TensorSpec("q", f.shape, dtype)
     weights = {"s": np.float32(0.02), "zq": np.asarray(info.min + 128 + 7, dtype)}
     attrs = {"kernel_shape": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}
