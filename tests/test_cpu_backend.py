@@ -230,6 +230,14 @@ def test_qgemm(dev: CpuDevice, m: int, k: int, n: int, dtypes: tuple[str, str, s
     check(dev, op, values)
 
 
+@pytest.mark.parametrize("m", [1, 7, 13])
+@pytest.mark.parametrize("dtypes", [("uint8", "int8", "uint8"), ("int8", "int8", "int8")])
+def test_qgemm_one_row_tiles(dev: CpuDevice, m: int, dtypes: tuple[str, str, str]) -> None:
+    """A batch-1 GEMM (a GEMV) and GEMMs whose last row panel holds one row run the one-row
+    kernel, that row read in place: wide K, several column panels, a partial last one."""
+    test_qgemm.hypothesis.inner_test(dev, m, 300, 150, dtypes, (False, False), True, "row", 1.0, False, m)
+
+
 @FEW
 @given(batch=st.sampled_from([(), (3,), (2, 2)]), m=st.integers(1, 20), k=st.integers(1, 40), n=st.integers(1, 70),
        b_kind=st.sampled_from(["matrix", "batched", "activation"]), dtypes=st.tuples(*[st.sampled_from(Q8)] * 3),

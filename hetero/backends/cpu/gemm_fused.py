@@ -163,13 +163,20 @@ def _make_ukernel_rq(mr: int, nb: int, flip: bool, indirect: bool = False):
 _uk_u8, _uk_s8 = _make_ukernel_rq(MR, NB, flip=False), _make_ukernel_rq(MR, NB, flip=True)
 _uk_u8_32, _uk_s8_32 = _make_ukernel_rq(MR, 2, flip=False), _make_ukernel_rq(MR, 2, flip=True)
 _uk_u8_16, _uk_s8_16 = _make_ukernel_rq(MR, 1, flip=False), _make_ukernel_rq(MR, 1, flip=True)
+_uk1_u8, _uk1_s8 = _make_ukernel_rq(1, NB, flip=False), _make_ukernel_rq(1, NB, flip=True)
 
 
 @njit(cache=True)
 def _tile_rq(flip, pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj):  # pragma: no cover
     """One fused tile for uint8 (or, when ``flip``, int8) activations; stores rows < ni, columns
-    < nj, and computes only as many 16-column vectors as nj needs (1, 2 or all 4)."""
-    if nj > 32:
+    < nj, and computes only as many 16-column vectors as nj needs (1, 2 or all 4). A one-row tile
+    (a batch-1 QGemm's, a GEMV) runs a one-row kernel: MR rows would multiply MR - 1 unused ones."""
+    if ni == 1:
+        if flip:
+            _uk1_s8(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+        else:
+            _uk1_u8(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+    elif nj > 32:
         if flip:
             _uk_s8(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
         else:
@@ -216,8 +223,8 @@ def gemm_requant_core(a0, e0, rows_a, lda, m, flip, b0, npan, kg, n, r0, be0, co
             pb = b0 + q * kg * NR * 4
             for p in range(bm * MB, min(bm * MB + MB, mpan)):
                 i0 = p * MR
-                pa = a0 + i0 * lda if i0 + MR <= rows_a else e0
                 ni = min(MR, m - i0)
+                pa = a0 + i0 * lda if i0 + MR <= rows_a or ni == 1 else e0  # a one-row tile reads one row
                 _tile_rq(flip, pa, lda, pb, kg, 1, 0, y0 + i0 * ldy + col0 + j0, ldy, r0 + i0 * 4, be0 + j0 * 4,
                          co0 + j0 * 4, bi0 + j0 * 4, mu0 + j0 * 4, zy, lo, hi, ni, nj)
         _count_done(w0 + 8)
@@ -269,8 +276,8 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
         requant_into(acc, bias, mult, *tail, out, col0)
         return
     mpan, npan = (m + MR - 1) // MR, bp.shape[0]
-    if a.shape[0] >= mpan * MR:
-        edge = a[:MR]  # never read: every row panel lies inside a
+    if a.shape[0] >= mpan * MR or m - (mpan - 1) * MR == 1:
+        edge = a[:1]  # never read: every row panel lies inside a, or the last one is one row (read in place)
     else:  # rows past m are read but never stored: left as they come (no zeroing of MR x K per run)
         edge = np.empty((MR, a.shape[1]), np.uint8)
         edge[: m - (mpan - 1) * MR] = a[(mpan - 1) * MR : m]
