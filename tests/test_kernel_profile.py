@@ -184,6 +184,10 @@ def test_the_speed_probe_times_the_cpu_device_and_a_bad_speed_is_refused(cpu, ke
 
     first = speed_probe(cpu)
     assert first is not None and 0 < first < 0.1
+    from hetero.cost.speed import probe_graph
+
+    for op in probe_graph().ops_in_order():  # one thread, pinned: not the learning's choice of the moment
+        assert cpu._threads_for(op) == 1
     profile, path = kernels
     assert profile.devices["cpu"].probe_s is not None and profile.devices["cpu"].probe_s > 0
     assert all(s.speed > 0 for s in profile.devices["cpu"].samples)

@@ -63,7 +63,7 @@ class KernelSample:
     seconds: float
     p10_s: float
     p90_s: float
-    speed: float = 1.0  # the speed probe's time when sampled over its first time (hetero.cost.speed)
+    speed: float = 1.0  # the speed probe's time when sampled over the profile's median probe (hetero.cost.speed)
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,10 @@ class DeviceKernels:
     runtime_dispatch_s: float = 0.0
     kinds: Mapping[str, str] = field(default_factory=dict)
     holdout: Mapping[str, float] = field(default_factory=dict)
-    probe_s: float | None = None  # the speed probe's first time (hetero.cost.speed): what predictions are for
+    probe_s: float | None = None  # the speed probe's median time (hetero.cost.speed): what predictions are for
 
     def by_class(self) -> dict[str, ClassSamples]:
-        """Samples per class, each brought to the first probe's machine speed (seconds / speed)."""
+        """Samples per class, each brought to the median probe's machine speed (seconds / speed)."""
         grouped: dict[str, list[KernelSample]] = {}
         for sample in self.samples:
             grouped.setdefault(sample.kernel_class, []).append(sample)
@@ -148,7 +148,7 @@ def _adaptive_configs(samples: Sequence[KernelSample], rng: np.random.Generator,
         if len(group) < 12:
             bad += [(1.0, s) for s in group]
             continue
-        seconds = [s.seconds / s.speed for s in group]  # at the first probe's speed, as the predictors fit
+        seconds = [s.seconds / s.speed for s in group]  # at the median probe's speed, as the predictors fit
         kind, _ = choose_kind([s.features for s in group], seconds)
         train, test = holdout_split(len(group), seed=len(group))
         model = Fitted(kind, [group[i].features for i in train], [seconds[i] for i in train])
@@ -166,6 +166,7 @@ def measure_device(device: Device, precisions: Sequence[str], budget_s: float, s
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     samples: list[KernelSample] = []
+    probed: list[float | None] = []  # the latest probe's seconds when each sample was taken
     speed = SpeedTracker(device)
 
     def spent() -> float:
@@ -178,7 +179,8 @@ def measure_device(device: Device, precisions: Sequence[str], budget_s: float, s
             log.warning("%s: %s %s failed: %s", device.name, config["precision"], config["family"], err)
             return
         if sample is not None and sample.seconds > 0:
-            samples.append(replace(sample, speed=speed.ratio()))
+            samples.append(sample)
+            probed.append(speed.latest_s())
         if progress:
             progress(min(spent() / budget_s, 1.0), f"{device.name}: {phase} {config['precision']} {config['family']} ({len(samples)})")
 
@@ -202,17 +204,20 @@ def measure_device(device: Device, precisions: Sequence[str], budget_s: float, s
                 break
             take(config, f"round {round_}")
     log.info("%s: %d kernel samples in %.0f s (%d adaptive rounds)", device.name, len(samples), spent(), round_)
+    reference = speed.reference_s()
+    samples = [replace(s, speed=1.0 if reference is None or seconds is None else seconds / reference)
+               for s, seconds in zip(samples, probed)]
     kinds, holdout = {}, {}
     for kernel_class, group in DeviceKernels({}, tuple(samples)).by_class().items():
         kinds[kernel_class], holdout[kernel_class] = choose_kind(group.features, group.seconds)
     from hetero.exec.dispatch import measure_dispatch
 
     if speed.probes:
-        log.info("%s: speed probe %.0f-%.0f us (first %.0f us)", device.name, 1e6 * min(speed.probes),
-                 1e6 * max(speed.probes), 1e6 * speed.reference)
+        log.info("%s: speed probe %.0f-%.0f us (median %.0f us)", device.name, 1e6 * min(speed.probes),
+                 1e6 * max(speed.probes), 1e6 * reference)
     return DeviceKernels(identity=identity_of(device.info), samples=tuple(samples), plan_dispatch_s=plan_dispatch_s(device),
                          runtime_dispatch_s=measure_dispatch([device]), kinds=kinds, holdout=holdout,
-                         probe_s=speed.reference)
+                         probe_s=reference)
 
 
 def profile_kernels(devices: Sequence[Device], precisions: Sequence[str] = ("int8", "fp32"), budget_s: float = 180.0,

@@ -4,13 +4,19 @@ Shared machines change speed: on the 2-vCPU VMs this project is measured on, the
 1.2-1.6x slower a quarter of an hour later (other tenants, the host's placement of the vCPUs),
 and a kernel profile's samples were taken across such changes. The probe (a 3x3 QLinearConv
 48 -> 48 on 28x28 followed by a MaxPool, deterministic weights, timed inside the device's compiled
-plan runs, median of ``RUNS``) is timed while a kernel profile samples (every ``EVERY_S``
-seconds, each sample keeping the probe's latest ratio to the first: ``KernelSample.speed``) and
-when a model is profiled (before and after; the mean is stored as the profile's
-``runtime["speed_probe_s:<device>"]``). Predictors are fitted on samples brought to the kernel
-profile's first probe (seconds / speed), so a prediction is for the machine as fast as it was then;
-``hetero profile --evaluate K.json --against M.json`` reports its figures both as they are and
-rescaled by M's probe over K's (the machine's speed when M was measured).
+plan runs on one thread, median of ``RUNS``) is timed while a kernel profile samples (every
+``EVERY_S`` seconds) and when a model is profiled (before and after; the mean is stored as the
+profile's ``runtime["speed_probe_s:<device>"]``). A kernel profile's ``probe_s`` is the median of
+its probes and each sample keeps the latest probe over it (``KernelSample.speed``); predictors are
+fitted on samples brought to that median (seconds / speed), so a prediction is for the machine as
+fast as it typically was while sampled. ``hetero profile --evaluate K.json --against M.json``
+reports its figures both as they are and rescaled by M's probe over K's (the machine's speed when
+M was measured).
+
+The probe runs on one thread on the cpu device (its thread count pinned, not learned): left to
+the device's one-thread-or-all learning, the first probe of a kernel profile (before any op had
+woken the helper threads) took 181 us and the later ones 106-130 us, which made every prediction
+1.6x too slow; pinned, it measures the core's speed whatever the helpers' state.
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ def speed_probe(device: Any) -> float | None:
     graph = probe_graph()
     if not all(device.supports(op) for op in graph.ops_in_order()):
         return None
+    trials = getattr(device, "_thread_trials", None)
+    if isinstance(trials, dict):  # the cpu device: one thread, not learned (see the module docstring)
+        for op in graph.ops_in_order():
+            trials[id(op)] = (op, {"chosen": 1, "warmed": True})
     x = {"x": np.random.default_rng(7).integers(0, 256, (1, 48, 28, 28)).astype(np.uint8)}
     try:
         for _ in range(4):
@@ -74,26 +84,28 @@ def speed_probe(device: Any) -> float | None:
 
 
 class SpeedTracker:
-    """The probe re-timed every EVERY_S seconds while a device is sampled: ``ratio()`` is the
-    latest probe over the first (1.0 where the device cannot run the probe)."""
+    """The probe re-timed every EVERY_S seconds while a device is sampled: ``latest_s()`` is the
+    latest probe's seconds (None where the device cannot run the probe), ``reference_s()`` the
+    median of all probes taken so far."""
 
     def __init__(self, device: Any) -> None:
         self.device = device
-        self.reference = speed_probe(device)
-        self._latest = self.reference
+        first = speed_probe(device)
+        self._latest = first
         self._at = time.perf_counter()
-        self.probes: list[float] = [] if self.reference is None else [self.reference]
+        self.probes: list[float] = [] if first is None else [first]
 
-    def ratio(self) -> float:
-        if self.reference is None:
-            return 1.0
-        if time.perf_counter() - self._at >= EVERY_S:
+    def latest_s(self) -> float | None:
+        if self._latest is not None and time.perf_counter() - self._at >= EVERY_S:
             seconds = speed_probe(self.device)
             if seconds is not None:
                 self._latest = seconds
                 self.probes.append(seconds)
             self._at = time.perf_counter()
-        return float(self._latest / self.reference)
+        return self._latest
+
+    def reference_s(self) -> float | None:
+        return statistics.median(self.probes) if self.probes else None
 
 
 def probe_key(device_name: str) -> str:
