@@ -114,7 +114,7 @@ def time_settled(device: Device, graph: Any, op: Any, rng: np.random.Generator, 
     results = []
     for chosen in (1, 0):  # one thread, then the device's cap (0)
         device.close()  # a fresh plan: the plan keeps each op's thread count once settled
-        device._thread_trials[id(op)] = (op, {"chosen": chosen, "warmed": True})
+        device.settle_threads(op, chosen)
         results.append(time_in_plan(device, graph, op, rng, flush_bytes, warmup=2, budget_s=budget_s / 2))
     return min(results, key=lambda r: r[0])
 

@@ -65,10 +65,10 @@ def speed_probe(device: Any) -> float | None:
     graph = probe_graph()
     if not all(device.supports(op) for op in graph.ops_in_order()):
         return None
-    trials = getattr(device, "_thread_trials", None)
-    if isinstance(trials, dict):  # the cpu device: one thread, not learned (see the module docstring)
+    settle = getattr(device, "settle_threads", None)
+    if settle is not None:  # the cpu device: one thread, not learned (see the module docstring)
         for op in graph.ops_in_order():
-            trials[id(op)] = (op, {"chosen": 1, "warmed": True})
+            settle(op, 1)
     x = {"x": np.random.default_rng(7).integers(0, 256, (1, 48, 28, 28)).astype(np.uint8)}
     try:
         for _ in range(4):

@@ -364,6 +364,12 @@ class CpuDevice(HostDevice):
             else:  # trials dropped or forced meanwhile (the kernel profiler's)
                 del self._confirming[key]
 
+    def settle_threads(self, op: Op, threads: int) -> None:
+        """Fix ``op``'s thread count without trials: 1, or 0 for the device's cap (the kernel
+        profiler times each choice this way; the speed probe runs on one thread). A plan built
+        after this takes it as settled."""
+        self._thread_trials[id(op)] = (op, {"chosen": int(threads), "warmed": True})
+
     def share_cores(self, sharing: bool) -> None:
         """Another device (an OpenCL CPU device) runs on these cores while ``sharing``: the
         native helper threads then sleep after each job instead of spinning for the next."""

@@ -130,11 +130,17 @@ def row_sums(a, m, k, shift, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always")
+def _quantize_one(x, s, z, lo, hi):  # pragma: no cover - compiled
+    """QuantizeLinear of one float32: round_half_even(x / s) + z, saturated to [lo, hi]."""
+    y = np.rint(x / s) + z
+    y = lo if y < lo else y
+    return hi if y > hi else y
+
+
+@njit(cache=True, inline="always")
 def _quantize_span(x, s, z, lo, hi, out):  # pragma: no cover - compiled
     for i in range(out.size):
-        y = np.rint(x[i] / s) + z
-        y = lo if y < lo else y
-        out[i] = hi if y > hi else y
+        out[i] = _quantize_one(x[i], s, z, lo, hi)
 
 
 @njit(cache=True, inline="always")

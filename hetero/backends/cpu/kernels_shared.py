@@ -29,7 +29,8 @@ from hetero.backends.cpu.gemm import _addr, _fetch_add
 from hetero.backends.cpu.gemm_fused import _count_done
 from hetero.backends.cpu.kernels_channels import PIXELS_PER_ITEM
 from hetero.backends.cpu.kernels_int8 import _requant
-from hetero.backends.cpu.kernels_nhwc import CHUNK, _dequantize_span, _dw3_row, _qadd_span, _quantize_span, _scatter
+from hetero.backends.cpu.kernels_nhwc import (CHUNK, _dequantize_span, _dw3_row, _qadd_span, _quantize_one,
+                                               _quantize_span, _scatter)
 from hetero.backends.cpu.kernels_pool import _copy, _fill, _vmax
 from hetero.backends.cpu.native import claim
 
@@ -207,20 +208,13 @@ def max_pool_core(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, w0, tag):  # prag
 
 
 @njit(cache=True, inline="always")
-def _q(x, s, z, lo, hi):  # pragma: no cover - compiled
-    y = np.rint(x / s) + z
-    y = lo if y < lo else y
-    return hi if y > hi else y
-
-
-@njit(cache=True, inline="always")
 def _quantize3(a, b, c, scale, zp, lo, hi, out):  # pragma: no cover - compiled
     """_quantize_span of three channels written interleaved (out[3p + k] from channel k's pixel p)."""
     s0, s1, s2, z0, z1, z2 = scale[0], scale[1], scale[2], zp[0], zp[1], zp[2]
     for p in range(a.size):
-        out[3 * p] = _q(a[p], s0, z0, lo, hi)
-        out[3 * p + 1] = _q(b[p], s1, z1, lo, hi)
-        out[3 * p + 2] = _q(c[p], s2, z2, lo, hi)
+        out[3 * p] = _quantize_one(a[p], s0, z0, lo, hi)
+        out[3 * p + 1] = _quantize_one(b[p], s1, z1, lo, hi)
+        out[3 * p + 2] = _quantize_one(c[p], s2, z2, lo, hi)
 
 
 @njit(nogil=True, cache=True)
