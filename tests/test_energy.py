@@ -152,9 +152,18 @@ def test_energy_needs_power_figures():
     assert math.isfinite(schedule(problem.graph, problem.cost, "heft", energy=problem.energy).energy_J)
 
 
-def test_rapl_power_from_the_counters(tmp_path):
-    """RAPL's energy_uj counters read over an idle and a busy span give watts; a counter that wraps is unwrapped."""
+def test_rapl_power_from_the_counters(tmp_path, monkeypatch):
+    """RAPL's energy_uj counters read over an idle and a busy span give watts; a counter that wraps is
+    unwrapped. The spans run on a simulated clock (each sleep advances it exactly), so the figures do
+    not depend on how late a loaded machine wakes a sleeping thread (0.356 s for a 0.3 s span seen)."""
+    import types
+
+    from hetero.cost import power
     from hetero.cost.power import measure_power
+
+    now = [0.0]
+    clock = types.SimpleNamespace(perf_counter=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    monkeypatch.setattr(power, "time", clock)
 
     zone = tmp_path / "intel-rapl:0"
     zone.mkdir()
@@ -168,7 +177,7 @@ def test_rapl_power_from_the_counters(tmp_path):
         calls.append(1)
         value = (int((zone / "energy_uj").read_text()) + 1_000_000) % 1_000_000_000
         (zone / "energy_uj").write_text(f"{value}\n")
-        time.sleep(0.02)
+        clock.sleep(0.02)
 
     entry = measure_power("cpu", 0, busy, seconds=0.3, powercap=tmp_path)
     assert entry["idle_W"] == pytest.approx(0.0, abs=1e-9)
