@@ -161,6 +161,7 @@ def _make_ukernel_rq(mr: int, nb: int, flip: bool, indirect: bool = False):
 
 
 _uk_u8, _uk_s8 = _make_ukernel_rq(MR, NB, flip=False), _make_ukernel_rq(MR, NB, flip=True)
+_uk_u8_48, _uk_s8_48 = _make_ukernel_rq(MR, 3, flip=False), _make_ukernel_rq(MR, 3, flip=True)
 _uk_u8_32, _uk_s8_32 = _make_ukernel_rq(MR, 2, flip=False), _make_ukernel_rq(MR, 2, flip=True)
 _uk_u8_16, _uk_s8_16 = _make_ukernel_rq(MR, 1, flip=False), _make_ukernel_rq(MR, 1, flip=True)
 _uk1_u8, _uk1_s8 = _make_ukernel_rq(1, NB, flip=False), _make_ukernel_rq(1, NB, flip=True)
@@ -169,18 +170,23 @@ _uk1_u8, _uk1_s8 = _make_ukernel_rq(1, NB, flip=False), _make_ukernel_rq(1, NB, 
 @njit(cache=True)
 def _tile_rq(flip, pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj):  # pragma: no cover
     """One fused tile for uint8 (or, when ``flip``, int8) activations; stores rows < ni, columns
-    < nj, and computes only as many 16-column vectors as nj needs (1, 2 or all 4). A one-row tile
+    < nj, and computes only as many 16-column vectors as nj needs (1, 2, 3 or all 4). A one-row tile
     (a batch-1 QGemm's, a GEMV) runs a one-row kernel: MR rows would multiply MR - 1 unused ones."""
     if ni == 1:
         if flip:
             _uk1_s8(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
         else:
             _uk1_u8(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
-    elif nj > 32:
+    elif nj > 48:
         if flip:
             _uk_s8(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
         else:
             _uk_u8(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+    elif nj > 32:
+        if flip:
+            _uk_s8_48(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+        else:
+            _uk_u8_48(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
     elif nj > 16:
         if flip:
             _uk_s8_32(pa, lda, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
@@ -306,6 +312,7 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
 # the file of the jitted function only, so a kernel cached elsewhere could outlive a change here.
 
 _ui_u8, _ui_s8 = _make_ukernel_rq(MR, NB, False, True), _make_ukernel_rq(MR, NB, True, True)
+_ui_u8_48, _ui_s8_48 = _make_ukernel_rq(MR, 3, False, True), _make_ukernel_rq(MR, 3, True, True)
 _ui_u8_32, _ui_s8_32 = _make_ukernel_rq(MR, 2, False, True), _make_ukernel_rq(MR, 2, True, True)
 _ui_u8_16, _ui_s8_16 = _make_ukernel_rq(MR, 1, False, True), _make_ukernel_rq(MR, 1, True, True)
 
@@ -314,11 +321,16 @@ _ui_u8_16, _ui_s8_16 = _make_ukernel_rq(MR, 1, False, True), _make_ukernel_rq(MR
 def _tile_ind(flip, pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj):  # pragma: no cover
     """One fused tile whose MR row offsets are at ``pt`` (into the image at ``base``); stores rows
     < ni and columns < nj, computing only as many 16-column vectors as nj needs."""
-    if nj > 32:
+    if nj > 48:
         if flip:
             _ui_s8(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
         else:
             _ui_u8(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+    elif nj > 32:
+        if flip:
+            _ui_s8_48(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
+        else:
+            _ui_u8_48(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
     elif nj > 16:
         if flip:
             _ui_s8_32(pt, base, pb, kgs, nseg, seg, py, ldy, pr, pbeta, pcomp, pbias, pmult, zy, lo, hi, ni, nj)
