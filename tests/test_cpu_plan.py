@@ -111,6 +111,29 @@ def test_observe_and_timed_runs_see_nchw_outputs(dev: CpuDevice, unseen: tuple[o
         np.testing.assert_array_equal(np.asarray(seen[name]), value, err_msg=name)
 
 
+def test_a_timing_hook_that_reads_no_outputs_converts_no_layouts(dev: CpuDevice, unseen: tuple[onnx.ModelProto, Graph]) -> None:
+    """A profile's hook only reads the clock: the channels-last outputs are not copied to NCHW for
+    it (that copy between two timed ops slowed the next one), and outputs kept past the hook refuse
+    to be read (the plan reuses their buffers)."""
+    from hetero.backends.cpu.plan import LAYOUT_CONVERSIONS
+
+    _, graph = unseen
+    feeds = {"x": np.random.default_rng(7).standard_normal((1, 3, 48, 48)).astype(np.float32)}
+    plan = dev.plan_for(graph)
+    run_on_device(graph, dev, feeds)
+    before = LAYOUT_CONVERSIONS.value
+    run_on_device(graph, dev, feeds)
+    plain = LAYOUT_CONVERSIONS.value - before
+    times: list[float] = []
+    kept: list = []
+    before = LAYOUT_CONVERSIONS.value
+    run_on_device(graph, dev, feeds, observe=lambda op, outs, t: (times.append(t.device_s), kept.append(outs)), timed=True)
+    assert LAYOUT_CONVERSIONS.value - before == plain == sum(line.startswith("convert") for line in plan.describe())
+    assert len(times) == len(list(graph.ops_in_order())) and all(t > 0 for t in times)
+    with pytest.raises(RuntimeError, match="inside the hook"):
+        kept[0][0]
+
+
 def test_unseen_cnn_op_by_op_in_both_layout_modes(dev: CpuDevice, unseen: tuple[onnx.ModelProto, Graph]) -> None:
     """The runtime's per-op paths run the same steps: NCHW in and out of each op (``run``,
     the 5-D shuffle middle converted at each boundary) and layouts kept between ops

@@ -121,6 +121,9 @@ def _draw(family: str, precision: str, rng: np.random.Generator) -> dict[str, An
         c["broadcast"] = int(rng.random() < 0.6)  # squeeze-and-excitation: (N, C, H, W) * (N, C, 1, 1)
     elif family == "concat":
         c["parts"] = int(_pick(rng, (2, 3, 4), (0.6, 0.15, 0.25)))
+    elif family == "quantize" and rng.random() < 0.6:  # a CNN quantizes its image input: 1 or 3 channels, large
+        c["cin"] = c["cout"] = int(_pick(rng, (1, 3), (0.2, 0.8)))
+        c["h"] = c["w"] = _size(rng, 24, 224)
     elif family == "dequantize":
         c["rows"] = 1
         c["cout"] = int(_pick(rng, (10, 100, 1000, 1024)))
