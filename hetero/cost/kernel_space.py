@@ -29,6 +29,7 @@ CHANNELS = (8, 12, 16, 24, 32, 40, 48, 56, 64, 72, 80, 96, 112, 116, 120, 128, 1
             288, 320, 384, 448, 464, 480, 512, 576, 672, 768, 960, 1024, 1152, 1280, 2048)
 SPATIAL = (7, 8, 10, 12, 13, 14, 17, 19, 24, 27, 28, 35, 38, 48, 55, 56, 71, 73, 112, 147, 224)
 GROUPS = (2, 3, 4, 8, 32)
+IMAGE_SIZES = (28, 32, 64, 96, 112, 128, 160, 192, 224, 256, 299)  # the inputs CNNs quantize (224 most often)
 MAX_FLOPS = 1.5e9  # one sample stays well under ~20 ms on one core
 MAX_ELEMENTS = 1 << 22  # activation elements of one tensor
 FLUSH_MIN_BYTES, FLUSH_MAX_BYTES = 1 << 18, 1 << 26  # bytes through the caches between two runs (log-uniform)
@@ -123,7 +124,7 @@ def _draw(family: str, precision: str, rng: np.random.Generator) -> dict[str, An
         c["parts"] = int(_pick(rng, (2, 3, 4), (0.6, 0.15, 0.25)))
     elif family == "quantize" and rng.random() < 0.6:  # a CNN quantizes its image input: 1 or 3 channels, large
         c["cin"] = c["cout"] = int(_pick(rng, (1, 3), (0.2, 0.8)))
-        c["h"] = c["w"] = _size(rng, 24, 224)
+        c["h"] = c["w"] = int(_pick(rng, IMAGE_SIZES, (1, 1, 1, 1, 2, 1, 1, 1, 6, 1, 1)))
     elif family == "dequantize":
         c["rows"] = 1
         c["cout"] = int(_pick(rng, (10, 100, 1000, 1024)))
