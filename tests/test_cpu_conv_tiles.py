@@ -36,21 +36,21 @@ def dev() -> CpuDevice:
 
 
 def conv_case(seed: int, x_dtype: str, w_dtype: str, cin: int, cout: int, hw: tuple[int, int], k: int, stride: int,
-              pad: int, clamp: tuple[int, int] | None = None) -> tuple[Graph, np.ndarray, bytes]:
+              pad: int, clamp: tuple[int, int] | None = None, group: int = 1, zw_shift: int = 0) -> tuple[Graph, np.ndarray, bytes]:
     """A one-op QLinearConv graph (weight zero point 0 for int8, 128 for uint8: no row sums),
     its input, and the same node as a serialized onnx model."""
     rng = np.random.default_rng(seed)
     xinfo, winfo = np.iinfo(x_dtype), np.iinfo(w_dtype)
     x = rng.integers(xinfo.min, xinfo.max + 1, (1, cin, *hw)).astype(x_dtype)
-    w = rng.integers(winfo.min, winfo.max + 1, (cout, cin, k, k)).astype(w_dtype)
-    zw = np.zeros(cout, w_dtype) if w_dtype == "int8" else np.full(cout, 128, w_dtype)
+    w = rng.integers(winfo.min, winfo.max + 1, (cout, cin // group, k, k)).astype(w_dtype)
+    zw = np.full(cout, (0 if w_dtype == "int8" else 128) + zw_shift, w_dtype)
     weights = {
         "sx": np.float32(0.02), "zx": np.asarray(rng.integers(xinfo.min, xinfo.max + 1), x_dtype), "w": w,
         "sw": rng.uniform(0.001, 0.01, cout).astype(np.float32), "zw": zw, "sy": np.float32(0.05 * np.sqrt(cin * k * k / 27)),
         "zy": np.asarray(rng.integers(xinfo.min // 2, xinfo.max // 2 + 1), x_dtype),
         "b": rng.integers(-5000, 5000, cout).astype(np.int32),
     }
-    attrs = {"kernel_shape": (k, k), "strides": (stride, stride), "pads": (pad,) * 4, "group": 1, "dilations": (1, 1)}
+    attrs = {"kernel_shape": (k, k), "strides": (stride, stride), "pads": (pad,) * 4, "group": group, "dilations": (1, 1)}
     if clamp is not None:
         attrs["qmin"], attrs["qmax"] = clamp
     spec = TensorSpec("x", x.shape, x_dtype)
@@ -104,6 +104,55 @@ def test_flat_tiles_fused_clamp(dev: CpuDevice, x_dtype: str, clamp: tuple[int, 
     got = run_on_device(graph, dev, {"x": x})["y"]
     np.testing.assert_array_equal(got, run_reference(graph, {"x": x})["y"])
     assert got.min() == clamp[0] and got.max() == clamp[1]
+
+
+GROUPED = [
+    # cin, cout, (h, w), k, stride, pad, group: what it exercises
+    (32, 32, (9, 9), 3, 1, 1, 8),  # ResNeXt/RegNet-like: 4 channels a group
+    (24, 60, (7, 11), 1, 1, 0, 3),  # ShuffleNet v1's grouped 1x1, 20 outputs a group, in place
+    (40, 16, (12, 12), 3, 2, 1, 8),  # 2 outputs a group, stride 2
+    (12, 96, (6, 6), 3, 1, 0, 2),  # 48 outputs a group, unpadded
+    (64, 64, (5, 5), 3, 1, 1, 32),  # 2 channels a group
+]
+
+
+@pytest.mark.parametrize("case", GROUPED, ids=[str(c) for c in GROUPED])
+@pytest.mark.parametrize("dtypes", DTYPES[:3], ids=["-".join(d) for d in DTYPES[:3]])
+@pytest.mark.parametrize("dense", ["auto", "0"])
+def test_grouped_convs_equal_reference_and_onnxruntime(dev: CpuDevice, case: tuple, dtypes: tuple[str, str], dense: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grouped conv runs as one dense conv over block-diagonal weights (auto: where that is at
+    most DENSE_MAX_INFLATION times the multiply-adds) or group by group ("0"): both bit for bit."""
+    from hetero.backends.cpu import steps_conv
+    from hetero.cost.kernel_estimate import classify_ops
+
+    monkeypatch.setattr(steps_conv, "GROUPED_DENSE", dense)
+    *shape, group = case
+    graph, x, model = conv_case(case[0] + case[1] + group + len(dtypes[0]), *dtypes, *shape, group=group)
+    device = CpuDevice(INFO)
+    try:
+        got = run_on_device(graph, device, {"x": x})["y"]
+        kernel = classify_ops(device, graph)["conv"]
+    finally:
+        device.close()
+    np.testing.assert_array_equal(got, run_reference(graph, {"x": x})["y"])
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(got, session.run(None, {"x": x})[0])
+    assert np.unique(got).size > 8
+    assert ("dense_groups" in kernel) == (dense == "auto"), kernel  # every case here pays as dense
+
+
+def test_grouped_conv_with_weight_zero_points_keeps_the_grouped_path(dev: CpuDevice) -> None:
+    """Nonzero int8 weight zero points need row sums, which the implicit GEMM has not: the
+    group-by-group GEMM runs, still exact."""
+    from hetero.cost.kernel_estimate import classify_ops
+
+    graph, x, model = conv_case(5, "uint8", "int8", 32, 32, (8, 8), 3, 1, 1, group=8, zw_shift=3)
+    got = run_on_device(graph, dev, {"x": x})["y"]
+    assert "_implicit_conv" not in classify_ops(dev, graph)["conv"]
+    np.testing.assert_array_equal(got, run_reference(graph, {"x": x})["y"])
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(got, session.run(None, {"x": x})[0])
 
 
 def test_the_plan_uses_flat_tiles(dev: CpuDevice, monkeypatch: pytest.MonkeyPatch) -> None:

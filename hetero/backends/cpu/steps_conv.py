@@ -13,6 +13,7 @@ requantization and the fused Relu/Clip range are applied as the int32 tile leave
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -115,6 +116,11 @@ def qconv(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
         step = _implicit_conv(op, w, zw_all, bias, rq, sa, x_zp, (n, c, h, wd), win, out_shape)
         if step is not None:
             return step
+    if vnni and group > 1 and dw == 1 and _dense_pays(group, mg):
+        step = _implicit_conv(op, block_diagonal(w, group, zw_all), zw_all, bias, rq, sa, x_zp, (n, c, h, wd), win, out_shape,
+                              dense_groups=True)
+        if step is not None:
+            return step
     groups = []
     for g in range(group):
         taps_last = w[g * mg : (g + 1) * mg].transpose(0, 2, 3, 1).reshape(mg, -1)  # K ordered (i, j, c)
@@ -201,6 +207,35 @@ def qgemm(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     return Step(op, (NCHW,), (NCHW,), run)
 
 
+GROUPED_DENSE = os.environ.get("HETERO_CPU_GROUPED_DENSE", "auto")  # auto, 0 (never), 1 (always where exact)
+
+
+def _dense_pays(group: int, per_group_out: int) -> bool:
+    """Whether a grouped conv runs faster as one dense conv over block-diagonal weights (group
+    times the multiply-adds, but one implicit GEMM across all the channels) than group by group
+    (an im2row pass over the whole image and a GEMM whose 16-column panels a group of fewer
+    output channels leaves mostly empty, once per group)."""
+    if GROUPED_DENSE in ("0", "1"):
+        return GROUPED_DENSE == "1"
+    return group * per_group_out <= DENSE_MAX_INFLATION * -(-per_group_out // cpu_gemm.NR) * cpu_gemm.NR
+
+
+DENSE_MAX_INFLATION = 16  # dense multiply-adds over the grouped path's (its column panels rounded up)
+
+
+def block_diagonal(w: np.ndarray, group: int, zw: np.ndarray) -> np.ndarray:
+    """A grouped conv's (M, C/group, kh, kw) weights as dense (M, C, kh, kw) ones: each output
+    channel's weights over its own group's inputs, its zero point elsewhere (a weight minus its
+    zero point is 0 there, so every accumulator is the grouped conv's)."""
+    m, cg = w.shape[:2]
+    mg = m // group
+    dense = np.empty((m, cg * group) + w.shape[2:], w.dtype)
+    dense[...] = zw.astype(w.dtype).reshape(m, 1, 1, 1)
+    for g in range(group):
+        dense[g * mg : (g + 1) * mg, g * cg : (g + 1) * cg] = w[g * mg : (g + 1) * mg]
+    return dense
+
+
 def _pad_bits(dtype: np.dtype, zero_point: int) -> np.uint8:
     """The zero point's byte: data-movement kernels see every 8-bit tensor as uint8 (one compiled
     variant for int8 and uint8 models)."""
@@ -217,13 +252,14 @@ def _packed_group(taps: np.ndarray, zw: np.ndarray, bias: np.ndarray, mult: np.n
 
 
 def _implicit_conv(op: Op, w: np.ndarray, zw: np.ndarray, bias: np.ndarray, rq: Requant, sa: int, x_zp: int,
-                   x_shape: tuple[int, ...], win, out_shape: tuple[int, ...]) -> Step | None:
+                   x_shape: tuple[int, ...], win, out_shape: tuple[int, ...], dense_groups: bool = False) -> Step | None:
     """A dense convolution (dw == 1) as an implicit GEMM over flat tiles of output pixels
     (gemm_fused.conv_tiles): each tap row's kw*C bytes are read in place from the zero-point-padded NHWC
     image, or from the input itself when it has no padding, as ``kseg`` bytes (kw*C rounded up
     to 4; the bytes past the window, the next pixel's or the slack after the image, meet
     weights whose shifted value is 0, so a few-channel stem needs no unfolded copy). None where
-    the weight zero points need row sums (the im2row path handles those)."""
+    the weight zero points need row sums (the im2row path handles those). ``dense_groups``: the
+    weights are a grouped conv's, block-diagonal (a kernel class of its own: group times the work)."""
     n, c, h, wd = x_shape
     m = w.shape[0]
     kh, kw, sh, sw, dh, _, pt, pl = geometry(win)
@@ -249,6 +285,8 @@ def _implicit_conv(op: Op, w: np.ndarray, zw: np.ndarray, bias: np.ndarray, rq: 
 
     def conv(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
+        if dense_groups and x.shape[-1] != c:
+            raise ValueError(f"{op.name}: block-diagonal weights over {c} channels, input has {x.shape[-1]}")
         out = np.empty(out_shape, rq.dtype)
         rows_out = out.reshape(n, pixels, m)
         if in_place:
