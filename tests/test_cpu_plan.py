@@ -8,6 +8,8 @@ points) with int8 and uint8 activations.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -292,3 +294,55 @@ def test_plan_rejects_an_op_without_a_kernel(dev: CpuDevice) -> None:
     with pytest.raises(Exception, match="no Sigmoid kernel for node s"):
         dev.plan_for(graph)
     assert isinstance(CpuPlan, type)
+
+
+def se_cnn() -> onnx.ModelProto:
+    """Two squeeze-and-excitation blocks (EfficientNet/MobileNetV3's gate: global pool, 1x1 convs,
+    Sigmoid, Mul with the block's activation), the second gate multiplying from the left."""
+    b = CnnBuilder(9)
+    x = b.conv("x", 3, 24, 3, stride=2)  # 32 -> 16
+    for left in (False, True):
+        y = b.conv(x, 24, 24, 3, group=24)
+        gate = b.node("Sigmoid", [b.conv(b.conv(b.node("GlobalAveragePool", [y]), 24, 8, 1), 8, 24, 1, relu=False)])
+        x = b.conv(b.node("Mul", [gate, y] if left else [y, gate]), 24, 24, 1, relu=False)
+    return b.classifier("se", x, 24, 10, (1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("activation_dtype", ["uint8", "int8"])
+def test_squeeze_excitation_gates_run_channels_last_and_exact(dev: CpuDevice, activation_dtype: str) -> None:
+    """The gate's DequantizeLinear, float Mul and QuantizeLinear stay channels-last: the only layout
+    conversions left are of (N, C, 1, 1) tensors (the same bytes in both layouts); outputs equal the
+    reference and onnxruntime."""
+    graph = import_onnx(se_cnn())
+    rng = np.random.default_rng(1)
+    qdq = quantize_model(graph, [{"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)],
+                         activation_dtype=activation_dtype)
+    lowered = lower_qdq(import_onnx(qdq))
+    assert any(op.type == "Mul" for op in lowered.ops_in_order())
+    device = CpuDevice(INFO)
+    try:
+        plan = device.plan_for(lowered)
+        lines = plan.describe()
+        assert sum(line.startswith("Mul") and line.endswith("-> nhwc") for line in lines) == 2, "\n".join(lines)
+        converted: list[tuple[int, ...]] = []
+
+        def spy(convert):  # records the shape of every tensor a conversion instruction gets
+            return lambda x: (converted.append(x.shape), convert(x))[1]
+
+        plan.instrs = [dataclasses.replace(i, convert=spy(i.convert)) if i.step is None else i for i in plan.instrs]
+        from hetero.exec.executor import check_feeds
+
+        plan.run(check_feeds(lowered, {"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}))
+    finally:
+        device.close()
+    pixels = [min(int(np.prod(shape[1:3])), int(np.prod(shape[2:4]))) for shape in converted]  # NHWC or NCHW
+    assert converted and max(pixels) == 1, converted  # only pooled (N, 1, 1, C) / (N, C, 1, 1) tensors
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.qdqisint8allowed", "1")
+    session = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = lowered.outputs[0].name
+    for seed in range(3):
+        feeds = {"x": np.random.default_rng(seed).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+        got = run_on_device(lowered, dev, feeds)[name]
+        np.testing.assert_array_equal(got, run_reference(lowered, feeds)[name])
+        np.testing.assert_array_equal(got, session.run(None, feeds)[0])

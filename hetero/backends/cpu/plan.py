@@ -54,6 +54,7 @@ BUILDERS: dict[str, Callable[[Device, Op, tuple[str, ...]], Step | None]] = {
     "QLinearConcat": steps.qconcat,
     "QuantizeLinear": steps.quantize,
     "DequantizeLinear": steps.dequantize,
+    "Mul": steps.float_mul,
     "Transpose": steps.transpose,
     **{name: steps.reshape for name in ("Flatten", "Reshape", "Squeeze")},
 }
@@ -177,6 +178,26 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _float_nhwc_chains(graph: Graph) -> set[str]:
+    """DequantizeLinear ops whose float output may stay channels-last: every consumer is a Mul
+    (a squeeze-and-excitation gate, steps.float_mul) whose output only QuantizeLinear ops read,
+    so the float tensor returns to 8 bits without a layout conversion (of 4-byte elements)."""
+    consumers: dict[str, list[Op]] = {}
+    for op in graph.ops_in_order():
+        for t in op.activation_inputs:
+            consumers.setdefault(t, []).append(op)
+    outputs = {spec.name for spec in graph.outputs}
+    chains = set()
+    for op in graph.ops_in_order():
+        if op.type != "DequantizeLinear" or op.outputs[0] in outputs:
+            continue
+        readers = consumers.get(op.outputs[0], [])
+        if readers and all(r.type == "Mul" and r.outputs[0] not in outputs and consumers.get(r.outputs[0])
+                           and all(q.type == "QuantizeLinear" for q in consumers[r.outputs[0]]) for r in readers):
+            chains.add(op.name)
+    return chains
+
+
 _LEARNING = object()
 """A plan instruction whose thread count the device is still learning."""
 
@@ -258,8 +279,11 @@ class CpuPlan:
             layout[spec.name] = input_layouts.get(spec.name, NCHW)
             self.input_slots.append((spec.name, slot(spec.name, layout[spec.name])))
         cached = getattr(device, "_step", None)  # own_step, built once per op and layouts (None: no own step)
+        float_nhwc = _float_nhwc_chains(graph)
         for op in graph.ops_in_order():
             available = tuple(layout[t] for t in op.activation_inputs)
+            if op.type == "DequantizeLinear" and op.name not in float_nhwc:
+                available = (NCHW,) * len(available)  # its float output leaves for NCHW ops: convert the 8-bit input
             if cached is None:
                 step = build_step(device, op, available)
             else:

@@ -217,6 +217,18 @@ def quantize(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     lo, hi = F32(info.min), F32(info.max)
     items = n * -(-(h * w) // ks.QUANTIZE_BLOCK)
 
+    if available[0] == NHWC and not per_axis:  # a float channels-last tensor (a dequantized chain's end): elementwise
+        flat = h * w * c
+        items_flat = n * -(-flat // ks.QUANTIZE_BLOCK)
+
+        def run_flat(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+            x = np.ascontiguousarray(inputs[0], F32)
+            out = np.empty((n, h, w, c), dtype)
+            ks.run_items(ks.quantize_part, (x.reshape(n, 1, flat), scales[:1], zps[:1], lo, hi, out.reshape(n, flat, 1)), items_flat)
+            return [out]
+
+        return Step(op, (NHWC,), (NHWC,), run_flat)
+
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = np.ascontiguousarray(inputs[0], F32)
         out = np.empty((n, h, w, c), dtype)
@@ -235,6 +247,9 @@ def dequantize(device: Device, op: Op, available: tuple[str, ...]) -> Step | Non
         return None
     s32, z32 = F32(np.asarray(scale, F32).reshape(())), np.int32(scalar(zp))
     shape = op.output_specs[0].shape
+    layout = NHWC if available[0] == NHWC and len(shape) == 4 else NCHW  # elementwise: in the layout it comes
+    if layout == NHWC:
+        shape = nhwc_shape(shape)
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = np.empty(shape, F32)
@@ -242,7 +257,32 @@ def dequantize(device: Device, op: Op, available: tuple[str, ...]) -> Step | Non
                      -(-out.size // nk.CHUNK))
         return [out]
 
-    return Step(op, (NCHW,), (NCHW,), run)
+    return Step(op, (layout,), (layout,), run)
+
+
+def float_mul(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """A float32 Mul of a channels-last (N, C, H, W) tensor by one of its shape or by an (N, C, 1, 1)
+    one (a squeeze-and-excitation gate; the same bytes in both layouts): the products the NCHW
+    kernel forms, without converting the big tensor."""
+    specs = op.input_specs[:2]
+    if len(specs) != 2 or any(s is None or s.dtype != "float32" or len(s.shape) != 4 for s in specs) or NHWC not in available:
+        return None
+    shape = tuple(op.output_specs[0].shape)
+    n, c, h, w = shape
+    gates = [tuple(s.shape) == (n, c, 1, 1) and h * w > 1 for s in specs]
+    if not all(g or tuple(s.shape) == shape for g, s in zip(gates, specs)) or all(gates):
+        return None
+    if any(not g and form != NHWC for g, form in zip(gates, available)):
+        return None  # a full-size operand must come channels-last
+    wants = tuple(form if g else NHWC for g, form in zip(gates, available))
+    views = [(n, 1, c) if g else (n, h * w, c) for g in gates]
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = np.empty((n, h, w, c), F32)
+        np.multiply(inputs[0].reshape(views[0]), inputs[1].reshape(views[1]), out=out.reshape(n, h * w, c))
+        return [out]
+
+    return Step(op, wants, (NHWC,), run)
 
 
 def reshape_pooled(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
@@ -303,6 +343,8 @@ def only_data_is_activation(op: Op) -> bool:
     is absent or a constant: the builders bind parameters once."""
     if op.type == "QLinearAdd":
         data = {0, 3}
+    elif op.type == "Mul":
+        data = {0, 1}
     elif op.type == "QLinearConcat":
         data = set(range(2, len(op.inputs), 3))
     else:
