@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python bench/kernels.py [--threads 2] [--repeat 20] [--devices cpu]
 [--models seed-cnn,resnet18,...] [--convs resnet18,mobilenet_v2] [--cpu-time]``
 (a model is a builtin name, a name under ../shared/models, an .onnx path, or one of the untuned
-CNNs bench/untuned_cnns.py builds: shufflenet-like, inception-like, mnasnet-like, efficientnet-like; fp32 models
+CNNs bench/untuned_cnns.py builds: shufflenet-like, inception-like, mnasnet-like, efficientnet-like, mobilenetv3-like; fp32 models
 are quantized first, with hetero's calibration).
 
 1. int8 GEMM 1024x1024x1024 (QGemm op: uint8 activations, int8 per-channel weights, requantized

@@ -4,8 +4,9 @@
 Reshape, depthwise 3x3, stride-2 units concatenating an average-pooled shortcut, residual adds).
 ``inception-like``: a 7x7/2 stem, max pools, and Inception blocks (1x1, 1x1->3x3, 1x1->5x5 and
 pool->1x1 branches concatenated). ``mnasnet-like``: MBConv blocks (expanding 1x1, depthwise 3x3
-and 5x5 at strides 1 and 2, a linear squeeze 1x1, residual adds). ``efficientnet-like``: MBConv
-blocks with squeeze-and-excitation gates (Sigmoid, Mul). All take 1x3x224x224 float32
+and 5x5 at strides 1 and 2, a linear squeeze 1x1, residual adds). ``efficientnet-like`` and
+``mobilenetv3-like``: MBConv blocks with squeeze-and-excitation gates, Swish and Sigmoid gates or
+HardSwish and HardSigmoid gates (float ops between dequantized and quantized tensors). All take 1x3x224x224 float32
 and end in a global average pool and a Gemm; bench/kernels.py quantizes them as any fp32 model.
 """
 
@@ -80,28 +81,43 @@ def mnasnet_like() -> onnx.ModelProto:
     return net.classifier("mnasnet_like", x, 640, 100, INPUT_SHAPE)
 
 
-def efficientnet_like() -> onnx.ModelProto:
-    """MBConv blocks with squeeze-and-excitation gates (global pool, 1x1 reduce, 1x1 expand,
-    Sigmoid, Mul with the block's activation), depthwise 3x3 and 5x5: EfficientNet-B0's pattern."""
-    net = CnnBuilder(21)
-    x = net.conv("x", 3, 32, 3, stride=2)  # 112x112x32
+def _mbconv_se_stack(seed: int, name: str, activation: str, gate: str) -> onnx.ModelProto:
+    """MBConv blocks with squeeze-and-excitation gates (global pool, 1x1 reduce, 1x1 expand, the
+    gate's activation, Mul with the block's activation), depthwise 3x3 and 5x5; ``activation``
+    after each conv but the projections: Swish (x * Sigmoid(x)) or HardSwish."""
+    net = CnnBuilder(seed)
+
+    def act(x: str) -> str:
+        return net.node("Mul", [x, net.node("Sigmoid", [x])]) if activation == "Swish" else net.node(activation, [x])
+
+    x = act(net.conv("x", 3, 32, 3, stride=2, relu=False))  # 112x112x32
     channels = 32
     for expand, k, stride, out_channels in ((1, 3, 1, 16), (6, 3, 2, 24), (6, 5, 2, 40), (6, 3, 2, 80), (6, 5, 1, 112), (6, 5, 2, 192)):
         mid = channels * expand
-        y = net.conv(x, channels, mid, 1) if expand > 1 else x
-        y = net.conv(y, mid, mid, k, stride=stride, group=mid)
+        y = act(net.conv(x, channels, mid, 1, relu=False)) if expand > 1 else x
+        y = act(net.conv(y, mid, mid, k, stride=stride, group=mid, relu=False))
         squeezed = max(8, mid // 4)
-        gate = net.conv(net.conv(net.node("GlobalAveragePool", [y]), mid, squeezed, 1), squeezed, mid, 1, relu=False)
-        y = net.conv(net.node("Mul", [y, net.node("Sigmoid", [gate])]), mid, out_channels, 1, relu=False)
+        g = net.conv(net.conv(net.node("GlobalAveragePool", [y]), mid, squeezed, 1), squeezed, mid, 1, relu=False)
+        y = net.conv(net.node("Mul", [y, net.node(gate, [g])]), mid, out_channels, 1, relu=False)
         x = net.node("Add", [x, y]) if stride == 1 and channels == out_channels else y
         channels = out_channels
-    x = net.conv(x, channels, 640, 1)
-    return net.classifier("efficientnet_like", x, 640, 100, INPUT_SHAPE)
+    x = act(net.conv(x, channels, 640, 1, relu=False))
+    return net.classifier(name, x, 640, 100, INPUT_SHAPE)
+
+
+def efficientnet_like() -> onnx.ModelProto:
+    """EfficientNet-B0's pattern: Swish activations, Sigmoid gates."""
+    return _mbconv_se_stack(21, "efficientnet_like", "Swish", "Sigmoid")
+
+
+def mobilenetv3_like() -> onnx.ModelProto:
+    """MobileNetV3's pattern: HardSwish activations, HardSigmoid gates."""
+    return _mbconv_se_stack(22, "mobilenetv3_like", "HardSwish", "HardSigmoid")
 
 
 BUILDERS: dict[str, Callable[[], onnx.ModelProto]] = {
     "shufflenet-like": shufflenet_like, "inception-like": inception_like, "mnasnet-like": mnasnet_like,
-    "efficientnet-like": efficientnet_like}
+    "efficientnet-like": efficientnet_like, "mobilenetv3-like": mobilenetv3_like}
 
 
 def saved(name: str, folder: Path) -> Path:

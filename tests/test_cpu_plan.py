@@ -297,13 +297,15 @@ def test_plan_rejects_an_op_without_a_kernel(dev: CpuDevice) -> None:
 
 
 def se_cnn() -> onnx.ModelProto:
-    """Two squeeze-and-excitation blocks (EfficientNet/MobileNetV3's gate: global pool, 1x1 convs,
-    Sigmoid, Mul with the block's activation), the second gate multiplying from the left."""
+    """EfficientNet's and MobileNetV3's float tails inside a quantized CNN: Swish (x * Sigmoid(x)),
+    HardSwish, and squeeze-and-excitation gates (global pool, 1x1 convs, Sigmoid or HardSigmoid,
+    Mul with the block's activation; the second gate multiplying from the left)."""
     b = CnnBuilder(9)
-    x = b.conv("x", 3, 24, 3, stride=2)  # 32 -> 16
-    for left in (False, True):
-        y = b.conv(x, 24, 24, 3, group=24)
-        gate = b.node("Sigmoid", [b.conv(b.conv(b.node("GlobalAveragePool", [y]), 24, 8, 1), 8, 24, 1, relu=False)])
+    x = b.conv("x", 3, 24, 3, stride=2, relu=False)  # 32 -> 16
+    x = b.node("Mul", [x, b.node("Sigmoid", [x])])  # Swish
+    for left, gate_op in ((False, "Sigmoid"), (True, "HardSigmoid")):
+        y = b.node("HardSwish", [b.conv(x, 24, 24, 3, group=24, relu=False)])
+        gate = b.node(gate_op, [b.conv(b.conv(b.node("GlobalAveragePool", [y]), 24, 8, 1), 8, 24, 1, relu=False)])
         x = b.conv(b.node("Mul", [gate, y] if left else [y, gate]), 24, 24, 1, relu=False)
     return b.classifier("se", x, 24, 10, (1, 3, 32, 32))
 
@@ -323,7 +325,8 @@ def test_squeeze_excitation_gates_run_channels_last_and_exact(dev: CpuDevice, ac
     try:
         plan = device.plan_for(lowered)
         lines = plan.describe()
-        assert sum(line.startswith("Mul") and line.endswith("-> nhwc") for line in lines) == 2, "\n".join(lines)
+        channels_last = [line.split(" ")[0] for line in lines if line.endswith("-> nhwc") and ("(Mul)" in line or "(HardSwish)" in line or "(Sigmoid)" in line)]
+        assert len(channels_last) == 6, "\n".join(lines)  # Swish's Sigmoid and Mul, 2 HardSwish, 2 gate Muls
         converted: list[tuple[int, ...]] = []
 
         def spy(convert):  # records the shape of every tensor a conversion instruction gets
@@ -346,3 +349,24 @@ def test_squeeze_excitation_gates_run_channels_last_and_exact(dev: CpuDevice, ac
         got = run_on_device(lowered, dev, feeds)[name]
         np.testing.assert_array_equal(got, run_reference(lowered, feeds)[name])
         np.testing.assert_array_equal(got, session.run(None, feeds)[0])
+
+
+@pytest.mark.parametrize("op_type, attrs", [("HardSwish", {}), ("HardSigmoid", {"alpha": 0.2, "beta": 0.5}),
+                                            ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5})])
+def test_hard_activations_give_the_reference_bits(op_type: str, attrs: dict) -> None:
+    """The cpu device runs HardSwish/HardSigmoid where a QuantizeLinear rounds their output
+    (MobileNetV3) because its kernels give the reference's float32 bits: checked on a million
+    values of three magnitudes, the clamp's edges, signed zeros, subnormals and infinities."""
+    from hetero.backends.cpu import kernels as k
+    from hetero.ir.ops import elementwise
+
+    rng = np.random.default_rng(3)
+    edges = [0.0, -0.0, 3.0, -3.0, 2.5, -2.5, 6.0, -6.0, 1e-40, -1e-40, np.inf, -np.inf, 0.49999997, 1e30]
+    x = np.concatenate([rng.standard_normal(400_000).astype(np.float32) * s for s in (1, 4, 100)] + [np.asarray(edges, np.float32)])
+    out = np.empty_like(x)
+    code = k.HARD_SWISH if op_type == "HardSwish" else k.HARD_SIGMOID
+    k.unary_f32(code, x, out, np.float32(attrs.get("alpha", 0)), np.float32(attrs.get("beta", 0)))
+    with np.errstate(invalid="ignore"):
+        want = elementwise._hard_swish(x, attrs) if op_type == "HardSwish" else elementwise._hard_sigmoid(x, attrs)
+    np.testing.assert_array_equal(out.view(np.int32), want.view(np.int32))
+    assert op_type in CpuDevice.same_bits_as_reference

@@ -43,6 +43,10 @@ def conv_step(device: Device, op: Op, available: tuple[str, ...]) -> Step | None
     return step if step is not None else qconv(device, op, available)
 
 
+FLOAT_ELEMENTWISE = frozenset(("Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish"))
+"""Float activations whose cpu kernels are elementwise (steps.float_unary runs them channels-last)."""
+
+
 BUILDERS: dict[str, Callable[[Device, Op, tuple[str, ...]], Step | None]] = {
     "QLinearConv": conv_step,
     "QGemm": qgemm,
@@ -55,6 +59,7 @@ BUILDERS: dict[str, Callable[[Device, Op, tuple[str, ...]], Step | None]] = {
     "QuantizeLinear": steps.quantize,
     "DequantizeLinear": steps.dequantize,
     "Mul": steps.float_mul,
+    **{name: steps.float_unary for name in FLOAT_ELEMENTWISE},
     "Transpose": steps.transpose,
     **{name: steps.reshape for name in ("Flatten", "Reshape", "Squeeze")},
 }
@@ -179,23 +184,46 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
 
 
 def _float_nhwc_chains(graph: Graph) -> set[str]:
-    """DequantizeLinear ops whose float output may stay channels-last: every consumer is a Mul
-    (a squeeze-and-excitation gate, steps.float_mul) whose output only QuantizeLinear ops read,
-    so the float tensor returns to 8 bits without a layout conversion (of 4-byte elements)."""
+    """DequantizeLinear ops whose float output may stay channels-last: the float ops it feeds
+    (elementwise activations, Mul by a tensor of the same shape or an (N, C, 1, 1) gate: a
+    squeeze-and-excitation gate, Swish, HardSwish) are read only by each other and by
+    QuantizeLinear ops, so the float tensors return to 8 bits without a layout conversion (of
+    4-byte elements). Found as the largest such set: start from every candidate, drop any op with
+    a reader outside it or a full-size float input from outside it, until none is dropped."""
     consumers: dict[str, list[Op]] = {}
     for op in graph.ops_in_order():
         for t in op.activation_inputs:
             consumers.setdefault(t, []).append(op)
     outputs = {spec.name for spec in graph.outputs}
-    chains = set()
+
+    def full_size(spec) -> bool:
+        return spec is not None and len(spec.shape) == 4 and spec.shape[2] * spec.shape[3] > 1
+
+    region = {}
     for op in graph.ops_in_order():
-        if op.type != "DequantizeLinear" or op.outputs[0] in outputs:
+        out = op.output_specs[0] if op.output_specs else None
+        if out is None or not full_size(out) or out.dtype != "float32" or op.outputs[0] in outputs:
             continue
-        readers = consumers.get(op.outputs[0], [])
-        if readers and all(r.type == "Mul" and r.outputs[0] not in outputs and consumers.get(r.outputs[0])
-                           and all(q.type == "QuantizeLinear" for q in consumers[r.outputs[0]]) for r in readers):
-            chains.add(op.name)
-    return chains
+        if op.type == "DequantizeLinear" or op.type in FLOAT_ELEMENTWISE or op.type == "Mul":
+            region[op.outputs[0]] = op
+    changed = True
+    while changed:
+        changed = False
+        for tensor, op in list(region.items()):
+            readers = consumers.get(tensor, [])
+            ok = bool(readers) and all(r.outputs[0] in region or (r.type == "QuantizeLinear" and _per_tensor(r)) for r in readers)
+            if op.type != "DequantizeLinear":
+                ok = ok and all(t in region for t, spec in zip(op.inputs, op.input_specs)
+                                if t in op.activation_inputs and full_size(spec))
+            if not ok:
+                del region[tensor]
+                changed = True
+    return {op.name for op in region.values() if op.type == "DequantizeLinear"}
+
+
+def _per_tensor(op: Op) -> bool:
+    scale = op.weights.get(op.inputs[1]) if len(op.inputs) > 1 else None
+    return scale is not None and np.asarray(scale).size == 1
 
 
 _LEARNING = object()

@@ -260,6 +260,17 @@ def dequantize(device: Device, op: Op, available: tuple[str, ...]) -> Step | Non
     return Step(op, (layout,), (layout,), run)
 
 
+def float_unary(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """A float32 activation of a channels-last 4-D tensor: the device's kernel is elementwise, so
+    it runs on the channels-last array as it is (the plan gives it one only inside a dequantized
+    region that returns to 8 bits, plan._float_nhwc_chains)."""
+    spec = op.input_specs[0]
+    if not available or available[0] != NHWC or spec is None or spec.dtype != "float32" or len(spec.shape) != 4:
+        return None
+    kernel = device.kernels[op.type]
+    return Step(op, (NHWC,), (NHWC,), lambda inputs: kernel(device, op, inputs))
+
+
 def float_mul(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     """A float32 Mul of a channels-last (N, C, H, W) tensor by one of its shape or by an (N, C, 1, 1)
     one (a squeeze-and-excitation gate; the same bytes in both layouts): the products the NCHW
