@@ -352,21 +352,23 @@ def test_squeeze_excitation_gates_run_channels_last_and_exact(dev: CpuDevice, ac
 
 
 @pytest.mark.parametrize("op_type, attrs", [("HardSwish", {}), ("HardSigmoid", {"alpha": 0.2, "beta": 0.5}),
-                                            ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5})])
-def test_hard_activations_give_the_reference_bits(op_type: str, attrs: dict) -> None:
-    """The cpu device runs HardSwish/HardSigmoid where a QuantizeLinear rounds their output
-    (MobileNetV3) because its kernels give the reference's float32 bits: checked on a million
-    values of three magnitudes, the clamp's edges, signed zeros, subnormals and infinities."""
+                                            ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}), ("Sigmoid", {})])
+def test_activations_give_the_reference_bits(op_type: str, attrs: dict) -> None:
+    """The cpu device runs HardSwish/HardSigmoid/Sigmoid where a QuantizeLinear rounds their output
+    (MobileNetV3, EfficientNet) because its kernels give the reference's float32 bits (Sigmoid: MLAS's
+    logistic with fused multiply-adds, onnxruntime's Sigmoid): checked on a million values of three
+    magnitudes, the clamps' edges, signed zeros, subnormals and infinities."""
     from hetero.backends.cpu import kernels as k
     from hetero.ir.ops import elementwise
 
     rng = np.random.default_rng(3)
-    edges = [0.0, -0.0, 3.0, -3.0, 2.5, -2.5, 6.0, -6.0, 1e-40, -1e-40, np.inf, -np.inf, 0.49999997, 1e30]
+    edges = [0.0, -0.0, 3.0, -3.0, 2.5, -2.5, 6.0, -6.0, 18.0, -18.0, 18.5, -19.0, 1e-40, -1e-40, np.inf, -np.inf, 0.49999997, 1e30]
     x = np.concatenate([rng.standard_normal(400_000).astype(np.float32) * s for s in (1, 4, 100)] + [np.asarray(edges, np.float32)])
     out = np.empty_like(x)
-    code = k.HARD_SWISH if op_type == "HardSwish" else k.HARD_SIGMOID
+    code = {"HardSwish": k.HARD_SWISH, "HardSigmoid": k.HARD_SIGMOID, "Sigmoid": k.SIGMOID}[op_type]
     k.unary_f32(code, x, out, np.float32(attrs.get("alpha", 0)), np.float32(attrs.get("beta", 0)))
+    reference = {"HardSwish": elementwise._hard_swish, "HardSigmoid": elementwise._hard_sigmoid, "Sigmoid": elementwise._sigmoid}
     with np.errstate(invalid="ignore"):
-        want = elementwise._hard_swish(x, attrs) if op_type == "HardSwish" else elementwise._hard_sigmoid(x, attrs)
+        want = reference[op_type](x, attrs)
     np.testing.assert_array_equal(out.view(np.int32), want.view(np.int32))
     assert op_type in CpuDevice.same_bits_as_reference

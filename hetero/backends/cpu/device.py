@@ -243,9 +243,10 @@ class CpuDevice(HostDevice):
 
     kernels: Mapping[str, Kernel] = {**FLOAT_KERNELS, **QUANT_KERNELS, **QTRANSFORMER_KERNELS, **MOVEMENT_KERNELS, **TRANSFORMER_KERNELS}
     conditions: Mapping[str, Predicate] = {**CONDITIONS, **TRANSFORMER_CONDITIONS}
-    # float32 kernels computing the reference's arithmetic (hetero.ir.ops.mlas, IEEE division; HardSwish
-    # and HardSigmoid: the reference's multiply, add and clamp, each rounded, no contraction)
-    same_bits_as_reference = frozenset({"Softmax", "Erf", "Gelu", "Tanh", "LayerNormalization", "Div", "HardSwish", "HardSigmoid"})
+    # float32 kernels computing the reference's arithmetic (hetero.ir.ops.mlas, IEEE division; Sigmoid:
+    # MLAS's logistic; HardSwish and HardSigmoid: the reference's multiply, add and clamp, each rounded)
+    same_bits_as_reference = frozenset({"Softmax", "Erf", "Gelu", "Tanh", "LayerNormalization", "Div", "HardSwish", "HardSigmoid",
+                                        "Sigmoid"})
 
     def __init__(self, info: DeviceInfo, threads: int | None = None, throttle: float = 1.0) -> None:
         start_threads_passive()

@@ -12,6 +12,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from hetero.backends.cpu.kernels_mlas_nb import fma32
+from hetero.ir.ops import mlas
+
+LOGISTIC_BOUND = mlas.LOGISTIC_BOUND
+LA0, LA1, LA2, LA3, LA4 = mlas.LOGISTIC_ALPHA
+LB0, LB1, LB2, LB3, LB4, LB5 = mlas.LOGISTIC_BETA
+
 CHUNK = 16384
 """Elements per parallel work item of the flat kernels."""
 SERIAL_MAX = 32768
@@ -112,50 +119,84 @@ def binary_f32(code, a, b, dims, sa, sb, out) -> None:
     (binary_f32_serial if out.size <= SERIAL_MAX else binary_f32_parallel)(code, a, b, dims, sa, sb, out)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # numpy's: no zero-division check, so p / q vectorises
+def _logistic(x, out):  # pragma: no cover - compiled
+    """Sigmoid as MLAS's logistic (hetero.ir.ops.mlas.logistic, the reference's Sigmoid: onnxruntime's
+    bits): x clamped to +-18 by selects (NaN passes), odd/even polynomials in x * x by fused
+    multiply-adds, p / q + 0.5."""
+    for i in range(x.size):
+        v = x[i]
+        v = LOGISTIC_BOUND if v > LOGISTIC_BOUND else v
+        v = -LOGISTIC_BOUND if v < -LOGISTIC_BOUND else v
+        s = v * v
+        p = fma32(fma32(fma32(fma32(s, LA0, LA1), s, LA2), s, LA3), s, LA4) * v
+        q = fma32(fma32(fma32(fma32(fma32(s, LB0, LB1), s, LB2), s, LB3), s, LB4), s, LB5)
+        out[i] = p / q + np.float32(0.5)
+
+
+@njit(cache=True, error_model="numpy")
 def _unary_f32_task(c, code, x, out, p0, p1):  # pragma: no cover - compiled
-    n = x.size
+    """Chunk c of an activation. The loops run over slices from 0 (an index from a variable start
+    may be negative to numba, whose wraparound check kept these loops from vectorising: 5-14x)."""
     one, zero = np.float32(1.0), np.float32(0.0)
     lo = c * CHUNK
-    hi = min(n, lo + CHUNK)
+    hi = min(x.size, lo + CHUNK)
+    xs, os = x[lo:hi], out[lo:hi]
+    n = xs.size
     if code == RELU:
-        for i in range(lo, hi):
-            out[i] = zero if x[i] < zero else x[i]
+        for i in range(n):
+            os[i] = zero if xs[i] < zero else xs[i]
     elif code == CLIP:  # selects, not min/max, so that the loop vectorises
-        for i in range(lo, hi):
-            v = x[i]
+        for i in range(n):
+            v = xs[i]
             v = p0 if v < p0 else v
-            out[i] = p1 if v > p1 else v
+            os[i] = p1 if v > p1 else v
     elif code == SIGMOID:
-        for i in range(lo, hi):
-            out[i] = one / (one + np.exp(-x[i]))
+        _logistic(xs, os)
     elif code == HARD_SIGMOID:
-        for i in range(lo, hi):
-            out[i] = min(max(p0 * x[i] + p1, zero), one)
+        for i in range(n):
+            os[i] = min(max(p0 * xs[i] + p1, zero), one)
     elif code == HARD_SWISH:
         sixth, half = np.float32(1.0 / 6.0), np.float32(0.5)
-        for i in range(lo, hi):
-            out[i] = x[i] * min(max(x[i] * sixth + half, zero), one)
+        for i in range(n):
+            os[i] = xs[i] * min(max(xs[i] * sixth + half, zero), one)
     else:
-        for i in range(lo, hi):
-            out[i] = np.tanh(x[i])
+        for i in range(n):
+            os[i] = np.tanh(xs[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def unary_f32_parallel(code, x, out, p0, p1):  # pragma: no cover - compiled
     """Activations on flat float32 arrays; p0/p1 are Clip's bounds or HardSigmoid's alpha/beta."""
     for c in prange((x.size + CHUNK - 1) // CHUNK):
         _unary_f32_task(c, code, x, out, p0, p1)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def unary_f32_serial(code, x, out, p0, p1):  # pragma: no cover - compiled
     for c in range((x.size + CHUNK - 1) // CHUNK):
         _unary_f32_task(c, code, x, out, p0, p1)
 
 
+@njit(parallel=True, cache=True, error_model="numpy")
+def logistic_parallel(x, out):  # pragma: no cover - compiled
+    """_logistic with the element loop as the prange (vectorised per thread; through the chunked
+    activation loop, whose slices numba types as strided, it was not)."""
+    for i in prange(x.size):
+        v = x[i]
+        v = LOGISTIC_BOUND if v > LOGISTIC_BOUND else v
+        v = -LOGISTIC_BOUND if v < -LOGISTIC_BOUND else v
+        s = v * v
+        p = fma32(fma32(fma32(fma32(s, LA0, LA1), s, LA2), s, LA3), s, LA4) * v
+        q = fma32(fma32(fma32(fma32(fma32(s, LB0, LB1), s, LB2), s, LB3), s, LB4), s, LB5)
+        out[i] = p / q + np.float32(0.5)
+
+
 def unary_f32(code, x, out, p0, p1) -> None:
     """Activations on flat float32 arrays (serial when small)."""
+    if code == SIGMOID:
+        (_logistic if x.size <= SERIAL_MAX else logistic_parallel)(x, out)
+        return
     (unary_f32_serial if x.size <= SERIAL_MAX else unary_f32_parallel)(code, x, out, p0, p1)
 
 

@@ -80,6 +80,10 @@ def _clip(inputs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]
 
 
 def _sigmoid(x: np.ndarray, attrs: Attrs) -> np.ndarray:
+    """float32: MLAS's logistic, onnxruntime's Sigmoid bit for bit (hetero.ir.ops.mlas.logistic);
+    other float types 1 / (1 + exp(-x))."""
+    if x.dtype == np.float32:
+        return mlas.logistic(x)
     return 1.0 / (1.0 + np.exp(-x))
 
 
