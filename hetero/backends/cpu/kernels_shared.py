@@ -223,7 +223,7 @@ def quantize_part(x, scale, zp, lo, hi, out, counter):  # pragma: no cover - com
     return quantize_core(x, scale, zp, lo, hi, out, _addr(counter), 0)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")  # no zero-division check: the division vectorises
 def quantize_core(x, scale, zp, lo, hi, out, w0, tag):  # pragma: no cover - compiled
     """quantize_part claiming items of job ``tag`` from the counter at ``w0``."""
     nb, ch, pixels = x.shape
