@@ -290,3 +290,16 @@ def pad_deinterleave(x, pt, pl, pad, out):  # pragma: no cover - compiled
                 else:
                     for k in range(cw):
                         dst[at + k] = pad
+
+
+@njit(parallel=True, cache=True)
+def mul_rows(a, b, b_rows, out):  # pragma: no cover - compiled
+    """out[n, p, :] = a[n, p, :] * b[n, p if b_rows else 0, :] over (N, P, C) float32: a tensor by
+    one of its shape, or by an (N, 1, C) gate broadcast over the pixels; the float32 products
+    numpy's broadcasting multiply forms (either operand order: IEEE multiplication commutes)."""
+    nb, pixels, c = out.shape
+    for t in prange(nb * pixels):
+        n, p = t // pixels, t % pixels
+        row = p if b_rows else 0
+        for i in range(c):
+            out[n, p, i] = a[n, p, i] * b[n, row, i]

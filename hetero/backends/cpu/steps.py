@@ -287,10 +287,12 @@ def float_mul(device: Device, op: Op, available: tuple[str, ...]) -> Step | None
         return None  # a full-size operand must come channels-last
     wants = tuple(form if g else NHWC for g, form in zip(gates, available))
     views = [(n, 1, c) if g else (n, h * w, c) for g in gates]
+    full, other = (1, 0) if gates[0] else (0, 1)  # the full-size operand first (the product commutes)
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = np.empty((n, h, w, c), F32)
-        np.multiply(inputs[0].reshape(views[0]), inputs[1].reshape(views[1]), out=out.reshape(n, h * w, c))
+        a, b = (np.ascontiguousarray(inputs[i]).reshape(views[i]) for i in (full, other))
+        nk.mul_rows(a, b, not gates[other], out.reshape(n, h * w, c))
         return [out]
 
     return Step(op, wants, (NHWC,), run)
