@@ -119,19 +119,24 @@ def binary_f32(code, a, b, dims, sa, sb, out) -> None:
     (binary_f32_serial if out.size <= SERIAL_MAX else binary_f32_parallel)(code, a, b, dims, sa, sb, out)
 
 
-@njit(cache=True, error_model="numpy")  # numpy's: no zero-division check, so p / q vectorises
+@njit(cache=True, inline="always", error_model="numpy")  # numpy's: no zero-division check, so p / q vectorises
+def _logistic_one(v):  # pragma: no cover - compiled
+    """Sigmoid of one float32 as MLAS's logistic (hetero.ir.ops.mlas.logistic, the reference's
+    Sigmoid: onnxruntime's bits): v clamped to +-18 by selects (NaN passes), odd/even polynomials
+    in v * v by fused multiply-adds, p / q + 0.5."""
+    v = LOGISTIC_BOUND if v > LOGISTIC_BOUND else v
+    v = -LOGISTIC_BOUND if v < -LOGISTIC_BOUND else v
+    s = v * v
+    p = fma32(fma32(fma32(fma32(s, LA0, LA1), s, LA2), s, LA3), s, LA4) * v
+    q = fma32(fma32(fma32(fma32(fma32(s, LB0, LB1), s, LB2), s, LB3), s, LB4), s, LB5)
+    return p / q + np.float32(0.5)
+
+
+@njit(cache=True, error_model="numpy")
 def _logistic(x, out):  # pragma: no cover - compiled
-    """Sigmoid as MLAS's logistic (hetero.ir.ops.mlas.logistic, the reference's Sigmoid: onnxruntime's
-    bits): x clamped to +-18 by selects (NaN passes), odd/even polynomials in x * x by fused
-    multiply-adds, p / q + 0.5."""
+    """Sigmoid over flat float32 arrays, one thread."""
     for i in range(x.size):
-        v = x[i]
-        v = LOGISTIC_BOUND if v > LOGISTIC_BOUND else v
-        v = -LOGISTIC_BOUND if v < -LOGISTIC_BOUND else v
-        s = v * v
-        p = fma32(fma32(fma32(fma32(s, LA0, LA1), s, LA2), s, LA3), s, LA4) * v
-        q = fma32(fma32(fma32(fma32(fma32(s, LB0, LB1), s, LB2), s, LB3), s, LB4), s, LB5)
-        out[i] = p / q + np.float32(0.5)
+        out[i] = _logistic_one(x[i])
 
 
 @njit(cache=True, error_model="numpy")
@@ -151,8 +156,9 @@ def _unary_f32_task(c, code, x, out, p0, p1):  # pragma: no cover - compiled
             v = xs[i]
             v = p0 if v < p0 else v
             os[i] = p1 if v > p1 else v
-    elif code == SIGMOID:
-        _logistic(xs, os)
+    elif code == SIGMOID:  # (unary_f32 runs Sigmoid through _logistic / logistic_parallel instead)
+        for i in range(n):
+            os[i] = _logistic_one(xs[i])
     elif code == HARD_SIGMOID:
         for i in range(n):
             os[i] = min(max(p0 * xs[i] + p1, zero), one)
@@ -183,13 +189,7 @@ def logistic_parallel(x, out):  # pragma: no cover - compiled
     """_logistic with the element loop as the prange (vectorised per thread; through the chunked
     activation loop, whose slices numba types as strided, it was not)."""
     for i in prange(x.size):
-        v = x[i]
-        v = LOGISTIC_BOUND if v > LOGISTIC_BOUND else v
-        v = -LOGISTIC_BOUND if v < -LOGISTIC_BOUND else v
-        s = v * v
-        p = fma32(fma32(fma32(fma32(s, LA0, LA1), s, LA2), s, LA3), s, LA4) * v
-        q = fma32(fma32(fma32(fma32(fma32(s, LB0, LB1), s, LB2), s, LB3), s, LB4), s, LB5)
-        out[i] = p / q + np.float32(0.5)
+        out[i] = _logistic_one(x[i])
 
 
 def unary_f32(code, x, out, p0, p1) -> None:

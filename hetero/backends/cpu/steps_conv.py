@@ -213,7 +213,7 @@ GROUPED_DENSE = os.environ.get("HETERO_CPU_GROUPED_DENSE", "auto")  # auto, 0 (n
 def _dense_pays(group: int, per_group_out: int) -> bool:
     """Whether a grouped conv runs faster as one dense conv over block-diagonal weights (group
     times the multiply-adds, but one implicit GEMM across all the channels) than group by group
-    (an im2row pass over the whole image and a GEMM whose 16-column panels a group of fewer
+    (an im2row pass over the whole image and a GEMM whose 64-column panels a group of fewer
     output channels leaves mostly empty, once per group)."""
     if GROUPED_DENSE in ("0", "1"):
         return GROUPED_DENSE == "1"
