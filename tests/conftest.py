@@ -189,3 +189,42 @@ def q_params(rng: np.random.Generator, dtype: np.dtype) -> tuple[np.float32, np.
     """A random activation scale and a zero point of ``dtype``, for the integer-op tests."""
     info = np.iinfo(dtype)
     return np.float32(rng.uniform(0.001, 0.2)), np.asarray(rng.integers(info.min, info.max), dtype)
+
+
+_HOST_PROFILES: dict[str, str] = {}
+
+
+def host_seed_profile() -> str:
+    """The shipped seed-CNN int8 profile (profiles/seed-cnn.int8.json) where its cpu and opencl:0
+    are this machine's; else (another CPU or OpenCL platform: machines change) a profile of the
+    same model measured here once per test session (hetero profile, then --update-calibration:
+    about 10 s), so tests that validate predictions against real runs get a profile of the
+    hardware they run on. Without a usable OpenCL device: the shipped one (those tests skip)."""
+    import tempfile
+
+    from hetero.app.cli import main
+    from hetero.cost.profile import check_device, load_profile
+    from hetero.errors import ProfileError
+
+    shipped = str(Path(__file__).resolve().parents[1] / "profiles" / "seed-cnn.int8.json")
+    if "seed" in _HOST_PROFILES:
+        return _HOST_PROFILES["seed"]
+    profile = load_profile(shipped)
+    devices, _ = usable_opencl()
+    found = {info.name: info for info in discover(["cpu"])[0] + devices}
+    try:
+        for name in profile.devices:
+            if name not in found:
+                raise ProfileError(f"no {name}")
+            check_device(profile, shipped, name, found[name])
+        _HOST_PROFILES["seed"] = shipped
+    except ProfileError:
+        if "opencl:0" not in found:
+            _HOST_PROFILES["seed"] = shipped
+        else:
+            path = str(Path(tempfile.mkdtemp(prefix="hetero-host-profile-")) / "seed-cnn.int8.json")
+            if main(["profile", "builtin:seed-cnn", "--precision", "int8", "--devices", "cpu,opencl:0", "-o", path]) != 0 or \
+                    main(["profile", "--update-calibration", path, "--devices", "cpu,opencl:0"]) != 0:
+                raise RuntimeError("could not profile the seed CNN on this machine for the tests")
+            _HOST_PROFILES["seed"] = path
+    return _HOST_PROFILES["seed"]

@@ -310,11 +310,17 @@ def se_cnn() -> onnx.ModelProto:
     return b.classifier("se", x, 24, 10, (1, 3, 32, 32))
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("activation_dtype", ["uint8", "int8"])
-def test_squeeze_excitation_gates_run_channels_last_and_exact(dev: CpuDevice, activation_dtype: str) -> None:
+def test_squeeze_excitation_gates_run_channels_last_and_exact(dev: CpuDevice, activation_dtype: str, fuse: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The gate's DequantizeLinear, float Mul and QuantizeLinear stay channels-last: the only layout
     conversions left are of (N, C, 1, 1) tensors (the same bytes in both layouts); outputs equal the
-    reference and onnxruntime."""
+    reference and onnxruntime. Fused (``tails``): Swish and the two HardSwish are 256-byte lookups,
+    the two gates one gated pass each, all channels-last; unfused: each float op runs channels-last."""
+    from hetero.backends.cpu import tails
+
+    monkeypatch.setattr(tails, "ENABLED", fuse)
     graph = import_onnx(se_cnn())
     rng = np.random.default_rng(1)
     qdq = quantize_model(graph, [{"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)],
@@ -325,8 +331,14 @@ def test_squeeze_excitation_gates_run_channels_last_and_exact(dev: CpuDevice, ac
     try:
         plan = device.plan_for(lowered)
         lines = plan.describe()
-        channels_last = [line.split(" ")[0] for line in lines if line.endswith("-> nhwc") and ("(Mul)" in line or "(HardSwish)" in line or "(Sigmoid)" in line)]
-        assert len(channels_last) == 6, "\n".join(lines)  # Swish's Sigmoid and Mul, 2 HardSwish, 2 gate Muls
+        if fuse:
+            fused = [line for line in lines if " fused " in line and line.endswith("-> nhwc")]
+            kinds = sorted(line.split(" fused ")[1].split(" ")[0] for line in fused)
+            assert kinds == ["gated", "gated", "lookup", "lookup", "lookup"], "\n".join(lines)
+            assert not any("(Mul)" in line or "(HardSwish)" in line for line in lines), "\n".join(lines)
+        else:
+            channels_last = [line.split(" ")[0] for line in lines if line.endswith("-> nhwc") and ("(Mul)" in line or "(HardSwish)" in line or "(Sigmoid)" in line)]
+            assert len(channels_last) == 6, "\n".join(lines)  # Swish's Sigmoid and Mul, 2 HardSwish, 2 gate Muls
         converted: list[tuple[int, ...]] = []
 
         def spy(convert):  # records the shape of every tensor a conversion instruction gets

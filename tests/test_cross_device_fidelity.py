@@ -8,13 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import host_seed_profile
 
 from hetero.app.cli import main
 from hetero.cost.contention import wakeup_extra_s
 from hetero.cost.profile import load_profile, save_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE = str(ROOT / "profiles" / "seed-cnn.int8.json")
 MODEL = "builtin:seed-cnn"
 DEVICES = ["cpu", "opencl:0"]
 
@@ -24,7 +24,7 @@ CALIBRATIONS = ("handoffs", "wakeup", "contention", "layout")  # hetero profile 
 
 def _profile_with(tmp_path: Path, name: str = "calibrated.json", **fields) -> str:
     """The checked-in profile without its runtime calibrations (as older profiles are), plus ``fields``."""
-    data = {k: v for k, v in json.loads(Path(PROFILE).read_text()).items() if k not in CALIBRATIONS}
+    data = {k: v for k, v in json.loads(Path(host_seed_profile()).read_text()).items() if k not in CALIBRATIONS}
     data.update(fields)
     path = tmp_path / name
     path.write_text(json.dumps(data))
@@ -165,7 +165,7 @@ def test_update_calibration_measures_the_shipped_profile_and_validate_lands_near
     shutil.copy(_profile_with(tmp_path, "bare.json"), path)
     assert main(["profile", "--update-calibration", str(path), "--devices", "cpu,opencl:0"]) == 0
     assert "updated" in capsys.readouterr().out
-    old, new = load_profile(PROFILE), load_profile(path)
+    old, new = load_profile(host_seed_profile()), load_profile(path)
     assert new.devices["cpu"].ops == old.devices["cpu"].ops and new.links == old.links  # ops and links kept
     assert set(new.handoffs) == {"host", "cpu", "opencl:0"} and set(new.handoffs["host"]) == set(DEVICES)
     for name in DEVICES:

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import host_seed_profile
 
 from hetero.app.cli import main
 from hetero.app.validate import validate
@@ -20,7 +21,6 @@ from hetero.schedule import write_plan
 pytestmark = pytest.mark.opencl  # plans across cpu and opencl:0
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE = str(ROOT / "profiles" / "seed-cnn.int8.json")
 MODEL = "builtin:seed-cnn"
 DEVICES = ["cpu", "opencl:0"]
 
@@ -42,7 +42,7 @@ def _ran_on(validation) -> dict[str, set[str]]:
 def random_run():
     from hetero.quant.precision import load_for_precision
 
-    result = validate(MODEL, DEVICES, PROFILE, requests=4, placement="random:3")
+    result = validate(MODEL, DEVICES, host_seed_profile(), requests=4, placement="random:3")
     return result, load_for_precision(MODEL, "int8")
 
 
@@ -52,9 +52,9 @@ def test_random_placement_is_the_plan_that_runs(random_run):
     assert result.plan.algorithm == "random:3"
     assert set(placement.values()) == set(DEVICES)  # this seed crosses devices, so there are hand-offs to check
     assert _ran_on(result) == {node: {device} for node, device in placement.items()}
-    again = validate(MODEL, DEVICES, PROFILE, requests=1, placement="random:3")
+    again = validate(MODEL, DEVICES, host_seed_profile(), requests=1, placement="random:3")
     assert dict(again.plan.placement) == placement  # the seed fixes the placement
-    other = validate(MODEL, DEVICES, PROFILE, requests=1, placement="random:4")
+    other = validate(MODEL, DEVICES, host_seed_profile(), requests=1, placement="random:4")
     assert dict(other.plan.placement) != placement
 
 
@@ -100,15 +100,15 @@ def test_a_plan_file_is_the_placement_validated_and_printed(random_run, tmp_path
     from hetero.cost.model import cost_model_for
     from hetero.schedulers import fixed_schedule
 
-    cost, _ = cost_model_for(graph, PROFILE, DEVICES, "int8")
+    cost, _ = cost_model_for(graph, host_seed_profile(), DEVICES, "int8")
     plan = tmp_path / "plan.json"
     write_plan(plan, fixed_schedule(graph, cost, flipped))
-    assert main(["validate", MODEL, "--devices", ",".join(DEVICES), "--profile", PROFILE, "--requests", "2",
+    assert main(["validate", MODEL, "--devices", ",".join(DEVICES), "--profile", host_seed_profile(), "--requests", "2",
                  "--placement", str(plan), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["placement"] == flipped
     assert {(r["src"], r["dst"]) for r in data["handoffs"]} == _cross_edges(graph, flipped)
-    assert main(["validate", MODEL, "--devices", ",".join(DEVICES), "--profile", PROFILE, "--requests", "2",
+    assert main(["validate", MODEL, "--devices", ",".join(DEVICES), "--profile", host_seed_profile(), "--requests", "2",
                  "--placement", str(plan)]) == 0
     table = capsys.readouterr().out
     assert "hand-off" in table and "rest (host I/O" in table
@@ -130,11 +130,11 @@ def test_bad_placement_is_one_error_line(placement, key, tmp_path, capsys, monke
         from hetero.schedulers import fixed_schedule
 
         graph = load_for_precision(MODEL, "int8")
-        cost, _ = cost_model_for(graph, PROFILE, DEVICES, "int8")
+        cost, _ = cost_model_for(graph, host_seed_profile(), DEVICES, "int8")
         placement = str(tmp_path / "opencl.json")
         write_plan(placement, fixed_schedule(graph, cost, {op.name: "opencl:0" for op in graph.ops_in_order()}))
         devices = "cpu"
-    assert main(["validate", MODEL, "--devices", devices, "--profile", PROFILE, "--requests", "1", "--placement", placement]) == 1
+    assert main(["validate", MODEL, "--devices", devices, "--profile", host_seed_profile(), "--requests", "1", "--placement", placement]) == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hetero: error: ") and key in lines[0], captured.err
@@ -149,7 +149,7 @@ CALIBRATIONS = ("handoffs", "wakeup", "contention", "layout")  # hetero profile 
 
 def _bare(tmp_path: Path) -> str:
     """The checked-in profile as profiles were before the runtime calibrations: none of their fields."""
-    data = {k: v for k, v in json.loads(Path(PROFILE).read_text()).items() if k not in CALIBRATIONS}
+    data = {k: v for k, v in json.loads(Path(host_seed_profile()).read_text()).items() if k not in CALIBRATIONS}
     path = tmp_path / "bare.json"
     path.write_text(json.dumps(data))
     return str(path)
@@ -213,7 +213,7 @@ def test_profiler_measures_a_handoff_per_device_pair():
     from hetero.cost.profile import load_profile
     from hetero.cost.profiler import calibrate_handoffs
 
-    links = load_profile(PROFILE).links  # fitted on this machine's cpu and opencl:0
+    links = load_profile(host_seed_profile()).links  # fitted on this machine's cpu and opencl:0
     measured = calibrate_handoffs([open_device("cpu"), open_device("opencl:0")], links, requests=10)
     assert set(measured) == {"cpu", "opencl:0", "host"}  # "host": a request's start and end on each device
     assert set(measured["host"]) == {"cpu", "opencl:0"}

@@ -6,7 +6,9 @@ that makes it). The cost model adds ``Profile.runtime.dispatch_s`` (the Runtime'
 to every op; ``hetero profile --evaluate`` adds the plan's own (``plan_dispatch_s``), which is what
 ``hetero run --repeat`` pays. Classes and conversions come from the plan compiled for the graph (cpu);
 where the graph does not compile there (an op without a kernel), each supported op is classified
-alone and no conversion is charged.
+alone and no conversion is charged. A float tail the plan fuses (``hetero.backends.cpu.tails``) is
+predicted as one step of its kernel class (the samples of families lookup and gated) and shared
+evenly by its ops, as the plan's hooks report its time.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class GraphKernelCost:
         self.classes: dict[str, str] = {}
         self.conversions: dict[str, list[tuple[str, tuple[int, ...], int]]] = {}  # op -> (class, NCHW shape, itemsize)
         self.supported: set[str] = set()
+        self.fused: dict[str, tuple[str, int]] = {}  # op of a fused tail -> (the tail's QuantizeLinear, ops it runs)
         if kind == "cpu":
             self._from_plan()
         else:
@@ -77,6 +80,8 @@ class GraphKernelCost:
                     self.classes[op.name] = step_class(build_step(device, op, available))
             return
         producer = {t: op for op in ops for t in op.outputs}
+        tensor_specs = {spec.name: spec for spec in self.graph.inputs}
+        tensor_specs.update((spec.name, spec) for op in ops for spec in op.output_specs)
         pending: list[tuple[int, str]] = []  # (slot written, class) of conversions not yet read
         outputs = {slot: name for name, slot in plan.output_slots}
         specs = {s.name: s for s in self.graph.outputs}
@@ -93,22 +98,28 @@ class GraphKernelCost:
                 continue
             op = instr.step.op
             self.classes[op.name] = step_class(instr.step)
+            if instr.covers:  # a fused tail: its step's time, shared evenly by the ops it runs
+                for covered in instr.covers:
+                    self.fused[covered.name] = (op.name, len(instr.covers))
+            read_tensors = instr.tail.sources if instr.tail is not None else op.activation_inputs
             for slot, kernel_class in pending:
                 if slot in instr.reads:
-                    tensor = op.activation_inputs[instr.reads.index(slot)]
-                    spec = _spec_of(op, tensor)
+                    spec = tensor_specs[read_tensors[instr.reads.index(slot)]]
                     self.conversions.setdefault(op.name, []).append((kernel_class, tuple(spec.shape), _itemsize(spec.dtype)))
             pending = [(s, c) for s, c in pending if s not in instr.reads]
         device.close()
 
     def covers(self, node: str) -> bool:
-        return node in self.supported and self.predictor.covers(self.classes.get(node, ""))
+        anchor = self.fused.get(node, (node, 1))[0]
+        return node in self.supported and self.predictor.covers(self.classes.get(anchor, ""))
 
     def kernel_s(self, node: str) -> float:
-        """The op's kernel alone (what a model profile measures per op)."""
-        op = self.graph.op(node)
-        guess = self.predictor.predict(self.classes.get(node, op.type), kernel_features(op, self.flush_bytes))
-        return math.inf if guess is None else guess
+        """The op's kernel alone (what a model profile measures per op; an op of a fused tail: its
+        share of the fused step, as the plan reports it)."""
+        anchor, share = self.fused.get(node, (node, 1))
+        op = self.graph.op(anchor)
+        guess = self.predictor.predict(self.classes.get(anchor, op.type), kernel_features(op, self.flush_bytes))
+        return math.inf if guess is None else guess / share
 
     def layout_s(self, node: str) -> float:
         total = 0.0
@@ -155,6 +166,15 @@ def classify_ops(device: Device, graph: Any) -> dict[str, str]:
         return {op.name: op.type for op in graph.ops_in_order()}
     plan = plan_for(graph)
     return {instr.step.op.name: step_class(instr.step) for instr in plan.instrs if instr.step is not None}
+
+
+def fused_ops(device: Device, graph: Any, op: Op) -> int:
+    """How many of ``graph``'s ops the device's plan runs in ``op``'s step (1 but for the
+    QuantizeLinear of a fused float tail: the plan reports that step's time evenly over its ops)."""
+    plan_for = getattr(device, "plan_for", None)
+    if plan_for is None:
+        return 1
+    return next((max(1, len(i.covers)) for i in plan_for(graph).instrs if i.step is not None and i.step.op is op), 1)
 
 
 def plan_dispatch_s(device: Device, length: int = 24) -> float:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from hetero.backends.base import Device
-from hetero.cost.kernel_estimate import classify_ops, plan_dispatch_s
+from hetero.cost.kernel_estimate import classify_ops, fused_ops, plan_dispatch_s
 from hetero.cost.kernel_model import ClassSamples, Fitted, KernelPredictor, choose_kind, holdout_split, \
     kernel_features, op_type_of, relative_errors
 from hetero.cost.kernel_space import LAYOUT_FAMILIES, build_sample, draw_config, families, perturb
@@ -129,7 +129,8 @@ def time_config(device: Device, config: Mapping[str, Any], rng: np.random.Genera
         return None
     try:
         kernel_class = classify_ops(device, graph).get(op.name, op.type)
-        median, p10, p90 = time_settled(device, graph, op, rng, int(config["flush_bytes"]))
+        runs = fused_ops(device, graph, op)  # a fused tail's step: the op's timing is its share
+        median, p10, p90 = (runs * t for t in time_settled(device, graph, op, rng, int(config["flush_bytes"])))
     finally:
         device.close()  # drop the plan and its packed weights
         getattr(device, "_thread_trials", {}).clear()  # the cpu device's per-op thread trials hold the ops (and weights)

@@ -3,7 +3,9 @@ around a configuration, and the small graph that times one the way a compiled pl
 
 A configuration is a plain dict (JSON-safe ints and strings): ``family`` (which op and form:
 conv, pointwise, depthwise, stem, grouped, gemm, matmul, maxpool, avgpool, globalpool, add, mul,
-concat, quantize, dequantize, flatten, reshape, transpose, slice; fp32: conv, pointwise, depthwise,
+concat, quantize, dequantize, lookup and gated (the float tails a cpu plan fuses: DequantizeLinear ->
+an activation -> QuantizeLinear, and QuantizeLinear(DequantizeLinear(x) * gate); the op timed is
+the QuantizeLinear, the whole fused step), flatten, reshape, transpose, slice; fp32: conv, pointwise, depthwise,
 gemm, relu, clip, add, maxpool, avgpool, globalpool, concat, flatten, reshape, transpose, slice), ``precision`` and the shape: ``cin``, ``cout``,
 ``h``, ``w``, ``k``, ``stride``, ``group``, ``dtype`` (8-bit activations), ``relu``, ``rows``, ``parts``.
 The prior's channel counts, image sizes, kernel sizes, strides and groups are those of resnet,
@@ -37,7 +39,7 @@ FLUSH_MIN_BYTES, FLUSH_MAX_BYTES = 1 << 18, 1 << 26  # bytes through the caches 
 INT8_FAMILIES: dict[str, float] = {  # family -> share of the prior
     "conv": 0.16, "pointwise": 0.16, "depthwise": 0.12, "stem": 0.03, "grouped": 0.05, "gemm": 0.04, "matmul": 0.02,
     "maxpool": 0.05, "avgpool": 0.03, "globalpool": 0.04, "add": 0.06, "mul": 0.04, "concat": 0.05, "quantize": 0.04,
-    "dequantize": 0.03, "flatten": 0.02, "to_nhwc": 0.03, "to_nchw": 0.03, "reshape": 0.01, "transpose": 0.02, "slice": 0.01,
+    "dequantize": 0.03, "lookup": 0.04, "gated": 0.03, "flatten": 0.02, "to_nhwc": 0.03, "to_nchw": 0.03, "reshape": 0.01, "transpose": 0.02, "slice": 0.01,
 }
 FP32_FAMILIES: dict[str, float] = {
     "conv": 0.2, "pointwise": 0.18, "depthwise": 0.12, "gemm": 0.06, "relu": 0.08, "clip": 0.06, "add": 0.08,
@@ -45,7 +47,9 @@ FP32_FAMILIES: dict[str, float] = {
     "transpose": 0.02, "slice": 0.01,
 }
 LAYOUT_FAMILIES = ("to_nhwc", "to_nchw")  # conversions the plan inserts between layouts, timed alone
-NHWC_CONTEXT = ("conv", "pointwise", "depthwise", "stem", "grouped", "maxpool", "avgpool", "globalpool", "add", "mul", "concat")
+NHWC_CONTEXT = ("conv", "pointwise", "depthwise", "stem", "grouped", "maxpool", "avgpool", "globalpool", "add", "mul", "concat",
+                "lookup", "gated")
+TAIL_ACTIVATIONS = ("HardSwish", "Sigmoid", "Swish", "Tanh", "HardSigmoid")  # lookup samples' float op (Swish: x * Sigmoid(x))
 
 
 def families(precision: str) -> dict[str, float]:
@@ -122,6 +126,10 @@ def _draw(family: str, precision: str, rng: np.random.Generator) -> dict[str, An
         c["broadcast"] = int(rng.random() < 0.6)  # squeeze-and-excitation: (N, C, H, W) * (N, C, 1, 1)
     elif family == "concat":
         c["parts"] = int(_pick(rng, (2, 3, 4), (0.6, 0.15, 0.25)))
+    elif family == "lookup":
+        c["act"] = str(_pick(rng, TAIL_ACTIVATIONS, (0.35, 0.15, 0.3, 0.1, 0.1)))
+    elif family == "gated":
+        c["broadcast"] = int(rng.random() < 0.85)  # a per-(image, channel) gate; else a constant one
     elif family == "quantize" and rng.random() < 0.6:  # a CNN quantizes its image input: 1 or 3 channels, large
         c["cin"] = c["cout"] = int(_pick(rng, (1, 3), (0.2, 0.8)))
         c["h"] = c["w"] = int(_pick(rng, IMAGE_SIZES, (1, 1, 1, 1, 2, 1, 1, 1, 6, 1, 1)))
@@ -302,6 +310,38 @@ def build_sample(config: Mapping[str, Any], rng: np.random.Generator) -> tuple[G
             op_type = "QLinearConcat"
         else:
             op_type, inputs = "Concat", names
+    elif family in ("lookup", "gated"):
+        sx, zx = b.activation("x", (n, cin, h, w), dtype, nhwc)
+        shape = (n, cin, h, w)
+        dq = make_op("k_dq", "DequantizeLinear", ["x", "sx", "zx"], ["xf"], {}, b.specs, {"sx": sx, "zx": zx})
+        b.ops.append(dq)
+        b.specs["xf"] = dq.output_specs[0]
+        if family == "lookup":
+            act = str(config.get("act", "HardSwish"))
+            body = make_op("k_act", "Sigmoid" if act == "Swish" else act, ["xf"], ["f"], {}, b.specs, {})
+            b.ops.append(body)
+            b.specs["f"] = body.output_specs[0]
+            if act == "Swish":
+                mul = make_op("k_swish", "Mul", ["xf", "f"], ["m"], {}, b.specs, {})
+                b.ops.append(mul)
+                b.specs["m"] = mul.output_specs[0]
+                last = "m"
+            else:
+                last = "f"
+        else:
+            gate_weights = {}
+            if config.get("broadcast", 1):
+                b.inputs.append(TensorSpec("g", (n, cin, 1, 1), "float32"))
+                b.specs["g"] = b.inputs[-1]
+            else:
+                gate_weights = {"g": rng.uniform(0.2, 1.5, (1, cin, 1, 1)).astype(np.float32)}
+            mul = make_op("k_gate", "Mul", ["xf", "g"], ["m"], {}, b.specs, gate_weights)
+            b.ops.append(mul)
+            b.specs["m"] = mul.output_specs[0]
+            last = "m"
+        assert b.specs[last].shape == shape
+        weights = dict(zip(("s", "z"), _qparams(rng, dtype)))
+        op_type, inputs = "QuantizeLinear", [last, "s", "z"]
     elif family == "quantize":
         b.activation("x", (n, cin, h, w), "float32", False)
         weights = dict(zip(("s", "z"), _qparams(rng, dtype)))

@@ -1,5 +1,6 @@
 """The jobs native helper threads run (``native``): the fused GEMM's and the implicit-GEMM
-convolution's work loops, the 3x3 depthwise convolutions' and QLinearAdd's, posted as a kind and
+convolution's work loops, the depthwise convolutions', QLinearAdd's, the pools', QuantizeLinear's
+and the fused float tails' (``kernels_tail``), posted as a kind and
 a block of words (arrays are rebuilt from their addresses and shapes with ``numba.carray``).
 
 The calling thread writes a job's words (array addresses, sizes, the requantizer's float32
@@ -23,6 +24,7 @@ from numba.extending import intrinsic
 from hetero.backends.cpu import kernels_dw as dk
 from hetero.backends.cpu import kernels_dwv as dv
 from hetero.backends.cpu import kernels_shared as ks
+from hetero.backends.cpu import kernels_tail as kt
 from hetero.backends.cpu import native
 from hetero.backends.cpu.gemm import MB, MR, _addr
 from hetero.backends.cpu.gemm_fused import conv_tiles_core, gemm_requant_core
@@ -40,6 +42,7 @@ KIND_CONV, KIND_GEMM = 1, 2
 # depthwise 3x3 and QLinearAdd, uint8 activations; + 1 for int8 ones
 KIND_DW3_ROWS, KIND_DW3S2_ROWS, KIND_DW3_PX, KIND_QADD, KIND_QUANTIZE = 4, 6, 8, 10, 12
 KIND_DW5_ROWS, KIND_DW5_PX, KIND_MAX_POOL, KIND_DWV = 14, 16, 18, 20
+KIND_LOOKUP, KIND_GATED = 22, 24  # fused float tails (kernels_tail): bytes; 8-bit activations
 
 
 @intrinsic
@@ -98,6 +101,13 @@ def _run_small(kind, w, fl, w0, tag, s8):  # pragma: no cover - compiled
         return quantize_core(carray(_voidptr(w[0]), (w[1], w[2], w[3]), np.float32),
                              carray(_voidptr(w[4]), w[2], np.float32), carray(_voidptr(w[5]), w[2], np.float32),
                              np.float32(fl[6]), np.float32(fl[7]), _bytes(s8, w[8], (w[1], w[3], w[2])), w0, tag)
+    if kind == KIND_LOOKUP:
+        return kt.lookup_core(_bytes(np.uint8, w[0], w[1]), _bytes(np.uint8, w[2], 256), _bytes(np.uint8, w[3], w[1]), w0, tag)
+    if kind == KIND_GATED:
+        return kt.gated_core(_bytes(s8, w[0], (w[1], w[2], w[3])), np.int32(w[4]), np.float32(fl[5]),
+                             carray(_voidptr(w[6]), (w[1], w[7]), np.float32), w[8] != 0, np.float32(fl[9]),
+                             np.float32(fl[10]), np.float32(fl[11]), np.float32(fl[12]),
+                             _bytes(s8, w[13], (w[1], w[2], w[3])), w0, tag)
     if kind == KIND_QADD:
         return qadd_core(_bytes(s8, w[0], w[1]), _bytes(s8, w[2], w[1]), np.float32(fl[3]), np.float32(fl[4]),
                          np.float32(fl[5]), np.float32(fl[6]), np.float32(fl[7]), _bytes(s8, w[8], w[1]), w0, tag)
@@ -342,6 +352,34 @@ def quantize_shared(ctl, workers, sysfn, kind, x, scale, zp, lo, hi, out):  # pr
     wait_done(ctl, x.shape[0] * ((x.shape[2] + QUANTIZE_BLOCK - 1) // QUANTIZE_BLOCK))
 
 
+@njit(nogil=True, cache=True)
+def lookup_shared(ctl, workers, sysfn, kind, x, table, out):  # pragma: no cover - compiled
+    """kernels_tail.lookup_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    w = ctl[ARGS:]
+    w[0], w[1], w[2], w[3] = _addr(x), out.size, _addr(table), _addr(out)
+    end_post(ctl, kind, workers, sysfn)
+    kt.lookup_core(x, table, out, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, (out.size + kt.LOOKUP_CHUNK - 1) // kt.LOOKUP_CHUNK)
+
+
+@njit(nogil=True, cache=True)
+def gated_shared(ctl, workers, sysfn, kind, x, zx, sx, gate, channels_last, sy, zy, lo, hi, out):  # pragma: no cover
+    """kernels_tail.gated_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    w = ctl[ARGS:]
+    fl = w.view(np.float64)
+    w[0], w[1], w[2], w[3], w[4] = _addr(x), x.shape[0], x.shape[1], x.shape[2], zx
+    fl[5] = sx
+    w[6], w[7], w[8] = _addr(gate), gate.shape[1], 1 if channels_last else 0
+    fl[9], fl[10], fl[11], fl[12] = sy, zy, lo, hi
+    w[13] = _addr(out)
+    end_post(ctl, kind, workers, sysfn)
+    kt.gated_core(x, zx, sx, gate, channels_last, sy, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
+    per = max(1, kt.GATED_ELEMENTS // max(x.shape[2], 1))
+    wait_done(ctl, x.shape[0] * ((x.shape[1] + per - 1) // per))
+
+
 def _signed(arrays) -> int | None:
     """1 if every array holds int8, 0 if every one uint8, None otherwise (not posted natively)."""
     kinds = {a.dtype for a in arrays}
@@ -377,6 +415,22 @@ def _quantize(args):
     return quantize_shared, KIND_QUANTIZE + s8
 
 
+def _lookup(args):
+    x, table, out = args
+    if not (x.dtype == table.dtype == out.dtype == np.uint8 and x.flags.c_contiguous and out.flags.c_contiguous
+            and table.flags.c_contiguous and table.size == 256):
+        return None
+    return lookup_shared, KIND_LOOKUP
+
+
+def _gated(args):
+    x, gate, out = args[0], args[3], args[-1]
+    s8 = _signed((x, out))
+    if s8 is None or not (x.flags.c_contiguous and out.flags.c_contiguous and gate.flags.c_contiguous and gate.dtype == np.float32):
+        return None
+    return gated_shared, KIND_GATED + s8
+
+
 NATIVE_PARTS = {ks.dw3_rows_part: _by_activations(dw3_rows_shared, KIND_DW3_ROWS, 0, -1),
                 ks.dw3s2_rows_part: _by_activations(dw3s2_rows_shared, KIND_DW3S2_ROWS, 0, -1),
                 ks.dw3_px_part: _by_activations(dw3_px_shared, KIND_DW3_PX, 0, -1),
@@ -384,7 +438,8 @@ NATIVE_PARTS = {ks.dw3_rows_part: _by_activations(dw3_rows_shared, KIND_DW3_ROWS
                 dk.dw5_rows_part: _by_activations(dw5_rows_shared, KIND_DW5_ROWS, 0, -1),
                 dk.dw5_px_part: _by_activations(dw5_px_shared, KIND_DW5_PX, 0, -1),
                 dv.dwv_part: _by_activations(dwv_shared, KIND_DWV, 0, -1),
-                ks.quantize_part: _quantize, ks.max_pool_part: _max_pool}
+                ks.quantize_part: _quantize, ks.max_pool_part: _max_pool,
+                kt.lookup_part: _lookup, kt.gated_part: _gated}
 """kernels_shared work loops posted to native helpers: part -> (args -> (shared function, kind) or None)."""
 
 

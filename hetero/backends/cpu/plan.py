@@ -29,6 +29,7 @@ from hetero.backends.cpu import helpers, native_jobs, steps, steps_dw
 from hetero.backends.cpu.memory import keep_freed_memory
 from hetero.backends.cpu.steps import NCHW, NHWC, Step, fallback
 from hetero.backends.cpu.steps_conv import qconv, qgemm
+from hetero.backends.cpu.tails import Tail, find_tails
 from hetero.ir.graph import Graph, Op
 
 if TYPE_CHECKING:
@@ -270,6 +271,47 @@ class Instr:
     reads: tuple[int, ...]
     writes: tuple[int, ...]
     frees: tuple[int, ...]  # slots whose last reader this is
+    tail: Tail | None = None  # a fused float tail (``tails``): the step runs ``covers``, its QuantizeLinear last
+    covers: tuple[Op, ...] = ()
+
+
+class _Replay:
+    """The tensors of a fused tail's ops for an observer, recomputed by the reference from the
+    fused step's inputs on first read (none when the hook reads no outputs, as a timing hook)."""
+
+    def __init__(self, tail: Tail, inputs: Sequence[np.ndarray], forms: Sequence[str]) -> None:
+        self._tail, self._inputs, self._forms = tail, inputs, forms
+        self._values: dict[str, np.ndarray] | None = None
+
+    def outputs(self, op: Op) -> "_ReplayOutputs":
+        return _ReplayOutputs(self, op)
+
+    def value(self, tensor: str) -> np.ndarray:
+        if self._inputs is None:
+            raise RuntimeError("a plan step's outputs were read after its observe hook returned; copy them inside the hook")
+        if self._values is None:
+            sources = [to_nchw(x) if form == NHWC and x.ndim in (4, 5) else x for x, form in zip(self._inputs, self._forms)]
+            self._values = self._tail.replay(sources)
+        return self._values[tensor]
+
+    def expire(self) -> None:
+        self._inputs = None
+        self._values = None
+
+
+class _ReplayOutputs(abc.Sequence):
+    __slots__ = ("_replay", "_names")
+
+    def __init__(self, replay: _Replay, op: Op) -> None:
+        self._replay, self._names = replay, op.outputs
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self._replay.value(self._names[range(len(self))[index]])
 
 
 class CpuPlan:
@@ -289,7 +331,7 @@ class CpuPlan:
         input_layouts = dict(input_layouts or {})
         slots: dict[tuple[str, str], int] = {}
         layout: dict[str, str] = {}
-        instrs: list[tuple[Step | None, Callable | None, tuple[int, ...], tuple[int, ...]]] = []
+        instrs: list[tuple] = []  # (step, convert, reads, writes[, tail, covers])
 
         def slot(tensor: str, form: str) -> int:
             return slots.setdefault((tensor, form), len(slots))
@@ -308,7 +350,19 @@ class CpuPlan:
             self.input_slots.append((spec.name, slot(spec.name, layout[spec.name])))
         cached = getattr(device, "_step", None)  # own_step, built once per op and layouts (None: no own step)
         float_nhwc = _float_nhwc_chains(graph)
+        tails = {tail.anchor.name: tail for tail in find_tails(graph)}
+        self.skipped = _fused_away(graph, tails.values())
         for op in graph.ops_in_order():
+            if op.name in self.skipped:
+                continue
+            tail = tails.get(op.name)
+            if tail is not None:
+                step = tail.step(tuple(layout[t] for t in tail.sources))
+                reads = tuple(need(t, form) for t, form in zip(tail.sources, step.wants))
+                layout[op.outputs[0]] = step.gives[0]
+                covers = tuple(o for o in tail.ops if o.name in self.skipped or o is op)
+                instrs.append((step, None, reads, (slot(op.outputs[0], step.gives[0]),), tail, covers))
+                continue
             available = tuple(layout[t] for t in op.activation_inputs)
             if op.type == "DequantizeLinear" and op.name not in float_nhwc:
                 available = (NCHW,) * len(available)  # its float output leaves for NCHW ops: convert the 8-bit input
@@ -329,19 +383,19 @@ class CpuPlan:
             self.output_layouts = {spec.name: NCHW for spec in graph.outputs}
         keep = {s for _, s in self.output_slots}
         last: dict[int, int] = {}
-        for index, (_, _, reads, _) in enumerate(instrs):
-            for s in reads:
+        for index, entry in enumerate(instrs):
+            for s in entry[2]:
                 last[s] = index
         self.instrs = [
-            Instr(step, convert, reads, writes, tuple(s for s in set(reads) if last[s] == index and s not in keep))
-            for index, (step, convert, reads, writes) in enumerate(instrs)
+            Instr(*entry[:4], tuple(s for s in set(entry[2]) if last[s] == index and s not in keep), *entry[4:])
+            for index, entry in enumerate(instrs)
         ]
         self.slot_count = len(slots)
         self._settled: list[object] = [_LEARNING] * len(self.instrs)  # per instruction: its thread count once settled
         self._helpers_wanted: bool | None = None  # once every count is settled: whether any is above one
         converts = sum(1 for i in self.instrs if i.step is None)
-        log.debug("compiled %s for %s: %d ops, %d layout conversions", graph.name, device.name,
-                  len(self.instrs) - converts, converts)
+        log.debug("compiled %s for %s: %d steps (%d ops fused away), %d layout conversions", graph.name, device.name,
+                  len(self.instrs) - converts, len(self.skipped), converts)
 
     def run(self, feeds: Mapping[str, np.ndarray], observe: Observe | None = None, timed: bool = False,
             spans: list | None = None) -> dict[str, np.ndarray]:
@@ -388,12 +442,15 @@ class CpuPlan:
                                 settled[index] = device._threads_for(step.op)
                         if throttle > 1.0:
                             time.sleep((throttle - 1.0) * elapsed)
-                        if spans is not None:
-                            spans.append((step.op, start, clock()))
-                        if observe is not None:
-                            seen = StepOutputs(outputs, step.gives)
-                            observe(step.op, seen, (elapsed, elapsed) if timed else None)
-                            seen.expire()
+                        if instr.covers:
+                            _report_fused(instr, inputs, outputs, start, clock(), elapsed, spans, observe, timed)
+                        else:
+                            if spans is not None:
+                                spans.append((step.op, start, clock()))
+                            if observe is not None:
+                                seen = StepOutputs(outputs, step.gives)
+                                observe(step.op, seen, (elapsed, elapsed) if timed else None)
+                                seen.expire()
                 for s, buffer in zip(instr.writes, outputs):
                     values[s] = buffer
                 for s in instr.frees:
@@ -459,8 +516,52 @@ class CpuPlan:
                 lines.append(f"convert -> {'nhwc' if instr.convert is to_nhwc else 'nchw'}")
             else:
                 op = instr.step.op
-                lines.append(f"{op.name} ({op.type}) {','.join(instr.step.wants)} -> {','.join(instr.step.gives)}")
+                fused = "" if instr.tail is None else f" fused {instr.tail.kind} of {', '.join(o.type for o in instr.covers)}"
+                lines.append(f"{op.name} ({op.type}){fused} {','.join(instr.step.wants)} -> {','.join(instr.step.gives)}")
         return lines
+
+
+def _fused_away(graph: Graph, tails) -> frozenset[str]:
+    """The ops a plan with these fused tails never runs: each tail's ops but its QuantizeLinear,
+    where a DequantizeLinear is one only if no other op reads its output, it is no graph output and
+    no fused step reads it."""
+    tails = list(tails)
+    members = {op.name for tail in tails for op in tail.ops}
+    sources = {t for tail in tails for t in tail.sources}
+    outputs = {spec.name for spec in graph.outputs}
+    readers: dict[str, set[str]] = {}
+    for op in graph.ops_in_order():
+        for t in op.activation_inputs:
+            readers.setdefault(t, set()).add(op.name)
+    skipped = set()
+    for tail in tails:
+        for op in tail.ops[:-1]:
+            if op.type != "DequantizeLinear":
+                skipped.add(op.name)
+            elif op.outputs[0] not in outputs and op.outputs[0] not in sources and readers.get(op.outputs[0], set()) <= members:
+                skipped.add(op.name)
+    return frozenset(skipped)
+
+
+def _report_fused(instr: Instr, inputs, outputs, start: float, end: float, elapsed: float, spans, observe, timed) -> None:
+    """Spans and observations of a fused tail's step, one per op it covers: the time split evenly
+    in graph order, the outputs of the ops it dropped replayed by the reference on demand."""
+    ops = instr.covers
+    share = elapsed / len(ops)
+    if spans is not None:
+        part = (end - start) / len(ops)
+        spans.extend((op, start + i * part, start + (i + 1) * part) for i, op in enumerate(ops))
+    if observe is None:
+        return
+    replay = _Replay(instr.tail, inputs, instr.step.wants)
+    try:
+        for op in ops:
+            seen = StepOutputs(outputs, instr.step.gives) if op is instr.step.op else replay.outputs(op)
+            observe(op, seen, (share, share) if timed else None)
+            if isinstance(seen, StepOutputs):
+                seen.expire()
+    finally:
+        replay.expire()
 
 
 __all__ = ["CpuBuffer", "CpuPlan", "BUILDERS", "LAYOUT_CONVERSIONS", "build_step", "own_step", "run_step_nchw", "to_nhwc", "to_nchw"]
