@@ -19,6 +19,8 @@ import time
 import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hetero.backends.cpu import native, native_jobs
 from hetero.backends.cpu.device import CpuDevice
@@ -119,7 +121,32 @@ def test_a_counter_claims_nothing_for_another_job() -> None:
     addr = counter.ctypes.data
     assert native.claim(addr, 6, 10) == -1 and counter[0] == 7 << 32  # an older job's helper: untouched
     assert [native.claim(addr, 7, 3) for _ in range(4)] == [0, 1, 2, -1]
-    assert counter[0] == (7 << 32) + 3
+    assert counter[0] >> 32 == 7
+    assert native.claim(addr, 6 | native.FROM_BACK, 10) == -1  # nor from the back
+
+
+@settings(max_examples=40, deadline=None)
+@given(nwork=st.one_of(st.integers(0, 300), st.just(65535), st.just(65536)), seed=st.integers(0, 2**32 - 1))
+def test_claims_from_both_ends_take_every_item_once(nwork: int, seed: int) -> None:
+    """The caller claims from the first item up, a native helper (FROM_BACK) from the last down;
+    whatever their interleaving, each item is claimed exactly once (at 65536 items and above all
+    claim from the front)."""
+    counter = np.zeros(2, np.int64)
+    counter[0] = 5 << 32
+    addr = counter.ctypes.data
+    rng = np.random.default_rng(seed)
+    got: list[int] = []
+    backs = 0
+    for back in rng.random(nwork + 1) < 0.5:
+        item = native.claim(addr, 5 | (native.FROM_BACK if back else 0), nwork)
+        if item < 0:
+            break
+        got.append(item)
+        if back and nwork < 65536:
+            assert item == nwork - 1 - backs  # the back end, in order
+            backs += 1
+    assert sorted(got) == list(range(nwork))
+    assert native.claim(addr, 5, nwork) == -1 and native.claim(addr, 5 | native.FROM_BACK, nwork) == -1
 
 
 def test_a_pool_stops_and_joins_its_threads() -> None:

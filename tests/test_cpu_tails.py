@@ -367,3 +367,61 @@ def test_a_kernel_estimate_shares_a_fused_step_over_its_ops(quantized) -> None:
         assert sum(cost.kernel_s(n) for n in names) == pytest.approx(1.0)
     unfused = [op.name for op in graph.ops_in_order() if op.name not in cost.fused]
     assert unfused and not any(cost.covers(n) for n in unfused)
+
+
+# --- QLinearConcat through tables ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.UINT8, TensorProto.INT8])
+def test_a_concat_of_wide_and_narrow_parts_is_exact_on_one_and_two_threads(dtype: int) -> None:
+    """Parts of 64, 100 and 3 channels (64-byte blocks and byte tails), one already in the output's
+    scale (copied through the identity table) and two requantized: equal to the reference and
+    onnxruntime."""
+    widths, scales = (64, 100, 3), (0.05, 0.02, 0.11)
+    out_scale = 0.05
+    zero = 3 if dtype == TensorProto.INT8 else 130
+    nodes, inits, inputs = [], [], []
+    for k, (width, scale) in enumerate(zip(widths, scales)):
+        inputs.append(helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, (2, width, 9, 11)))
+        inits += [*_q_nodes(f"p{k}", dtype, scale, zero if k == 0 else zero - 1)]
+        nodes += [helper.make_node("QuantizeLinear", [f"x{k}", f"p{k}_s", f"p{k}_z"], [f"q{k}"]),
+                  helper.make_node("DequantizeLinear", [f"q{k}", f"p{k}_s", f"p{k}_z"], [f"d{k}"])]
+    inits += _q_nodes("o", dtype, out_scale, zero)
+    nodes += [helper.make_node("Concat", [f"d{k}" for k in range(3)], ["c"], axis=1),
+              helper.make_node("QuantizeLinear", ["c", "o_s", "o_z"], ["y"])]
+    graph_proto = helper.make_graph(nodes, "concat", inputs, [helper.make_tensor_value_info("y", dtype, (2, 167, 9, 11))], inits)
+    model = helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 17)])
+    graph = lower_qdq(import_onnx(model))
+    assert "QLinearConcat" in {op.type for op in graph.ops_in_order()}
+    rng = np.random.default_rng(6)
+    feeds_ = {f"x{k}": (rng.standard_normal((2, w, 9, 11)) * 3).astype(np.float32) for k, w in enumerate(widths)}
+    want = run_reference(graph, feeds_)["y"]
+    np.testing.assert_array_equal(want, session(model).run(None, feeds_)[0])
+    for threads in (1, 2):
+        device = CpuDevice(INFO, threads=threads)
+        try:
+            assert any("(QLinearConcat) nhwc" in line for line in device.plan_for(graph).describe())
+            for _ in range(3):
+                np.testing.assert_array_equal(run_on_device(graph, device, feeds_)["y"], want)
+        finally:
+            device.close()
+
+
+@pytest.mark.parametrize("widths", [(1, 17, 63), (64, 65, 130, 8), (32, 32, 32, 32)])
+def test_the_concat_kernel_at_every_width_on_one_and_two_threads(widths) -> None:
+    rng = np.random.default_rng(sum(widths))
+    pixels = 1000
+    parts = [rng.integers(0, 256, (pixels, w)).astype(np.uint8) for w in widths]
+    tables = rng.integers(0, 256, (len(widths), 256)).astype(np.uint8)
+    want = np.concatenate([t[p] for t, p in zip(tables, parts)], axis=1)
+    ptrs = np.array([p.ctypes.data for p in parts], np.int64)
+    args = (ptrs, np.array(widths, np.int64), np.cumsum((0,) + widths[:-1]).astype(np.int64), tables)
+    before = helpers.thread_count()
+    try:
+        for threads in (1, 2):
+            helpers.set_thread_count(threads)
+            out = np.zeros((pixels, sum(widths)), np.uint8)
+            ks.run_items(kt.concat_part, args + (out,), -(-pixels // kt.CONCAT_PIXELS))
+            np.testing.assert_array_equal(out, want)
+    finally:
+        helpers.set_thread_count(before)

@@ -3,9 +3,10 @@
 ShuffleNet's shuffle is Reshape (N, C, H, W) -> (N, A, B, H, W), Transpose (0, 2, 1, 3, 4) and
 Reshape back. Channels-last, both reshapes keep the bytes (the 5-D tensor is stored as
 (N, H, W, A, B)) and the transpose is one small (A, B) -> (B, A) transpose per pixel
-(``kernels_shared.swap_part``). A channel concat copies each part into its columns of the output's
-pixel rows (``kernels_shared.copy_columns_part``), in the widest words the column offsets allow: a row of 32
-channels is four 8-byte moves (numpy's strided copy pays a call per pixel row).
+(``kernels_shared.swap_part``). A channel concat writes each part into its columns of the output's
+pixel rows through a 256-byte table (``kernels_tail.concat_part``: the identity, or the part's
+requantization). ``word_view`` gives the widest word a row of given widths moves in (a 3x3
+stride-2 input's rows of pixels, ``steps_conv``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from hetero.backends.cpu.kernels_pool import _copy, _fill, _vmax
 from hetero.backends.cpu.native import claim
 
 __all__ = ["run_items", "dw3_rows_part", "dw3s2_rows_part", "dw3_px_part", "qadd_part", "max_pool_part",
-           "quantize_part", "copy_columns_part", "swap_part", "global_pool_part",
+           "quantize_part", "swap_part", "global_pool_part",
            "average_pool_part", "requant_rows_part", "dequantize_part", "QUANTIZE_BLOCK", "ROWS_PER_ITEM"]
 
 QUANTIZE_BLOCK = 256
@@ -248,28 +248,6 @@ def quantize_core(x, scale, zp, lo, hi, out, w0, tag):  # pragma: no cover - com
                 _scatter(dst[c:], tile[c, : p1 - p0], ch)
         _count_done(w0 + 8)
         t = claim(w0, tag, nb * nblk)
-    return ran
-
-
-@njit(nogil=True, cache=True)
-def copy_columns_part(srcs, begins, dst, counter):  # pragma: no cover - compiled
-    """A concat's parts into their column slices, PIXELS_PER_ITEM rows per item."""
-    pixels = dst.shape[0]
-    items = (pixels + PIXELS_PER_ITEM - 1) // PIXELS_PER_ITEM
-    w0 = _addr(counter)
-    ran = 0
-    item = _fetch_add(w0, 1)
-    while item < items:
-        ran += 1
-        for p in range(item * PIXELS_PER_ITEM, min(pixels, item * PIXELS_PER_ITEM + PIXELS_PER_ITEM)):
-            d = dst[p]
-            for k in range(len(srcs)):
-                s = srcs[k][p]
-                begin = begins[k]
-                for t in range(s.size):
-                    d[begin + t] = s[t]
-        _count_done(w0 + 8)
-        item = _fetch_add(w0, 1)
     return ran
 
 

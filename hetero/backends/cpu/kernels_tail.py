@@ -25,6 +25,7 @@ import numpy as np
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from hetero.backends.cpu.gemm import _addr
@@ -32,12 +33,15 @@ from hetero.backends.cpu.gemm_fused import _count_done
 from hetero.backends.cpu.kernels_nhwc import _quantize_one
 from hetero.backends.cpu.native import claim
 
-__all__ = ["lookup_part", "lookup_core", "gated_part", "gated_core", "LOOKUP_CHUNK", "GATED_ELEMENTS", "VBMI"]
+__all__ = ["lookup_part", "lookup_core", "gated_part", "gated_core", "concat_part", "concat_core", "LOOKUP_CHUNK",
+           "GATED_ELEMENTS", "CONCAT_PIXELS", "VBMI"]
 
 LOOKUP_CHUNK = 32768
 """Bytes per work item of ``lookup_part``."""
 GATED_ELEMENTS = 16384
 """About how many elements a work item of ``gated_part`` covers (whole rows)."""
+CONCAT_PIXELS = 128
+"""Pixels (output rows) per work item of ``concat_part``."""
 GATED_ROW = 2048
 """About how many elements ``gated_core``'s channels-last inner loop runs over at once."""
 
@@ -64,12 +68,12 @@ VBMI = _host_has_vbmi()
 _V64 = ir.VectorType(ir.IntType(8), 64)
 
 
-def _emit_lookup64(builder, src, table, dst, vbmi: bool) -> None:
-    """dst[0:64] = table[src[0:64]] at three addresses, as LLVM IR."""
+def _emit_lookup64(builder, src, table, dst, vbmi: bool, count: int = 64) -> None:
+    """dst[0:count] = table[src[0:count]] at three addresses, as LLVM IR (VBMI: count 64)."""
     i8p = ir.IntType(8).as_pointer()
-    if not vbmi:
+    if not vbmi or count != 64:
         s, t, d = (builder.inttoptr(a, i8p) for a in (src, table, dst))
-        for k in range(64):
+        for k in range(count):
             at = ir.Constant(ir.IntType(64), k)
             byte = builder.zext(builder.load(builder.gep(s, [at])), ir.IntType(64))
             builder.store(builder.load(builder.gep(t, [byte])), builder.gep(d, [at]))
@@ -85,11 +89,11 @@ def _emit_lookup64(builder, src, table, dst, vbmi: bool) -> None:
     builder.store(builder.select(upper, high, low), builder.inttoptr(dst, vp), align=1)
 
 
-def _lookup64_intrinsic(vbmi: bool):
+def _lookup64_intrinsic(vbmi: bool, count: int = 64):
     @intrinsic
     def lookup64(typingctx, src, table, dst):
         def codegen(context, builder, signature, args):
-            _emit_lookup64(builder, *args, vbmi=vbmi)
+            _emit_lookup64(builder, *args, vbmi=vbmi, count=count)
             return context.get_dummy_value()
 
         return types.void(types.intp, types.intp, types.intp), codegen
@@ -101,28 +105,78 @@ _lookup64 = _lookup64_intrinsic(VBMI)
 _lookup64_scalar = _lookup64_intrinsic(False)
 
 
+def _emit_lookup_tail(context, builder, src, table, dst, count, vbmi: bool) -> None:
+    """dst[0:count] = table[src[0:count]] for a run-time count below 64: VBMI, one masked load,
+    the two permutes and a masked store (masked-off bytes are neither read nor written); else a
+    loop of scalar lookups."""
+    i64 = ir.IntType(64)
+    if not vbmi:
+        i8p = ir.IntType(8).as_pointer()
+        s, t, d = (builder.inttoptr(a, i8p) for a in (src, table, dst))
+        with cgutils.for_range(builder, count) as loop:
+            byte = builder.zext(builder.load(builder.gep(s, [loop.index])), i64)
+            builder.store(builder.load(builder.gep(t, [byte])), builder.gep(d, [loop.index]))
+        return
+    vp = _V64.as_pointer()
+    m64 = ir.VectorType(ir.IntType(1), 64)
+    one = ir.Constant(i64, 1)
+    mask = builder.bitcast(builder.sub(builder.shl(one, count), one), m64)
+    align = ir.Constant(ir.IntType(32), 1)
+    load = builder.module.declare_intrinsic("llvm.masked.load.v64i8.p0", fnty=ir.FunctionType(_V64, [vp, ir.IntType(32), m64, _V64]))
+    store = builder.module.declare_intrinsic("llvm.masked.store.v64i8.p0", fnty=ir.FunctionType(ir.VoidType(), [_V64, vp, ir.IntType(32), m64]))
+    permute = builder.module.declare_intrinsic("llvm.x86.avx512.vpermi2var.qi.512", fnty=ir.FunctionType(_V64, [_V64] * 3))
+    x = builder.call(load, [builder.inttoptr(src, vp), align, mask, ir.Constant(_V64, None)])
+    tp = builder.inttoptr(table, vp)
+    quarters = [builder.load(builder.gep(tp, [ir.Constant(i64, k)]), align=1) for k in range(4)]
+    low, high = builder.call(permute, [quarters[0], x, quarters[1]]), builder.call(permute, [quarters[2], x, quarters[3]])
+    value = builder.select(builder.icmp_signed("<", x, ir.Constant(_V64, None)), high, low)
+    builder.call(store, [value, builder.inttoptr(dst, vp), align, mask])
+
+
+def _lookup_tail_intrinsic(vbmi: bool):
+    @intrinsic
+    def lookup_tail(typingctx, src, table, dst, count):
+        def codegen(context, builder, signature, args):
+            _emit_lookup_tail(context, builder, *args, vbmi=vbmi)
+            return context.get_dummy_value()
+
+        return types.void(types.intp, types.intp, types.intp, types.int64), codegen
+
+    return lookup_tail
+
+
+_lookup_tail = _lookup_tail_intrinsic(VBMI)
+_lookup_tail_scalar = _lookup_tail_intrinsic(False)
+
+
+@njit(nogil=True, inline="always")
+def _lookup_at(src, table, dst, count):  # pragma: no cover - compiled
+    """dst[0:count] = table[src[0:count]] at three addresses."""
+    i = 0
+    while i + 64 <= count:
+        _lookup64(src + i, table, dst + i)
+        i += 64
+    if i < count:
+        _lookup_tail(src + i, table, dst + i, count - i)
+
+
 @njit(nogil=True, inline="always")
 def _lookup_span(x, table, out, lo, hi):  # pragma: no cover - compiled
-    xa, ta, oa = _addr(x), _addr(table), _addr(out)
-    i = lo
-    while i + 64 <= hi:
-        _lookup64(xa + i, ta, oa + i)
-        i += 64
-    for j in range(i, hi):
-        out[j] = table[x[j]]
+    _lookup_at(_addr(x) + lo, _addr(table), _addr(out) + lo, hi - lo)
 
 
 @njit(nogil=True)
 def lookup_portable(x, table, out):  # pragma: no cover - compiled
-    """out = table[x] by the 64-byte blocks of the portable (non-VBMI) path, for tests."""
+    """out = table[x] by the portable (non-VBMI) code: 64 scalar lookups per block and a loop
+    for the tail, for tests on hosts that have VBMI."""
     xa, ta, oa = _addr(x), _addr(table), _addr(out)
     n = out.size
     i = 0
     while i + 64 <= n:
         _lookup64_scalar(xa + i, ta, oa + i)
         i += 64
-    for j in range(i, n):
-        out[j] = table[x[j]]
+    if i < n:
+        _lookup_tail_scalar(xa + i, ta, oa + i, n - i)
 
 
 @njit(nogil=True, cache=True)
@@ -193,4 +247,32 @@ def gated_core(x, zx, sx, gate, channels_last, sy, zy, lo, hi, out, w0, tag):  #
                     os[p] = _quantize_one(value, sy, zy, lo, hi)
         _count_done(w0 + 8)
         t = claim(w0, tag, nb * blocks)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def concat_part(ptrs, widths, begins, tables, dst, counter):  # pragma: no cover - compiled
+    """See concat_core."""
+    return concat_core(ptrs, widths, begins, tables, dst, _addr(counter), 0)
+
+
+@njit(nogil=True, cache=True)
+def concat_core(ptrs, widths, begins, tables, dst, w0, tag):  # pragma: no cover - compiled
+    """A channels-last QLinearConcat in one pass: for each output row (pixel) and part k, the
+    part's ``widths[k]`` bytes (at address ``ptrs[k]``, rows contiguous) through its 256-byte
+    table ``tables[k]`` (the identity for a part already in the output's scale, else its
+    requantization) into columns ``begins[k]:`` of ``dst`` (pixels, channels)."""
+    pixels, row = dst.shape
+    items = (pixels + CONCAT_PIXELS - 1) // CONCAT_PIXELS
+    base, tab = _addr(dst), _addr(tables)
+    ran = 0
+    t = claim(w0, tag, items)
+    while t >= 0:
+        ran += 1
+        for p in range(t * CONCAT_PIXELS, min(pixels, t * CONCAT_PIXELS + CONCAT_PIXELS)):
+            for k in range(ptrs.size):
+                width = widths[k]
+                _lookup_at(ptrs[k] + p * width, tab + k * 256, base + p * row + begins[k], width)
+        _count_done(w0 + 8)
+        t = claim(w0, tag, items)
     return ran

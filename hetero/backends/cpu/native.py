@@ -14,9 +14,13 @@ jobs 1.69x faster on two threads than on one).
 Protocol, all through atomics on the control array ``ctl``:
 - posting is a sequence lock: ``ctl[GEN]`` odd while the block is written, even once it is
   complete; a helper copies the block and uses it only if ``GEN`` did not change meanwhile;
-- work items are claimed from ``ctl[CLAIM]`` = ``tag << 32 | next item`` by compare-and-swap,
+- work items are claimed from ``ctl[CLAIM]`` = ``tag << 32 | claimed`` by compare-and-swap,
   the tag being the job's generation, so a helper holding an older job's block claims nothing
-  (and touches none of its buffers) once a new job is posted;
+  (and touches none of its buffers) once a new job is posted; the caller claims from the first
+  item up and the helpers (``ctl[ENDS]`` = 1, ``HETERO_CPU_CLAIM_ENDS=0`` turns it off) from the
+  last down, so each thread computes the same end of consecutive ops' tensors and reads what its
+  own cache holds (mobilenet_v2's plan 1.10-1.17x, efficientnet-like 1.15x, resnet18 1.02x against
+  front-only claims, in-process A/B on 2 vCPUs);
 - finished items are counted in ``ctl[DONE]``; the calling thread returns once all are done, so
   every buffer a claimed item reads outlives it; a helper that wakes late finds no item left;
 - a helper about to sleep counts itself in ``ctl[SLEEPERS]`` before re-checking ``GEN``, and a
@@ -70,13 +74,15 @@ def jobs():
 # control array layout (int64 words; the job word, the claim counter and the block on separate lines)
 GEN, STOP, SLEEPERS, FUTEX, TS, SPIN, REST = 0, 1, 2, 3, 4, 6, 7  # TS, TS + 1: the futex wait's timeout (timespec)
 CLAIM, DONE, HELPED = 8, 9, 10
-KIND, WORKERS, ARGS = 16, 17, 24
+KIND, WORKERS, ENDS, ARGS = 16, 17, 18, 24  # ENDS: 1 where helpers claim from the back (claim)
 NARGS = 40
 SIZE = ARGS + NARGS
 
 SYS_FUTEX = 202  # x86-64
 FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 _MASK32 = 0xFFFFFFFF
+FROM_BACK = 1 << 62
+"""Set in the tag a native helper claims with: it takes items from the last one down (``claim``)."""
 
 
 # --- atomics ---------------------------------------------------------------------------------
@@ -167,14 +173,33 @@ def _call6(typingctx, fn, a, b, c, d, e, f):
 
 @njit(nogil=True, cache=True)
 def claim(w0, tag, nwork):  # pragma: no cover - compiled
-    """The next unclaimed item below ``nwork`` of job ``tag`` from the counter at ``w0``
-    (``tag << 32 | next``), or -1 once none is left or the counter belongs to another job."""
+    """The next unclaimed item below ``nwork`` of job ``tag`` from the counter at ``w0``, or -1
+    once none is left or the counter belongs to another job. ``tag | FROM_BACK`` (a native
+    helper) claims from the last item down, the caller from the first up, so over a run of ops
+    each thread keeps computing the same end of the tensors (whose lines its cache holds) and
+    they meet wherever the work splits: the counter is ``tag << 32 | front << 16 | back`` for
+    jobs under 65536 items, ``tag << 32 | next`` (front only) above."""
+    back = (tag & FROM_BACK) != 0
+    tag = tag & ~FROM_BACK
+    split = nwork < 65536
     while True:
         c = _load_acquire(w0)
-        if (c >> 32) != tag or (c & _MASK32) >= nwork:
+        if (c >> 32) != tag:
             return -1
-        if _cas(w0, c, c + 1):
-            return c & _MASK32
+        if not split:
+            if (c & _MASK32) >= nwork:
+                return -1
+            if _cas(w0, c, c + 1):
+                return c & _MASK32
+            continue
+        front, behind = (c >> 16) & 0xFFFF, c & 0xFFFF
+        if front + behind >= nwork:
+            return -1
+        if back:
+            if _cas(w0, c, c + 1):
+                return nwork - 1 - behind
+        elif _cas(w0, c, c + 65536):
+            return front
 
 
 @njit(nogil=True, cache=True)
@@ -248,6 +273,7 @@ class NativePool:
         skip = (-raw.ctypes.data % 128) // 8
         self.ctl = raw[skip : skip + SIZE]
         self.ctl[TS + 1] = 50_000_000  # a sleeping helper re-checks every 50 ms (it is woken sooner)
+        self.ctl[ENDS] = 0 if os.environ.get("HETERO_CPU_CLAIM_ENDS", "1") == "0" else 1
         self.lock = threading.Lock()
         self._start = threading.Lock()
         self._main = helper_main

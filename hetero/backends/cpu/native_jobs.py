@@ -34,7 +34,7 @@ from hetero.backends.cpu.kernels_dw import dw5_px_core, dw5_rows_core
 from hetero.backends.cpu.kernels_dwv import dwv_core
 from hetero.backends.cpu.kernels_shared import (QUANTIZE_BLOCK, dw3_px_core, dw3_rows_core, dw3s2_rows_core,
                                                 max_pool_core, qadd_core, quantize_core)
-from hetero.backends.cpu.native import (ARGS, CLAIM, FUTEX, FUTEX_WAIT_PRIVATE, GEN, HELPED, KIND, NARGS, REST,
+from hetero.backends.cpu.native import (ARGS, CLAIM, ENDS, FROM_BACK, FUTEX, FUTEX_WAIT_PRIVATE, GEN, HELPED, KIND, NARGS, REST,
                                         SLEEPERS, SPIN, STOP, SYS_FUTEX, TS, WORKERS, _atomic_add, _call6, _cycles, _fence, _load_seq,
                                         begin_post, end_post, wait_done)
 
@@ -42,7 +42,7 @@ KIND_CONV, KIND_GEMM = 1, 2
 # depthwise 3x3 and QLinearAdd, uint8 activations; + 1 for int8 ones
 KIND_DW3_ROWS, KIND_DW3S2_ROWS, KIND_DW3_PX, KIND_QADD, KIND_QUANTIZE = 4, 6, 8, 10, 12
 KIND_DW5_ROWS, KIND_DW5_PX, KIND_MAX_POOL, KIND_DWV = 14, 16, 18, 20
-KIND_LOOKUP, KIND_GATED = 22, 24  # fused float tails (kernels_tail): bytes; 8-bit activations
+KIND_LOOKUP, KIND_GATED, KIND_CONCAT = 22, 24, 26  # kernels_tail: bytes; 8-bit activations; bytes
 
 
 @intrinsic
@@ -103,6 +103,10 @@ def _run_small(kind, w, fl, w0, tag, s8):  # pragma: no cover - compiled
                              np.float32(fl[6]), np.float32(fl[7]), _bytes(s8, w[8], (w[1], w[3], w[2])), w0, tag)
     if kind == KIND_LOOKUP:
         return kt.lookup_core(_bytes(np.uint8, w[0], w[1]), _bytes(np.uint8, w[2], 256), _bytes(np.uint8, w[3], w[1]), w0, tag)
+    if kind == KIND_CONCAT:
+        return kt.concat_core(carray(_voidptr(w[0]), w[1], np.int64), carray(_voidptr(w[2]), w[1], np.int64),
+                              carray(_voidptr(w[3]), w[1], np.int64), _bytes(np.uint8, w[4], (w[1], 256)),
+                              _bytes(np.uint8, w[5], (w[6], w[7])), w0, tag)
     if kind == KIND_GATED:
         return kt.gated_core(_bytes(s8, w[0], (w[1], w[2], w[3])), np.int32(w[4]), np.float32(fl[5]),
                              carray(_voidptr(w[6]), (w[1], w[7]), np.float32), w[8] != 0, np.float32(fl[9]),
@@ -158,7 +162,7 @@ def helper_main(ctl, index, sysfn):  # pragma: no cover - compiled
             if _load_seq(base + GEN * 8) == g:  # the block was not rewritten while copied
                 seen = g
                 if index < workers - 1:
-                    ran = run_block(kind, words, base + CLAIM * 8, (g >> 1) & 0x7FFFFFFF)
+                    ran = run_block(kind, words, base + CLAIM * 8, ((g >> 1) & 0x7FFFFFFF) | (FROM_BACK if ctl[ENDS] != 0 else 0))
                     if ran > 0:
                         _atomic_add(base + HELPED * 8, ran)
                 last = _cycles()
@@ -364,6 +368,18 @@ def lookup_shared(ctl, workers, sysfn, kind, x, table, out):  # pragma: no cover
 
 
 @njit(nogil=True, cache=True)
+def concat_shared(ctl, workers, sysfn, kind, ptrs, widths, begins, tables, dst):  # pragma: no cover - compiled
+    """kernels_tail.concat_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    w = ctl[ARGS:]
+    w[0], w[1], w[2], w[3], w[4] = _addr(ptrs), ptrs.size, _addr(widths), _addr(begins), _addr(tables)
+    w[5], w[6], w[7] = _addr(dst), dst.shape[0], dst.shape[1]
+    end_post(ctl, kind, workers, sysfn)
+    kt.concat_core(ptrs, widths, begins, tables, dst, _addr(ctl) + CLAIM * 8, tag)
+    wait_done(ctl, (dst.shape[0] + kt.CONCAT_PIXELS - 1) // kt.CONCAT_PIXELS)
+
+
+@njit(nogil=True, cache=True)
 def gated_shared(ctl, workers, sysfn, kind, x, zx, sx, gate, channels_last, sy, zy, lo, hi, out):  # pragma: no cover
     """kernels_tail.gated_part on ``workers`` threads (native helpers)."""
     tag = begin_post(ctl)
@@ -423,6 +439,14 @@ def _lookup(args):
     return lookup_shared, KIND_LOOKUP
 
 
+def _concat(args):
+    ptrs, widths, begins, tables, dst = args
+    if not (dst.dtype == tables.dtype == np.uint8 and dst.flags.c_contiguous and tables.flags.c_contiguous
+            and all(a.dtype == np.int64 and a.flags.c_contiguous for a in (ptrs, widths, begins))):
+        return None
+    return concat_shared, KIND_CONCAT
+
+
 def _gated(args):
     x, gate, out = args[0], args[3], args[-1]
     s8 = _signed((x, out))
@@ -439,7 +463,7 @@ NATIVE_PARTS = {ks.dw3_rows_part: _by_activations(dw3_rows_shared, KIND_DW3_ROWS
                 dk.dw5_px_part: _by_activations(dw5_px_shared, KIND_DW5_PX, 0, -1),
                 dv.dwv_part: _by_activations(dwv_shared, KIND_DWV, 0, -1),
                 ks.quantize_part: _quantize, ks.max_pool_part: _max_pool,
-                kt.lookup_part: _lookup, kt.gated_part: _gated}
+                kt.lookup_part: _lookup, kt.gated_part: _gated, kt.concat_part: _concat}
 """kernels_shared work loops posted to native helpers: part -> (args -> (shared function, kind) or None)."""
 
 

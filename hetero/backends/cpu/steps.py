@@ -24,6 +24,7 @@ from hetero.backends.cpu import kernels_int8 as q
 from hetero.backends.cpu import kernels_nhwc as nk
 from hetero.backends.cpu import kernels_channels as kc
 from hetero.backends.cpu import kernels_shared as ks
+from hetero.backends.cpu import kernels_tail as kt
 from hetero.backends.cpu.kernels_float import geometry
 from hetero.backends.cpu.kernels_quant import F32, Requant, _ratio, per_channel, scalar
 from hetero.ir.graph import Op
@@ -155,9 +156,10 @@ def qaverage_pool(device: Device, op: Op, available: tuple[str, ...]) -> Step | 
 
 
 def qconcat(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
-    """QLinearConcat along channels of channels-last inputs: the parts already in the output's
-    scale and zero point copied into their column slices of the output rows in one pass, the
-    others requantized (rule 6) into theirs."""
+    """QLinearConcat along channels of channels-last inputs in one pass over the output rows:
+    each part's bytes through a 256-byte table into its column slice (the identity for a part
+    already in the output's scale and zero point; else its requantization, rule 6, of each of
+    its 256 values, computed by the same kernel), 64 bytes at a time (kernels_tail)."""
     spec = op.output_specs[0]
     if len(spec.shape) != 4 or int(op.attrs["axis"]) % 4 != 1 or NHWC not in available:
         return None
@@ -178,21 +180,25 @@ def qconcat(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
         start += width
     out_shape = nhwc_shape(spec.shape)
     tail = (y_scale, F32(y_zp), F32(info.min), F32(info.max))
-    word = kc.word_view(tuple(w for _, w, _, _, _ in plan) + (start,))
-    copied = [k for k, (_, _, same, _, _) in enumerate(plan) if same]
-    begins = np.array([plan[k][0] // word.itemsize for k in copied], np.int64)
+    tables = np.empty((parts, 256), np.uint8)  # per part: its bytes' output bytes
+    for k, (i, (_, _, same, zp, scale)) in enumerate(zip(range(2, len(args), 3), plan)):
+        if same:
+            tables[k] = np.arange(256, dtype=np.uint8)
+        else:  # the part's requantization (kernels_int8's rule 6) of each of its 256 values
+            every = np.arange(256, dtype=np.uint8).view(op.input_specs[i].dtype).reshape(1, 256)
+            row = np.empty((1, 256), dtype)
+            ks.requant_rows_part(every, zp, scale, *tail, row, np.zeros(2, np.int64))
+            tables[k] = row.view(np.uint8)[0]
+    widths = np.array([width for _, width, _, _, _ in plan], np.int64)
+    begins = np.array([begin for begin, _, _, _, _ in plan], np.int64)
+    pixels = n * h * w
 
     def concat(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = np.empty(out_shape, dtype)
-        flat = out.reshape(n * h * w, -1)
-        if copied:
-            srcs = tuple(np.ascontiguousarray(inputs[k]).reshape(n * h * w, -1).view(np.uint8).view(word) for k in copied)
-            ks.run_items(ks.copy_columns_part, (srcs, begins, flat.view(np.uint8).view(word)), -(-(n * h * w) // kc.PIXELS_PER_ITEM))
-        for part, (begin, width, same, zp, scale) in zip(inputs, plan):
-            if not same:
-                src = np.ascontiguousarray(part).reshape(n * h * w, width)
-                ks.run_items(ks.requant_rows_part, (src, zp, scale, *tail, flat[:, begin : begin + width]),
-                             -(-(n * h * w) // ks.ROWS_PER_ITEM))
+        srcs = [np.ascontiguousarray(x) for x in inputs]  # alive until the job returns
+        ptrs = np.array([x.ctypes.data for x in srcs], np.int64)
+        ks.run_items(kt.concat_part, (ptrs, widths, begins, tables, out.reshape(pixels, -1).view(np.uint8)),
+                     -(-pixels // kt.CONCAT_PIXELS))
         return [out]
 
     return Step(op, (NHWC,) * parts, (NHWC,), concat)
