@@ -155,11 +155,13 @@ def test_unseen_cnn_op_by_op_in_both_layout_modes(dev: CpuDevice, unseen: tuple[
 @pytest.mark.parametrize("kernel, stride, pad, dilation, ceil", [(3, 2, 1, 1, 0), (2, 2, 0, 1, 0), (3, 1, 1, 1, 0),
                                                                  (3, 2, 0, 1, 1), (3, 1, 2, 2, 0)])
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("channels", [24, 48, 64, 136])
 def test_max_pool_channels_last(dev: CpuDevice, kernel: int, stride: int, pad: int, dilation: int, ceil: int,
-                                dtype: str) -> None:
-    """Integer MaxPool after a QuantizeLinear (so it runs channels-last), odd sizes and ceil mode."""
+                                dtype: str, channels: int) -> None:
+    """Integer MaxPool after a QuantizeLinear (so it runs channels-last), odd sizes and ceil mode;
+    channels in 16-, 32- and 64-byte blocks and byte remainders."""
     info = np.iinfo(dtype)
-    q_spec = TensorSpec("x", (1, 24, 13, 11), "float32")
+    q_spec = TensorSpec("x", (1, channels, 13, 11), "float32")
     weights = {"s": np.float32(0.05), "z": np.asarray(3, dtype)}
     quant = make_op("q", "QuantizeLinear", ["x", "s", "z"], ["xq"], {}, {"x": q_spec}, weights)
     attrs = {"kernel_shape": (kernel, kernel), "strides": (stride, stride), "pads": (pad,) * 4,

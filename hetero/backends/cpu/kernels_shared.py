@@ -31,7 +31,7 @@ from hetero.backends.cpu.kernels_channels import PIXELS_PER_ITEM
 from hetero.backends.cpu.kernels_int8 import _requant
 from hetero.backends.cpu.kernels_nhwc import (CHUNK, _dequantize_span, _dw3_row, _qadd_span, _quantize_one,
                                                _quantize_span, _scatter)
-from hetero.backends.cpu.kernels_pool import _copy, _fill, _vmax
+from hetero.backends.cpu.kernels_pool import _copy, _fill, _vmax, _vmax_at
 from hetero.backends.cpu.native import claim
 
 __all__ = ["run_items", "dw3_rows_part", "dw3s2_rows_part", "dw3_px_part", "qadd_part", "max_pool_part",
@@ -195,13 +195,16 @@ def max_pool_core(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, w0, tag):  # prag
         if first:  # every kernel row in the padding (ceil mode)
             _fill(orow.reshape(wo * ch), low)
         else:
+            oa, ca = _addr(orow), _addr(column)
             for ow in range(wo):
                 o = orow[ow]
                 _fill(o, low)
                 for j in range(kw):
                     iw = ow * sw - pl + j * dw
                     if 0 <= iw < w:
-                        _vmax(o, column[iw * ch : iw * ch + ch])
+                        done = _vmax_at(oa + ow * ch, ca + iw * ch, ch, low)
+                        if done < ch:
+                            _vmax(o[done:], column[iw * ch + done : iw * ch + ch])
         _count_done(w0 + 8)
         t = claim(w0, tag, nb * ho)
     return ran
