@@ -70,6 +70,7 @@ def calibrate_links(devices: Sequence[Device], sizes: Iterable[int] = TRANSFER_S
 
 
 HANDOFF_CHAIN = 24  # Identity ops in the calibration chain: device a, a, b, b, a, a, ...
+SHORT_CHAIN = 2  # the shorter chain a request's fixed overhead is extrapolated from
 HANDOFF_REQUESTS = 40
 
 
@@ -81,8 +82,9 @@ def calibrate_handoffs(devices: Sequence[Device], links: Sequence[Link], length:
     producer's end (the runtime's trace events). The hand-off cost is the median cross-device gap
     minus the median same-device gap (the per-op dispatch the cost model already charges) minus the
     link's fitted time for the tensor; never below 0. Pairs where a device lacks Identity are left out.
-    Per device, the same chain served on it alone gives ``out[HOST][device]``: what a request's start
-    and end there add to the host links' fitted times (waking its worker, signalling the caller)."""
+    Per device, the same chain (and one of SHORT_CHAIN ops) served on it alone gives
+    ``out[HOST][device]``: what a request's start and end there add to the host links' fitted times
+    (waking its worker, signalling the caller), extrapolated to a request of no ops."""
     from hetero.cost.protocol import TableCostModel
     from hetero.exec.dispatch import identity_chain, op_wall_s
     from hetero.exec.runtime import Runtime
@@ -94,9 +96,18 @@ def calibrate_handoffs(devices: Sequence[Device], links: Sequence[Link], length:
     fits = {(link.src, link.dst): link for link in links}
     probe = next(iter(graph.ops_in_order()))
     out: dict[str, dict[str, float]] = {}
+    short = identity_chain(SHORT_CHAIN)
     for device in devices:
         if device.supports(probe) and (HOST, device.name) in fits and (device.name, HOST) in fits:
-            extra = _request_overhead_s(graph, device, links, requests) - fits[(HOST, device.name)].seconds(nbytes) \
+            # a request's overhead grows with its ops (each op's trace bookkeeping, after the last
+            # op's end): the fixed part is the line through the short and long chains at 0 ops (the
+            # per-op part is in runtime.dispatch_s; charged here too it counted twice: the seed
+            # CNN's all-cpu plan predicted +147%)
+            rounds = [(_request_overhead_s(graph, device, links, requests), _request_overhead_s(short, device, links, requests))
+                      for _ in range(3)]  # the median round of each: single rounds here moved 19-61 us for one op
+            long_s, short_s = (float(np.median([r[k] for r in rounds])) for k in (0, 1))
+            fixed = short_s - (long_s - short_s) * SHORT_CHAIN / (length - SHORT_CHAIN)
+            extra = min(short_s, max(0.0, fixed)) - fits[(HOST, device.name)].seconds(nbytes) \
                 - fits[(device.name, HOST)].seconds(nbytes)
             out.setdefault(HOST, {})[device.name] = max(0.0, extra)
             log.info("request start and end on %s: %.1f us beyond the host links", device.name, out[HOST][device.name] * 1e6)
