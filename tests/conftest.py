@@ -6,6 +6,7 @@ this directory on sys.path because tests/ is not a package).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -191,9 +192,7 @@ def q_params(rng: np.random.Generator, dtype: np.dtype) -> tuple[np.float32, np.
     return np.float32(rng.uniform(0.001, 0.2)), np.asarray(rng.integers(info.min, info.max), dtype)
 
 
-_HOST_PROFILES: dict[str, str] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def host_seed_profile() -> str:
     """The shipped seed-CNN int8 profile (profiles/seed-cnn.int8.json) where its cpu and opencl:0
     are this machine's; else (another CPU or OpenCL platform: machines change) a profile of the
@@ -207,8 +206,6 @@ def host_seed_profile() -> str:
     from hetero.errors import ProfileError
 
     shipped = str(Path(__file__).resolve().parents[1] / "profiles" / "seed-cnn.int8.json")
-    if "seed" in _HOST_PROFILES:
-        return _HOST_PROFILES["seed"]
     profile = load_profile(shipped)
     devices, _ = usable_opencl()
     found = {info.name: info for info in discover(["cpu"])[0] + devices}
@@ -217,14 +214,12 @@ def host_seed_profile() -> str:
             if name not in found:
                 raise ProfileError(f"no {name}")
             check_device(profile, shipped, name, found[name])
-        _HOST_PROFILES["seed"] = shipped
+        return shipped
     except ProfileError:
         if "opencl:0" not in found:
-            _HOST_PROFILES["seed"] = shipped
-        else:
-            path = str(Path(tempfile.mkdtemp(prefix="hetero-host-profile-")) / "seed-cnn.int8.json")
-            if main(["profile", "builtin:seed-cnn", "--precision", "int8", "--devices", "cpu,opencl:0", "-o", path]) != 0 or \
-                    main(["profile", "--update-calibration", path, "--devices", "cpu,opencl:0"]) != 0:
-                raise RuntimeError("could not profile the seed CNN on this machine for the tests")
-            _HOST_PROFILES["seed"] = path
-    return _HOST_PROFILES["seed"]
+            return shipped
+    path = str(Path(tempfile.mkdtemp(prefix="hetero-host-profile-")) / "seed-cnn.int8.json")
+    if main(["profile", "builtin:seed-cnn", "--precision", "int8", "--devices", "cpu,opencl:0", "-o", path]) != 0 or \
+            main(["profile", "--update-calibration", path, "--devices", "cpu,opencl:0"]) != 0:
+        raise RuntimeError("could not profile the seed CNN on this machine for the tests")
+    return path

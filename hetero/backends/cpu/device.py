@@ -382,8 +382,8 @@ class CpuDevice(HostDevice):
         runs: trials, then confirmation where it runs); timing loops warm up until it is not."""
         from hetero.backends.cpu.plan import _thread_count_settled
 
-        skipped = {id(op) for cache in (self._plans, self._segment_plans) for g, plan in cache.values()
-                   for op in plan.graph.ops_in_order() if op.name in plan.skipped}  # fused away: never run
+        skipped = {id(plan.graph.op(name)) for cache in (self._plans, self._segment_plans)
+                   for _, plan in cache.values() for name in plan.skipped}  # fused away: never run
         return any(not _thread_count_settled(self, op) for op in graph.ops_in_order() if id(op) not in skipped)
 
     def _step(self, op: Op, available: tuple[str, ...] | None = None) -> Step | None:

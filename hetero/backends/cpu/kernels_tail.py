@@ -68,32 +68,37 @@ VBMI = _host_has_vbmi()
 _V64 = ir.VectorType(ir.IntType(8), 64)
 
 
-def _emit_lookup64(builder, src, table, dst, vbmi: bool, count: int = 64) -> None:
-    """dst[0:count] = table[src[0:count]] at three addresses, as LLVM IR (VBMI: count 64)."""
-    i8p = ir.IntType(8).as_pointer()
-    if not vbmi or count != 64:
+def _permute256(builder, x, table):
+    """table[x] for 64 index bytes ``x`` (a vector) and a 256-byte table at address ``table``:
+    two VBMI ``vpermi2b`` (each a 128-entry lookup by the index's low 7 bits) and a select on
+    bit 7, as LLVM IR."""
+    permute = builder.module.declare_intrinsic("llvm.x86.avx512.vpermi2var.qi.512", fnty=ir.FunctionType(_V64, [_V64] * 3))
+    tp = builder.inttoptr(table, _V64.as_pointer())
+    quarters = [builder.load(builder.gep(tp, [ir.Constant(ir.IntType(64), k)]), align=1) for k in range(4)]
+    low, high = builder.call(permute, [quarters[0], x, quarters[1]]), builder.call(permute, [quarters[2], x, quarters[3]])
+    return builder.select(builder.icmp_signed("<", x, ir.Constant(_V64, None)), high, low)
+
+
+def _emit_lookup64(builder, src, table, dst, vbmi: bool) -> None:
+    """dst[0:64] = table[src[0:64]] at three addresses, as LLVM IR."""
+    if not vbmi:
+        i8p = ir.IntType(8).as_pointer()
         s, t, d = (builder.inttoptr(a, i8p) for a in (src, table, dst))
-        for k in range(count):
+        for k in range(64):
             at = ir.Constant(ir.IntType(64), k)
             byte = builder.zext(builder.load(builder.gep(s, [at])), ir.IntType(64))
             builder.store(builder.load(builder.gep(t, [byte])), builder.gep(d, [at]))
         return
     vp = _V64.as_pointer()
-    permute = builder.module.declare_intrinsic("llvm.x86.avx512.vpermi2var.qi.512", fnty=ir.FunctionType(_V64, [_V64] * 3))
-    x = builder.load(builder.inttoptr(src, vp), align=1)
-    tp = builder.inttoptr(table, vp)
-    quarters = [builder.load(builder.gep(tp, [ir.Constant(ir.IntType(64), k)]), align=1) for k in range(4)]
-    low = builder.call(permute, [quarters[0], x, quarters[1]])  # table[0:128] by the index's low 7 bits
-    high = builder.call(permute, [quarters[2], x, quarters[3]])  # table[128:256]
-    upper = builder.icmp_signed("<", x, ir.Constant(_V64, None))  # index bit 7
-    builder.store(builder.select(upper, high, low), builder.inttoptr(dst, vp), align=1)
+    value = _permute256(builder, builder.load(builder.inttoptr(src, vp), align=1), table)
+    builder.store(value, builder.inttoptr(dst, vp), align=1)
 
 
-def _lookup64_intrinsic(vbmi: bool, count: int = 64):
+def _lookup64_intrinsic(vbmi: bool):
     @intrinsic
     def lookup64(typingctx, src, table, dst):
         def codegen(context, builder, signature, args):
-            _emit_lookup64(builder, *args, vbmi=vbmi, count=count)
+            _emit_lookup64(builder, *args, vbmi=vbmi)
             return context.get_dummy_value()
 
         return types.void(types.intp, types.intp, types.intp), codegen
@@ -124,13 +129,8 @@ def _emit_lookup_tail(context, builder, src, table, dst, count, vbmi: bool) -> N
     align = ir.Constant(ir.IntType(32), 1)
     load = builder.module.declare_intrinsic("llvm.masked.load.v64i8.p0", fnty=ir.FunctionType(_V64, [vp, ir.IntType(32), m64, _V64]))
     store = builder.module.declare_intrinsic("llvm.masked.store.v64i8.p0", fnty=ir.FunctionType(ir.VoidType(), [_V64, vp, ir.IntType(32), m64]))
-    permute = builder.module.declare_intrinsic("llvm.x86.avx512.vpermi2var.qi.512", fnty=ir.FunctionType(_V64, [_V64] * 3))
     x = builder.call(load, [builder.inttoptr(src, vp), align, mask, ir.Constant(_V64, None)])
-    tp = builder.inttoptr(table, vp)
-    quarters = [builder.load(builder.gep(tp, [ir.Constant(i64, k)]), align=1) for k in range(4)]
-    low, high = builder.call(permute, [quarters[0], x, quarters[1]]), builder.call(permute, [quarters[2], x, quarters[3]])
-    value = builder.select(builder.icmp_signed("<", x, ir.Constant(_V64, None)), high, low)
-    builder.call(store, [value, builder.inttoptr(dst, vp), align, mask])
+    builder.call(store, [_permute256(builder, x, table), builder.inttoptr(dst, vp), align, mask])
 
 
 def _lookup_tail_intrinsic(vbmi: bool):
@@ -149,15 +149,24 @@ _lookup_tail = _lookup_tail_intrinsic(VBMI)
 _lookup_tail_scalar = _lookup_tail_intrinsic(False)
 
 
-@njit(nogil=True, inline="always")
-def _lookup_at(src, table, dst, count):  # pragma: no cover - compiled
-    """dst[0:count] = table[src[0:count]] at three addresses."""
-    i = 0
-    while i + 64 <= count:
-        _lookup64(src + i, table, dst + i)
-        i += 64
-    if i < count:
-        _lookup_tail(src + i, table, dst + i, count - i)
+def _lookup_loop(block, tail):
+    """dst[0:count] = table[src[0:count]] at three addresses, by 64-byte ``block`` lookups and one
+    ``tail`` of the rest."""
+
+    @njit(nogil=True, inline="always")
+    def lookup_at(src, table, dst, count):  # pragma: no cover - compiled
+        i = 0
+        while i + 64 <= count:
+            block(src + i, table, dst + i)
+            i += 64
+        if i < count:
+            tail(src + i, table, dst + i, count - i)
+
+    return lookup_at
+
+
+_lookup_at = _lookup_loop(_lookup64, _lookup_tail)
+_lookup_at_scalar = _lookup_loop(_lookup64_scalar, _lookup_tail_scalar)
 
 
 @njit(nogil=True, inline="always")
@@ -169,14 +178,7 @@ def _lookup_span(x, table, out, lo, hi):  # pragma: no cover - compiled
 def lookup_portable(x, table, out):  # pragma: no cover - compiled
     """out = table[x] by the portable (non-VBMI) code: 64 scalar lookups per block and a loop
     for the tail, for tests on hosts that have VBMI."""
-    xa, ta, oa = _addr(x), _addr(table), _addr(out)
-    n = out.size
-    i = 0
-    while i + 64 <= n:
-        _lookup64_scalar(xa + i, ta, oa + i)
-        i += 64
-    if i < n:
-        _lookup_tail_scalar(xa + i, ta, oa + i, n - i)
+    _lookup_at_scalar(_addr(x), _addr(table), _addr(out), out.size)
 
 
 @njit(nogil=True, cache=True)

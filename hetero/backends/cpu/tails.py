@@ -31,6 +31,7 @@ import numpy as np
 
 from hetero.backends.cpu import kernels_tail as kt
 from hetero.backends.cpu import kernels_shared as ks
+from hetero.backends.cpu.kernels_quant import scalar
 from hetero.backends.cpu.steps import INT8, NCHW, NHWC, Step
 from hetero.backends.reference import reference_op
 from hetero.ir.graph import Graph, Op
@@ -229,8 +230,8 @@ def _lookup_step(tail: Tail, available: tuple[str, ...]) -> Step:
 def _gated_step(tail: Tail, available: tuple[str, ...]) -> Step:
     dq, mul, q = tail.ops
     n, c, h, w = mul.output_specs[0].shape
-    sx, zx = F32(np.asarray(dq.weights[dq.inputs[1]]).reshape(())), _zero_point(dq)
-    sy, zy = F32(np.asarray(q.weights[q.inputs[1]]).reshape(())), _zero_point(q)
+    (_, sx, zx), (_, sy, zy) = ((op.arguments([None]) + [None])[:3] for op in (dq, q))
+    sx, zx, sy, zy = F32(np.asarray(sx).reshape(())), np.int32(scalar(zx)), F32(np.asarray(sy).reshape(())), F32(scalar(zy))
     dtype = np.dtype(q.output_specs[0].dtype)
     info = np.iinfo(dtype)
     lo, hi = F32(info.min), F32(info.max)
@@ -260,12 +261,6 @@ def _gated_step(tail: Tail, available: tuple[str, ...]) -> Step:
 
     wants = (available[0],) if constant is not None else (available[0], available[1])
     return Step(q, wants, (available[0],), gated)
-
-
-def _zero_point(op: Op) -> np.int32 | F32:
-    value = op.weights.get(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] else None
-    z = 0 if value is None else int(np.asarray(value).reshape(()))
-    return np.int32(z) if op.type == "DequantizeLinear" else F32(z)
 
 
 __all__ = ["Tail", "find_tails", "ENABLED", "UNARY", "BINARY", "NCHW", "NHWC"]
