@@ -156,15 +156,31 @@ def test_grouped_conv_with_weight_zero_points_keeps_the_grouped_path(dev: CpuDev
 
 
 def test_the_plan_uses_flat_tiles(dev: CpuDevice, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 7-pixel-row convolution (im2row before flat tiles) runs conv_tiles once, over 49 pixels."""
+    """A 7-pixel-row convolution (im2row before flat tiles) runs conv_tiles once, over 49 pixels
+    (bound as a native job when the plan is built, or through run_conv_tiles)."""
     calls: list[int] = []
-    real = gemm_fused.run_conv_tiles
+    real, real_bind = gemm_fused.run_conv_tiles, gemm_fused.bind_conv_tiles
 
     def spy(img, table, pixels, *rest, **kw):  # type: ignore[no-untyped-def]
         calls.append(pixels)
         return real(img, table, pixels, *rest, **kw)
 
+    def spy_bind(table, pixels, *rest, **kw):  # type: ignore[no-untyped-def]
+        job = real_bind(table, pixels, *rest, **kw)
+        if job is not None:
+            job_run = job.run
+
+            def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+                ran = job_run(*args, **kwargs)
+                if ran:
+                    calls.append(pixels)
+                return ran
+
+            return type("Spied", (), {"run": staticmethod(run)})()
+        return job
+
     monkeypatch.setattr(gemm_fused, "run_conv_tiles", spy)
+    monkeypatch.setattr(gemm_fused, "bind_conv_tiles", spy_bind)
     graph, x, _ = conv_case(3, "uint8", "int8", 32, 48, (7, 7), 3, 1, 1)
     device = CpuDevice(INFO)
     try:

@@ -287,12 +287,7 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
     else:  # rows past m are read but never stored: left as they come (no zeroing of MR x K per run)
         edge = np.empty((MR, a.shape[1]), np.uint8)
         edge[: m - (mpan - 1) * MR] = a[(mpan - 1) * MR : m]
-    workers = helpers.thread_count()
-    row_blocks = (mpan + MB - 1) // MB
-    col_groups = min(npan, -(-16 * workers // row_blocks))
-    ng = -(-npan // col_groups)
-    items = row_blocks * (-(-npan // ng))
-    workers = min(workers, items)
+    ng, items, workers = _gemm_split(mpan, npan, helpers.thread_count())
     if workers > 1:
         jobs = native.jobs()
         if jobs is not None and jobs.run_shared(jobs.gemm_requant_shared, workers, (
@@ -301,6 +296,38 @@ def run_gemm_requant(a: np.ndarray, m: int, flip: bool, bp: np.ndarray, n: int, 
     counter = np.zeros(2, np.int64)
     args = (a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, out.view(np.uint8), col0, counter, ng)
     helpers.share(gemm_requant_part, args, workers, items, counter)
+
+
+def _gemm_split(mpan: int, npan: int, workers: int) -> tuple[int, int, int]:
+    """run_gemm_requant's work items, MB row panels by enough column panels for >= 16 items per
+    worker: (column panels per item, items, workers used)."""
+    row_blocks = (mpan + MB - 1) // MB
+    col_groups = min(npan, -(-16 * workers // row_blocks))
+    ng = -(-npan // col_groups)
+    items = row_blocks * (-(-npan // ng))
+    return ng, items, min(workers, items)
+
+
+def bind_gemm_requant(m: int, lda: int, flip: bool, bp: np.ndarray, n: int, rs: np.ndarray, beta: np.ndarray,
+                      comp: np.ndarray, bias: np.ndarray, mult: np.ndarray, tail: tuple):
+    """run_gemm_requant on the VNNI path over an (m, lda) A (every row panel inside it, or the
+    last one a single row: no edge copy), all of its columns into an (m, n) output, as a native
+    ``Bound`` job (``bound.run(a, out, a)``); None where native helpers are off or A would need
+    an edge copy."""
+    jobs = native.jobs()
+    mpan = (m + MR - 1) // MR
+    if jobs is None or m == 0 or n == 0 or not (m >= mpan * MR or m - (mpan - 1) * MR == 1):
+        return None
+    a0 = np.empty((m, lda), np.uint8)  # shapes for the words; its address is replaced at each run
+
+    def make(workers: int) -> tuple:
+        ng, items, used = _gemm_split(mpan, bp.shape[0], workers)
+        words = np.zeros(native.NARGS, np.int64)
+        jobs.gemm_words(words, a0, a0, m, flip, bp, n, rs, beta, comp, bias, mult, *tail, np.empty((1, n), np.uint8), 0,
+                        ng)
+        return words, items, used
+
+    return jobs.Bound(jobs.KIND_GEMM, jobs.GEMM_A, jobs.GEMM_OUT, make, jobs.GEMM_EDGE)
 
 
 # --- implicit-GEMM convolution over flat pixel tiles -----------------------------------------
@@ -399,13 +426,7 @@ def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, ns
     the shift). Work items of MB tiles by enough column panels for >= 16 items per worker. With
     more than one thread the calling thread runs the work loop and helper threads join it if
     they wake in time (``helpers``); it never waits for a helper to wake."""
-    npan = bp.shape[0]
-    workers = helpers.thread_count()
-    blocks = -(-(-(-pixels // MR)) // MB)
-    col_groups = min(npan, -(-16 * workers // blocks))
-    ng = -(-npan // col_groups)
-    items = blocks * (-(-npan // ng))
-    workers = min(workers, items)
+    ng, items, workers = _conv_split(pixels, bp.shape[0], helpers.thread_count())
     if workers > 1:
         jobs = native.jobs()
         if jobs is not None and jobs.run_shared(jobs.conv_tiles_shared, workers, (
@@ -417,3 +438,34 @@ def run_conv_tiles(img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, ns
             counter, MB, ng)
     helpers.share(conv_tiles_part, args, workers, items, counter)
 
+
+
+def _conv_split(pixels: int, npan: int, workers: int) -> tuple[int, int, int]:
+    """run_conv_tiles' work items, MB tiles by enough column panels for >= 16 items per worker:
+    (column panels per item, items, workers used)."""
+    blocks = -(-(-(-pixels // MR)) // MB)
+    col_groups = min(npan, -(-16 * workers // blocks))
+    ng = -(-npan // col_groups)
+    items = blocks * (-(-npan // ng))
+    return ng, items, min(workers, items)
+
+
+def bind_conv_tiles(table: np.ndarray, pixels: int, kgs: int, nseg: int, seg: int, flip: bool, bp: np.ndarray, n: int,
+                    rs: np.ndarray, beta: np.ndarray, comp: np.ndarray, bias: np.ndarray, mult: np.ndarray,
+                    tail: tuple):
+    """run_conv_tiles with everything but the image and the output fixed, as a native
+    ``Bound`` job (``bound.run(image, out)``: image bytes C-contiguous, out (pixels, n) bytes,
+    either dtype); None where native helpers are off. The arrays are kept alive by the job."""
+    jobs = native.jobs()
+    if jobs is None:
+        return None
+    keep = (table, bp, rs, beta, comp, bias, mult)
+
+    def make(workers: int) -> tuple:
+        ng, items, used = _conv_split(pixels, bp.shape[0], workers)
+        words = np.zeros(native.NARGS, np.int64)
+        jobs.conv_words(words, keep[0], table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, *tail,
+                        np.empty((1, n), np.uint8), MB, ng)
+        return words, items, used
+
+    return jobs.Bound(jobs.KIND_CONV, jobs.CONV_IMAGE, jobs.CONV_OUT, make)

@@ -55,6 +55,10 @@ ENABLED = (os.environ.get("HETERO_CPU_NATIVE", "1") != "0" and sys.platform.star
            and platform.machine().lower() in ("x86_64", "amd64"))
 """Whether kernels post their work items to native helpers (else to ``helpers``' threads)."""
 
+BIND = os.environ.get("HETERO_CPU_BIND", "1") != "0"
+"""Whether plan steps bind their jobs' words at build time (``native_jobs.Bound``; read when a
+step is built): a run then posts a prepared job instead of unboxing the kernel's arguments."""
+
 _JOBS: list = []
 
 

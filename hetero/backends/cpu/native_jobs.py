@@ -25,7 +25,7 @@ from hetero.backends.cpu import kernels_dw as dk
 from hetero.backends.cpu import kernels_dwv as dv
 from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu import kernels_tail as kt
-from hetero.backends.cpu import native
+from hetero.backends.cpu import helpers, native
 from hetero.backends.cpu.gemm import MB, MR, _addr
 from hetero.backends.cpu.gemm_fused import conv_tiles_core, gemm_requant_core
 from hetero.backends.cpu.helpers import _load_acquire, _pause
@@ -183,17 +183,52 @@ def helper_main(ctl, index, sysfn):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True)
-def conv_tiles_shared(ctl, workers, sysfn, img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias,
-                      mult, zy, lo, hi, out, mb, ng):  # pragma: no cover - compiled
-    """gemm_fused.conv_tiles_part on ``workers`` threads: this one and ``workers - 1`` native helpers."""
-    tag = begin_post(ctl)
-    a = ctl[ARGS:]
+def conv_words(a, img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, mb,
+               ng):  # pragma: no cover - compiled
+    """A KIND_CONV job's words in ``a``: conv_tiles_part's arguments as addresses and sizes (the
+    image's address at word CONV_IMAGE, the output's at CONV_OUT)."""
     fl = a.view(np.float64)
     a[0], a[1], a[2], a[3], a[4], a[5], a[6] = _addr(img), _addr(table), pixels, kgs, nseg, seg, 1 if flip else 0
     a[7], a[8], a[9], a[10] = _addr(bp), bp.shape[0], bp.shape[1], n
     a[11], a[12], a[13], a[14], a[15] = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
     fl[16], fl[17], fl[18] = zy, lo, hi
     a[19], a[20], a[21], a[22] = _addr(out), out.shape[1], mb, ng
+
+
+CONV_IMAGE, CONV_OUT = 0, 19
+
+
+@njit(nogil=True, cache=True)
+def run_bound(ctl, workers, sysfn, kind, words, nwork, x, x_word, x2, x2_word, out, out_word):  # pragma: no cover
+    """Run a job whose words were written when its plan was built (``Bound``), with the
+    addresses of ``x``, ``x2`` and ``out`` put at words ``x_word``, ``x2_word`` and ``out_word``:
+    posted to ``workers - 1`` native helpers through ``ctl`` and run here, or with one worker run
+    here alone on a private counter (``ctl`` not touched)."""
+    job = words.copy()
+    job[x_word] = _addr(x)
+    job[x2_word] = _addr(x2)
+    job[out_word] = _addr(out)
+    if workers > 1:
+        tag = begin_post(ctl)
+        a = ctl[ARGS:]
+        for i in range(job.size):
+            a[i] = job[i]
+        end_post(ctl, kind, workers, sysfn)
+        run_block(kind, job, _addr(ctl) + CLAIM * 8, tag)
+        wait_done(ctl, nwork)
+        return nwork
+    counter = np.zeros(2, np.int64)
+    ran = run_block(kind, job, _addr(counter), 0)
+    return ran + 0 * counter[1]  # (counter read after the call: numba would free it after taking its address)
+
+
+@njit(nogil=True, cache=True)
+def conv_tiles_shared(ctl, workers, sysfn, img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias,
+                      mult, zy, lo, hi, out, mb, ng):  # pragma: no cover - compiled
+    """gemm_fused.conv_tiles_part on ``workers`` threads: this one and ``workers - 1`` native helpers."""
+    tag = begin_post(ctl)
+    conv_words(ctl[ARGS:], img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out,
+               mb, ng)
     end_post(ctl, KIND_CONV, workers, sysfn)
     base = _addr(ctl)
     conv_tiles_core(_addr(img), _addr(table), pixels, kgs, nseg, seg, flip, _addr(bp), bp.shape[0], bp.shape[1], n,
@@ -205,17 +240,26 @@ def conv_tiles_shared(ctl, workers, sysfn, img, table, pixels, kgs, nseg, seg, f
 
 
 @njit(nogil=True, cache=True)
-def gemm_requant_shared(ctl, workers, sysfn, a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out,
-                        col0, ng):  # pragma: no cover - compiled
-    """gemm_fused.gemm_requant_part on ``workers`` threads: this one and ``workers - 1`` native helpers."""
-    tag = begin_post(ctl)
-    w = ctl[ARGS:]
+def gemm_words(w, a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0,
+               ng):  # pragma: no cover - compiled
+    """A KIND_GEMM job's words in ``w`` (a at word GEMM_A, its edge rows at GEMM_EDGE, out at GEMM_OUT)."""
     fl = w.view(np.float64)
     w[0], w[1], w[2], w[3], w[4], w[5] = _addr(a), _addr(edge), a.shape[0], a.shape[1], m, 1 if flip else 0
     w[6], w[7], w[8], w[9] = _addr(bp), bp.shape[0], bp.shape[1], n
     w[10], w[11], w[12], w[13], w[14] = _addr(rs), _addr(beta), _addr(comp), _addr(bias), _addr(mult)
     fl[15], fl[16], fl[17] = zy, lo, hi
     w[18], w[19], w[20], w[21] = _addr(out), out.shape[1], col0, ng
+
+
+GEMM_A, GEMM_EDGE, GEMM_OUT = 0, 1, 18
+
+
+@njit(nogil=True, cache=True)
+def gemm_requant_shared(ctl, workers, sysfn, a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out,
+                        col0, ng):  # pragma: no cover - compiled
+    """gemm_fused.gemm_requant_part on ``workers`` threads: this one and ``workers - 1`` native helpers."""
+    tag = begin_post(ctl)
+    gemm_words(ctl[ARGS:], a, edge, m, flip, bp, n, rs, beta, comp, bias, mult, zy, lo, hi, out, col0, ng)
     end_post(ctl, KIND_GEMM, workers, sysfn)
     base = _addr(ctl)
     gemm_requant_core(_addr(a), _addr(edge), a.shape[0], a.shape[1], m, flip, _addr(bp), bp.shape[0], bp.shape[1], n,
@@ -269,14 +313,19 @@ def dw3_px_shared(ctl, workers, sysfn, kind, xp, taps, sh, sw, dh, dw, bias, mul
 
 
 @njit(nogil=True, cache=True)
-def qadd_shared(ctl, workers, sysfn, kind, a, b, ra, rb, fixed, lo, hi, out):  # pragma: no cover - compiled
-    """kernels_shared.qadd_part on ``workers`` threads (native helpers)."""
-    tag = begin_post(ctl)
-    w = ctl[ARGS:]
+def qadd_words(w, a, b, ra, rb, fixed, lo, hi, out):  # pragma: no cover - compiled
+    """A QLinearAdd job's words in ``w`` (a at word 0, b at 2, out at 8)."""
     fl = w.view(np.float64)
     w[0], w[1], w[2] = _addr(a), out.size, _addr(b)
     fl[3], fl[4], fl[5], fl[6], fl[7] = ra, rb, fixed, lo, hi
     w[8] = _addr(out)
+
+
+@njit(nogil=True, cache=True)
+def qadd_shared(ctl, workers, sysfn, kind, a, b, ra, rb, fixed, lo, hi, out):  # pragma: no cover - compiled
+    """kernels_shared.qadd_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    qadd_words(ctl[ARGS:], a, b, ra, rb, fixed, lo, hi, out)
     end_post(ctl, kind, workers, sysfn)
     qadd_core(a, b, ra, rb, fixed, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
     wait_done(ctl, (out.size + CHUNK - 1) // CHUNK)
@@ -310,11 +359,8 @@ def dw5_px_shared(ctl, workers, sysfn, kind, xflat, wp, taps, sh, sw, dh, dw, bi
 
 
 @njit(nogil=True, cache=True)
-def dwv_shared(ctl, workers, sysfn, kind, x, zrow, wv, kw, flip, sh, sw, dh, dw, pt, pl, bias, mult, zy, lo, hi,
-               out):  # pragma: no cover - compiled
-    """kernels_dwv.dwv_part on ``workers`` threads (native helpers)."""
-    tag = begin_post(ctl)
-    w = ctl[ARGS:]
+def dwv_words(w, x, zrow, wv, kw, flip, sh, sw, dh, dw, pt, pl, bias, mult, zy, lo, hi, out):  # pragma: no cover
+    """A KIND_DWV job's words in ``w`` (x at word 0, out at 23)."""
     fl = w.view(np.float64)
     w[0], w[1], w[2], w[3], w[4], w[5] = _addr(x), x.shape[0], x.shape[1], x.shape[2], _addr(zrow), zrow.size
     w[6], w[7], w[8], w[9], w[10], w[11] = _addr(wv), wv.shape[0], wv.shape[1], wv.shape[2], kw, 1 if flip else 0
@@ -322,35 +368,53 @@ def dwv_shared(ctl, workers, sysfn, kind, x, zrow, wv, kw, flip, sh, sw, dh, dw,
     w[18], w[19] = _addr(bias), _addr(mult)
     fl[20], fl[21], fl[22] = zy, lo, hi
     w[23], w[24], w[25] = _addr(out), out.shape[0], out.shape[1]
+
+
+@njit(nogil=True, cache=True)
+def dwv_shared(ctl, workers, sysfn, kind, x, zrow, wv, kw, flip, sh, sw, dh, dw, pt, pl, bias, mult, zy, lo, hi,
+               out):  # pragma: no cover - compiled
+    """kernels_dwv.dwv_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    dwv_words(ctl[ARGS:], x, zrow, wv, kw, flip, sh, sw, dh, dw, pt, pl, bias, mult, zy, lo, hi, out)
     end_post(ctl, kind, workers, sysfn)
     dwv_core(x, zrow, wv, kw, flip, sh, sw, dh, dw, pt, pl, bias, mult, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
     wait_done(ctl, out.shape[0])
 
 
 @njit(nogil=True, cache=True)
-def max_pool_shared(ctl, workers, sysfn, kind, x, kh, kw, sh, sw, dh, dw, pt, pl, low, out):  # pragma: no cover
-    """kernels_shared.max_pool_part on ``workers`` threads (native helpers)."""
-    tag = begin_post(ctl)
-    w = ctl[ARGS:]
+def max_pool_words(w, x, kh, kw, sh, sw, dh, dw, pt, pl, low, out):  # pragma: no cover - compiled
+    """A max-pool job's words in ``w`` (x at word 0, out at 5)."""
     w[0], w[1], w[2], w[3], w[4] = _addr(x), x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     w[5], w[6], w[7] = _addr(out), out.shape[1], out.shape[2]
     w[10] = low
     w[11], w[12], w[13], w[14], w[15], w[16], w[17], w[18] = kh, kw, sh, sw, dh, dw, pt, pl
+
+
+@njit(nogil=True, cache=True)
+def max_pool_shared(ctl, workers, sysfn, kind, x, kh, kw, sh, sw, dh, dw, pt, pl, low, out):  # pragma: no cover
+    """kernels_shared.max_pool_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    max_pool_words(ctl[ARGS:], x, kh, kw, sh, sw, dh, dw, pt, pl, low, out)
     end_post(ctl, kind, workers, sysfn)
     max_pool_core(x, kh, kw, sh, sw, dh, dw, pt, pl, low, out, _addr(ctl) + CLAIM * 8, tag)
     wait_done(ctl, out.shape[0] * out.shape[1])
 
 
 @njit(nogil=True, cache=True)
-def quantize_shared(ctl, workers, sysfn, kind, x, scale, zp, lo, hi, out):  # pragma: no cover - compiled
-    """kernels_shared.quantize_part on ``workers`` threads (native helpers)."""
-    tag = begin_post(ctl)
-    w = ctl[ARGS:]
+def quantize_words(w, x, scale, zp, lo, hi, out):  # pragma: no cover - compiled
+    """A QuantizeLinear job's words in ``w`` (x at word 0, out at 8)."""
     fl = w.view(np.float64)
     w[0], w[1], w[2], w[3] = _addr(x), x.shape[0], x.shape[1], x.shape[2]
     w[4], w[5] = _addr(scale), _addr(zp)
     fl[6], fl[7] = lo, hi
     w[8] = _addr(out)
+
+
+@njit(nogil=True, cache=True)
+def quantize_shared(ctl, workers, sysfn, kind, x, scale, zp, lo, hi, out):  # pragma: no cover - compiled
+    """kernels_shared.quantize_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    quantize_words(ctl[ARGS:], x, scale, zp, lo, hi, out)
     end_post(ctl, kind, workers, sysfn)
     quantize_core(x, scale, zp, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
     wait_done(ctl, x.shape[0] * ((x.shape[2] + QUANTIZE_BLOCK - 1) // QUANTIZE_BLOCK))
@@ -465,6 +529,9 @@ NATIVE_PARTS = {ks.dw3_rows_part: _by_activations(dw3_rows_shared, KIND_DW3_ROWS
                 ks.quantize_part: _quantize, ks.max_pool_part: _max_pool,
                 kt.lookup_part: _lookup, kt.gated_part: _gated, kt.concat_part: _concat}
 """kernels_shared work loops posted to native helpers: part -> (args -> (shared function, kind) or None)."""
+_WORDS = {dwv_shared: dwv_words, qadd_shared: qadd_words, max_pool_shared: max_pool_words,
+          quantize_shared: quantize_words}
+"""Shared functions whose words ``bind_part`` can write ahead of a run: shared -> its words writer."""
 
 
 def run_part(part, args: tuple, workers: int) -> bool:
@@ -491,6 +558,67 @@ def run_shared(shared, workers: int, args: tuple) -> bool:
     finally:
         pool_.lock.release()
     return True
+
+
+_NO_CTL = np.zeros(native.SIZE, np.int64)  # run_bound's ctl with one worker (never read)
+
+
+class Bound:
+    """A step's job of ``kind`` whose words are written when its plan is built, once per thread
+    count (``make(workers)`` -> (words, items, workers used)): a run patches in its inputs' and
+    output's addresses (words ``x_word``, ``x2_word``, ``out_word``) and costs one compiled call
+    of a dozen arguments, where the kernel's own entry unboxes two dozen (resnet18's and
+    mobilenet_v2's convolutions spent 3-6 us a call outside their work loops that way)."""
+
+    __slots__ = ("kind", "x_word", "x2_word", "out_word", "make", "_by_workers")
+
+    def __init__(self, kind: int, x_word: int, out_word: int, make, x2_word: int | None = None) -> None:
+        self.kind, self.x_word, self.out_word, self.make = kind, x_word, out_word, make
+        self.x2_word = x_word if x2_word is None else x2_word
+        self._by_workers: dict[int, tuple] = {}
+
+    def run(self, x: np.ndarray, out: np.ndarray, x2: np.ndarray | None = None) -> bool:
+        """Run the job on C-contiguous ``x`` (and ``x2``) into ``out`` on numba's current thread
+        count; False (nothing run) where it needs helpers and the pool is off or busy (the
+        caller then runs the kernel's own entry)."""
+        workers = helpers.thread_count()
+        entry = self._by_workers.get(workers)
+        if entry is None:
+            entry = self._by_workers[workers] = self.make(workers)
+        words, items, used = entry
+        second = x if x2 is None else x2
+        if used <= 1:
+            run_bound(_NO_CTL, 1, 0, self.kind, words, items, x, self.x_word, second, self.x2_word, out, self.out_word)
+            return True
+        pool_ = pool()
+        if pool_ is None or not pool_.lock.acquire(blocking=False):
+            return False
+        try:
+            pool_.ensure(used - 1)
+            run_bound(pool_.ctl, used, pool_.sysfn, self.kind, words, items, x, self.x_word, second, self.x2_word, out,
+                      self.out_word)
+        finally:
+            pool_.lock.release()
+        return True
+
+
+def bind_part(part, args: tuple, items: int, x_word: int, out_word: int, x2_word: int | None = None) -> Bound | None:
+    """A kernels_shared work loop ``part(*args, counter)`` over ``items`` items as a ``Bound``
+    job: ``args`` as a run would pass them, with placeholder arrays of the run's shapes and
+    dtypes for the inputs and the output (their addresses are replaced at each run); None
+    where the part has no bound form or its dtypes post no native job."""
+    how = NATIVE_PARTS.get(part)
+    chosen = None if how is None else how(args)
+    if chosen is None or chosen[0] not in _WORDS:
+        return None
+    shared, kind = chosen
+    words = np.zeros(native.NARGS, np.int64)
+    _WORDS[shared](words, *args)
+
+    def make(workers: int, _keep: tuple = args) -> tuple:  # (_keep: the arrays the words point at live with the job)
+        return words, items, max(1, min(workers, items))
+
+    return Bound(kind, x_word, out_word, make, x2_word)
 
 
 _POOL: native.NativePool | None = None

@@ -22,6 +22,7 @@ import numpy as np
 from hetero.backends.base import Device
 from hetero.backends.cpu import kernels_int8 as q
 from hetero.backends.cpu import kernels_nhwc as nk
+from hetero.backends.cpu import native
 from hetero.backends.cpu import kernels_channels as kc
 from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu import kernels_tail as kt
@@ -75,11 +76,18 @@ def qadd(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     fixed = F32(q.qadd_fixed(ra, F32(scalar(za)), rb, F32(scalar(zb)), F32(scalar(zy))))
     rq = Requant.of(op, np.ones(1, F32), 1, zy)
     layout = NHWC if NHWC in available else NCHW
-    chunks = -(-int(np.prod(shape)) // nk.CHUNK)
+    size = int(np.prod(shape))
+    chunks = -(-size // nk.CHUNK)
+    jobs = native.jobs() if native.BIND else None
+    bound = None if jobs is None else jobs.bind_part(ks.qadd_part, (
+        np.empty(size, a_spec.dtype), np.empty(size, b_spec.dtype), ra, rb, fixed, rq.lo, rq.hi, np.empty(size, rq.dtype)),
+        chunks, 0, 8, 2)
 
     def add(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         a, b = inputs
         out = np.empty(a.shape, rq.dtype)
+        if bound is not None and a.flags.c_contiguous and b.flags.c_contiguous and bound.run(a, out, b):
+            return [out]
         ks.run_items(ks.qadd_part, (a.reshape(-1), b.reshape(-1), ra, rb, fixed, rq.lo, rq.hi, out.reshape(-1)), chunks)
         return [out]
 
@@ -96,8 +104,15 @@ def max_pool(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     out_shape = nhwc_shape(op.output_specs[0].shape)
     low = dtype.type(np.iinfo(dtype).min)
 
+    jobs = native.jobs() if native.BIND else None
+    bound = None if jobs is None else jobs.bind_part(ks.max_pool_part, (
+        np.empty(nhwc_shape(spec.shape), dtype), *geometry(win), low, np.empty(out_shape, dtype)),
+        out_shape[0] * out_shape[1], 0, 5)
+
     def pool(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = np.empty(out_shape, dtype)
+        if bound is not None and inputs[0].flags.c_contiguous and bound.run(inputs[0], out):
+            return [out]
         ks.run_items(ks.max_pool_part, (inputs[0], *geometry(win), low, out), out_shape[0] * out_shape[1])
         return [out]
 
@@ -235,9 +250,16 @@ def quantize(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
 
         return Step(op, (NHWC,), (NHWC,), run_flat)
 
+    jobs = native.jobs() if native.BIND else None
+    bound = None if jobs is None else jobs.bind_part(ks.quantize_part, (
+        np.empty((n, c, h * w), F32), scales, zps, lo, hi, np.empty((n, h * w, c), dtype)), items, 0, 8)
+
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        x = np.ascontiguousarray(inputs[0], F32)
+        x = inputs[0]
         out = np.empty((n, h, w, c), dtype)
+        if bound is not None and x.dtype == F32 and x.flags.c_contiguous and bound.run(x, out):
+            return [out]
+        x = np.ascontiguousarray(x, F32)
         ks.run_items(ks.quantize_part, (x.reshape(n, c, h * w), scales, zps, lo, hi, out.reshape(n, h * w, c)), items)
         return [out]
 

@@ -24,6 +24,7 @@ from hetero.backends.cpu import gemm_fused as fused
 from hetero.backends.cpu import kernels_channels as kc
 from hetero.backends.cpu import kernels_nhwc as nk
 from hetero.backends.cpu import kernels_shared as ks
+from hetero.backends.cpu import native
 from hetero.backends.cpu.kernels_float import geometry, is_depthwise
 from hetero.backends.cpu.kernels_quant import F32, Requant, per_channel, scalar
 from hetero.backends.cpu.steps import NCHW, NHWC, Step
@@ -190,9 +191,16 @@ def qgemm(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     mp = -(-rows // cpu_gemm.MR) * cpu_gemm.MR
     zero_rows = np.zeros(mp, np.int32)
     vnni = cpu_gemm.HAS_VNNI
+    bound = fused.bind_gemm_requant(rows, kp, sa_shift != 0, packed.data, cols, zero_rows, beta, comp, bias, mult_p,
+                                    rq.tail) if native.BIND and vnni and kp == k and not need_rows else None
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        a = np.ascontiguousarray(inputs[0])
+        a = inputs[0]
+        if bound is not None and a.flags.c_contiguous:
+            out = np.empty((rows, cols), rq.dtype)
+            if bound.run(a, out, a):
+                return [out]
+        a = np.ascontiguousarray(a)
         if kp != k:
             a = np.pad(a, ((0, 0), (0, kp - k)))
         rs = zero_rows
@@ -282,14 +290,18 @@ def _implicit_conv(op: Op, w: np.ndarray, zw: np.ndarray, bias: np.ndarray, rq: 
     rs = np.zeros(cpu_gemm.MR, np.int32)
     comp_bias = (comp.astype(np.int64) + bias_p).astype(np.uint32).view(np.int32)  # wrapping, as the kernel adds
     flip, kgs, pixels = sa != 0, kseg // 4, ho * wo
+    bound = fused.bind_conv_tiles(table, pixels, kgs, kh, seg, flip, packed.data, m, rs, beta, comp_bias, bias_p,
+                                  mult_p, rq.tail) if native.BIND else None
 
     def conv(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         if dense_groups and x.shape[-1] != c:
             raise ValueError(f"{op.name}: block-diagonal weights over {c} channels, input has {x.shape[-1]}")
         out = np.empty(out_shape, rq.dtype)
-        rows_out = out.reshape(n, pixels, m)
         if in_place:
+            if n == 1 and bound is not None and x.flags.c_contiguous and bound.run(x, out):
+                return [out]
+            rows_out = out.reshape(n, pixels, m)
             for i in range(n):
                 fused.run_conv_tiles(x[i].reshape(-1).view(np.uint8), table, pixels, kgs, kh, seg, flip, packed.data,
                                           m, rs, beta, comp_bias, bias_p, mult_p, rq.tail, rows_out[i])
@@ -297,10 +309,12 @@ def _implicit_conv(op: Op, w: np.ndarray, zw: np.ndarray, bias: np.ndarray, rq: 
         image = np.empty(hp * wp * c + slack, np.uint8)
         image[hp * wp * c :] = pad
         padded = image[: hp * wp * c].reshape(hp, wp, c)
+        rows_out = out.reshape(n, pixels, m)
         for i in range(n):
             nk.pad_image(x[i].view(np.uint8), pt, pl, pad, padded)
-            fused.run_conv_tiles(image, table, pixels, kgs, kh, seg, flip, packed.data, m, rs, beta, comp_bias,
-                                      bias_p, mult_p, rq.tail, rows_out[i])
+            if not (bound is not None and bound.run(image, rows_out[i])):
+                fused.run_conv_tiles(image, table, pixels, kgs, kh, seg, flip, packed.data, m, rs, beta, comp_bias,
+                                     bias_p, mult_p, rq.tail, rows_out[i])
         return [out]
 
     return Step(op, (NHWC,), (NHWC,), conv)

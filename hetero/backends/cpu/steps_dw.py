@@ -26,6 +26,7 @@ from hetero.backends.base import Device
 from hetero.backends.cpu import kernels_dw as dk
 from hetero.backends.cpu import kernels_dwv as dv
 from hetero.backends.cpu import kernels_nhwc as nk
+from hetero.backends.cpu import native
 from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu.kernels_float import geometry, is_depthwise
 from hetero.backends.cpu.kernels_quant import Requant, per_channel, scalar
@@ -99,10 +100,18 @@ def _vnni(taps: np.ndarray, raw_bias: np.ndarray, rq: Requant, x_dtype: np.dtype
     zrow = np.full(wd * c + dv.LANES, zx, x_dtype)
     tail = rq.tail
     ho = out_shape[1]
+    bound = None
+    jobs = native.jobs() if native.BIND else None
+    if jobs is not None:
+        holder = np.empty((h, wd, c), x_dtype), np.empty(out_shape[1:], rq.dtype)  # shapes and dtypes for the words
+        bound = jobs.bind_part(dv.dwv_part, (holder[0], zrow, packed, kw, flip, sh, sw, dh, dw, pt, pl, bias, mult, *tail,
+                                             holder[1]), ho, 0, 23)
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         out = np.empty(out_shape, rq.dtype)
+        if n == 1 and bound is not None and x.flags.c_contiguous and bound.run(x, out):
+            return [out]
         for i in range(n):
             ks.run_items(dv.dwv_part, (np.ascontiguousarray(x[i]), zrow, packed, kw, flip, sh, sw, dh, dw, pt, pl, bias, mult, *tail, out[i]), ho)
         return [out]
