@@ -149,3 +149,33 @@ def test_a_busy_pool_falls_back_to_the_kernels_entries(quantized, monkeypatch: p
         pool.lock.release()
     np.testing.assert_array_equal(got, want)
     assert any(refused)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_tails_run_bound_with_the_same_bits(dtype: str, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused float tails (table lookups, squeeze-and-excitation gates whose gate is an
+    activation) run as bound jobs too."""
+    from test_cpu_tails import tails_cnn
+
+    from hetero.backends.cpu import native_jobs
+
+    graph = import_onnx(tails_cnn())
+    rng = np.random.default_rng(3)
+    qdq = quantize_model(graph, [{"x": rng.standard_normal((1, 3, 24, 24)).astype(np.float32)} for _ in range(4)],
+                         activation_dtype=dtype)
+    graph = lower_qdq(import_onnx(qdq))
+    kinds: list[int] = []
+    real_run = native_jobs.Bound.run
+
+    def counted(self, x, out, x2=None):
+        kinds.append(self.kind & ~1 if self.kind >= native_jobs.KIND_DW3_ROWS else self.kind)
+        return real_run(self, x, out, x2)
+
+    monkeypatch.setattr(native_jobs.Bound, "run", counted)
+    feeds = [{"x": rng.standard_normal((1, 3, 24, 24)).astype(np.float32)} for _ in range(2)]
+    bound = _runs(graph, threads, True, monkeypatch, feeds)
+    assert {native_jobs.KIND_LOOKUP, native_jobs.KIND_GATED} <= set(kinds), sorted(set(kinds))
+    for got, plain, f in zip(bound, _runs(graph, threads, False, monkeypatch, feeds), feeds):
+        np.testing.assert_array_equal(got, plain)
+        np.testing.assert_array_equal(got, run_reference(graph, f)[graph.outputs[0].name])

@@ -421,11 +421,16 @@ def quantize_shared(ctl, workers, sysfn, kind, x, scale, zp, lo, hi, out):  # pr
 
 
 @njit(nogil=True, cache=True)
+def lookup_words(w, x, table, out):  # pragma: no cover - compiled
+    """A table lookup's words in ``w`` (x at word 0, out at 3)."""
+    w[0], w[1], w[2], w[3] = _addr(x), out.size, _addr(table), _addr(out)
+
+
+@njit(nogil=True, cache=True)
 def lookup_shared(ctl, workers, sysfn, kind, x, table, out):  # pragma: no cover - compiled
     """kernels_tail.lookup_part on ``workers`` threads (native helpers)."""
     tag = begin_post(ctl)
-    w = ctl[ARGS:]
-    w[0], w[1], w[2], w[3] = _addr(x), out.size, _addr(table), _addr(out)
+    lookup_words(ctl[ARGS:], x, table, out)
     end_post(ctl, kind, workers, sysfn)
     kt.lookup_core(x, table, out, _addr(ctl) + CLAIM * 8, tag)
     wait_done(ctl, (out.size + kt.LOOKUP_CHUNK - 1) // kt.LOOKUP_CHUNK)
@@ -444,16 +449,21 @@ def concat_shared(ctl, workers, sysfn, kind, ptrs, widths, begins, tables, dst):
 
 
 @njit(nogil=True, cache=True)
-def gated_shared(ctl, workers, sysfn, kind, x, zx, sx, gate, channels_last, sy, zy, lo, hi, out):  # pragma: no cover
-    """kernels_tail.gated_part on ``workers`` threads (native helpers)."""
-    tag = begin_post(ctl)
-    w = ctl[ARGS:]
+def gated_words(w, x, zx, sx, gate, channels_last, sy, zy, lo, hi, out):  # pragma: no cover - compiled
+    """A gated job's words in ``w`` (x at word 0, the gate at 6, out at 13)."""
     fl = w.view(np.float64)
     w[0], w[1], w[2], w[3], w[4] = _addr(x), x.shape[0], x.shape[1], x.shape[2], zx
     fl[5] = sx
     w[6], w[7], w[8] = _addr(gate), gate.shape[1], 1 if channels_last else 0
     fl[9], fl[10], fl[11], fl[12] = sy, zy, lo, hi
     w[13] = _addr(out)
+
+
+@njit(nogil=True, cache=True)
+def gated_shared(ctl, workers, sysfn, kind, x, zx, sx, gate, channels_last, sy, zy, lo, hi, out):  # pragma: no cover
+    """kernels_tail.gated_part on ``workers`` threads (native helpers)."""
+    tag = begin_post(ctl)
+    gated_words(ctl[ARGS:], x, zx, sx, gate, channels_last, sy, zy, lo, hi, out)
     end_post(ctl, kind, workers, sysfn)
     kt.gated_core(x, zx, sx, gate, channels_last, sy, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
     per = max(1, kt.GATED_ELEMENTS // max(x.shape[2], 1))
@@ -530,7 +540,7 @@ NATIVE_PARTS = {ks.dw3_rows_part: _by_activations(dw3_rows_shared, KIND_DW3_ROWS
                 kt.lookup_part: _lookup, kt.gated_part: _gated, kt.concat_part: _concat}
 """kernels_shared work loops posted to native helpers: part -> (args -> (shared function, kind) or None)."""
 _WORDS = {dwv_shared: dwv_words, qadd_shared: qadd_words, max_pool_shared: max_pool_words,
-          quantize_shared: quantize_words}
+          quantize_shared: quantize_words, lookup_shared: lookup_words, gated_shared: gated_words}
 """Shared functions whose words ``bind_part`` can write ahead of a run: shared -> its words writer."""
 
 

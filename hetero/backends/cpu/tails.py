@@ -31,6 +31,7 @@ import numpy as np
 
 from hetero.backends.cpu import kernels_tail as kt
 from hetero.backends.cpu import kernels_shared as ks
+from hetero.backends.cpu import native
 from hetero.backends.cpu.kernels_quant import scalar
 from hetero.backends.cpu.steps import INT8, NCHW, NHWC, Step
 from hetero.backends.reference import reference_op
@@ -217,9 +218,16 @@ def _lookup_step(tail: Tail, available: tuple[str, ...]) -> Step:
     dtype = np.dtype(tail.anchor.output_specs[0].dtype)
     assert table is not None
 
+    size = int(np.prod(tail.anchor.output_specs[0].shape))
+    jobs = native.jobs() if native.BIND else None
+    bound = None if jobs is None else jobs.bind_part(kt.lookup_part, (
+        np.empty(size, np.uint8), table, np.empty(size, np.uint8)), -(-size // kt.LOOKUP_CHUNK), 0, 3)
+
     def lookup(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         out = np.empty(x.shape, dtype)
+        if bound is not None and x.size == size and x.flags.c_contiguous and bound.run(x, out):
+            return [out]
         flat = _bytes(out)
         ks.run_items(kt.lookup_part, (_bytes(x), table, flat), -(-flat.size // kt.LOOKUP_CHUNK))
         return [out]
@@ -247,11 +255,19 @@ def _gated_step(tail: Tail, available: tuple[str, ...]) -> Step:
         return np.ascontiguousarray(np.broadcast_to(g4.reshape(g4.shape[0], g4.shape[1]), (n, c)), F32)
 
     fixed = None if constant is None else gate_of(constant)
+    shape3 = (n, h * w, c) if channels_last else (n, c, h * w)
+    per = max(1, kt.GATED_ELEMENTS // max(shape3[2], 1))
+    jobs = native.jobs() if native.BIND else None
+    bound = None if jobs is None else jobs.bind_part(kt.gated_part, (
+        np.empty(shape3, dtype), zx, sx, np.empty((n, c), F32), channels_last, sy, zy, lo, hi, np.empty(shape3, dtype)),
+        n * -(-shape3[1] // per), 0, 13, 6)
 
     def gated(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = np.ascontiguousarray(inputs[0])
         gate = fixed if fixed is not None else gate_of(inputs[1])
         out = np.empty(x.shape, dtype)
+        if bound is not None and x.size == n * c * h * w and x.dtype == dtype and bound.run(x, out, gate):
+            return [out]
         x3 = x.reshape(n, h * w, c) if channels_last else x.reshape(n, c, h * w)
         rows, cols = x3.shape[1], x3.shape[2]
         per = max(1, kt.GATED_ELEMENTS // max(cols, 1))
