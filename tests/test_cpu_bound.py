@@ -179,3 +179,29 @@ def test_fused_tails_run_bound_with_the_same_bits(dtype: str, threads: int, monk
     for got, plain, f in zip(bound, _runs(graph, threads, False, monkeypatch, feeds), feeds):
         np.testing.assert_array_equal(got, plain)
         np.testing.assert_array_equal(got, run_reference(graph, f)[graph.outputs[0].name])
+
+
+def test_a_settled_plan_runs_its_fast_loop_with_the_same_bits(quantized) -> None:
+    """Once every thread count is settled a run without hooks takes ``_run_fast``: the same
+    outputs as a run with a timing hook (the general loop), the caller's thread count restored."""
+    batch, graph = quantized
+    device = open_device("cpu", threads=2)
+    try:
+        plan = device.plan_for(graph)
+        feeds = {"x": np.random.default_rng(11).standard_normal((batch, 3, 20, 20)).astype(np.float32)}
+        runs = 0
+        while device.learning(graph) and runs < 200:
+            plan.run(feeds)
+            runs += 1
+        assert not device.learning(graph)
+        before = helpers.thread_count()
+        fast = plan.run(feeds)
+        assert plan._fast is not None and helpers.thread_count() == before
+        spans: list = []
+        general = plan.run(feeds, spans=spans)
+        assert len(spans) == sum(1 for i in plan.instrs if i.step is not None)
+        name = graph.outputs[0].name
+        np.testing.assert_array_equal(fast[name], general[name])
+        np.testing.assert_array_equal(fast[name], run_reference(graph, feeds)[name])
+    finally:
+        device.close()
