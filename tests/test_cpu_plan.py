@@ -386,3 +386,40 @@ def test_activations_give_the_reference_bits(op_type: str, attrs: dict) -> None:
         want = reference[op_type](x, attrs)
     np.testing.assert_array_equal(out.view(np.int32), want.view(np.int32))
     assert op_type in CpuDevice.same_bits_as_reference
+
+
+@pytest.mark.parametrize("activation_dtype", ["uint8", "int8"])
+def test_a_reduce_mean_head_runs_on_the_cpu_with_the_reference_bits(dev: CpuDevice, activation_dtype: str) -> None:
+    """torchvision's MnasNet ends in ``x.mean([2, 3])``: a float ReduceMean between a
+    DequantizeLinear and a QuantizeLinear. The cpu device runs it with the reference's
+    summation (onnxruntime's order), so the model runs there and its integers are the
+    reference's and onnxruntime's (it had refused the op: not the reference's float32 bits)."""
+    from onnx import TensorProto, helper
+
+    from hetero.ir.synth import OPSET
+
+    b = CnnBuilder(7)
+    x = b.conv("x", 3, 24, 3, stride=2)
+    x = b.conv(x, 24, 40, 1)
+    pooled = b.node("ReduceMean", [x, b.const(np.array([2, 3], np.int64))], keepdims=0)  # opset 18+: axes as input
+    w = (b.rng.standard_normal((40, 10)) / np.sqrt(40)).astype(np.float32)
+    logits = b.node("Gemm", [pooled, b.const(w), b.const(np.zeros(10, np.float32))])
+    graph = helper.make_graph(b.nodes, "mean_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 20, 20])],
+                              [helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, 10])], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", max(OPSET, 18))])
+    model.ir_version = 8
+    rng = np.random.default_rng(1)
+    qdq = quantize_model(import_onnx(model), [{"x": rng.standard_normal((1, 3, 20, 20)).astype(np.float32)} for _ in range(4)],
+                         activation_dtype=activation_dtype)
+    lowered = lower_qdq(import_onnx(qdq))
+    means = [op for op in lowered.ops_in_order() if op.type == "ReduceMean"]
+    assert means and all(dev.supports(op) for op in means)
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.qdqisint8allowed", "1")
+    session = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = lowered.outputs[0].name
+    for seed in range(3):
+        feeds = {"x": np.random.default_rng(seed).standard_normal((1, 3, 20, 20)).astype(np.float32)}
+        got = run_on_device(lowered, dev, feeds)[name]
+        np.testing.assert_array_equal(got, run_reference(lowered, feeds)[name])
+        np.testing.assert_array_equal(got, session.run(None, feeds)[0])

@@ -244,9 +244,10 @@ class CpuDevice(HostDevice):
     kernels: Mapping[str, Kernel] = {**FLOAT_KERNELS, **QUANT_KERNELS, **QTRANSFORMER_KERNELS, **MOVEMENT_KERNELS, **TRANSFORMER_KERNELS}
     conditions: Mapping[str, Predicate] = {**CONDITIONS, **TRANSFORMER_CONDITIONS}
     # float32 kernels computing the reference's arithmetic (hetero.ir.ops.mlas, IEEE division; Sigmoid:
-    # MLAS's logistic; HardSwish and HardSigmoid: the reference's multiply, add and clamp, each rounded)
+    # MLAS's logistic; HardSwish and HardSigmoid: the reference's multiply, add and clamp, each rounded;
+    # ReduceMean: the reference's summation where its output is quantized)
     same_bits_as_reference = frozenset({"Softmax", "Erf", "Gelu", "Tanh", "LayerNormalization", "Div", "HardSwish", "HardSigmoid",
-                                        "Sigmoid"})
+                                        "Sigmoid", "ReduceMean"})
 
     def __init__(self, info: DeviceInfo, threads: int | None = None, throttle: float = 1.0) -> None:
         start_threads_passive()

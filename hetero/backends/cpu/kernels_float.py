@@ -23,6 +23,7 @@ from hetero.ir.graph import Op
 from hetero.backends.cpu import kernels_mlas as m
 from hetero.ir.ops.elementwise import clip_bounds
 from hetero.ir.ops.nn import Window, window
+from hetero.ir.ops.mlas import feeds_quantize
 from hetero.ir.ops.pool import average_divisor, batch_norm_affine, reduce_axes
 
 F32 = np.float32
@@ -224,8 +225,13 @@ def global_average_pool(device: Device, op: Op, activations: Sequence[np.ndarray
 
 
 def reduce_mean(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """ReduceMean over constant axes (all reduced axes moved last)."""
+    """ReduceMean over constant axes (all reduced axes moved last). Where an int8 graph quantizes
+    its output (a CNN head's mean over H and W between DequantizeLinear and QuantizeLinear), the
+    reference's own summation (onnxruntime's order, hetero.ir.ops.mlas), whose float32 bits decide
+    the integers."""
     args = op.arguments(activations)
+    if feeds_quantize(op):
+        return ops.get("ReduceMean").reference(args, op.attrs)
     x = args[0]
     axes = reduce_axes(args, op.attrs, x.ndim)
     if not axes:
