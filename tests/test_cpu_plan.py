@@ -423,3 +423,55 @@ def test_a_reduce_mean_head_runs_on_the_cpu_with_the_reference_bits(dev: CpuDevi
         got = run_on_device(lowered, dev, feeds)[name]
         np.testing.assert_array_equal(got, run_reference(lowered, feeds)[name])
         np.testing.assert_array_equal(got, session.run(None, feeds)[0])
+
+
+def _shuffle_model() -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    from hetero.ir.synth import OPSET
+
+    b = CnnBuilder(9)
+
+    def ints(*v: int) -> str:
+        return b.const(np.array(v, np.int64))
+
+    x = b.conv("x", 3, 32, 3, stride=2)  # 10x10
+    left = b.node("Slice", [x, ints(0), ints(16), ints(1)])
+    right = b.conv(b.node("Slice", [x, ints(16), ints(32), ints(1)]), 16, 16, 1)
+    x = b.node("Concat", [left, right], axis=1)
+    b.nodes.append(helper.make_node("Split", [x, ints(8, 24)], ["part0", "part1"], axis=1))
+    x = b.node("Concat", [b.conv("part1", 24, 8, 3), b.conv("part0", 8, 8, 1)], axis=1)
+    x = b.node("Slice", [x, ints(-9, 1), ints(10, -1), ints(2, 3), ints(2, 2)])  # rows 1, 3, .., cols 1, 3, ..
+    x = b.node("Flatten", [b.node("GlobalAveragePool", [x])])
+    w = (b.rng.standard_normal((16, 10)) / 4).astype(np.float32)
+    logits = b.node("Gemm", [x, b.const(w), b.const(np.zeros(10, np.float32))])
+    graph = helper.make_graph(b.nodes, "shuffle_v2", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 20, 20])],
+                              [helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, 10])], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("activation_dtype", ["uint8", "int8"])
+def test_slices_and_splits_run_channels_last_and_exact(dev: CpuDevice, activation_dtype: str) -> None:
+    """Channel-half Slices, an unequal Split and a strided spatial Slice run in the plan's
+    channels-last layout (no conversion to NCHW and back around them: ShuffleNetV2 had 40), with
+    the reference's and onnxruntime's bits."""
+    rng = np.random.default_rng(2)
+    qdq = quantize_model(import_onnx(_shuffle_model()), [{"x": rng.standard_normal((1, 3, 20, 20)).astype(np.float32)}
+                                                         for _ in range(4)], activation_dtype=activation_dtype)
+    graph = lower_qdq(import_onnx(qdq))
+    assert {"Slice", "Split"} <= {op.type for op in graph.ops_in_order()}
+    lines = dev.plan_for(graph).describe()
+    moved = [line for line in lines if "(Slice)" in line or "(Split)" in line]
+    assert len(moved) == 4 and all("nhwc -> nhwc" in line for line in moved), "\n".join(lines)
+    assert sum(line.startswith("convert") for line in lines) == 0, "\n".join(lines)
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.qdqisint8allowed", "1")
+    session = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = graph.outputs[0].name
+    for seed in range(3):
+        feeds = {"x": np.random.default_rng(seed).standard_normal((1, 3, 20, 20)).astype(np.float32)}
+        got = run_on_device(graph, dev, feeds)[name]
+        np.testing.assert_array_equal(got, run_reference(graph, feeds)[name])
+        np.testing.assert_array_equal(got, session.run(None, feeds)[0])

@@ -194,6 +194,31 @@ def test_cpu_numba_kernels_give_the_references_bits() -> None:
                 np.testing.assert_array_equal(got, want, err_msg=str(shape))
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 49, 63, 64, 65, 196])
+def test_cpu_reduce_mean_sums_in_onnxruntimes_order(n: int) -> None:
+    """The cpu device's compiled ReduceMean over trailing axes equals the reference's
+    (onnxruntime's Eigen summation, ``mlas.reduce_mean_trailing``) bit for bit, over 1-9 rows
+    (every alignment of a row's start), one axis or two, kept or dropped; and onnxruntime's own."""
+    from hetero.backends.cpu import kernels_mlas as m
+
+    rng = np.random.default_rng(n)
+    for count in range(1, 10):
+        x = (rng.standard_normal((count, n)) * rng.uniform(1, 1e4)).astype(np.float32)
+        x.reshape(-1)[::7] *= 1e3  # large terms: a different summation order rounds differently
+        for keep in (True, False):
+            np.testing.assert_array_equal(m.reduce_mean_trailing(x, 1, keep), mlas.reduce_mean_trailing(x, 1, keep))
+    x = (rng.standard_normal((2, 5, n, 3)) * 300).astype(np.float32)
+    got = m.reduce_mean_trailing(x, 2, True)
+    np.testing.assert_array_equal(got, mlas.reduce_mean_trailing(x, 2, True))
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=1)], "mean",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    ort_y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got.view(np.int32), ort_y.view(np.int32))
+
+
 def test_layer_norm_equals_onnxruntime_bit_for_bit() -> None:
     """Rows of 1 to 768 (the Welford loop below 8, the 8- and 4-lane sums above), y, Mean and
     InvStdDev, with and without bias."""

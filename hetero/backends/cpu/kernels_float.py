@@ -231,6 +231,10 @@ def reduce_mean(device: Device, op: Op, activations: Sequence[np.ndarray]) -> li
     the integers."""
     args = op.arguments(activations)
     if feeds_quantize(op):
+        x = args[0]
+        axes = reduce_axes(args, op.attrs, x.ndim)
+        if x.dtype == np.float32 and axes and axes == tuple(range(axes[0], x.ndim)) and x.size:
+            return [m.reduce_mean_trailing(x, axes[0], bool(op.attrs.get("keepdims", 1)))]
         return ops.get("ReduceMean").reference(args, op.attrs)
     x = args[0]
     axes = reduce_axes(args, op.attrs, x.ndim)

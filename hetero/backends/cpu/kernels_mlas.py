@@ -37,3 +37,16 @@ def layer_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, axis: 
         nb.layer_norm_rows(x.reshape(rows, n), s, b, bias is not None, F32(epsilon), out.reshape(rows, n), mean, inv)
     stats = (*x.shape[:axis], *([1] * (x.ndim - axis)))
     return [out, mean.reshape(stats), inv.reshape(stats)]
+
+
+def reduce_mean_trailing(x: np.ndarray, first_axis: int, keepdims: bool) -> np.ndarray:
+    """``mlas.reduce_mean_trailing`` (onnxruntime's float32 ReduceMean over the axes from
+    ``first_axis`` on) in one compiled pass: the same bits."""
+    x = np.ascontiguousarray(x, F32)
+    lead = x.shape[:first_axis]
+    n = math.prod(x.shape[first_axis:])
+    rows = math.prod(lead)
+    out = np.empty(rows, F32)
+    if rows:
+        nb.eigen_mean_rows(x.reshape(rows, n), out)
+    return out.reshape(lead + (1,) * (x.ndim - first_axis) if keepdims else lead)

@@ -212,3 +212,41 @@ def layer_norm_rows(x, scale, bias, has_bias, eps, out, mean_out, inv_out):  # p
     """LayerNormalization of each row of x (rows, n) as onnxruntime's CPU kernel rounds it."""
     for r in prange(x.shape[0]):
         _layer_norm_row(x, scale, bias, has_bias, eps, out, mean_out, inv_out, r)
+
+
+@njit(cache=True)
+def eigen_mean_rows(rows, out):  # pragma: no cover - compiled
+    """out[d] = the mean of row d of the float32 (count, n) array ``rows``, its sum formed as
+    ``mlas.eigen_row_sums`` forms it (onnxruntime's ReduceMean over trailing axes: from the first
+    16-byte-aligned element two 4-lane accumulators over alternate packets, added, one more whole
+    packet, reduced (l0 + l2) + (l1 + l3), then the unaligned head and the tail in order), then
+    divided by n in float32. n >= 1; the lanes are scalars so they stay in registers."""
+    count, n = rows.shape
+    for d in range(count):
+        r = rows[d]
+        offset = (d * n) % 4
+        start = min((4 - offset) % 4, n)
+        whole = (n - start) // 4 * 4
+        pairs = (n - start) // 8 * 8
+        if whole == 0:
+            s = r[0]
+            for i in range(1, n):
+                s = s + r[i]
+            out[d] = s / np.float32(n)
+            continue
+        a0, a1, a2, a3 = r[start], r[start + 1], r[start + 2], r[start + 3]
+        if whole > 4:
+            b0, b1, b2, b3 = r[start + 4], r[start + 5], r[start + 6], r[start + 7]
+            for i in range(start + 8, start + pairs, 8):
+                a0, a1, a2, a3 = a0 + r[i], a1 + r[i + 1], a2 + r[i + 2], a3 + r[i + 3]
+                b0, b1, b2, b3 = b0 + r[i + 4], b1 + r[i + 5], b2 + r[i + 6], b3 + r[i + 7]
+            a0, a1, a2, a3 = a0 + b0, a1 + b1, a2 + b2, a3 + b3
+            if whole > pairs:
+                i = start + pairs
+                a0, a1, a2, a3 = a0 + r[i], a1 + r[i + 1], a2 + r[i + 2], a3 + r[i + 3]
+        s = (a0 + a2) + (a1 + a3)
+        for i in range(start):
+            s = s + r[i]
+        for i in range(start + whole, n):
+            s = s + r[i]
+        out[d] = s / np.float32(n)

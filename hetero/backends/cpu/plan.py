@@ -62,6 +62,8 @@ BUILDERS: dict[str, Callable[[Device, Op, tuple[str, ...]], Step | None]] = {
     "Mul": steps.float_mul,
     **{name: steps.float_unary for name in FLOAT_ELEMENTWISE},
     "Transpose": steps.transpose,
+    "Slice": steps.slice_nhwc,
+    "Split": steps.split_nhwc,
     **{name: steps.reshape for name in ("Flatten", "Reshape", "Squeeze")},
 }
 """Op types with a plan step of their own; the others run their kernel from the device's table."""

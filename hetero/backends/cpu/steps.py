@@ -32,6 +32,8 @@ from hetero.ir.graph import Op
 from hetero.ir.ops.nn import window
 from hetero.ir.ops.pool import average_divisor
 from hetero.ir.ops.qlinear import pool_multiplier
+from hetero.ir.ops.tensor import slice_index, split_sizes
+from hetero.errors import GraphError
 
 NCHW, NHWC = "nchw", "nhwc"
 INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
@@ -219,11 +221,43 @@ def qconcat(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     return Step(op, (NHWC,) * parts, (NHWC,), concat)
 
 
+def _quantize_flat(op: Op) -> Step | None:
+    """Per-tensor QuantizeLinear of a float tensor of another rank (a CNN head's pooled (N, C), a
+    transformer's rows), elementwise in the layout it has, as one bound job."""
+    args = op.arguments([None]) + [None]
+    scale, zp = args[1], args[2]
+    dtype = np.dtype(op.output_specs[0].dtype)
+    if np.asarray(scale).size != 1 or dtype not in INT8:
+        return None
+    info = np.iinfo(dtype)
+    shape = tuple(op.input_specs[0].shape)
+    size = int(np.prod(shape, dtype=np.int64))
+    scales, zps, lo, hi = per_channel(scale, 1, F32), per_channel(zp, 1, F32), F32(info.min), F32(info.max)
+    items = -(-size // ks.QUANTIZE_BLOCK)
+    jobs = native.jobs() if native.BIND else None
+    bound = None if jobs is None or size == 0 else jobs.bind_part(ks.quantize_part, (
+        np.empty((1, 1, size), F32), scales, zps, lo, hi, np.empty((1, size, 1), dtype)), items, 0, 8)
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        out = np.empty(shape, dtype)
+        if bound is not None and x.dtype == F32 and x.flags.c_contiguous and bound.run(x, out):
+            return [out]
+        x = np.ascontiguousarray(x, F32)
+        if size:
+            ks.run_items(ks.quantize_part, (x.reshape(1, 1, size), scales, zps, lo, hi, out.reshape(1, size, 1)), items)
+        return [out]
+
+    return Step(op, (NCHW,), (NCHW,), run)
+
+
 def quantize(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
     """QuantizeLinear of a 4-D float tensor, per tensor or per channel (axis 1), written channels-last."""
     spec = op.input_specs[0]
-    if spec is None or len(spec.shape) != 4 or spec.dtype != "float32":
+    if spec is None or spec.dtype != "float32":
         return None
+    if len(spec.shape) != 4:
+        return _quantize_flat(op)
     args = op.arguments([None]) + [None]
     scale, zp = args[1], args[2]
     n, c, h, w = spec.shape
@@ -377,6 +411,46 @@ def transpose(device: Device, op: Op, available: tuple[str, ...]) -> Step | None
         return [out]
 
     return Step(op, (NHWC,), (NHWC,), run)
+
+
+_NHWC_AXIS = (0, 3, 1, 2)  # an NCHW axis's position in the channels-last array
+
+
+def slice_nhwc(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """Slice of a channels-last 4-D tensor by constant starts, ends, axes and steps (ShuffleNetV2's
+    channel halves): the same index with its axes moved, one strided copy, so the plan around it
+    stays channels-last (it had converted the whole tensor to NCHW and back for each Slice)."""
+    spec = op.input_specs[0]
+    if spec is None or available[0] != NHWC or len(spec.shape) != 4:
+        return None
+    try:
+        index = slice_index(spec.shape, op.arguments([None]))
+    except (GraphError, TypeError, ValueError):
+        return None
+    moved = tuple(index[a] for a in (0, 2, 3, 1))
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(inputs[0][moved])]
+
+    return Step(op, (NHWC,), (NHWC,), run)
+
+
+def split_nhwc(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """Split of a channels-last 4-D tensor into constant sizes along any axis, channels-last."""
+    spec = op.input_specs[0]
+    if spec is None or available[0] != NHWC or len(spec.shape) != 4:
+        return None
+    axis = int(op.attrs.get("axis", 0)) % 4
+    try:
+        sizes = split_sizes(op.arguments([None]), op.attrs, spec.shape[axis])
+    except (GraphError, TypeError, ValueError):
+        return None
+    where, bounds = _NHWC_AXIS[axis], np.cumsum(sizes)[:-1]
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(part) for part in np.split(inputs[0], bounds, axis=where)]
+
+    return Step(op, (NHWC,), (NHWC,) * len(sizes), run)
 
 
 def only_data_is_activation(op: Op) -> bool:
