@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not native.ENABLED, reason="native helpers are o
 
 def bound_cnn(batch: int) -> onnx.ModelProto:
     """Every bound kind: the input QuantizeLinear, a padded 3x3 conv, max pool, 1x1 convs read in
-    place, depthwise 3x3 (stride 1 and 2), a residual QLinearAdd, a classifier QGemm."""
+    place, depthwise 3x3 (stride 1 and 2), a residual QLinearAdd, a grouped conv, a classifier QGemm."""
     b = CnnBuilder(5)
     x = b.conv("x", 3, 24, 3)  # padded: pad_image, then the bound implicit GEMM
     x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
@@ -31,7 +31,8 @@ def bound_cnn(batch: int) -> onnx.ModelProto:
     y = b.conv(y, 48, 48, 3, group=48)  # depthwise
     y = b.conv(y, 48, 24, 1, relu=False)
     x = b.node("Add", [x, y])
-    x = b.conv(x, 24, 40, 3, stride=2)  # padded, strided
+    x = b.conv(x, 24, 48, 3, group=3)  # grouped: every group's implicit GEMM in one job
+    x = b.conv(x, 48, 40, 3, stride=2)  # padded, strided
     x = b.conv(x, 40, 40, 3, stride=2, group=40)  # depthwise stride 2
     x = b.node("Flatten", [b.node("GlobalAveragePool", [x])])
     w = (b.rng.standard_normal((40, 10)) / np.sqrt(40)).astype(np.float32)
@@ -86,7 +87,8 @@ def test_bound_plans_give_the_unbound_and_reference_bits(quantized, threads: int
     for got, plain, f in zip(bound, unbound, feeds):
         np.testing.assert_array_equal(got, plain)
         np.testing.assert_array_equal(got, run_reference(graph, f)[graph.outputs[0].name])
-    expected = {native_jobs.KIND_CONV, native_jobs.KIND_MAX_POOL, native_jobs.KIND_QADD, native_jobs.KIND_QUANTIZE}
+    expected = {native_jobs.KIND_CONV, native_jobs.KIND_MAX_POOL, native_jobs.KIND_QADD, native_jobs.KIND_QUANTIZE,
+                native_jobs.KIND_GROUPED}
     if batch == 1:
         expected |= {native_jobs.KIND_DWV, native_jobs.KIND_GEMM}
     assert expected <= used, sorted(used)

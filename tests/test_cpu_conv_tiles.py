@@ -113,16 +113,20 @@ GROUPED = [
     (40, 16, (12, 12), 3, 2, 1, 8),  # 2 outputs a group, stride 2
     (12, 96, (6, 6), 3, 1, 0, 2),  # 48 outputs a group, unpadded
     (64, 64, (5, 5), 3, 1, 1, 32),  # 2 channels a group
+    (64, 64, (7, 7), 3, 1, 1, 4),  # RegNet-like: 16 channels a group
+    (48, 96, (9, 9), 3, 2, 1, 3),  # 16 in, 32 out a group, stride 2
+    (60, 60, (6, 8), 5, 1, 2, 4),  # 15 a group (K rows rounded up to 4), 5x5
 ]
 
 
 @pytest.mark.parametrize("case", GROUPED, ids=[str(c) for c in GROUPED])
 @pytest.mark.parametrize("dtypes", DTYPES[:3], ids=["-".join(d) for d in DTYPES[:3]])
-@pytest.mark.parametrize("dense", ["auto", "0"])
+@pytest.mark.parametrize("dense", ["1", "0", "auto"])
 def test_grouped_convs_equal_reference_and_onnxruntime(dev: CpuDevice, case: tuple, dtypes: tuple[str, str], dense: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A grouped conv runs as one dense conv over block-diagonal weights (auto: where that is at
-    most DENSE_MAX_INFLATION times the multiply-adds) or group by group ("0"): both bit for bit."""
+    """A grouped conv runs as one dense conv over block-diagonal weights ("1") or as every
+    group's implicit GEMM in one job over per-group images ("0"; auto: whichever
+    steps_conv._dense_pays estimates less work): all bit for bit."""
     from hetero.backends.cpu import steps_conv
     from hetero.cost.kernel_estimate import classify_ops
 
@@ -139,7 +143,12 @@ def test_grouped_convs_equal_reference_and_onnxruntime(dev: CpuDevice, case: tup
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(got, session.run(None, {"x": x})[0])
     assert np.unique(got).size > 8
-    assert ("dense_groups" in kernel) == (dense == "auto"), kernel  # every case here pays as dense
+    if dense == "1":
+        assert "dense_groups" in kernel, kernel
+    elif dense == "0":
+        assert "_grouped_tiles" in kernel, kernel
+    else:
+        assert ("_grouped_tiles" in kernel) != ("dense_groups" in kernel), kernel
 
 
 def test_grouped_conv_with_weight_zero_points_keeps_the_grouped_path(dev: CpuDevice) -> None:

@@ -469,3 +469,90 @@ def bind_conv_tiles(table: np.ndarray, pixels: int, kgs: int, nseg: int, seg: in
         return words, items, used
 
     return jobs.Bound(jobs.KIND_CONV, jobs.CONV_IMAGE, jobs.CONV_OUT, make)
+
+
+# --- grouped convolutions: every group's implicit GEMM in one job -------------------------------
+
+
+@njit(nogil=True, cache=True)
+def grouped_tiles_core(i0, gi, t0, pixels, kgs, nseg, seg, flip, b0, gb, npan, kg, n, co0, mu0, gv, zy, lo, hi, y0, ldy,
+                       w0, tag, groups, mb):  # pragma: no cover - compiled
+    """conv_tiles_core for each group of a grouped conv: group g's padded image at ``i0 + g*gi``
+    (kernels_nhwc.pad_groups), its packed panels at ``b0 + g*gb``, its comp + bias and
+    multipliers at ``co0``/``mu0`` + g*gv bytes, its n output channels at columns g*n.. of the
+    rows at ``y0``; items are (group, block of ``mb`` tiles) pairs claimed from ``w0``."""
+    tiles = (pixels + MR - 1) // MR
+    blocks = (tiles + mb - 1) // mb
+    nwork = groups * blocks
+    ran = 0
+    w = claim(w0, tag, nwork)
+    while w >= 0:
+        ran += 1
+        g, bm = w // blocks, w % blocks
+        ig, bg, vg = i0 + g * gi, b0 + g * gb, g * gv
+        for q in range(npan):
+            j0 = q * NR
+            nj = min(NR, n - j0)
+            pb = bg + q * kg * NR * 4
+            for t in range(bm * mb, min(bm * mb + mb, tiles)):
+                p0 = t * MR
+                _tile_ind(flip, t0 + p0 * 8, ig, pb, kgs, nseg, seg, y0 + p0 * ldy + g * n + j0, ldy, 0, 0,
+                          co0 + vg + j0 * 4, 0, mu0 + vg + j0 * 4, zy, lo, hi, min(MR, pixels - p0), nj)
+        _count_done(w0 + 8)
+        w = claim(w0, tag, nwork)
+    return ran
+
+
+@njit(nogil=True, cache=True)
+def grouped_tiles_part(img, table, pixels, kgs, nseg, seg, flip, bp, n, comp, mult, zy, lo, hi, out, mb,
+                       counter):  # pragma: no cover - compiled
+    """grouped_tiles_core over arrays, one thread's work loop (job tag 0 on ``counter``): ``img``
+    (G, image bytes) group images, ``bp`` (G, panels, K/4, NR*4), ``comp``/``mult`` (G, panels*NR),
+    ``out`` (pixels, G*n) bytes."""
+    return grouped_tiles_core(_addr(img), img.shape[1], _addr(table), pixels, kgs, nseg, seg, flip, _addr(bp),
+                              bp.shape[1] * bp.shape[2] * bp.shape[3], bp.shape[1], bp.shape[2], n, _addr(comp),
+                              _addr(mult), comp.shape[1] * 4, zy, lo, hi, _addr(out), out.shape[1], _addr(counter), 0,
+                              img.shape[0], mb)
+
+
+def grouped_blocks(pixels: int, groups: int, workers: int) -> tuple[int, int]:
+    """(tiles per item, items) of a grouped conv's job: whole MB-tile blocks, or smaller ones
+    (split evenly) until every worker has >= 16 items."""
+    tiles = -(-pixels // MR)
+    blocks = -(-tiles // MB)
+    while groups * blocks < 16 * workers and blocks < tiles:
+        blocks = min(tiles, blocks * 2)
+    mb = -(-tiles // blocks)
+    return mb, groups * -(-tiles // mb)
+
+
+def bind_grouped_tiles(groups: int, image_bytes: int, table: np.ndarray, pixels: int, kgs: int, nseg: int, seg: int,
+                       flip: bool, bp: np.ndarray, n: int, comp: np.ndarray, mult: np.ndarray, tail: tuple, ldy: int):
+    """grouped_tiles_part as a native ``Bound`` job (``bound.run(images, out)``: images (G,
+    image_bytes) bytes, out (pixels, ldy) bytes); None where native helpers are off."""
+    jobs = native.jobs()
+    if jobs is None:
+        return None
+    keep = (table, bp, comp, mult)
+
+    def make(workers: int) -> tuple:
+        mb, items = grouped_blocks(pixels, groups, workers)
+        words = np.zeros(native.NARGS, np.int64)
+        jobs.grouped_words(words, np.empty((groups, image_bytes), np.uint8), keep[0], pixels, kgs, nseg, seg, flip, bp,
+                           n, comp, mult, *tail, np.empty((1, ldy), np.uint8), mb)
+        return words, items, min(workers, items)
+
+    return jobs.Bound(jobs.KIND_GROUPED, jobs.GROUPED_IMAGES, jobs.GROUPED_OUT, make)
+
+
+def run_grouped_tiles(bound, img: np.ndarray, table: np.ndarray, pixels: int, kgs: int, nseg: int, seg: int, flip: bool,
+                      bp: np.ndarray, n: int, comp: np.ndarray, mult: np.ndarray, tail: tuple, out: np.ndarray) -> None:
+    """Every group's implicit GEMM (grouped_tiles_part) into ``out``: the bound native job where
+    it runs, else the work loop shared through ``helpers``."""
+    if bound is not None and bound.run(img, out):
+        return
+    workers = helpers.thread_count()
+    mb, items = grouped_blocks(pixels, img.shape[0], workers)
+    counter = np.zeros(2, np.int64)
+    helpers.share(grouped_tiles_part, (img, table, pixels, kgs, nseg, seg, flip, bp, n, comp, mult, *tail, out, mb, counter),
+                  min(workers, items), items, counter)

@@ -303,3 +303,27 @@ def mul_rows(a, b, b_rows, out):  # pragma: no cover - compiled
         row = p if b_rows else 0
         for i in range(c):
             out[n, p, i] = a[n, p, i] * b[n, row, i]
+
+
+@njit(cache=True)  # serial (SERIAL_COPIES)
+def pad_groups(x, pt, pl, pad, hp, wp, out):  # pragma: no cover - compiled
+    """Row g of the byte array ``out`` (G, >= hp*wp*cg) = channel group g of the HWC image x
+    (C = G * cg) as its own (hp, wp, cg) image, x placed at (pt, pl) with ``pad`` around it (bytes
+    after it left as they are): a grouped conv's groups read in place as dense ones."""
+    h, w, ch = x.shape
+    groups = out.shape[0]
+    cg = ch // groups
+    span = wp * cg
+    for g in range(groups):
+        og = out[g]
+        for r in range(hp):
+            row = og[r * span : (r + 1) * span]
+            ih = r - pt
+            if ih < 0 or ih >= h:
+                _fill(row, pad)
+                continue
+            _fill(row[: pl * cg], pad)
+            _fill(row[(pl + w) * cg :], pad)
+            xr = x[ih]
+            for iw in range(w):
+                _copy(row[(pl + iw) * cg : (pl + iw + 1) * cg], xr[iw, g * cg : (g + 1) * cg])

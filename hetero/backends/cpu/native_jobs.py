@@ -27,7 +27,7 @@ from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu import kernels_tail as kt
 from hetero.backends.cpu import helpers, native
 from hetero.backends.cpu.gemm import MB, MR, _addr
-from hetero.backends.cpu.gemm_fused import conv_tiles_core, gemm_requant_core
+from hetero.backends.cpu.gemm_fused import conv_tiles_core, gemm_requant_core, grouped_tiles_core
 from hetero.backends.cpu.helpers import _load_acquire, _pause
 from hetero.backends.cpu.kernels_nhwc import CHUNK
 from hetero.backends.cpu.kernels_dw import dw5_px_core, dw5_rows_core
@@ -38,7 +38,7 @@ from hetero.backends.cpu.native import (ARGS, CLAIM, ENDS, FROM_BACK, FUTEX, FUT
                                         SLEEPERS, SPIN, STOP, SYS_FUTEX, TS, WORKERS, _atomic_add, _call6, _cycles, _fence, _load_seq,
                                         begin_post, end_post, wait_done)
 
-KIND_CONV, KIND_GEMM = 1, 2
+KIND_CONV, KIND_GEMM, KIND_GROUPED = 1, 2, 3
 # depthwise 3x3 and QLinearAdd, uint8 activations; + 1 for int8 ones
 KIND_DW3_ROWS, KIND_DW3S2_ROWS, KIND_DW3_PX, KIND_QADD, KIND_QUANTIZE = 4, 6, 8, 10, 12
 KIND_DW5_ROWS, KIND_DW5_PX, KIND_MAX_POOL, KIND_DWV = 14, 16, 18, 20
@@ -132,6 +132,11 @@ def run_block(kind, words, w0, tag):  # pragma: no cover - compiled
                                  words[8], words[9], words[10], words[11], words[12], words[13], words[14],
                                  np.float32(fl[15]), np.float32(fl[16]), np.float32(fl[17]), words[18], words[19],
                                  words[20], w0, tag, words[21])
+    if kind == KIND_GROUPED:
+        return grouped_tiles_core(words[0], words[1], words[2], words[3], words[4], words[5], words[6], words[7] != 0,
+                                  words[8], words[9], words[10], words[11], words[12], words[13], words[14], words[15],
+                                  np.float32(fl[16]), np.float32(fl[17]), np.float32(fl[18]), words[19], words[20], w0,
+                                  tag, words[21], words[22])
     if kind >= KIND_DW3_ROWS:
         if kind & 1:
             return _run_small(kind & ~1, words, fl, w0, tag, np.int8)
@@ -196,6 +201,22 @@ def conv_words(a, img, table, pixels, kgs, nseg, seg, flip, bp, n, rs, beta, com
 
 
 CONV_IMAGE, CONV_OUT = 0, 19
+
+
+@njit(nogil=True, cache=True)
+def grouped_words(w, img, table, pixels, kgs, nseg, seg, flip, bp, n, comp, mult, zy, lo, hi, out,
+                  mb):  # pragma: no cover - compiled
+    """A KIND_GROUPED job's words in ``w`` (gemm_fused.grouped_tiles_part's arguments; the group
+    images at word GROUPED_IMAGES, the output at GROUPED_OUT)."""
+    fl = w.view(np.float64)
+    w[0], w[1], w[2], w[3], w[4], w[5], w[6] = _addr(img), img.shape[1], _addr(table), pixels, kgs, nseg, seg
+    w[7], w[8], w[9], w[10], w[11] = 1 if flip else 0, _addr(bp), bp.shape[1] * bp.shape[2] * bp.shape[3], bp.shape[1], bp.shape[2]
+    w[12], w[13], w[14], w[15] = n, _addr(comp), _addr(mult), comp.shape[1] * 4
+    fl[16], fl[17], fl[18] = zy, lo, hi
+    w[19], w[20], w[21], w[22] = _addr(out), out.shape[1], img.shape[0], mb
+
+
+GROUPED_IMAGES, GROUPED_OUT = 0, 19
 
 
 @njit(nogil=True, cache=True)
