@@ -245,9 +245,10 @@ class CpuDevice(HostDevice):
     conditions: Mapping[str, Predicate] = {**CONDITIONS, **TRANSFORMER_CONDITIONS}
     # float32 kernels computing the reference's arithmetic (hetero.ir.ops.mlas, IEEE division; Sigmoid:
     # MLAS's logistic; HardSwish and HardSigmoid: the reference's multiply, add and clamp, each rounded;
-    # ReduceMean: the reference's summation where its output is quantized)
+    # ReduceMean: the reference's summation where its output is quantized; BatchNormalization: x * s + b
+    # with onnxruntime's float32 s and b, hetero.ir.ops.pool.batch_norm_float32)
     same_bits_as_reference = frozenset({"Softmax", "Erf", "Gelu", "Tanh", "LayerNormalization", "Div", "HardSwish", "HardSigmoid",
-                                        "Sigmoid", "ReduceMean"})
+                                        "Sigmoid", "ReduceMean", "BatchNormalization"})
 
     def __init__(self, info: DeviceInfo, threads: int | None = None, throttle: float = 1.0) -> None:
         start_threads_passive()

@@ -24,7 +24,7 @@ from hetero.backends.cpu import kernels_mlas as m
 from hetero.ir.ops.elementwise import clip_bounds
 from hetero.ir.ops.nn import Window, window
 from hetero.ir.ops.mlas import feeds_quantize
-from hetero.ir.ops.pool import average_divisor, batch_norm_affine, reduce_axes
+from hetero.ir.ops.pool import average_divisor, batch_norm_float32, reduce_axes
 
 F32 = np.float32
 Kernel = Callable[[Device, Op, Sequence[np.ndarray]], list[np.ndarray]]
@@ -184,7 +184,7 @@ def unary(code: int) -> Kernel:
 
 def batch_norm(device: Device, op: Op, activations: Sequence[np.ndarray]) -> list[np.ndarray]:
     """BatchNormalization (inference) as a per-channel affine map."""
-    scale, shift = device.prepared(op, lambda: batch_norm_affine(op.arguments(activations), op.attrs))
+    scale, shift = device.prepared(op, lambda: batch_norm_float32(op.arguments(activations), op.attrs))
     x = np.ascontiguousarray(activations[0])
     shape3 = (x.shape[0], x.shape[1], -1)
     out = np.empty_like(x)

@@ -29,7 +29,7 @@ from hetero.backends.kernels.common import (
 from hetero.ir.graph import Op
 from hetero.ir.ops.elementwise import clip_bounds
 from hetero.ir.ops.nn import window
-from hetero.ir.ops.pool import average_divisor, batch_norm_affine, reduce_axes
+from hetero.ir.ops.pool import average_divisor, batch_norm_float32, reduce_axes
 
 Fn = Callable[[KernelDevice, Op, Sequence[Buffer]], list[Buffer]]
 F32 = "float32"
@@ -76,7 +76,7 @@ def _binary(name: str) -> Fn:
 def batch_norm(dev: KernelDevice, op: Op, inputs: Sequence[Buffer]) -> list[Buffer]:
     x = inputs[0]
     params = [None, *(op.weights[t] for t in op.inputs[1:])]
-    affine = dev.host_value(op, "affine", lambda: batch_norm_affine(params, op.attrs))
+    affine = dev.host_value(op, "affine", lambda: batch_norm_float32(params, op.attrs))
     scale = dev.constant(op, "scale", lambda: affine[0])
     shift = dev.constant(op, "shift", lambda: affine[1])
     shape = x.shape

@@ -206,9 +206,21 @@ def _batch_norm_infer(inputs: Sequence[Value | None], attrs: Attrs) -> list[tupl
     return [(x.shape, x.dtype)]
 
 
+def batch_norm_float32(ins: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, np.ndarray]:
+    """BatchNormalization (inference) as onnxruntime's CPU kernel runs it, every step a float32
+    rounding: 1 / sqrt(var + eps), times gamma, and beta - mean * that; then y = x * scale + shift.
+    (``batch_norm_affine``, in float64, folds a BatchNormalization into the conv before it at
+    import; an unfolded one, as in a pre-activation block, runs with these roundings so that an
+    int8 graph quantizing its output gets onnxruntime's integers.)"""
+    gamma, beta, mean, var = (np.asarray(a, np.float32) for a in ins[1:5])
+    inv_std = (np.float32(1.0) / np.sqrt((var + np.float32(attrs.get("epsilon", 1e-5))).astype(np.float32))).astype(np.float32)
+    scale = (inv_std * gamma).astype(np.float32)
+    return scale, (beta - (mean * scale).astype(np.float32)).astype(np.float32)
+
+
 def _batch_norm(ins: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
     x = ins[0]
-    scale, shift = batch_norm_affine(ins, attrs)  # type: ignore[arg-type]
+    scale, shift = batch_norm_float32(ins, attrs)  # type: ignore[arg-type]
     shape = (1, -1) + (1,) * (x.ndim - 2)
     return [(x * scale.reshape(shape) + shift.reshape(shape)).astype(x.dtype)]
 
