@@ -477,16 +477,22 @@ def test_slices_and_splits_run_channels_last_and_exact(dev: CpuDevice, activatio
         np.testing.assert_array_equal(got, session.run(None, feeds)[0])
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("activation_dtype", ["uint8", "int8"])
-def test_a_pre_activation_batch_norm_gives_onnxruntimes_integers(dev: CpuDevice, activation_dtype: str) -> None:
+def test_a_pre_activation_batch_norm_gives_onnxruntimes_integers(activation_dtype: str, fuse: bool,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """DenseNet's BatchNormalization after a Concat cannot fold into a conv: it runs in float
     between a DequantizeLinear and a QuantizeLinear, with onnxruntime's float32 roundings
     (1/sqrt(var + eps) times gamma, beta - mean * that, x * s + b), on the reference and the cpu
     device alike (the cpu device had refused it; the reference, folding in float64, differed
-    from onnxruntime in ~30% of its float outputs)."""
+    from onnxruntime in ~30% of its float outputs). The plan runs the three ops as one fused
+    affine pass, or (fusion off) channels-last as they are: no layout conversion either way."""
     from onnx import TensorProto, helper
 
+    from hetero.backends.cpu import tails
     from hetero.ir.synth import OPSET
+
+    monkeypatch.setattr(tails, "ENABLED", fuse)
 
     b = CnnBuilder(4)
     x = b.conv("x", 3, 16, 3, stride=2)
@@ -507,16 +513,24 @@ def test_a_pre_activation_batch_norm_gives_onnxruntimes_integers(dev: CpuDevice,
                          activation_dtype=activation_dtype)
     lowered = lower_qdq(import_onnx(qdq))
     norms = [op for op in lowered.ops_in_order() if op.type == "BatchNormalization"]
-    assert norms and all(dev.supports(op) for op in norms)
     options = ort.SessionOptions()
     options.add_session_config_entry("session.qdqisint8allowed", "1")
     session = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
     name = lowered.outputs[0].name
-    for seed in range(4):
-        feeds = {"x": np.random.default_rng(seed).standard_normal((1, 3, 20, 20)).astype(np.float32)}
-        got = run_on_device(lowered, dev, feeds)[name]
-        np.testing.assert_array_equal(got, run_reference(lowered, feeds)[name])
-        np.testing.assert_array_equal(got, session.run(None, feeds)[0])
+    dev = CpuDevice(INFO)
+    try:
+        assert norms and all(dev.supports(op) for op in norms)
+        lines = dev.plan_for(lowered).describe()
+        assert sum(line.startswith("convert") for line in lines) == 0, "\n".join(lines)
+        fused = any("fused affine of DequantizeLinear, BatchNormalization, QuantizeLinear" in line for line in lines)
+        assert fused == fuse, "\n".join(lines)
+        for seed in range(4):
+            feeds = {"x": np.random.default_rng(seed).standard_normal((1, 3, 20, 20)).astype(np.float32)}
+            got = run_on_device(lowered, dev, feeds)[name]
+            np.testing.assert_array_equal(got, run_reference(lowered, feeds)[name])
+            np.testing.assert_array_equal(got, session.run(None, feeds)[0])
+    finally:
+        dev.close()
 
 
 def test_float_batch_norm_has_onnxruntimes_bits() -> None:

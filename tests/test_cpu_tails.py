@@ -313,7 +313,8 @@ def test_the_gated_kernel_on_one_and_two_threads(channels_last: bool, dtype) -> 
         for threads in (1, 2):
             helpers.set_thread_count(threads)
             out = np.zeros_like(x)
-            ks.run_items(kt.gated_part, (x, zx, sx, gate, channels_last, sy, zy, F32(info.min), F32(info.max), out), n * -(-a // per))
+            ks.run_items(kt.gated_part, (x, zx, sx, gate, np.zeros_like(gate), channels_last, sy, zy, F32(info.min), F32(info.max), out),
+                         n * -(-a // per))
             np.testing.assert_array_equal(out, want)
     finally:
         helpers.set_thread_count(before)

@@ -203,16 +203,17 @@ def lookup_core(x, table, out, w0, tag):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, error_model="numpy")  # no zero-division check: the division vectorises
-def gated_part(x, zx, sx, gate, channels_last, sy, zy, lo, hi, out, counter):  # pragma: no cover - compiled
+def gated_part(x, zx, sx, gate, shift, channels_last, sy, zy, lo, hi, out, counter):  # pragma: no cover - compiled
     """See gated_core."""
-    return gated_core(x, zx, sx, gate, channels_last, sy, zy, lo, hi, out, _addr(counter), 0)
+    return gated_core(x, zx, sx, gate, shift, channels_last, sy, zy, lo, hi, out, _addr(counter), 0)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def gated_core(x, zx, sx, gate, channels_last, sy, zy, lo, hi, out, w0, tag):  # pragma: no cover - compiled
-    """out = quantize(float32(x - zx) * sx * gate[n, c]) on x of shape (N, A, B): channels-last
-    (A pixels, B channels: the gate varies along B) or not (A channels, B pixels); items are
-    blocks of rows of one image."""
+def gated_core(x, zx, sx, gate, shift, channels_last, sy, zy, lo, hi, out, w0, tag):  # pragma: no cover - compiled
+    """out = quantize(float32(x - zx) * sx * gate[n, c] + shift[n, c]) on x of shape (N, A, B):
+    channels-last (A pixels, B channels: the gate varies along B) or not (A channels, B pixels);
+    items are blocks of rows of one image. Each product and sum is one float32 rounding (a zero
+    shift changes no output byte: only a zero's sign, which quantizes alike)."""
     nb, rows, cols = x.shape
     per = max(1, GATED_ELEMENTS // max(cols, 1))
     blocks = (rows + per - 1) // per
@@ -220,32 +221,34 @@ def gated_core(x, zx, sx, gate, channels_last, sy, zy, lo, hi, out, w0, tag):  #
     # span * cols elements (vectorised) rather than cols (a few dozen channels)
     span = max(1, GATED_ROW // max(cols, 1)) if channels_last else 1
     grow = np.empty(span * cols if channels_last else 0, np.float32)
+    srow = np.empty(span * cols if channels_last else 0, np.float32)
     filled = -1
     ran = 0
     t = claim(w0, tag, nb * blocks)
     while t >= 0:
         ran += 1
         n, b = t // blocks, t % blocks
-        g = gate[n]
+        g, h = gate[n], shift[n]
         r0, r1 = b * per, min(rows, b * per + per)
         if channels_last:
             if filled != n:
                 for i in range(span * cols):
                     grow[i] = g[i % cols]
+                    srow[i] = h[i % cols]
                 filled = n
             xn, on = x[n].reshape(rows * cols), out[n].reshape(rows * cols)
             for r in range(r0, r1, span):
                 base = r * cols
                 xs, os = xn[base : base + min(span, r1 - r) * cols], on[base : base + min(span, r1 - r) * cols]
                 for i in range(xs.size):
-                    value = (np.float32(np.int32(xs[i]) - zx) * sx) * grow[i]
+                    value = (np.float32(np.int32(xs[i]) - zx) * sx) * grow[i] + srow[i]
                     os[i] = _quantize_one(value, sy, zy, lo, hi)
         else:
             for r in range(r0, r1):
                 xs, os = x[n, r], out[n, r]
-                gr = g[r]
+                gr, hr = g[r], h[r]
                 for p in range(cols):
-                    value = (np.float32(np.int32(xs[p]) - zx) * sx) * gr
+                    value = (np.float32(np.int32(xs[p]) - zx) * sx) * gr + hr
                     os[p] = _quantize_one(value, sy, zy, lo, hi)
         _count_done(w0 + 8)
         t = claim(w0, tag, nb * blocks)

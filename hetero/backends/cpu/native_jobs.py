@@ -109,7 +109,8 @@ def _run_small(kind, w, fl, w0, tag, s8):  # pragma: no cover - compiled
                               _bytes(np.uint8, w[5], (w[6], w[7])), w0, tag)
     if kind == KIND_GATED:
         return kt.gated_core(_bytes(s8, w[0], (w[1], w[2], w[3])), np.int32(w[4]), np.float32(fl[5]),
-                             carray(_voidptr(w[6]), (w[1], w[7]), np.float32), w[8] != 0, np.float32(fl[9]),
+                             carray(_voidptr(w[6]), (w[1], w[7]), np.float32),
+                             carray(_voidptr(w[14]), (w[1], w[7]), np.float32), w[8] != 0, np.float32(fl[9]),
                              np.float32(fl[10]), np.float32(fl[11]), np.float32(fl[12]),
                              _bytes(s8, w[13], (w[1], w[2], w[3])), w0, tag)
     if kind == KIND_QADD:
@@ -470,23 +471,23 @@ def concat_shared(ctl, workers, sysfn, kind, ptrs, widths, begins, tables, dst):
 
 
 @njit(nogil=True, cache=True)
-def gated_words(w, x, zx, sx, gate, channels_last, sy, zy, lo, hi, out):  # pragma: no cover - compiled
-    """A gated job's words in ``w`` (x at word 0, the gate at 6, out at 13)."""
+def gated_words(w, x, zx, sx, gate, shift, channels_last, sy, zy, lo, hi, out):  # pragma: no cover - compiled
+    """A gated job's words in ``w`` (x at word 0, the gate at 6, out at 13, the shift at 14)."""
     fl = w.view(np.float64)
     w[0], w[1], w[2], w[3], w[4] = _addr(x), x.shape[0], x.shape[1], x.shape[2], zx
     fl[5] = sx
     w[6], w[7], w[8] = _addr(gate), gate.shape[1], 1 if channels_last else 0
     fl[9], fl[10], fl[11], fl[12] = sy, zy, lo, hi
-    w[13] = _addr(out)
+    w[13], w[14] = _addr(out), _addr(shift)
 
 
 @njit(nogil=True, cache=True)
-def gated_shared(ctl, workers, sysfn, kind, x, zx, sx, gate, channels_last, sy, zy, lo, hi, out):  # pragma: no cover
+def gated_shared(ctl, workers, sysfn, kind, x, zx, sx, gate, shift, channels_last, sy, zy, lo, hi, out):  # pragma: no cover
     """kernels_tail.gated_part on ``workers`` threads (native helpers)."""
     tag = begin_post(ctl)
-    gated_words(ctl[ARGS:], x, zx, sx, gate, channels_last, sy, zy, lo, hi, out)
+    gated_words(ctl[ARGS:], x, zx, sx, gate, shift, channels_last, sy, zy, lo, hi, out)
     end_post(ctl, kind, workers, sysfn)
-    kt.gated_core(x, zx, sx, gate, channels_last, sy, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
+    kt.gated_core(x, zx, sx, gate, shift, channels_last, sy, zy, lo, hi, out, _addr(ctl) + CLAIM * 8, tag)
     per = max(1, kt.GATED_ELEMENTS // max(x.shape[2], 1))
     wait_done(ctl, x.shape[0] * ((x.shape[1] + per - 1) // per))
 

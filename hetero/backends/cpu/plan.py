@@ -60,6 +60,7 @@ BUILDERS: dict[str, Callable[[Device, Op, tuple[str, ...]], Step | None]] = {
     "QuantizeLinear": steps.quantize,
     "DequantizeLinear": steps.dequantize,
     "Mul": steps.float_mul,
+    "BatchNormalization": steps.batch_norm_nhwc,
     **{name: steps.float_unary for name in FLOAT_ELEMENTWISE},
     "Transpose": steps.transpose,
     "Slice": steps.slice_nhwc,
@@ -189,7 +190,7 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
 def _float_nhwc_chains(graph: Graph) -> set[str]:
     """DequantizeLinear ops whose float output may stay channels-last: the float ops it feeds
     (elementwise activations, Mul by a tensor of the same shape or an (N, C, 1, 1) gate: a
-    squeeze-and-excitation gate, Swish, HardSwish) are read only by each other and by
+    squeeze-and-excitation gate, Swish, HardSwish; a per-channel BatchNormalization) are read only by each other and by
     QuantizeLinear ops, so the float tensors return to 8 bits without a layout conversion (of
     4-byte elements). Found as the largest such set: start from every candidate, drop any op with
     a reader outside it or a full-size float input from outside it, until none is dropped."""
@@ -207,7 +208,7 @@ def _float_nhwc_chains(graph: Graph) -> set[str]:
         out = op.output_specs[0] if op.output_specs else None
         if out is None or not full_size(out) or out.dtype != "float32" or op.outputs[0] in outputs:
             continue
-        if op.type == "DequantizeLinear" or op.type in FLOAT_ELEMENTWISE or op.type == "Mul":
+        if op.type == "DequantizeLinear" or op.type in FLOAT_ELEMENTWISE or op.type in ("Mul", "BatchNormalization"):
             region[op.outputs[0]] = op
     changed = True
     while changed:

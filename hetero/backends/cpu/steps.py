@@ -30,7 +30,7 @@ from hetero.backends.cpu.kernels_float import geometry
 from hetero.backends.cpu.kernels_quant import F32, Requant, _ratio, per_channel, scalar
 from hetero.ir.graph import Op
 from hetero.ir.ops.nn import window
-from hetero.ir.ops.pool import average_divisor
+from hetero.ir.ops.pool import average_divisor, batch_norm_float32
 from hetero.ir.ops.qlinear import pool_multiplier
 from hetero.ir.ops.tensor import slice_index, split_sizes
 from hetero.errors import GraphError
@@ -331,6 +331,23 @@ def float_unary(device: Device, op: Op, available: tuple[str, ...]) -> Step | No
         return None
     kernel = device.kernels[op.type]
     return Step(op, (NHWC,), (NHWC,), lambda inputs: kernel(device, op, inputs))
+
+
+def batch_norm_nhwc(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:
+    """A float32 BatchNormalization of a channels-last 4-D tensor (DenseNet's pre-activation
+    blocks, between a DequantizeLinear and a QuantizeLinear): x * scale + shift along the last
+    axis, the reference's two float32 roundings (hetero.ir.ops.pool.batch_norm_float32)."""
+    spec = op.input_specs[0]
+    if not available or available[0] != NHWC or spec is None or spec.dtype != "float32" or len(spec.shape) != 4:
+        return None
+    scale, shift = batch_norm_float32(op.arguments([None]), op.attrs)
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = np.multiply(inputs[0], scale)
+        np.add(out, shift, out=out)
+        return [out]
+
+    return Step(op, (NHWC,), (NHWC,), run)
 
 
 def float_mul(device: Device, op: Op, available: tuple[str, ...]) -> Step | None:

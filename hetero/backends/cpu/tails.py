@@ -33,6 +33,7 @@ from hetero.backends.cpu import kernels_tail as kt
 from hetero.backends.cpu import kernels_shared as ks
 from hetero.backends.cpu import native
 from hetero.backends.cpu.kernels_quant import scalar
+from hetero.ir.ops.pool import batch_norm_float32
 from hetero.backends.cpu.steps import INT8, NCHW, NHWC, Step
 from hetero.backends.reference import reference_op
 from hetero.ir.graph import Graph, Op
@@ -53,7 +54,7 @@ BINARY = frozenset(("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"))
 
 @dataclass(frozen=True)
 class Tail:
-    """A fused group: ``kind`` ("lookup" or "gated"), ``ops`` (every op of the group, in graph
+    """A fused group: ``kind`` ("lookup", "gated" or "affine"), ``ops`` (every op of the group, in graph
     order, the QuantizeLinear ``anchor`` last), ``sources`` (the activation tensors the fused pass
     reads: the 8-bit tensor, then the gate for "gated") and ``table`` (lookup: the 256 output
     bytes, indexed by the input byte)."""
@@ -78,7 +79,7 @@ class Tail:
     def step(self, available: tuple[str, ...]) -> Step:
         """The fused pass for sources in the ``available`` layouts (the output keeps the 8-bit
         source's layout)."""
-        return (_lookup_step if self.kind == "lookup" else _gated_step)(self, available)
+        return (_lookup_step if self.kind == "lookup" else _gated_step)(self, available)  # gated, affine
 
 
 def _scalar_params(op: Op) -> bool:
@@ -121,7 +122,8 @@ def find_tails(graph: Graph) -> list[Tail]:
         if not (q.type == "QuantizeLinear" and _scalar_params(q) and _eight_bit(q.output_specs[0])
                 and q.input_specs[0] is not None and q.input_specs[0].dtype == "float32"):
             continue
-        tail = _lookup(q, producer, dequantize_of_bytes, only_read_by) or _gated(q, producer, dequantize_of_bytes, only_read_by)
+        tail = (_lookup(q, producer, dequantize_of_bytes, only_read_by) or _gated(q, producer, dequantize_of_bytes, only_read_by)
+                or _affine(q, producer, dequantize_of_bytes, only_read_by))
         if tail is not None:
             ops = tuple(sorted(tail[1], key=lambda op: index[op.name])) + (q,)
             tails.append(_finish(tail[0], ops, tail[2]))
@@ -188,6 +190,22 @@ def _gated(q: Op, producer, dequantize_of_bytes, only_read_by):
     return None
 
 
+def _affine(q: Op, producer, dequantize_of_bytes, only_read_by):
+    """An affine group ending at ``q``: QuantizeLinear(BatchNormalization(DequantizeLinear(x)))
+    with constant normalisation parameters (DenseNet's pre-activation blocks), run as a gate of the
+    normalisation's per-channel scale plus its shift; (kind, ops, sources) or None."""
+    bn = producer.get(q.inputs[0])
+    if bn is None or bn.type != "BatchNormalization" or not only_read_by(bn.outputs[0], {q.name}):
+        return None
+    if len(bn.inputs) != 5 or any(t not in bn.weights for t in bn.inputs[1:5]) or bn.attrs.get("training_mode", 0):
+        return None
+    shape = tuple(bn.output_specs[0].shape)
+    dq = producer.get(bn.inputs[0])
+    if len(shape) != 4 or bn.output_specs[0].dtype != "float32" or not dequantize_of_bytes(dq):
+        return None
+    return "affine", [dq, bn], (dq.inputs[0],)
+
+
 def _channel_gate(g: tuple[int, ...], shape: tuple[int, ...]) -> bool:
     """Whether a tensor of shape ``g`` broadcasts over ``shape`` (N, C, H, W) with one value per
     (image, channel) at most."""
@@ -236,6 +254,8 @@ def _lookup_step(tail: Tail, available: tuple[str, ...]) -> Step:
 
 
 def _gated_step(tail: Tail, available: tuple[str, ...]) -> Step:
+    """A gated group's step (QuantizeLinear(DequantizeLinear(x) * g)), or an affine one's (g the
+    normalisation's per-channel scale, plus its shift: the reference's two float32 roundings)."""
     dq, mul, q = tail.ops
     n, c, h, w = mul.output_specs[0].shape
     (_, sx, zx), (_, sy, zy) = ((op.arguments([None]) + [None])[:3] for op in (dq, q))
@@ -243,8 +263,14 @@ def _gated_step(tail: Tail, available: tuple[str, ...]) -> Step:
     dtype = np.dtype(q.output_specs[0].dtype)
     info = np.iinfo(dtype)
     lo, hi = F32(info.min), F32(info.max)
-    g_name = next(t for t in mul.inputs if t != dq.outputs[0])
-    constant = mul.weights.get(g_name)
+    if tail.kind == "affine":
+        scale, offset = batch_norm_float32(mul.arguments([None]), mul.attrs)
+        constant = scale.reshape(1, c, 1, 1)
+        shift = np.ascontiguousarray(np.broadcast_to(offset.reshape(1, c), (n, c)), F32)
+    else:
+        g_name = next(t for t in mul.inputs if t != dq.outputs[0])
+        constant = mul.weights.get(g_name)
+        shift = np.zeros((n, c), F32)
     channels_last = available[0] == NHWC
 
     def gate_of(g: np.ndarray) -> np.ndarray:
@@ -259,7 +285,7 @@ def _gated_step(tail: Tail, available: tuple[str, ...]) -> Step:
     per = max(1, kt.GATED_ELEMENTS // max(shape3[2], 1))
     jobs = native.jobs() if native.BIND else None
     bound = None if jobs is None else jobs.bind_part(kt.gated_part, (
-        np.empty(shape3, dtype), zx, sx, np.empty((n, c), F32), channels_last, sy, zy, lo, hi, np.empty(shape3, dtype)),
+        np.empty(shape3, dtype), zx, sx, np.empty((n, c), F32), shift, channels_last, sy, zy, lo, hi, np.empty(shape3, dtype)),
         n * -(-shape3[1] // per), 0, 13, 6)
 
     def gated(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -271,7 +297,7 @@ def _gated_step(tail: Tail, available: tuple[str, ...]) -> Step:
         x3 = x.reshape(n, h * w, c) if channels_last else x.reshape(n, c, h * w)
         rows, cols = x3.shape[1], x3.shape[2]
         per = max(1, kt.GATED_ELEMENTS // max(cols, 1))
-        ks.run_items(kt.gated_part, (x3, zx, sx, gate, channels_last, sy, zy, lo, hi, out.reshape(x3.shape)),
+        ks.run_items(kt.gated_part, (x3, zx, sx, gate, shift, channels_last, sy, zy, lo, hi, out.reshape(x3.shape)),
                      n * -(-rows // per))
         return [out]
 
