@@ -97,12 +97,25 @@ def validate(model: str, device_names: list[str], profile_path: str, requests: i
     """Schedule (or take ``placement``: auto, a PLAN.json path or random:SEED), simulate and run one
     plan; measured devices must be the profiled hardware (HOST/DEVICE ones on ``cluster``, a
     :class:`hetero.remote.Cluster`)."""
-    from hetero.app.run import check_plan_fits, initial_plan, plan_file
+    from hetero.app.run import plan_file
     from hetero.remote import open_devices
 
     fixed = plan_file(placement)  # a bad --placement is refused before any device is opened
     profile = load_profile(profile_path)
     devices = open_devices(device_names, cluster)
+    try:
+        return _validate_on(model, devices, device_names, profile, profile_path, requests, inflight, algorithm, seed,
+                            input_shapes, placement, fixed)
+    finally:
+        for device in devices.values():  # released here: left open, each call's OpenCL contexts and
+            device.close()  # device threads stayed, and the next call in the process ran slower
+
+
+def _validate_on(model: str, devices: dict, device_names: list[str], profile: Any, profile_path: str, requests: int,
+                 inflight: int, algorithm: str, seed: int, input_shapes: dict[str, tuple[int, ...]] | None,
+                 placement: str, fixed: Any) -> Validation:
+    from hetero.app.run import check_plan_fits, initial_plan
+
     for name, device in devices.items():
         check_device(profile, profile_path, name, device.info)
     graph = load_for_precision(model, profile.precision, input_shapes)
