@@ -553,3 +553,45 @@ def test_float_batch_norm_has_onnxruntimes_bits() -> None:
         want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
         got = _batch_norm([x, *params], {"epsilon": eps})[0]
         np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
+@pytest.mark.parametrize("activation_dtype", ["uint8", "int8"])
+def test_a_qlinear_add_of_a_constant_is_one_table_lookup(dev: CpuDevice, activation_dtype: str) -> None:
+    """ConvNeXt's Gelu quantizes ``1 + erf(.)``: a QLinearAdd of a tensor and a one-element
+    constant. The plan runs it as a 256-entry table of the reference's answers (channels-last,
+    no conversion), with the reference's and onnxruntime's bits."""
+    from onnx import TensorProto, helper
+
+    from hetero.cost.kernel_estimate import classify_ops
+    from hetero.ir.synth import OPSET
+
+    b = CnnBuilder(6)
+    x = b.conv("x", 3, 16, 3, relu=False)
+    x = b.node("Add", [x, b.const(np.array([1.0], np.float32))])
+    x = b.conv(x, 16, 16, 1)
+    x = b.node("Flatten", [b.node("GlobalAveragePool", [x])])
+    w = (b.rng.standard_normal((16, 10)) / 4).astype(np.float32)
+    logits = b.node("Gemm", [x, b.const(w), b.const(np.zeros(10, np.float32))])
+    graph = helper.make_graph(b.nodes, "add_const", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                              [helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, 10])], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    rng = np.random.default_rng(8)
+    qdq = quantize_model(import_onnx(model), [{"x": rng.standard_normal((1, 3, 12, 12)).astype(np.float32)} for _ in range(4)],
+                         activation_dtype=activation_dtype)
+    lowered = lower_qdq(import_onnx(qdq))
+    adds = [op for op in lowered.ops_in_order() if op.type == "QLinearAdd"]
+    assert adds and all(len(op.activation_inputs) == 1 for op in adds)
+    classes = classify_ops(dev, lowered)
+    assert all("_qadd_constant" in classes[op.name] for op in adds), classes
+    lines = dev.plan_for(lowered).describe()
+    assert sum(line.startswith("convert") for line in lines) == 0, "\n".join(lines)
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.qdqisint8allowed", "1")
+    session = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = lowered.outputs[0].name
+    for seed in range(3):
+        feeds = {"x": (np.random.default_rng(seed).standard_normal((1, 3, 12, 12)) * 2).astype(np.float32)}
+        got = run_on_device(lowered, dev, feeds)[name]
+        np.testing.assert_array_equal(got, run_reference(lowered, feeds)[name])
+        np.testing.assert_array_equal(got, session.run(None, feeds)[0])
